@@ -1,0 +1,183 @@
+//! One provider's connection: a handle for callers and the I/O thread behind it.
+
+mod backoff;
+mod driver;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use polling::Poller;
+
+use crate::error::{Error, Operation, Result};
+use crate::message::{Message, QoS};
+use crate::provider::{Limits, ProviderSpec};
+use crate::state::{ConnectionState, StateHub};
+
+/// The reply to a blocking request.
+pub(crate) type Reply = Sender<Result<()>>;
+
+/// Where a subscription's messages go, and its loss counter.
+pub(crate) struct Sink {
+    pub tx: Sender<Message>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Sink {
+    pub fn deliver(&self, msg: Message) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(msg)) => {
+                // A slow subscriber never stalls the I/O thread or other subscriptions: the
+                // message is counted as lost for this subscription and logged.
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == 1 || n.is_power_of_two() {
+                    log::warn!(
+                        "subscription buffer full: dropped message on {:?} ({n} dropped so far on this subscription)",
+                        msg.topic()
+                    );
+                }
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// A request to the I/O thread.
+pub(crate) enum Command {
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        reply: Option<Reply>,
+    },
+    Subscribe {
+        id: u64,
+        filters: Vec<(String, QoS)>,
+        sink: Sink,
+        reply: Reply,
+    },
+    Unsubscribe {
+        id: u64,
+        reply: Sender<()>,
+    },
+}
+
+/// The caller's side of a provider connection.
+pub(crate) struct Connection {
+    pub name: Arc<str>,
+    pub limits: Limits,
+    pub operation_timeout: Duration,
+    pub subscription_capacity: usize,
+    cmd_tx: Sender<Command>,
+    poller: Arc<Poller>,
+    closing: Arc<AtomicBool>,
+    state: Arc<Mutex<ConnectionState>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Connection {
+    /// Starts the I/O thread and waits for the first CONNACK (or the error that prevented it).
+    pub fn open(spec: ProviderSpec, hub: StateHub) -> Result<Connection> {
+        let poller = Arc::new(Poller::new().map_err(|e| Error::Io {
+            context: "creating the poller",
+            source: e,
+        })?);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(spec.options.queue_capacity);
+        let closing = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(ConnectionState::Connecting));
+        let name: Arc<str> = spec.name.clone().into();
+        let limits = spec.limits.clone();
+        let operation_timeout = spec.options.operation_timeout;
+        let subscription_capacity = spec.options.subscription_capacity;
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let driver = driver::Driver::new(
+            spec,
+            cmd_rx,
+            poller.clone(),
+            closing.clone(),
+            state.clone(),
+            hub,
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("mqtt-pubsub:{name}"))
+            .spawn(move || driver.run(ready_tx))
+            .map_err(|e| Error::Io {
+                context: "spawning the I/O thread",
+                source: e,
+            })?;
+        // The driver bounds the first attempt by the connect timeout.
+        let first: Result<()> = ready_rx.recv().unwrap_or(Err(Error::Closed));
+        if let Err(e) = first {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Ok(Connection {
+            name,
+            limits,
+            operation_timeout,
+            subscription_capacity,
+            cmd_tx,
+            poller,
+            closing,
+            state,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues a command, blocking until `deadline` while the queue is full.
+    pub fn send(&self, cmd: Command, deadline: Instant, op: Operation) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.cmd_tx.send_timeout(cmd, left) {
+            Ok(()) => {
+                let _ = self.poller.notify();
+                Ok(())
+            }
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                Err(Error::timeout(op, "the outgoing queue stayed full"))
+            }
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(Error::Closed),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops reconnecting, sends DISCONNECT, fails what is still waiting, and joins the
+    /// thread. Idempotent.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let _ = self.poller.notify();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Waits on a reply channel until `deadline`.
+pub(crate) fn wait_reply(
+    rx: &Receiver<Result<()>>,
+    deadline: Instant,
+    op: Operation,
+    detail: &'static str,
+) -> Result<()> {
+    match rx.recv_deadline(deadline) {
+        Ok(r) => r,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::timeout(op, detail)),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::Closed),
+    }
+}

@@ -1,0 +1,245 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::io;
+
+/// Which blocking operation ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// TCP connect, TLS and WebSocket handshakes, CONNECT → CONNACK.
+    Connect,
+    /// Waiting for PUBACK (QoS 1) or PUBCOMP (QoS 2), or for room in the outgoing queue.
+    Publish,
+    /// Waiting for SUBACK.
+    Subscribe,
+    /// Waiting for the I/O thread to remove a subscription.
+    Unsubscribe,
+    /// Waiting for the I/O thread to send DISCONNECT and stop.
+    Close,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Connect => "connect",
+            Operation::Publish => "publish",
+            Operation::Subscribe => "subscribe",
+            Operation::Unsubscribe => "unsubscribe",
+            Operation::Close => "close",
+        })
+    }
+}
+
+/// The return code of a refused CONNACK (MQTT 3.1.1 §3.2.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnackCode(pub u8);
+
+impl ConnackCode {
+    /// What the code means, as the specification words it.
+    pub fn meaning(self) -> &'static str {
+        match self.0 {
+            0 => "connection accepted",
+            1 => "unacceptable protocol version",
+            2 => "client identifier rejected",
+            3 => "server unavailable",
+            4 => "bad user name or password",
+            5 => "not authorized",
+            _ => "unknown return code",
+        }
+    }
+}
+
+impl fmt::Display for ConnackCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.0, self.meaning())
+    }
+}
+
+/// Everything that can go wrong, one enum for the whole crate.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker URL could not be parsed or has an unsupported scheme.
+    InvalidUrl(String),
+    /// A configuration value is out of range or inconsistent.
+    InvalidConfig(String),
+    /// DNS resolution, TCP connect or a socket read/write failed.
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// TLS failed: unknown certificate authority, name mismatch, bad PEM, ...
+    Tls(String),
+    /// The server answered the WebSocket upgrade with something other than `101`.
+    HandshakeRejected {
+        /// The HTTP status code (403 means the signature or policy was refused on AWS IoT).
+        status: u16,
+        /// A hint on what to check.
+        hint: String,
+    },
+    /// A WebSocket protocol error (bad frame, unexpected close, text frame, ...).
+    WebSocket(String),
+    /// The broker refused the connection in its CONNACK.
+    ConnectionRefused(ConnackCode),
+    /// The broker sent bytes that are not valid MQTT 3.1.1, or a packet it must never send.
+    Protocol(String),
+    /// An incoming packet is larger than the configured maximum.
+    PacketTooLarge {
+        /// Its announced size in bytes.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A blocking call ran out of time.
+    Timeout {
+        /// Which operation.
+        operation: Operation,
+        /// Additional context (e.g. "the message may still be delivered").
+        detail: &'static str,
+    },
+    /// The broker refused a subscription (SUBACK return code 0x80).
+    SubscriptionRefused {
+        /// The refused filter.
+        filter: String,
+        /// The provider that refused it.
+        provider: String,
+    },
+    /// A topic name or filter is not valid.
+    InvalidTopic {
+        /// The topic as given (truncated to 100 bytes).
+        topic: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+    /// A payload exceeds the provider's or the protocol's limit.
+    PayloadTooLarge {
+        /// The payload size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The operation is not supported by this provider (e.g. QoS 2 on AWS IoT).
+    Unsupported(String),
+    /// The connection was lost before the operation completed.
+    ConnectionLost(String),
+    /// The provider or the `PubSub` was closed.
+    Closed,
+    /// No provider with this name is registered.
+    UnknownProvider(String),
+    /// A provider with this name is already registered.
+    DuplicateProvider(String),
+    /// The operation needs at least one provider and there is none.
+    NoProviders,
+    /// A payload is not valid UTF-8.
+    Utf8(std::str::Utf8Error),
+    /// A payload is not the JSON that was asked for, or a value could not be serialized.
+    Json(serde_json::Error),
+    /// AWS credentials could not be obtained.
+    Credentials(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidUrl(s) => write!(f, "invalid broker URL: {s}"),
+            Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Tls(s) => write!(f, "TLS error: {s}"),
+            Error::HandshakeRejected { status, hint } => {
+                write!(f, "WebSocket upgrade refused with HTTP {status}")?;
+                if !hint.is_empty() {
+                    write!(f, ": {hint}")?;
+                }
+                Ok(())
+            }
+            Error::WebSocket(s) => write!(f, "WebSocket error: {s}"),
+            Error::ConnectionRefused(code) => write!(f, "broker refused the connection: {code}"),
+            Error::Protocol(s) => write!(f, "MQTT protocol error: {s}"),
+            Error::PacketTooLarge { size, max } => {
+                write!(
+                    f,
+                    "incoming packet of {size} bytes exceeds the limit of {max} bytes"
+                )
+            }
+            Error::Timeout { operation, detail } => {
+                write!(f, "{operation} timed out")?;
+                if !detail.is_empty() {
+                    write!(f, " ({detail})")?;
+                }
+                Ok(())
+            }
+            Error::SubscriptionRefused { filter, provider } => {
+                write!(
+                    f,
+                    "provider {provider} refused the subscription to {filter:?}"
+                )
+            }
+            Error::InvalidTopic { topic, reason } => write!(f, "invalid topic {topic:?}: {reason}"),
+            Error::PayloadTooLarge { size, max } => {
+                write!(
+                    f,
+                    "payload of {size} bytes exceeds the limit of {max} bytes"
+                )
+            }
+            Error::Unsupported(s) => write!(f, "unsupported: {s}"),
+            Error::ConnectionLost(s) => write!(f, "connection lost: {s}"),
+            Error::Closed => f.write_str("closed"),
+            Error::UnknownProvider(s) => write!(f, "no provider named {s:?}"),
+            Error::DuplicateProvider(s) => {
+                write!(f, "a provider named {s:?} is already registered")
+            }
+            Error::NoProviders => f.write_str("no provider is registered"),
+            Error::Utf8(e) => write!(f, "payload is not UTF-8: {e}"),
+            Error::Json(e) => write!(f, "JSON: {e}"),
+            Error::Credentials(s) => write!(f, "AWS credentials: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Utf8(e) => Some(e),
+            Error::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn invalid_topic(topic: &str, reason: &'static str) -> Error {
+        let mut end = topic.len().min(100);
+        while !topic.is_char_boundary(end) {
+            end -= 1;
+        }
+        Error::InvalidTopic {
+            topic: topic[..end].to_string(),
+            reason,
+        }
+    }
+
+    pub(crate) fn timeout(operation: Operation, detail: &'static str) -> Error {
+        Error::Timeout { operation, detail }
+    }
+
+    /// Whether retrying the connection later could succeed (used by the reconnect loop to
+    /// tell a refused configuration from a passing outage; both are retried, but the former
+    /// is reported louder).
+    pub(crate) fn is_auth_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::ConnectionRefused(ConnackCode(4 | 5))
+                | Error::HandshakeRejected {
+                    status: 401 | 403,
+                    ..
+                }
+        )
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

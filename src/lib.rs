@@ -1,0 +1,72 @@
+//! # mqtt-pubsub
+//!
+//! The PubSub category of AWS Amplify for Rust programs without an async runtime: publish
+//! and subscribe through named *providers*, each one MQTT 3.1.1 connection over WebSocket,
+//! with plain threads, blocking calls and channels.
+//!
+//! ```no_run
+//! use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS};
+//!
+//! let pubsub = PubSub::new();
+//! pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:9001/mqtt").build()?)?;
+//! let sub = pubsub.subscribe(["sensors/+/temp", "alerts/#"])?;
+//! pubsub.publish_with("alerts/fire", serde_json::json!({"msg": "Hello"}),
+//!     PublishOptions::default().qos(QoS::AtLeastOnce))?;
+//! for msg in &sub {
+//!     println!("{} {} {}", msg.provider(), msg.topic(), msg.text()?);
+//!     break;
+//! }
+//! # Ok::<(), mqtt_pubsub::Error>(())
+//! ```
+//!
+//! ## In scope
+//! - MQTT 3.1.1 client over `ws://` and `wss://` (rustls, webpki roots, extra CAs, client
+//!   certificates), QoS 0, 1 and 2, retained messages, last will, persistent sessions.
+//! - Several providers on one [`PubSub`]; publish and subscribe on all or one by name.
+//! - [`Subscription`]s that are bounded channels and `Iterator`s, pollable without blocking.
+//! - Blocking calls that return real outcomes: `subscribe` after SUBACK, QoS 1 `publish`
+//!   after PUBACK, `add_provider` after CONNACK — each with a timeout.
+//! - Automatic reconnect with backoff, resubscription, resending of unacknowledged messages,
+//!   keep-alive that detects dead links, and observable [`ConnectionState`].
+//! - AWS IoT Core (feature `aws-iot`, on by default): SigV4-presigned URLs re-signed on every
+//!   reconnect, credentials static, from the environment, profile files, or Cognito.
+//!
+//! ## Out of scope
+//! - A broker. Async APIs (use `rumqttc` with tokio). MQTT 5. MQTT over plain TCP.
+//!
+//! ## Threads
+//! One I/O thread per provider, sleeping until its socket is ready, a command arrives, or a
+//! keep-alive deadline falls due; callers hand it commands over a bounded channel.
+//!
+//! ## Cargo features
+//! - `aws-iot` (default): `AwsIotProvider` and the `aws` module (aws-sigv4, ureq).
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod connection;
+mod error;
+mod message;
+mod mqtt;
+mod net;
+mod options;
+mod provider;
+mod pubsub;
+mod state;
+mod subscription;
+pub mod topic;
+
+pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+pub use error::{ConnackCode, Error, Operation, Result};
+pub use message::{Message, Payload, QoS, Topics};
+pub use options::{LastWill, PublishOptions, ReconnectPolicy, SubscribeOptions};
+pub use provider::{MqttOverWsProvider, MqttOverWsProviderBuilder, Provider};
+pub use pubsub::{PubSub, PublishReceipt};
+pub use state::{ConnectionState, StateEvent};
+pub use subscription::Subscription;
+
+/// The sans-IO layers, exposed for the fuzz targets and tests. Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::mqtt::{codec, router, session};
+}

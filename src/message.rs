@@ -1,0 +1,214 @@
+//! What travels: [`QoS`], incoming [`Message`]s and outgoing [`Payload`]s.
+
+use std::fmt;
+use std::sync::Arc;
+
+use mqtt::packet::PublishPacket;
+use mqtt::QualityOfService;
+
+use crate::error::{Error, Result};
+
+/// MQTT quality of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum QoS {
+    /// At most once: fire and forget.
+    #[default]
+    AtMostOnce = 0,
+    /// At least once: acknowledged by PUBACK, may be duplicated.
+    AtLeastOnce = 1,
+    /// Exactly once: four-way handshake (not supported by AWS IoT).
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// From the wire value 0, 1 or 2.
+    pub fn from_u8(v: u8) -> Option<QoS> {
+        match v {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn to_mqtt(self) -> QualityOfService {
+        match self {
+            QoS::AtMostOnce => QualityOfService::Level0,
+            QoS::AtLeastOnce => QualityOfService::Level1,
+            QoS::ExactlyOnce => QualityOfService::Level2,
+        }
+    }
+
+    pub(crate) fn from_mqtt(q: QualityOfService) -> QoS {
+        match q {
+            QualityOfService::Level0 => QoS::AtMostOnce,
+            QualityOfService::Level1 => QoS::AtLeastOnce,
+            QualityOfService::Level2 => QoS::ExactlyOnce,
+        }
+    }
+}
+
+/// A message received on a subscription.
+///
+/// Cheap to clone: the topic and payload are shared. The payload is delivered exactly as it
+/// arrived, JSON or not, text or binary.
+#[derive(Clone)]
+pub struct Message {
+    packet: Arc<PublishPacket>,
+    provider: Arc<str>,
+}
+
+impl Message {
+    pub(crate) fn new(packet: Arc<PublishPacket>, provider: Arc<str>) -> Message {
+        Message { packet, provider }
+    }
+
+    /// The topic it was published to.
+    pub fn topic(&self) -> &str {
+        self.packet.topic_name()
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        self.packet.payload()
+    }
+
+    /// The payload as UTF-8 text.
+    pub fn text(&self) -> Result<&str> {
+        std::str::from_utf8(self.payload()).map_err(Error::Utf8)
+    }
+
+    /// The payload parsed as JSON into `T` (e.g. `serde_json::Value` or your own type).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(self.payload()).map_err(Error::Json)
+    }
+
+    /// The QoS the broker delivered it with.
+    pub fn qos(&self) -> QoS {
+        QoS::from_mqtt(self.packet.qos().split().0)
+    }
+
+    /// Whether the broker sent it as a retained message (on subscribe).
+    pub fn retain(&self) -> bool {
+        self.packet.retain()
+    }
+
+    /// The name of the provider it came through.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("provider", &self.provider())
+            .field("topic", &self.topic())
+            .field("qos", &self.qos())
+            .field("retain", &self.retain())
+            .field("payload_len", &self.payload().len())
+            .finish()
+    }
+}
+
+/// Bytes to publish.
+///
+/// `&str` and `String` are sent as their UTF-8 bytes (not JSON-quoted), `Vec<u8>` and `&[u8]`
+/// as they are, a `serde_json::Value` and [`Payload::json`] as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub(crate) Vec<u8>);
+
+impl Payload {
+    /// Serializes any `Serialize` value as JSON.
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Payload> {
+        serde_json::to_vec(value).map(Payload).map_err(Error::Json)
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload(v)
+    }
+}
+impl From<&[u8]> for Payload {
+    fn from(v: &[u8]) -> Self {
+        Payload(v.to_vec())
+    }
+}
+impl<const N: usize> From<&[u8; N]> for Payload {
+    fn from(v: &[u8; N]) -> Self {
+        Payload(v.to_vec())
+    }
+}
+impl From<&str> for Payload {
+    fn from(v: &str) -> Self {
+        Payload(v.as_bytes().to_vec())
+    }
+}
+impl From<String> for Payload {
+    fn from(v: String) -> Self {
+        Payload(v.into_bytes())
+    }
+}
+impl From<&String> for Payload {
+    fn from(v: &String) -> Self {
+        Payload(v.as_bytes().to_vec())
+    }
+}
+impl From<serde_json::Value> for Payload {
+    fn from(v: serde_json::Value) -> Self {
+        Payload(v.to_string().into_bytes())
+    }
+}
+impl From<&serde_json::Value> for Payload {
+    fn from(v: &serde_json::Value) -> Self {
+        Payload(v.to_string().into_bytes())
+    }
+}
+
+/// One topic or many: `"a/b"`, `String`, `["a", "b"]`, `vec![..]`, `&[..]`.
+pub trait Topics {
+    /// The topics as owned strings.
+    fn into_topics(self) -> Vec<String>;
+}
+
+impl Topics for &str {
+    fn into_topics(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+impl Topics for String {
+    fn into_topics(self) -> Vec<String> {
+        vec![self]
+    }
+}
+impl Topics for &String {
+    fn into_topics(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+impl<T: AsRef<str>, const N: usize> Topics for [T; N] {
+    fn into_topics(self) -> Vec<String> {
+        self.iter().map(|t| t.as_ref().to_string()).collect()
+    }
+}
+impl<T: AsRef<str>> Topics for Vec<T> {
+    fn into_topics(self) -> Vec<String> {
+        self.iter().map(|t| t.as_ref().to_string()).collect()
+    }
+}
+impl<T: AsRef<str>> Topics for &[T] {
+    fn into_topics(self) -> Vec<String> {
+        self.iter().map(|t| t.as_ref().to_string()).collect()
+    }
+}

@@ -1,0 +1,993 @@
+//! The MQTT 3.1.1 client session as a plain state machine.
+//!
+//! Commands and inbound packets go in, bytes to send and [`Event`]s come out, and time is an
+//! argument: nothing here touches a socket or a clock, so every transition is unit-testable
+//! and fuzzable. The I/O driver only moves bytes between the socket and this machine.
+//!
+//! Packet identifiers index a pre-sized slot array (`1..=max_inflight`), so an
+//! acknowledgement for an unknown or wrong identifier is detected in O(1) and ignored.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use mqtt::control::variable_header::ConnectReturnCode;
+use mqtt::packet::suback::SubscribeReturnCode;
+use mqtt::packet::*;
+use mqtt::{TopicFilter, TopicName};
+
+use crate::error::{ConnackCode, Error, Result};
+use crate::message::QoS;
+use crate::mqtt::codec::encode;
+use crate::options::LastWill;
+
+/// What the session needs to know about the connection it runs on.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Client identifier sent in CONNECT.
+    pub client_id: String,
+    /// Keep-alive interval; zero disables keep-alive.
+    pub keep_alive: Duration,
+    /// Clean session flag.
+    pub clean_session: bool,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Last will.
+    pub will: Option<LastWill>,
+    /// Most unacknowledged QoS 1/2 publishes, subscribes and unsubscribes at once (1..=65535).
+    pub max_inflight: u16,
+    /// Most requests waiting for a packet identifier or for the connection.
+    pub max_queued: usize,
+    /// Most filters in one SUBSCRIBE packet (AWS IoT allows 8); larger requests are split.
+    pub max_filters_per_subscribe: usize,
+}
+
+impl SessionConfig {
+    /// A configuration with the given client id and defaults suitable for tests.
+    pub fn new(client_id: impl Into<String>) -> SessionConfig {
+        SessionConfig {
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(60),
+            clean_session: true,
+            username: None,
+            password: None,
+            will: None,
+            max_inflight: 100,
+            max_queued: 1000,
+            max_filters_per_subscribe: 64,
+        }
+    }
+
+    /// How long a PINGREQ may wait for its PINGRESP: half the keep-alive, so that a dead
+    /// link is noticed within 1.5 × keep-alive.
+    pub fn ping_timeout(&self) -> Duration {
+        (self.keep_alive / 2).max(Duration::from_millis(100))
+    }
+}
+
+/// What the session reports to its driver.
+#[derive(Debug, PartialEq)]
+pub enum Event<R> {
+    /// An application message arrived (deliver it to the matching subscriptions).
+    Message(PublishPacket),
+    /// A QoS 1 publish got its PUBACK, or a QoS 2 publish its PUBCOMP.
+    Published(R),
+    /// All SUBACKs of a subscribe request arrived; the refused filters are listed.
+    Subscribed(R, Vec<String>),
+}
+
+#[derive(Debug)]
+enum Request<R> {
+    Publish {
+        packet: PublishPacket,
+        reply: Option<R>,
+    },
+    Subscribe {
+        filters: Vec<(String, QoS)>,
+        waiter: Option<u64>,
+    },
+    Unsubscribe {
+        filters: Vec<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Inflight<R> {
+    /// Order of first transmission, to resend in the same order after a reconnect.
+    seq: u64,
+    kind: Pending<R>,
+}
+
+#[derive(Debug)]
+enum Pending<R> {
+    /// `released`: QoS 2 PUBREC arrived, PUBREL sent, waiting for PUBCOMP.
+    Publish {
+        packet: PublishPacket,
+        reply: Option<R>,
+        released: bool,
+    },
+    Subscribe {
+        filters: Vec<(String, QoS)>,
+        waiter: Option<u64>,
+    },
+    Unsubscribe,
+}
+
+#[derive(Debug)]
+struct SubWaiter<R> {
+    id: u64,
+    remaining: usize,
+    refused: Vec<String>,
+    reply: R,
+}
+
+/// The sans-IO MQTT client session. `R` is the driver's reply handle for a request.
+#[derive(Debug)]
+pub struct Session<R> {
+    cfg: SessionConfig,
+    connected: bool,
+    out: Vec<u8>,
+    events: VecDeque<Event<R>>,
+    slots: Vec<Option<Inflight<R>>>,
+    inflight: usize,
+    next_id: u16,
+    seq: u64,
+    queue: VecDeque<Request<R>>,
+    waiters: Vec<SubWaiter<R>>,
+    next_waiter: u64,
+    inbound_qos2: HashSet<u16>,
+    last_out: Instant,
+    last_in: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl<R> Session<R> {
+    /// A disconnected session.
+    pub fn new(cfg: SessionConfig, now: Instant) -> Session<R> {
+        let max = cfg.max_inflight.max(1);
+        Session {
+            slots: (0..=max as usize).map(|_| None).collect(),
+            cfg: SessionConfig {
+                max_inflight: max,
+                ..cfg
+            },
+            connected: false,
+            out: Vec::new(),
+            events: VecDeque::new(),
+            inflight: 0,
+            next_id: 1,
+            seq: 0,
+            queue: VecDeque::new(),
+            waiters: Vec::new(),
+            next_waiter: 0,
+            inbound_qos2: HashSet::new(),
+            last_out: now,
+            last_in: now,
+            ping_sent: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// The CONNECT packet for this session, encoded.
+    pub fn connect_packet(&self) -> Vec<u8> {
+        let mut p = ConnectPacket::new(self.cfg.client_id.clone());
+        p.set_keep_alive(self.cfg.keep_alive.as_secs().min(u16::MAX as u64) as u16);
+        p.set_clean_session(self.cfg.clean_session);
+        p.set_user_name(self.cfg.username.clone());
+        p.set_password(self.cfg.password.clone());
+        if let Some(w) = &self.cfg.will {
+            if let Ok(topic) = TopicName::new(w.topic.clone()) {
+                p.set_will(Some((topic, w.payload.clone())));
+                p.set_will_qos(w.qos as u8);
+                p.set_will_retain(w.retain);
+            }
+        }
+        let mut out = Vec::new();
+        encode(&p, &mut out);
+        out
+    }
+
+    /// Checks a CONNACK. `Ok(session_present)` when accepted.
+    pub fn check_connack(packet: &VariablePacket) -> Result<bool> {
+        match packet {
+            VariablePacket::ConnackPacket(c) => match c.connect_return_code() {
+                ConnectReturnCode::ConnectionAccepted => Ok(c.connack_flags().session_present),
+                code => Err(Error::ConnectionRefused(ConnackCode(code.to_u8()))),
+            },
+            other => Err(Error::Protocol(format!(
+                "expected CONNACK, got {}",
+                packet_name(other)
+            ))),
+        }
+    }
+
+    /// Whether the session is connected.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The connection is up (CONNACK accepted): resend what is unacknowledged, in the order it
+    /// was first sent, with DUP set, then `resubscribe` (without a stored session the broker
+    /// forgot our subscriptions), then what queued while offline.
+    pub fn on_connected(
+        &mut self,
+        now: Instant,
+        session_present: bool,
+        resubscribe: Vec<(String, QoS)>,
+    ) {
+        self.connected = true;
+        self.last_in = now;
+        self.last_out = now;
+        self.ping_sent = None;
+        if !session_present {
+            // The broker holds no QoS 2 state of ours: forget inbound ids [MQTT-4.3.3].
+            self.inbound_qos2.clear();
+        }
+        let mut ids: Vec<(u64, u16)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (s.seq, id as u16)))
+            .collect();
+        ids.sort_unstable();
+        for (_, id) in ids {
+            let Some(slot) = self.slots[id as usize].as_mut() else {
+                continue;
+            };
+            match &mut slot.kind {
+                Pending::Publish {
+                    packet,
+                    released: false,
+                    ..
+                } => {
+                    packet.set_dup(true);
+                    encode(packet, &mut self.out);
+                }
+                Pending::Publish { released: true, .. } => {
+                    encode(&PubrelPacket::new(id), &mut self.out)
+                }
+                Pending::Subscribe { filters, .. } => {
+                    encode(&subscribe_packet(id, filters), &mut self.out)
+                }
+                Pending::Unsubscribe => {
+                    // An UNSUBSCRIBE lost with the connection is moot without a session, and
+                    // resending it cannot be built from the slot; free the id.
+                    self.slots[id as usize] = None;
+                    self.inflight -= 1;
+                }
+            }
+        }
+        let chunk = self.cfg.max_filters_per_subscribe.max(1);
+        for part in resubscribe.chunks(chunk).rev() {
+            self.queue.push_front(Request::Subscribe {
+                filters: part.to_vec(),
+                waiter: None,
+            });
+        }
+        self.drain_queue();
+    }
+
+    /// The connection is gone: stop sending, keep what must be resent.
+    pub fn on_disconnected(&mut self) {
+        self.connected = false;
+        self.ping_sent = None;
+        // QoS 0 bytes not yet written are lost (at most once); QoS 1/2 stay in their slots.
+        self.out.clear();
+    }
+
+    /// Whether another request can be taken now (the driver stops reading its command channel
+    /// otherwise, which blocks callers: backpressure).
+    pub fn can_accept(&self) -> bool {
+        self.queue.len() < self.cfg.max_queued
+    }
+
+    /// Unacknowledged requests.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// Requests waiting for an identifier or for the connection.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Publishes. QoS 0 is written now if connected and nothing is queued ahead of it;
+    /// QoS 1/2 take a packet identifier and report [`Event::Published`] on completion.
+    pub fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        reply: Option<R>,
+    ) -> Result<()> {
+        let topic = TopicName::new(topic)
+            .map_err(|e| Error::invalid_topic(&e.0, "not a valid topic name"))?;
+        let qos_id = match qos {
+            QoS::AtMostOnce => QoSWithPacketIdentifier::Level0,
+            QoS::AtLeastOnce => QoSWithPacketIdentifier::Level1(0),
+            QoS::ExactlyOnce => QoSWithPacketIdentifier::Level2(0),
+        };
+        let mut packet = PublishPacket::new(topic, qos_id, payload);
+        packet.set_retain(retain);
+        if qos == QoS::AtMostOnce && self.connected && self.queue.is_empty() {
+            encode(&packet, &mut self.out);
+            return Ok(());
+        }
+        self.queue.push_back(Request::Publish { packet, reply });
+        self.drain_queue();
+        Ok(())
+    }
+
+    /// Subscribes. With a reply handle, [`Event::Subscribed`] reports when every SUBACK is in.
+    pub fn subscribe(&mut self, filters: Vec<(String, QoS)>, reply: Option<R>) {
+        let chunk = self.cfg.max_filters_per_subscribe.max(1);
+        let waiter = reply.map(|reply| {
+            let id = self.next_waiter;
+            self.next_waiter += 1;
+            self.waiters.push(SubWaiter {
+                id,
+                remaining: filters.len().div_ceil(chunk),
+                refused: Vec::new(),
+                reply,
+            });
+            id
+        });
+        if filters.is_empty() {
+            if let Some(w) = waiter {
+                self.finish_waiter(w);
+            }
+            return;
+        }
+        for part in filters.chunks(chunk) {
+            self.queue.push_back(Request::Subscribe {
+                filters: part.to_vec(),
+                waiter,
+            });
+        }
+        self.drain_queue();
+    }
+
+    /// Unsubscribes (no reply: local delivery already stopped when this is called).
+    pub fn unsubscribe(&mut self, filters: Vec<String>) {
+        if filters.is_empty() {
+            return;
+        }
+        let chunk = self.cfg.max_filters_per_subscribe.max(1);
+        for part in filters.chunks(chunk) {
+            self.queue.push_back(Request::Unsubscribe {
+                filters: part.to_vec(),
+            });
+        }
+        self.drain_queue();
+    }
+
+    /// Writes DISCONNECT.
+    pub fn disconnect(&mut self) {
+        if self.connected {
+            encode(&DisconnectPacket::new(), &mut self.out);
+        }
+    }
+
+    /// Bytes to send. The driver writes them, clears the vector and calls
+    /// [`Session::mark_sent`].
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// The driver wrote output at `now` (keep-alive counts from the last thing sent).
+    pub fn mark_sent(&mut self, now: Instant) {
+        self.last_out = now;
+    }
+
+    /// The next event, if any.
+    pub fn next_event(&mut self) -> Option<Event<R>> {
+        self.events.pop_front()
+    }
+
+    /// Handles one packet from the broker.
+    pub fn handle(&mut self, packet: VariablePacket, now: Instant) -> Result<()> {
+        self.last_in = now;
+        match packet {
+            VariablePacket::PublishPacket(p) => match p.qos() {
+                QoSWithPacketIdentifier::Level0 => self.events.push_back(Event::Message(p)),
+                QoSWithPacketIdentifier::Level1(id) => {
+                    self.events.push_back(Event::Message(p));
+                    encode(&PubackPacket::new(id), &mut self.out);
+                }
+                QoSWithPacketIdentifier::Level2(id) => {
+                    // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3].
+                    if self.inbound_qos2.insert(id) {
+                        self.events.push_back(Event::Message(p));
+                    }
+                    encode(&PubrecPacket::new(id), &mut self.out);
+                }
+            },
+            VariablePacket::PubrelPacket(p) => {
+                self.inbound_qos2.remove(&p.packet_identifier());
+                encode(&PubcompPacket::new(p.packet_identifier()), &mut self.out);
+            }
+            VariablePacket::PubackPacket(p) => {
+                let id = p.packet_identifier();
+                if self.slot_is(id, |k| matches!(k, Pending::Publish { packet, .. } if packet.qos().split().0 == mqtt::QualityOfService::Level1)) {
+                    self.complete_publish(id);
+                } else {
+                    log::warn!("ignoring PUBACK for unknown packet id {id}");
+                }
+            }
+            VariablePacket::PubrecPacket(p) => {
+                let id = p.packet_identifier();
+                let mut known = false;
+                if let Some(Some(Inflight {
+                    kind:
+                        Pending::Publish {
+                            packet, released, ..
+                        },
+                    ..
+                })) = self.slots.get_mut(id as usize)
+                {
+                    if packet.qos().split().0 == mqtt::QualityOfService::Level2 {
+                        *released = true;
+                        known = true;
+                    }
+                }
+                if known {
+                    encode(&PubrelPacket::new(id), &mut self.out);
+                } else {
+                    log::warn!("ignoring PUBREC for unknown packet id {id}");
+                }
+            }
+            VariablePacket::PubcompPacket(p) => {
+                let id = p.packet_identifier();
+                if self.slot_is(id, |k| matches!(k, Pending::Publish { released: true, .. })) {
+                    self.complete_publish(id);
+                } else {
+                    log::warn!("ignoring PUBCOMP for unknown packet id {id}");
+                }
+            }
+            VariablePacket::SubackPacket(p) => {
+                let id = p.packet_identifier();
+                if !self.slot_is(id, |k| matches!(k, Pending::Subscribe { .. })) {
+                    log::warn!("ignoring SUBACK for unknown packet id {id}");
+                    return Ok(());
+                }
+                let Some(Inflight {
+                    kind: Pending::Subscribe { filters, waiter },
+                    ..
+                }) = self.free(id)
+                else {
+                    unreachable!("checked above")
+                };
+                if p.subscribes().len() != filters.len() {
+                    return Err(Error::Protocol(format!(
+                        "SUBACK has {} return codes for {} filters",
+                        p.subscribes().len(),
+                        filters.len()
+                    )));
+                }
+                let refused = filters
+                    .into_iter()
+                    .zip(p.subscribes())
+                    .filter(|(_, c)| **c == SubscribeReturnCode::Failure)
+                    .map(|((f, _), _)| f);
+                if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
+                    w.refused.extend(refused);
+                    w.remaining -= 1;
+                    if w.remaining == 0 {
+                        let id = w.id;
+                        self.finish_waiter(id);
+                    }
+                } else {
+                    for f in refused {
+                        log::warn!("broker refused the subscription to {f:?} on resubscribe");
+                    }
+                }
+                self.drain_queue();
+            }
+            VariablePacket::UnsubackPacket(p) => {
+                let id = p.packet_identifier();
+                if self.slot_is(id, |k| matches!(k, Pending::Unsubscribe)) {
+                    self.free(id);
+                    self.drain_queue();
+                } else {
+                    log::warn!("ignoring UNSUBACK for unknown packet id {id}");
+                }
+            }
+            VariablePacket::PingrespPacket(_) => self.ping_sent = None,
+            other => {
+                return Err(Error::Protocol(format!(
+                    "the broker sent {}, which a server never sends to a connected client",
+                    packet_name(&other)
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the keep-alive clock. An error means the link is dead (no PINGRESP in time).
+    pub fn poll_timers(&mut self, now: Instant) -> Result<()> {
+        if !self.connected || self.cfg.keep_alive.is_zero() {
+            return Ok(());
+        }
+        if let Some(sent) = self.ping_sent {
+            if now >= sent + self.cfg.ping_timeout() {
+                return Err(Error::ConnectionLost(format!(
+                    "no PINGRESP within {:?} (keep-alive {:?})",
+                    self.cfg.ping_timeout(),
+                    self.cfg.keep_alive
+                )));
+            }
+        } else if now >= self.last_out.min(self.last_in) + self.cfg.keep_alive {
+            // Quiet in either direction for a whole interval: the broker needs to hear from us
+            // [MQTT-3.1.2-23], and we need to know the link still carries.
+            encode(&PingreqPacket::new(), &mut self.out);
+            self.ping_sent = Some(now);
+            self.last_out = now;
+        }
+        Ok(())
+    }
+
+    /// When [`Session::poll_timers`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.connected || self.cfg.keep_alive.is_zero() {
+            return None;
+        }
+        Some(match self.ping_sent {
+            Some(sent) => sent + self.cfg.ping_timeout(),
+            None => self.last_out.min(self.last_in) + self.cfg.keep_alive,
+        })
+    }
+
+    /// Takes every reply handle still waiting (on close), in no particular order.
+    pub fn take_waiting(&mut self) -> Vec<R> {
+        let mut replies = Vec::new();
+        for slot in self.slots.iter_mut() {
+            if let Some(Inflight {
+                kind: Pending::Publish { reply: Some(r), .. },
+                ..
+            }) = slot.take()
+            {
+                replies.push(r);
+            }
+        }
+        self.inflight = 0;
+        for req in self.queue.drain(..) {
+            if let Request::Publish { reply: Some(r), .. } = req {
+                replies.push(r);
+            }
+        }
+        replies.extend(self.waiters.drain(..).map(|w| w.reply));
+        replies
+    }
+
+    /// Checks the invariants (for tests and fuzzing): in-flight count matches the slots and
+    /// stays within the window, id 0 is never used, and the ping deadline is never behind the
+    /// ping.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let used = self.slots.iter().filter(|s| s.is_some()).count();
+        if used != self.inflight {
+            return Err(format!(
+                "inflight {} but {} slots used",
+                self.inflight, used
+            ));
+        }
+        if self.inflight > self.cfg.max_inflight as usize {
+            return Err("inflight over the window".into());
+        }
+        if self.slots[0].is_some() {
+            return Err("packet id 0 in use".into());
+        }
+        if let (Some(sent), Some(deadline)) = (self.ping_sent, self.next_deadline()) {
+            if deadline < sent {
+                return Err("keep-alive deadline before the ping".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_is(&self, id: u16, f: impl Fn(&Pending<R>) -> bool) -> bool {
+        matches!(self.slots.get(id as usize), Some(Some(s)) if f(&s.kind))
+    }
+
+    fn free(&mut self, id: u16) -> Option<Inflight<R>> {
+        let s = self.slots.get_mut(id as usize)?.take();
+        if s.is_some() {
+            self.inflight -= 1;
+        }
+        s
+    }
+
+    fn complete_publish(&mut self, id: u16) {
+        if let Some(Inflight {
+            kind: Pending::Publish { reply, .. },
+            ..
+        }) = self.free(id)
+        {
+            if let Some(r) = reply {
+                self.events.push_back(Event::Published(r));
+            }
+        }
+        self.drain_queue();
+    }
+
+    fn finish_waiter(&mut self, id: u64) {
+        if let Some(pos) = self.waiters.iter().position(|w| w.id == id) {
+            let w = self.waiters.swap_remove(pos);
+            self.events.push_back(Event::Subscribed(w.reply, w.refused));
+        }
+    }
+
+    fn take_id(&mut self) -> Option<u16> {
+        if self.inflight >= self.cfg.max_inflight as usize {
+            return None;
+        }
+        let max = self.cfg.max_inflight;
+        for _ in 0..max {
+            let id = self.next_id;
+            self.next_id = if id >= max { 1 } else { id + 1 };
+            if self.slots[id as usize].is_none() {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Sends queued requests while connected and identifiers are free, in order.
+    fn drain_queue(&mut self) {
+        while self.connected {
+            let needs_id = match self.queue.front() {
+                None => return,
+                Some(Request::Publish { packet, .. }) => {
+                    packet.qos() != QoSWithPacketIdentifier::Level0
+                }
+                Some(_) => true,
+            };
+            if !needs_id {
+                if let Some(Request::Publish { packet, .. }) = self.queue.pop_front() {
+                    encode(&packet, &mut self.out);
+                }
+                continue;
+            }
+            let Some(id) = self.take_id() else { return };
+            let req = self.queue.pop_front().expect("front checked");
+            self.seq += 1;
+            let kind = match req {
+                Request::Publish { mut packet, reply } => {
+                    let qos = match packet.qos().split().0 {
+                        mqtt::QualityOfService::Level2 => QoSWithPacketIdentifier::Level2(id),
+                        _ => QoSWithPacketIdentifier::Level1(id),
+                    };
+                    packet.set_qos(qos);
+                    encode(&packet, &mut self.out);
+                    Pending::Publish {
+                        packet,
+                        reply,
+                        released: false,
+                    }
+                }
+                Request::Subscribe { filters, waiter } => {
+                    encode(&subscribe_packet(id, &filters), &mut self.out);
+                    Pending::Subscribe { filters, waiter }
+                }
+                Request::Unsubscribe { filters } => {
+                    let list = filters
+                        .into_iter()
+                        .filter_map(|f| TopicFilter::new(f).ok())
+                        .collect();
+                    encode(&UnsubscribePacket::new(id, list), &mut self.out);
+                    Pending::Unsubscribe
+                }
+            };
+            self.slots[id as usize] = Some(Inflight {
+                seq: self.seq,
+                kind,
+            });
+            self.inflight += 1;
+        }
+    }
+}
+
+fn subscribe_packet(id: u16, filters: &[(String, QoS)]) -> SubscribePacket {
+    let list = filters
+        .iter()
+        .filter_map(|(f, q)| TopicFilter::new(f.clone()).ok().map(|f| (f, q.to_mqtt())))
+        .collect();
+    SubscribePacket::new(id, list)
+}
+
+/// The name of a packet's type, for messages.
+pub fn packet_name(p: &VariablePacket) -> &'static str {
+    match p {
+        VariablePacket::ConnectPacket(_) => "CONNECT",
+        VariablePacket::ConnackPacket(_) => "CONNACK",
+        VariablePacket::PublishPacket(_) => "PUBLISH",
+        VariablePacket::PubackPacket(_) => "PUBACK",
+        VariablePacket::PubrecPacket(_) => "PUBREC",
+        VariablePacket::PubrelPacket(_) => "PUBREL",
+        VariablePacket::PubcompPacket(_) => "PUBCOMP",
+        VariablePacket::SubscribePacket(_) => "SUBSCRIBE",
+        VariablePacket::SubackPacket(_) => "SUBACK",
+        VariablePacket::UnsubscribePacket(_) => "UNSUBSCRIBE",
+        VariablePacket::UnsubackPacket(_) => "UNSUBACK",
+        VariablePacket::PingreqPacket(_) => "PINGREQ",
+        VariablePacket::PingrespPacket(_) => "PINGRESP",
+        VariablePacket::DisconnectPacket(_) => "DISCONNECT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::codec::Framer;
+
+    fn decode_all(bytes: &[u8]) -> Vec<VariablePacket> {
+        let mut out = Vec::new();
+        Framer::new(1 << 20)
+            .feed(bytes, |p| {
+                out.push(p);
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    fn sent(s: &mut Session<u32>) -> Vec<VariablePacket> {
+        let bytes = std::mem::take(s.output());
+        decode_all(&bytes)
+    }
+
+    fn connected(cfg: SessionConfig) -> (Session<u32>, Instant) {
+        let now = Instant::now();
+        let mut s = Session::new(cfg, now);
+        s.on_connected(now, false, Vec::new());
+        (s, now)
+    }
+
+    #[test]
+    fn qos1_publish_completes_on_puback_only() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish("a".into(), b"x".to_vec(), QoS::AtLeastOnce, false, Some(7))
+            .unwrap();
+        let out = sent(&mut s);
+        let VariablePacket::PublishPacket(p) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let QoSWithPacketIdentifier::Level1(id) = p.qos() else {
+            panic!()
+        };
+        assert_eq!(s.inflight(), 1);
+        // A PUBACK for another id is ignored.
+        s.handle(PubackPacket::new(id + 1).into(), now).unwrap();
+        assert!(s.next_event().is_none());
+        s.handle(PubackPacket::new(id).into(), now).unwrap();
+        assert_eq!(s.next_event(), Some(Event::Published(7)));
+        assert_eq!(s.inflight(), 0);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn qos2_publish_goes_through_pubrec_pubrel_pubcomp() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish("a".into(), b"x".to_vec(), QoS::ExactlyOnce, false, Some(1))
+            .unwrap();
+        let _ = sent(&mut s);
+        // PUBCOMP before PUBREC is not accepted.
+        s.handle(PubcompPacket::new(1).into(), now).unwrap();
+        assert!(s.next_event().is_none());
+        s.handle(PubrecPacket::new(1).into(), now).unwrap();
+        assert_eq!(
+            sent(&mut s),
+            vec![VariablePacket::from(PubrelPacket::new(1))]
+        );
+        s.handle(PubcompPacket::new(1).into(), now).unwrap();
+        assert_eq!(s.next_event(), Some(Event::Published(1)));
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn window_limits_inflight_and_queue_drains_in_order() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.max_inflight = 2;
+        let (mut s, now) = connected(cfg);
+        for i in 0..5 {
+            s.publish(format!("t/{i}"), vec![], QoS::AtLeastOnce, false, Some(i))
+                .unwrap();
+        }
+        assert_eq!(s.inflight(), 2);
+        assert_eq!(s.queued(), 3);
+        let first = sent(&mut s);
+        assert_eq!(first.len(), 2);
+        s.handle(PubackPacket::new(1).into(), now).unwrap();
+        let next = sent(&mut s);
+        let VariablePacket::PublishPacket(p) = &next[0] else {
+            panic!()
+        };
+        assert_eq!(p.topic_name(), "t/2");
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn reconnect_resends_unacked_with_dup_then_resubscribes_then_queue() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish("a".into(), b"1".to_vec(), QoS::AtLeastOnce, false, Some(1))
+            .unwrap();
+        let _ = sent(&mut s);
+        s.on_disconnected();
+        s.publish("b".into(), b"2".to_vec(), QoS::AtMostOnce, false, None)
+            .unwrap();
+        assert!(s.output().is_empty(), "nothing is written while offline");
+        s.on_connected(now, false, vec![("f/#".into(), QoS::AtLeastOnce)]);
+        let bytes = std::mem::take(s.output());
+        // mqtt-protocol's `dup()` reads the wrong bit; check the wire: DUP is bit 3 [MQTT-3.3.1-1].
+        assert_eq!(bytes[0] & 0x08, 0x08, "DUP set on the resent PUBLISH");
+        let out = decode_all(&bytes);
+        assert_eq!(out.len(), 3, "{out:?}");
+        let VariablePacket::PublishPacket(p) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p.topic_name(), "a");
+        assert!(matches!(out[1], VariablePacket::SubscribePacket(_)));
+        let VariablePacket::PublishPacket(q) = &out[2] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(q.topic_name(), "b");
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn suback_refusal_names_the_filter_and_large_requests_are_split() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.max_filters_per_subscribe = 2;
+        let (mut s, now) = connected(cfg);
+        let filters: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|f| (f.to_string(), QoS::AtMostOnce))
+            .collect();
+        s.subscribe(filters, Some(9));
+        let out = sent(&mut s);
+        assert_eq!(out.len(), 2);
+        s.handle(
+            SubackPacket::new(1, vec![SubscribeReturnCode::MaximumQoSLevel0; 2]).into(),
+            now,
+        )
+        .unwrap();
+        assert!(s.next_event().is_none(), "one SUBACK still missing");
+        s.handle(
+            SubackPacket::new(2, vec![SubscribeReturnCode::Failure]).into(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            s.next_event(),
+            Some(Event::Subscribed(9, vec!["c".to_string()]))
+        );
+    }
+
+    #[test]
+    fn suback_with_wrong_code_count_is_a_protocol_error() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.subscribe(vec![("a".into(), QoS::AtMostOnce)], Some(1));
+        let _ = sent(&mut s);
+        let err = s
+            .handle(SubackPacket::new(1, vec![]).into(), now)
+            .unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)));
+    }
+
+    #[test]
+    fn inbound_qos2_is_delivered_once_until_pubrel() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        let p = PublishPacket::new(
+            TopicName::new("a").unwrap(),
+            QoSWithPacketIdentifier::Level2(5),
+            b"x".to_vec(),
+        );
+        s.handle(p.clone().into(), now).unwrap();
+        s.handle(p.clone().into(), now).unwrap();
+        assert!(matches!(s.next_event(), Some(Event::Message(_))));
+        assert!(s.next_event().is_none());
+        s.handle(PubrelPacket::new(5).into(), now).unwrap();
+        let out = sent(&mut s);
+        assert_eq!(
+            out.last(),
+            Some(&VariablePacket::from(PubcompPacket::new(5)))
+        );
+        s.handle(p.into(), now).unwrap();
+        assert!(
+            matches!(s.next_event(), Some(Event::Message(_))),
+            "a new message with a reused id"
+        );
+    }
+
+    #[test]
+    fn inbound_qos1_is_acked() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        let p = PublishPacket::new(
+            TopicName::new("a").unwrap(),
+            QoSWithPacketIdentifier::Level1(3),
+            b"x".to_vec(),
+        );
+        s.handle(p.into(), now).unwrap();
+        assert_eq!(
+            sent(&mut s),
+            vec![VariablePacket::from(PubackPacket::new(3))]
+        );
+    }
+
+    #[test]
+    fn keep_alive_pings_when_quiet_and_declares_the_link_dead_without_pingresp() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.keep_alive = Duration::from_secs(10);
+        let (mut s, t0) = connected(cfg);
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        s.poll_timers(t0 + Duration::from_secs(9)).unwrap();
+        assert!(s.output().is_empty());
+        s.poll_timers(t0 + Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            sent(&mut s),
+            vec![VariablePacket::from(PingreqPacket::new())]
+        );
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(15)));
+        s.poll_timers(t0 + Duration::from_secs(14)).unwrap();
+        let err = s.poll_timers(t0 + Duration::from_secs(15)).unwrap_err();
+        assert!(matches!(err, Error::ConnectionLost(_)));
+    }
+
+    #[test]
+    fn pingresp_clears_the_ping() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.keep_alive = Duration::from_secs(10);
+        let (mut s, t0) = connected(cfg);
+        s.poll_timers(t0 + Duration::from_secs(10)).unwrap();
+        s.handle(PingrespPacket::new().into(), t0 + Duration::from_secs(11))
+            .unwrap();
+        s.poll_timers(t0 + Duration::from_secs(16)).unwrap();
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn packets_a_server_never_sends_are_protocol_errors() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        for p in [
+            VariablePacket::from(PingreqPacket::new()),
+            VariablePacket::from(ConnectPacket::new("x")),
+            VariablePacket::from(DisconnectPacket::new()),
+            VariablePacket::from(ConnackPacket::new(
+                false,
+                ConnectReturnCode::ConnectionAccepted,
+            )),
+        ] {
+            assert!(matches!(s.handle(p, now), Err(Error::Protocol(_))));
+        }
+    }
+
+    #[test]
+    fn connack_codes_are_reported() {
+        let refused = ConnackPacket::new(false, ConnectReturnCode::BadUserNameOrPassword).into();
+        assert!(matches!(
+            Session::<u32>::check_connack(&refused),
+            Err(Error::ConnectionRefused(ConnackCode(4)))
+        ));
+        let ok = ConnackPacket::new(true, ConnectReturnCode::ConnectionAccepted).into();
+        assert!(Session::<u32>::check_connack(&ok).unwrap());
+    }
+
+    #[test]
+    fn close_fails_every_waiter() {
+        let (mut s, _) = connected(SessionConfig::new("c"));
+        s.publish("a".into(), vec![], QoS::AtLeastOnce, false, Some(1))
+            .unwrap();
+        s.subscribe(vec![("x".into(), QoS::AtMostOnce)], Some(2));
+        s.on_disconnected();
+        s.publish("b".into(), vec![], QoS::AtLeastOnce, false, Some(3))
+            .unwrap();
+        let mut w = s.take_waiting();
+        w.sort();
+        assert_eq!(w, vec![1, 2, 3]);
+    }
+}

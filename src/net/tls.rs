@@ -1,0 +1,55 @@
+//! rustls client configuration: webpki roots, extra CAs, client certificates.
+
+use std::sync::Arc;
+
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::{Error, Result};
+
+/// A client configuration trusting the webpki roots plus `extra_ca_pems`, presenting
+/// `client_cert` (chain PEM, key PEM) when given.
+pub fn client_config(
+    extra_ca_pems: &[Vec<u8>],
+    client_cert: Option<&(Vec<u8>, Vec<u8>)>,
+) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for pem in extra_ca_pems {
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| Error::Tls(format!("bad CA certificate PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Tls(format!("unusable CA certificate: {e}")))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(Error::Tls("no certificate found in CA PEM".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let chain = CertificateDer::pem_slice_iter(chain)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Tls(format!("bad client certificate PEM: {e}")))?;
+            if chain.is_empty() {
+                return Err(Error::Tls(
+                    "no certificate found in client certificate PEM".into(),
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| Error::Tls(format!("bad client key PEM: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::Tls(format!("client certificate: {e}")))?
+        }
+    };
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,336 @@
+//! Options for connections, publishing and subscribing.
+
+use std::time::Duration;
+
+use crate::message::{Payload, QoS};
+
+/// The message the broker publishes for us if we vanish without DISCONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastWill {
+    /// Topic of the will message.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its QoS.
+    pub qos: QoS,
+    /// Whether the broker retains it.
+    pub retain: bool,
+}
+
+impl LastWill {
+    /// A QoS 0, non-retained will.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Payload>) -> LastWill {
+        LastWill {
+            topic: topic.into(),
+            payload: payload.into().0,
+            qos: QoS::AtMostOnce,
+            retain: false,
+        }
+    }
+
+    /// Sets the QoS.
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// Sets the retain flag.
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+}
+
+/// How a lost connection comes back: exponential backoff with full jitter.
+///
+/// The delay before attempt `n` (from 0) is a random duration between zero and
+/// `min(max_delay, initial_delay × 2ⁿ)`. The default is 1 s doubling to a 60 s cap, retrying
+/// forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    pub(crate) enabled: bool,
+    pub(crate) initial_delay: Duration,
+    pub(crate) max_delay: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            enabled: true,
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// Never reconnect: a lost connection ends the provider (state `Disconnected`).
+    pub fn disabled() -> Self {
+        ReconnectPolicy {
+            enabled: false,
+            ..Default::default()
+        }
+    }
+
+    /// Exponential backoff from `initial_delay` up to `max_delay`, with full jitter.
+    pub fn exponential(initial_delay: Duration, max_delay: Duration) -> Self {
+        ReconnectPolicy {
+            enabled: true,
+            initial_delay,
+            max_delay: max_delay.max(initial_delay),
+        }
+    }
+
+    /// Whether reconnecting is on.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+/// Options of one publish call: the default is QoS 0, not retained, every provider.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    pub(crate) provider: Option<String>,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl PublishOptions {
+    /// Publish through this provider only.
+    pub fn provider(mut self, name: impl Into<String>) -> Self {
+        self.provider = Some(name.into());
+        self
+    }
+
+    /// The QoS.
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// The retain flag.
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// How long the call may block (default: the provider's operation timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Options of one subscribe call: the default is QoS 0, every provider.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    pub(crate) provider: Option<String>,
+    pub(crate) qos: QoS,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl SubscribeOptions {
+    /// Subscribe through this provider only.
+    pub fn provider(mut self, name: impl Into<String>) -> Self {
+        self.provider = Some(name.into());
+        self
+    }
+
+    /// The maximum QoS asked of the broker.
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// How many messages the subscription buffers before it counts losses
+    /// (default: the provider's `subscription_capacity`, 8192).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity.max(1));
+        self
+    }
+
+    /// How long the call may wait for SUBACK (default: the provider's operation timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Connection settings shared by every provider type.
+#[derive(Clone)]
+pub(crate) struct ConnectionOptions {
+    pub client_id: Option<String>,
+    pub keep_alive: Duration,
+    pub clean_session: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub will: Option<LastWill>,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub max_packet_size: usize,
+    pub headers: Vec<(String, String)>,
+    pub ca_pems: Vec<Vec<u8>>,
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    pub reconnect: ReconnectPolicy,
+    pub max_inflight: u16,
+    pub queue_capacity: usize,
+    pub subscription_capacity: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            client_id: None,
+            keep_alive: Duration::from_secs(60),
+            clean_session: true,
+            username: None,
+            password: None,
+            will: None,
+            connect_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(10),
+            max_packet_size: 16 * 1024 * 1024,
+            headers: Vec::new(),
+            ca_pems: Vec::new(),
+            client_cert: None,
+            reconnect: ReconnectPolicy::default(),
+            max_inflight: 100,
+            queue_capacity: 1000,
+            subscription_capacity: 8192,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectionOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password or header values (they may carry tokens).
+        f.debug_struct("ConnectionOptions")
+            .field("client_id", &self.client_id)
+            .field("keep_alive", &self.keep_alive)
+            .field("clean_session", &self.clean_session)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("reconnect", &self.reconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder methods shared by the provider builders (they hold `options: ConnectionOptions`).
+macro_rules! connection_builder_methods {
+    () => {
+        /// The provider's name (what `PublishOptions::provider` and `Message::provider` use).
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.name = name.into();
+            self
+        }
+
+        /// The MQTT client identifier (default: `mqtt-pubsub-` and 16 random hex digits).
+        pub fn client_id(mut self, id: impl Into<String>) -> Self {
+            self.options.client_id = Some(id.into());
+            self
+        }
+
+        /// Keep-alive interval (default 60 s). A dead link is noticed within 1.5 × this.
+        /// Zero disables keep-alive.
+        pub fn keep_alive(mut self, interval: std::time::Duration) -> Self {
+            self.options.keep_alive = interval;
+            self
+        }
+
+        /// Clean session (default true). With `false` the broker keeps subscriptions and
+        /// QoS 1/2 messages for us while we are away.
+        pub fn clean_session(mut self, clean: bool) -> Self {
+            self.options.clean_session = clean;
+            self
+        }
+
+        /// User name and password sent in CONNECT (never logged).
+        pub fn credentials(
+            mut self,
+            username: impl Into<String>,
+            password: impl Into<String>,
+        ) -> Self {
+            self.options.username = Some(username.into());
+            self.options.password = Some(password.into());
+            self
+        }
+
+        /// The last will.
+        pub fn last_will(mut self, will: $crate::options::LastWill) -> Self {
+            self.options.will = Some(will);
+            self
+        }
+
+        /// Time allowed for TCP, TLS, WebSocket and CONNECT → CONNACK together (default 10 s).
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.connect_timeout = timeout;
+            self
+        }
+
+        /// Default time a publish or subscribe call may block (default 10 s).
+        pub fn operation_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.operation_timeout = timeout;
+            self
+        }
+
+        /// Largest incoming MQTT packet accepted, in bytes (default 16 MiB). A larger one is
+        /// refused before it is buffered, and the connection is reset.
+        pub fn max_packet_size(mut self, bytes: usize) -> Self {
+            self.options.max_packet_size = bytes.max(16);
+            self
+        }
+
+        /// An extra HTTP header on the WebSocket upgrade request (its value is never logged).
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.options.headers.push((name.into(), value.into()));
+            self
+        }
+
+        /// Trust these CA certificates (PEM) in addition to the webpki roots.
+        pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+            self.options.ca_pems.push(pem.into());
+            self
+        }
+
+        /// Present this client certificate chain and private key (PEM) for mutual TLS.
+        pub fn client_cert_pem(
+            mut self,
+            cert_chain: impl Into<Vec<u8>>,
+            private_key: impl Into<Vec<u8>>,
+        ) -> Self {
+            self.options.client_cert = Some((cert_chain.into(), private_key.into()));
+            self
+        }
+
+        /// How lost connections come back (default: 1 s doubling to 60 s, full jitter).
+        pub fn reconnect(mut self, policy: $crate::options::ReconnectPolicy) -> Self {
+            self.options.reconnect = policy;
+            self
+        }
+
+        /// Most unacknowledged QoS 1/2 publishes (and subscribes) at once (default 100).
+        pub fn max_inflight(mut self, window: u16) -> Self {
+            self.options.max_inflight = window.max(1);
+            self
+        }
+
+        /// Most requests queued while the in-flight window is full or the connection is
+        /// down (default 1000). When it is full, publish blocks up to its timeout.
+        pub fn queue_capacity(mut self, capacity: usize) -> Self {
+            self.options.queue_capacity = capacity.max(1);
+            self
+        }
+
+        /// Default buffer of each subscription, in messages (default 8192).
+        pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+            self.options.subscription_capacity = capacity.max(1);
+            self
+        }
+    };
+}
+pub(crate) use connection_builder_methods;

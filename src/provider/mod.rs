@@ -1,0 +1,61 @@
+//! Providers: a name, connection options, and how to open the connection each time.
+
+mod mqtt_ws;
+
+pub use mqtt_ws::{MqttOverWsProvider, MqttOverWsProviderBuilder};
+
+use crate::error::Result;
+use crate::net::websocket::OpenRequest;
+use crate::options::ConnectionOptions;
+
+/// Opens a connection: gives a fresh request per attempt (AWS IoT re-signs each time).
+pub(crate) trait Opener: Send + 'static {
+    fn open_request(&mut self) -> Result<OpenRequest>;
+}
+
+/// Limits a provider puts on what is sent, checked before anything is queued.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub max_topic_len: usize,
+    pub max_topic_slashes: Option<usize>,
+    pub max_payload: usize,
+    pub qos2: bool,
+    pub max_filters_per_subscribe: usize,
+    pub max_client_id: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_topic_len: crate::topic::MAX_TOPIC_LEN,
+            max_topic_slashes: None,
+            // The largest MQTT remaining length, less the topic and header.
+            max_payload: 268_435_455 - 65_537,
+            qos2: true,
+            max_filters_per_subscribe: 64,
+            max_client_id: None,
+        }
+    }
+}
+
+/// Everything the connection engine needs from a provider.
+pub struct ProviderSpec {
+    pub(crate) name: String,
+    pub(crate) options: ConnectionOptions,
+    pub(crate) opener: Box<dyn Opener>,
+    pub(crate) limits: Limits,
+}
+
+pub(crate) mod sealed {
+    /// Turns a provider into what the engine runs.
+    pub trait Sealed {
+        fn into_spec(self) -> super::ProviderSpec;
+    }
+}
+
+/// A way to reach a broker, registered on a [`PubSub`](crate::PubSub) under its name:
+/// [`MqttOverWsProvider`] or `AwsIotProvider`.
+pub trait Provider: sealed::Sealed + Send {
+    /// The name it is registered under.
+    fn name(&self) -> &str;
+}

@@ -1,0 +1,382 @@
+//! [`PubSub`]: named providers, subscribe and publish fanned out over them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use crate::connection::{wait_reply, Command, Connection, Sink};
+use crate::error::{Error, Operation, Result};
+use crate::message::{Payload, QoS, Topics};
+use crate::options::{PublishOptions, SubscribeOptions};
+use crate::provider::{Limits, Provider};
+use crate::state::{ConnectionState, StateEvent, StateHub};
+use crate::subscription::Subscription;
+use crate::topic::{validate_topic_filter, validate_topic_name};
+
+/// Publish and subscribe through any number of named providers, from any thread.
+///
+/// Cheap to clone (clones share the providers). Closing — explicitly with
+/// [`PubSub::close`], or when the last clone is dropped — sends DISCONNECT on every provider
+/// and joins their threads.
+///
+/// ```no_run
+/// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
+/// let pubsub = PubSub::new();
+/// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:8080/mqtt").build()?)?;
+/// let sub = pubsub.subscribe("sensors/+/temp")?;
+/// pubsub.publish("sensors/kitchen/temp", "21.5")?;
+/// let msg = sub.recv().expect("subscription ended");
+/// println!("{} {}", msg.topic(), msg.text()?);
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct PubSub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    providers: RwLock<Vec<Arc<Connection>>>,
+    hub: StateHub,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let list = std::mem::take(self.providers.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for c in list {
+            c.close();
+        }
+    }
+}
+
+/// Waits for QoS 1/2 publishes started by [`PubSub::publish_nowait`].
+#[must_use = "a receipt does nothing unless waited on"]
+pub struct PublishReceipt {
+    waits: Vec<Receiver<Result<()>>>,
+    deadline: Instant,
+}
+
+impl PublishReceipt {
+    /// Blocks until every PUBACK/PUBCOMP arrived, or the publish's timeout.
+    pub fn wait(self) -> Result<()> {
+        for rx in &self.waits {
+            wait_reply(
+                rx,
+                self.deadline,
+                Operation::Publish,
+                "no acknowledgement in time; the message may still be delivered",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether every acknowledgement is in (never blocks).
+    pub fn is_done(&self) -> bool {
+        self.waits.iter().all(|rx| !rx.is_empty())
+    }
+}
+
+impl std::fmt::Debug for PubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSub")
+            .field("providers", &self.provider_names())
+            .finish()
+    }
+}
+
+impl PubSub {
+    /// A `PubSub` with no provider yet.
+    pub fn new() -> PubSub {
+        PubSub::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Connection>>> {
+        self.inner
+            .providers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a provider and connects it. Returns after CONNACK, or with the error that
+    /// prevented it (refused, bad credentials, TLS, HTTP status of the upgrade, timeout).
+    /// A name already taken is [`Error::DuplicateProvider`].
+    pub fn add_provider(&self, provider: impl Provider) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let spec = provider.into_spec();
+        if self.read().iter().any(|c| *c.name == *spec.name) {
+            return Err(Error::DuplicateProvider(spec.name));
+        }
+        if let (Some(max), Some(id)) = (spec.limits.max_client_id, spec.options.client_id.as_ref())
+        {
+            if id.len() > max {
+                return Err(Error::InvalidConfig(format!(
+                    "client id of {} bytes exceeds this provider's limit of {max}",
+                    id.len()
+                )));
+            }
+        }
+        let conn = Connection::open(spec, self.inner.hub.clone())?;
+        let mut list = self
+            .inner
+            .providers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if list.iter().any(|c| c.name == conn.name) {
+            let name = conn.name.to_string();
+            drop(list);
+            conn.close();
+            return Err(Error::DuplicateProvider(name));
+        }
+        list.push(Arc::new(conn));
+        Ok(())
+    }
+
+    /// Disconnects and removes a provider. Its subscriptions' iterators end.
+    pub fn remove_provider(&self, name: &str) -> Result<()> {
+        let conn = {
+            let mut list = self
+                .inner
+                .providers
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let pos = list
+                .iter()
+                .position(|c| &*c.name == name)
+                .ok_or_else(|| Error::UnknownProvider(name.to_string()))?;
+            list.remove(pos)
+        };
+        conn.close();
+        Ok(())
+    }
+
+    /// The names of the registered providers, in the order they were added.
+    pub fn provider_names(&self) -> Vec<String> {
+        self.read().iter().map(|c| c.name.to_string()).collect()
+    }
+
+    /// The current connection state of a provider.
+    pub fn state(&self, provider: &str) -> Option<ConnectionState> {
+        self.read()
+            .iter()
+            .find(|c| &*c.name == provider)
+            .map(|c| c.state())
+    }
+
+    /// A new receiver of every provider's state changes from now on (bounded: a receiver
+    /// that falls 1024 events behind misses the newer ones, with a warning logged).
+    pub fn state_changes(&self) -> Receiver<StateEvent> {
+        self.inner.hub.subscribe()
+    }
+
+    fn targets(&self, provider: Option<&str>) -> Result<Vec<Arc<Connection>>> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let list = self.read();
+        match provider {
+            Some(name) => list
+                .iter()
+                .find(|c| &*c.name == name)
+                .map(|c| vec![c.clone()])
+                .ok_or_else(|| Error::UnknownProvider(name.to_string())),
+            None if list.is_empty() => Err(Error::NoProviders),
+            None => Ok(list.clone()),
+        }
+    }
+
+    /// Subscribes on every provider at QoS 0. See [`PubSub::subscribe_with`].
+    pub fn subscribe(&self, topics: impl Topics) -> Result<Subscription> {
+        self.subscribe_with(topics, SubscribeOptions::default())
+    }
+
+    /// Subscribes to one or many filters (`+` and `#` wildcards allowed). Returns after every
+    /// SUBACK; fails naming the filter if a broker refused one (and then subscribes nothing).
+    pub fn subscribe_with(
+        &self,
+        topics: impl Topics,
+        options: SubscribeOptions,
+    ) -> Result<Subscription> {
+        let filters = topics.into_topics();
+        if filters.is_empty() {
+            return Err(Error::invalid_topic("", "no topic filter given"));
+        }
+        for f in &filters {
+            validate_topic_filter(f)?;
+        }
+        let targets = self.targets(options.provider.as_deref())?;
+        for c in &targets {
+            for f in &filters {
+                check_topic_limits(&c.limits, f)?;
+            }
+            check_qos(&c.limits, options.qos, &c.name)?;
+        }
+        let capacity = options.capacity.unwrap_or(targets[0].subscription_capacity);
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let timeout = options.timeout.unwrap_or(targets[0].operation_timeout);
+        let deadline = Instant::now() + timeout;
+        // Built first so that an error below unsubscribes what was already set up (on drop).
+        let sub = Subscription::new(id, rx, &targets, filters.clone(), dropped.clone(), timeout);
+        let with_qos: Vec<(String, QoS)> = filters.into_iter().map(|f| (f, options.qos)).collect();
+        let mut waits = Vec::with_capacity(targets.len());
+        for c in &targets {
+            let (rtx, rrx) = crossbeam_channel::bounded(1);
+            let sink = Sink {
+                tx: tx.clone(),
+                dropped: dropped.clone(),
+            };
+            c.send(
+                Command::Subscribe {
+                    id,
+                    filters: with_qos.clone(),
+                    sink,
+                    reply: rtx,
+                },
+                deadline,
+                Operation::Subscribe,
+            )?;
+            waits.push(rrx);
+        }
+        drop(tx);
+        for rx in &waits {
+            wait_reply(rx, deadline, Operation::Subscribe, "no SUBACK in time")?;
+        }
+        Ok(sub)
+    }
+
+    /// Publishes to one or many topics on every provider at QoS 0.
+    pub fn publish(&self, topics: impl Topics, payload: impl Into<Payload>) -> Result<()> {
+        self.publish_with(topics, payload, PublishOptions::default())
+    }
+
+    /// Publishes and blocks until done: QoS 0 once handed to the connection (blocking while
+    /// its bounded queue is full), QoS 1 after PUBACK, QoS 2 after PUBCOMP, each bounded by
+    /// the timeout. A timeout on QoS 1/2 means the message may still be delivered.
+    pub fn publish_with(
+        &self,
+        topics: impl Topics,
+        payload: impl Into<Payload>,
+        options: PublishOptions,
+    ) -> Result<()> {
+        self.publish_nowait(topics, payload, options)?.wait()
+    }
+
+    /// Starts a publish and returns without waiting for acknowledgements: pipelining within
+    /// the in-flight window (`max_inflight`). Wait on the receipt later.
+    pub fn publish_nowait(
+        &self,
+        topics: impl Topics,
+        payload: impl Into<Payload>,
+        options: PublishOptions,
+    ) -> Result<PublishReceipt> {
+        let topics = topics.into_topics();
+        if topics.is_empty() {
+            return Err(Error::invalid_topic("", "no topic given"));
+        }
+        for t in &topics {
+            validate_topic_name(t)?;
+        }
+        let payload = payload.into().0;
+        let targets = self.targets(options.provider.as_deref())?;
+        for c in &targets {
+            check_qos(&c.limits, options.qos, &c.name)?;
+            if payload.len() > c.limits.max_payload {
+                return Err(Error::PayloadTooLarge {
+                    size: payload.len(),
+                    max: c.limits.max_payload,
+                });
+            }
+            for t in &topics {
+                check_topic_limits(&c.limits, t)?;
+            }
+        }
+        let deadline = Instant::now() + options.timeout.unwrap_or(targets[0].operation_timeout);
+        let total = targets.len() * topics.len();
+        let mut payload = Some(payload);
+        let mut waits = Vec::new();
+        let mut n = 0;
+        for c in &targets {
+            for t in &topics {
+                n += 1;
+                let bytes = if n == total {
+                    payload.take().unwrap_or_default()
+                } else {
+                    payload.clone().unwrap_or_default()
+                };
+                let reply = if options.qos == QoS::AtMostOnce {
+                    None
+                } else {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    waits.push(rx);
+                    Some(tx)
+                };
+                c.send(
+                    Command::Publish {
+                        topic: t.clone(),
+                        payload: bytes,
+                        qos: options.qos,
+                        retain: options.retain,
+                        reply,
+                    },
+                    deadline,
+                    Operation::Publish,
+                )?;
+            }
+        }
+        Ok(PublishReceipt { waits, deadline })
+    }
+
+    /// Disconnects every provider (DISCONNECT, then the threads are joined); what was still
+    /// waiting fails with [`Error::Closed`] and subscriptions end. Later calls fail with
+    /// [`Error::Closed`]. Dropping the last clone does the same.
+    pub fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let list = std::mem::take(
+            &mut *self
+                .inner
+                .providers
+                .write()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for c in list {
+            c.close();
+        }
+        Ok(())
+    }
+}
+
+fn check_qos(limits: &Limits, qos: QoS, provider: &str) -> Result<()> {
+    if qos == QoS::ExactlyOnce && !limits.qos2 {
+        return Err(Error::Unsupported(format!(
+            "provider {provider} does not support QoS 2"
+        )));
+    }
+    Ok(())
+}
+
+fn check_topic_limits(limits: &Limits, topic: &str) -> Result<()> {
+    // AWS IoT's limits apply to the topic without a $share/<group>/ prefix... which it does not
+    // support anyway, so the whole string is checked.
+    if topic.len() > limits.max_topic_len {
+        return Err(Error::invalid_topic(
+            topic,
+            "longer than this provider allows",
+        ));
+    }
+    if let Some(max) = limits.max_topic_slashes {
+        if topic.matches('/').count() > max {
+            return Err(Error::invalid_topic(
+                topic,
+                "more forward slashes than this provider allows",
+            ));
+        }
+    }
+    Ok(())
+}
