@@ -419,8 +419,9 @@ impl Driver {
                 self.session.subscribe(new, Some(reply));
             }
             Command::Unsubscribe { id, reply } => {
-                if let Some((gone, sink)) = self.router.remove(id) {
+                if let Some((uncovered, gone, sink)) = self.router.remove(id) {
                     drop(sink);
+                    self.session.subscribe(uncovered, None);
                     self.session.unsubscribe(gone);
                 }
                 let _ = reply.send(());

@@ -3,6 +3,13 @@
 //! Several local subscriptions of the same filter share one MQTT subscription: SUBSCRIBE goes
 //! out for the first, UNSUBSCRIBE when the last one leaves. A message matching several
 //! filters of one subscription is delivered to it once.
+//!
+//! Brokers may send one copy of a message per matching subscription [MQTT-3.3.5] (NATS and
+//! rumqttd do), which would deliver `o/a` three times to a subscriber of `o/#`, `o/+` and
+//! `o/a`. So the broker is only subscribed to filters that no other wanted filter of equal or
+//! higher QoS covers; local routing still matches every filter. A filter that stops being
+//! covered (its cover was unsubscribed) is subscribed then. The cost: a newly wanted filter
+//! that is already covered does not get the broker's retained messages again.
 
 use std::collections::HashMap;
 
@@ -26,7 +33,10 @@ struct Shared {
 #[derive(Debug)]
 pub struct Router<S> {
     routes: Vec<Route<S>>,
+    /// Every filter some local subscription wants, with its highest QoS.
     shared: HashMap<String, Shared>,
+    /// What the broker has been asked to hold.
+    on_broker: HashMap<String, QoS>,
 }
 
 impl<S> Default for Router<S> {
@@ -34,6 +44,31 @@ impl<S> Default for Router<S> {
         Router {
             routes: Vec::new(),
             shared: HashMap::new(),
+            on_broker: HashMap::new(),
+        }
+    }
+}
+
+/// Whether every topic `inner` matches is also matched by `outer` (filters are valid).
+pub fn covers(outer: &str, inner: &str) -> bool {
+    if outer.starts_with("$share/") || inner.starts_with("$share/") {
+        return outer == inner;
+    }
+    // Leading wildcards do not match `$` topics [MQTT-4.7.2-1].
+    if inner.starts_with('$') && (outer.starts_with('+') || outer.starts_with('#')) {
+        return false;
+    }
+    let mut o = outer.split('/');
+    let mut i = inner.split('/');
+    loop {
+        match (o.next(), i.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(il)) if il != "#" => {}
+            (Some(ol), Some(il)) if ol == il => {}
+            (None, None) => return true,
+            // `a/#` also matches `a`: outer `a/#` covers inner `a`.
+            (Some(_), None) => return false,
+            _ => return false,
         }
     }
 }
@@ -49,46 +84,70 @@ impl<S> Router<S> {
                 None => own.push((f.clone(), *q)),
             }
         }
-        let mut to_subscribe = Vec::new();
         for (f, q) in &own {
-            match self.shared.get_mut(f) {
-                Some(s) => {
-                    s.count += 1;
-                    if *q > s.qos {
-                        s.qos = *q;
-                        to_subscribe.push((f.clone(), *q));
-                    }
-                }
-                None => {
-                    self.shared.insert(f.clone(), Shared { count: 1, qos: *q });
-                    to_subscribe.push((f.clone(), *q));
-                }
-            }
+            let s = self
+                .shared
+                .entry(f.clone())
+                .or_insert(Shared { count: 0, qos: *q });
+            s.count += 1;
+            s.qos = s.qos.max(*q);
         }
         self.routes.push(Route {
             id,
             filters: own,
             sink,
         });
-        to_subscribe
+        self.reconcile().0
     }
 
-    /// Removes subscription `id`. Returns the filters no subscription uses any more, for
-    /// UNSUBSCRIBE, and the sink (dropping it ends the subscription's channel).
-    pub fn remove(&mut self, id: u64) -> Option<(Vec<String>, S)> {
+    /// Removes subscription `id`. Returns the filters to SUBSCRIBE (no longer covered), those
+    /// to UNSUBSCRIBE, and the sink (dropping it ends the subscription's channel).
+    #[allow(clippy::type_complexity)]
+    pub fn remove(&mut self, id: u64) -> Option<(Vec<(String, QoS)>, Vec<String>, S)> {
         let pos = self.routes.iter().position(|r| r.id == id)?;
         let route = self.routes.swap_remove(pos);
-        let mut to_unsubscribe = Vec::new();
         for (f, _) in route.filters {
             if let Some(s) = self.shared.get_mut(&f) {
                 s.count -= 1;
                 if s.count == 0 {
                     self.shared.remove(&f);
-                    to_unsubscribe.push(f);
                 }
             }
         }
-        Some((to_unsubscribe, route.sink))
+        // Filters uncovered by this removal were added to the broker set: subscribe them.
+        let (to_subscribe, to_unsubscribe) = self.reconcile();
+        Some((to_subscribe, to_unsubscribe, route.sink))
+    }
+
+    /// Brings `on_broker` to the minimal covering set of `shared`. Returns what to SUBSCRIBE
+    /// (new or at a higher QoS) and what to UNSUBSCRIBE.
+    fn reconcile(&mut self) -> (Vec<(String, QoS)>, Vec<String>) {
+        let wanted: Vec<(&String, QoS)> = self.shared.iter().map(|(f, s)| (f, s.qos)).collect();
+        let desired: HashMap<String, QoS> = wanted
+            .iter()
+            .filter(|(f, q)| {
+                !wanted.iter().any(|(g, gq)| {
+                    // Mutually covering filters (`#` and `+/#`): the smaller string stays.
+                    g != f && gq >= q && covers(g, f) && (!covers(f, g) || g < f)
+                })
+            })
+            .map(|(f, q)| ((*f).clone(), *q))
+            .collect();
+        let mut to_subscribe: Vec<(String, QoS)> = desired
+            .iter()
+            .filter(|(f, q)| self.on_broker.get(*f).is_none_or(|have| have < q))
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        let mut to_unsubscribe: Vec<String> = self
+            .on_broker
+            .keys()
+            .filter(|f| !desired.contains_key(*f))
+            .cloned()
+            .collect();
+        to_subscribe.sort();
+        to_unsubscribe.sort();
+        self.on_broker = desired;
+        (to_subscribe, to_unsubscribe)
     }
 
     /// Every sink whose subscription has a filter matching `topic`, each once.
@@ -113,6 +172,7 @@ impl<S> Router<S> {
     /// Removes every subscription, returning their sinks.
     pub fn drain(&mut self) -> Vec<S> {
         self.shared.clear();
+        self.on_broker.clear();
         self.routes.drain(..).map(|r| r.sink).collect()
     }
 
@@ -140,8 +200,8 @@ mod tests {
         let mut r = Router::default();
         assert_eq!(r.add(1, &[f("a/#")], 'x'), vec![f("a/#")]);
         assert!(r.add(2, &[f("a/#")], 'y').is_empty());
-        assert_eq!(r.remove(1).unwrap().0, Vec::<String>::new());
-        assert_eq!(r.remove(2).unwrap().0, vec!["a/#".to_string()]);
+        assert_eq!(r.remove(1).unwrap().1, Vec::<String>::new());
+        assert_eq!(r.remove(2).unwrap().1, vec!["a/#".to_string()]);
         assert!(r.remove(2).is_none());
     }
 
@@ -168,7 +228,48 @@ mod tests {
     fn duplicate_filters_in_one_subscription_count_once() {
         let mut r = Router::default();
         assert_eq!(r.add(1, &[f("a"), f("a")], ()).len(), 1);
-        assert_eq!(r.remove(1).unwrap().0, vec!["a".to_string()]);
+        assert_eq!(r.remove(1).unwrap().1, vec!["a".to_string()]);
         assert!(r.active().is_empty());
+    }
+
+    #[test]
+    fn covered_filters_are_not_sent_to_the_broker_until_uncovered() {
+        let mut r = Router::default();
+        assert_eq!(
+            r.add(1, &[f("o/#"), f("o/+"), f("o/a")], ()),
+            vec![f("o/#")]
+        );
+        assert_eq!(r.add(2, &[f("o/b")], ()), vec![]);
+        let (sub, unsub, _) = r.remove(1).unwrap();
+        assert_eq!(sub, vec![f("o/b")]);
+        assert_eq!(unsub, vec!["o/#".to_string()]);
+    }
+
+    #[test]
+    fn a_covering_filter_at_lower_qos_does_not_hide_a_higher_one() {
+        let mut r = Router::default();
+        r.add(1, &[f("o/#")], ());
+        let q1 = ("o/a".to_string(), QoS::AtLeastOnce);
+        assert_eq!(r.add(2, std::slice::from_ref(&q1), ()), vec![q1]);
+    }
+
+    #[test]
+    fn mutually_covering_filters_keep_one() {
+        let mut r = Router::default();
+        let sent = r.add(1, &[f("#"), f("+/#")], ());
+        assert_eq!(sent.len(), 1);
+    }
+
+    #[test]
+    fn covers_follows_the_matching_rules() {
+        assert!(covers("#", "a/b"));
+        assert!(covers("a/#", "a"));
+        assert!(covers("a/#", "a/+/c"));
+        assert!(covers("a/+", "a/b"));
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("#", "$SYS/x"));
+        assert!(covers("$SYS/#", "$SYS/x"));
+        assert!(!covers("a", "a/#"));
     }
 }

@@ -590,6 +590,18 @@ impl<R> Session<R> {
         Ok(())
     }
 
+    fn unsubscribes_in_flight(&self) -> bool {
+        self.slots.iter().any(|s| {
+            matches!(
+                s,
+                Some(Inflight {
+                    kind: Pending::Unsubscribe,
+                    ..
+                })
+            )
+        })
+    }
+
     fn slot_is(&self, id: u16, f: impl Fn(&Pending<R>) -> bool) -> bool {
         matches!(self.slots.get(id as usize), Some(Some(s)) if f(&s.kind))
     }
@@ -645,6 +657,10 @@ impl<R> Session<R> {
                 Some(Request::Publish { packet, .. }) => {
                     packet.qos() != QoSWithPacketIdentifier::Level0
                 }
+                // A SUBSCRIBE waits for every UNSUBACK: aedes processes an UNSUBSCRIBE and a
+                // following SUBSCRIBE of the same filter concurrently, and the unsubscribe
+                // can win, leaving us unsubscribed.
+                Some(Request::Subscribe { .. }) if self.unsubscribes_in_flight() => return,
                 Some(_) => true,
             };
             if !needs_id {
@@ -865,6 +881,22 @@ mod tests {
         assert_eq!(
             s.next_event(),
             Some(Event::Subscribed(9, vec!["c".to_string()]))
+        );
+    }
+
+    #[test]
+    fn subscribe_waits_for_a_pending_unsuback() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.unsubscribe(vec!["a".into()]);
+        s.subscribe(vec![("a".into(), QoS::AtMostOnce)], Some(1));
+        let out = sent(&mut s);
+        assert_eq!(out.len(), 1);
+        assert!(matches!(out[0], VariablePacket::UnsubscribePacket(_)));
+        s.handle(UnsubackPacket::new(1).into(), now).unwrap();
+        let out = sent(&mut s);
+        assert!(
+            matches!(out[..], [VariablePacket::SubscribePacket(_)]),
+            "{out:?}"
         );
     }
 

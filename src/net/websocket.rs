@@ -139,6 +139,11 @@ pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             Error::ConnectionLost("the WebSocket is closed".into())
         }
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => Error::ConnectionLost(
+            "the server closed the connection without a WebSocket close".into(),
+        ),
         other => Error::WebSocket(other.to_string()),
     }
 }

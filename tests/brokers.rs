@@ -1,0 +1,655 @@
+//! Behaviour against real brokers over real sockets. Each broker is started by the test on
+//! free loopback ports; the lists at the bottom say which behaviour runs against which broker
+//! (brokers.md says where they differ).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mqtt_pubsub::{
+    ConnackCode, Error, LastWill, Message, MqttOverWsProvider, PubSub, PublishOptions, QoS,
+    ReconnectPolicy, SubscribeOptions, TryRecvError,
+};
+use support::proxy::Proxy;
+use support::{Aedes, Mosquitto, Nats, Rumqttd};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A started broker and what it can do.
+pub struct Target {
+    url: String,
+    /// Delivers at the QoS the subscriber asked for (rumqttd upgrades QoS 0 to 1).
+    exact_qos: bool,
+    qos2: bool,
+    /// Lets a test point a proxy at the broker's WebSocket port.
+    port: u16,
+    path: &'static str,
+    _guard: Box<dyn std::any::Any>,
+}
+
+fn target(kind: &str) -> Option<Target> {
+    Some(match kind {
+        "rumqttd" => {
+            let b = Rumqttd::start();
+            Target {
+                url: b.ws_url(),
+                exact_qos: false,
+                qos2: true,
+                port: b.ws_port,
+                path: "/mqtt",
+                _guard: Box::new(b),
+            }
+        }
+        "mosquitto" => {
+            let b = Mosquitto::start()?;
+            Target {
+                url: b.ws_url(),
+                exact_qos: true,
+                qos2: true,
+                port: b.ws_port,
+                path: "/mqtt",
+                _guard: Box::new(b),
+            }
+        }
+        "nats" => {
+            let b = Nats::start()?;
+            // NATS' MQTT does not support QoS 2.
+            Target {
+                url: b.ws_url(),
+                exact_qos: true,
+                qos2: false,
+                port: b.ws_port,
+                path: "/mqtt",
+                _guard: Box::new(b),
+            }
+        }
+        "aedes" => {
+            let b = Aedes::start(false)?;
+            Target {
+                url: b.ws_url(),
+                exact_qos: true,
+                qos2: true,
+                port: b.ws_port,
+                path: "/",
+                _guard: Box::new(b),
+            }
+        }
+        other => panic!("unknown broker {other}"),
+    })
+}
+
+fn client(url: &str) -> PubSub {
+    let p = PubSub::new();
+    p.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+        .unwrap();
+    p
+}
+
+fn recv(sub: &mqtt_pubsub::Subscription) -> Message {
+    sub.recv_timeout(WAIT)
+        .expect("a message within the timeout")
+}
+
+fn roundtrip(t: &Target, qos: QoS) {
+    let ps = client(&t.url);
+    let topic = format!("rt/{}", qos as u8);
+    let sub = ps
+        .subscribe_with(topic.as_str(), SubscribeOptions::default().qos(qos))
+        .unwrap();
+    ps.publish_with(topic.as_str(), "hello", PublishOptions::default().qos(qos))
+        .unwrap();
+    let m = recv(&sub);
+    assert_eq!(m.topic(), topic);
+    assert_eq!(m.payload(), b"hello");
+    assert_eq!(m.provider(), MqttOverWsProvider::DEFAULT_NAME);
+    if t.exact_qos {
+        assert_eq!(m.qos(), qos);
+    }
+    assert!(!m.retain());
+    ps.close().unwrap();
+    assert!(
+        sub.recv_timeout(WAIT).is_err(),
+        "the subscription ends on close"
+    );
+}
+
+pub fn roundtrip_qos0(t: Target) {
+    roundtrip(&t, QoS::AtMostOnce)
+}
+
+pub fn roundtrip_qos1(t: Target) {
+    roundtrip(&t, QoS::AtLeastOnce)
+}
+
+pub fn roundtrip_qos2(t: Target) {
+    assert!(t.qos2);
+    roundtrip(&t, QoS::ExactlyOnce)
+}
+
+pub fn json_and_binary_payloads_arrive_as_sent(t: Target) {
+    let ps = client(&t.url);
+    let sub = ps.subscribe("p/#").unwrap();
+    ps.publish(
+        "p/json",
+        serde_json::json!({"msg": "Hello to all subscribers!"}),
+    )
+    .unwrap();
+    ps.publish("p/bin", vec![0u8, 159, 146, 150, 255]).unwrap();
+    ps.publish("p/text", String::from("plain \"text\""))
+        .unwrap();
+    let mut got: Vec<Message> = (0..3).map(|_| recv(&sub)).collect();
+    got.sort_by(|a, b| a.topic().cmp(b.topic()));
+    let v: serde_json::Value = got[1].json().unwrap();
+    assert_eq!(v["msg"], "Hello to all subscribers!");
+    assert_eq!(got[0].payload(), [0u8, 159, 146, 150, 255]);
+    assert!(got[0].text().is_err());
+    assert_eq!(got[2].text().unwrap(), "plain \"text\"");
+}
+
+pub fn wildcards_and_multiple_topics(t: Target) {
+    let ps = client(&t.url);
+    let sub = ps.subscribe(["w/+/temp", "alerts/#"]).unwrap();
+    for topic in [
+        "w/kitchen/temp",
+        "w/kitchen/humidity",
+        "alerts",
+        "alerts/fire/big",
+        "other/x",
+        "w/a/b/temp",
+    ] {
+        ps.publish_with(
+            topic,
+            topic,
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    }
+    ps.publish_with(
+        "alerts/zz-end",
+        "end",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let m = recv(&sub);
+        if m.topic() == "alerts/zz-end" {
+            break;
+        }
+        got.push(m.topic().to_string());
+    }
+    got.sort();
+    assert_eq!(got, ["alerts", "alerts/fire/big", "w/kitchen/temp"]);
+}
+
+pub fn overlapping_filters_deliver_once(t: Target) {
+    let ps = client(&t.url);
+    let sub = ps.subscribe(["o/#", "o/+", "o/a"]).unwrap();
+    ps.publish_with("o/a", "1", PublishOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    ps.publish_with(
+        "o/end",
+        "2",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let mut topics = vec![
+        recv(&sub).topic().to_string(),
+        recv(&sub).topic().to_string(),
+    ];
+    topics.sort();
+    assert_eq!(topics, ["o/a", "o/end"]);
+    // Nothing else is buffered or arrives after the marker: publish one more and it is next.
+    ps.publish_with("o/z", "3", PublishOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    assert_eq!(recv(&sub).topic(), "o/z");
+}
+
+pub fn unsubscribe_stops_delivery_and_shares_filters(t: Target) {
+    let ps = client(&t.url);
+    let a = ps.subscribe("u/#").unwrap();
+    let b = ps.subscribe("u/#").unwrap();
+    ps.publish_with("u/1", "1", PublishOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    assert_eq!(recv(&a).topic(), "u/1");
+    assert_eq!(recv(&b).topic(), "u/1");
+    a.unsubscribe();
+    assert!(
+        a.recv().is_none(),
+        "an unsubscribed subscription ends at once"
+    );
+    ps.publish_with("u/2", "2", PublishOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    assert_eq!(
+        recv(&b).topic(),
+        "u/2",
+        "the shared broker subscription stays for b"
+    );
+    drop(b);
+    // Both gone: UNSUBSCRIBE went out; a new subscription SUBSCRIBEs again and receives.
+    let c = ps.subscribe("u/#").unwrap();
+    ps.publish_with("u/3", "3", PublishOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    assert_eq!(recv(&c).topic(), "u/3");
+}
+
+pub fn retained_message_reaches_a_later_subscriber(t: Target) {
+    let ps = client(&t.url);
+    ps.publish_with(
+        "r/state",
+        "on",
+        PublishOptions::default().qos(QoS::AtLeastOnce).retain(true),
+    )
+    .unwrap();
+    let sub = ps.subscribe("r/#").unwrap();
+    let m = recv(&sub);
+    assert_eq!(
+        (m.topic(), m.payload(), m.retain()),
+        ("r/state", &b"on"[..], true)
+    );
+}
+
+pub fn last_will_is_published_when_a_client_vanishes(t: Target) {
+    let observer = client(&t.url);
+    let sub = observer.subscribe("will/#").unwrap();
+    let proxy = Proxy::start(t.port);
+    let doomed = PubSub::new();
+    doomed
+        .add_provider(
+            MqttOverWsProvider::builder(proxy.url(t.path))
+                .last_will(LastWill::new("will/doomed", "gone").qos(QoS::AtLeastOnce))
+                .reconnect(ReconnectPolicy::disabled())
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    proxy.cut_all();
+    let m = recv(&sub);
+    assert_eq!((m.topic(), m.payload()), ("will/doomed", &b"gone"[..]));
+}
+
+pub fn one_mebibyte_payload(t: Target) {
+    let ps = client(&t.url);
+    let sub = ps
+        .subscribe_with("big", SubscribeOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    ps.publish_with(
+        "big",
+        payload.clone(),
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let m = recv(&sub);
+    assert_eq!(m.payload().len(), payload.len());
+    assert!(m.payload() == payload.as_slice());
+}
+
+pub fn try_recv_polls_without_blocking(t: Target) {
+    let ps = client(&t.url);
+    let sub = ps.subscribe("poll").unwrap();
+    assert_eq!(sub.try_recv().unwrap_err(), TryRecvError::Empty);
+    for i in 0..3 {
+        ps.publish_with(
+            "poll",
+            format!("{i}"),
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match sub.try_recv() {
+            Ok(m) => got.push(m.text().unwrap().to_string()),
+            Err(TryRecvError::Empty) => {
+                assert!(Instant::now() < deadline, "only {got:?} arrived");
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, ["0", "1", "2"]);
+    assert_eq!(sub.try_iter().count(), 0);
+}
+
+pub fn publishing_to_invalid_topics_fails_with_the_reason(t: Target) {
+    let ps = client(&t.url);
+    for bad in ["", "a/+", "a/#"] {
+        assert!(
+            matches!(ps.publish(bad, "x"), Err(Error::InvalidTopic { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        ps.subscribe("a/#/b"),
+        Err(Error::InvalidTopic { .. })
+    ));
+    assert!(matches!(
+        ps.publish_with("a", "x", PublishOptions::default().provider("nope")),
+        Err(Error::UnknownProvider(_))
+    ));
+}
+
+macro_rules! broker_tests {
+    ($broker:ident: $($test:ident),* $(,)?) => {
+        mod $broker {
+            $(
+                #[test]
+                fn $test() {
+                    if let Some(t) = super::target(stringify!($broker)) {
+                        super::$test(t);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+broker_tests!(rumqttd: roundtrip_qos0, roundtrip_qos1, roundtrip_qos2, json_and_binary_payloads_arrive_as_sent,
+    wildcards_and_multiple_topics, overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters,
+    retained_message_reaches_a_later_subscriber, one_mebibyte_payload, try_recv_polls_without_blocking,
+    publishing_to_invalid_topics_fails_with_the_reason, last_will_is_published_when_a_client_vanishes);
+broker_tests!(mosquitto: roundtrip_qos0, roundtrip_qos1, roundtrip_qos2, json_and_binary_payloads_arrive_as_sent,
+    wildcards_and_multiple_topics, overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters,
+    retained_message_reaches_a_later_subscriber, last_will_is_published_when_a_client_vanishes,
+    try_recv_polls_without_blocking);
+// (mosquitto 2.0.11 reads large websocket packets ~4 KB per timer tick: 1 MiB takes over
+// 10 s, so the large payload runs on the other brokers.)
+broker_tests!(nats: roundtrip_qos0, roundtrip_qos1, json_and_binary_payloads_arrive_as_sent, wildcards_and_multiple_topics,
+    overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters, retained_message_reaches_a_later_subscriber,
+    last_will_is_published_when_a_client_vanishes, one_mebibyte_payload, try_recv_polls_without_blocking);
+broker_tests!(aedes: roundtrip_qos0, roundtrip_qos1, roundtrip_qos2, json_and_binary_payloads_arrive_as_sent,
+    wildcards_and_multiple_topics, overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters,
+    retained_message_reaches_a_later_subscriber, last_will_is_published_when_a_client_vanishes, one_mebibyte_payload,
+    try_recv_polls_without_blocking);
+
+// ---- Behaviour that only some brokers can show ----
+
+#[test]
+fn two_providers_publish_to_all_or_to_one() {
+    let (a, b) = (Rumqttd::start(), Rumqttd::start());
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(a.ws_url())
+            .name("A")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    ps.add_provider(
+        MqttOverWsProvider::builder(b.ws_url())
+            .name("B")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        ps.add_provider(MqttOverWsProvider::builder(b.ws_url()).name("A").build().unwrap()),
+        Err(Error::DuplicateProvider(n)) if n == "A"
+    ));
+    let all = ps.subscribe("two/#").unwrap();
+    let only_b = ps
+        .subscribe_with("two/#", SubscribeOptions::default().provider("B"))
+        .unwrap();
+    ps.publish_with(
+        "two/all",
+        "x",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let mut providers = vec![
+        recv(&all).provider().to_string(),
+        recv(&all).provider().to_string(),
+    ];
+    providers.sort();
+    assert_eq!(providers, ["A", "B"]);
+    assert_eq!(recv(&only_b).provider(), "B");
+    ps.publish_with(
+        "two/a",
+        "x",
+        PublishOptions::default()
+            .provider("A")
+            .qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let m = recv(&all);
+    assert_eq!((m.topic(), m.provider()), ("two/a", "A"));
+    // B never saw two/a: the next thing B delivers is the marker.
+    ps.publish_with(
+        "two/b-end",
+        "x",
+        PublishOptions::default()
+            .provider("B")
+            .qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(recv(&only_b).topic(), "two/b-end");
+    ps.remove_provider("B").unwrap();
+    assert!(
+        only_b.recv_timeout(WAIT).is_err(),
+        "a subscription on a removed provider ends"
+    );
+    assert!(matches!(
+        ps.remove_provider("B"),
+        Err(Error::UnknownProvider(_))
+    ));
+    assert_eq!(ps.provider_names(), ["A"]);
+}
+
+#[test]
+fn no_provider_is_an_error_not_a_no_op() {
+    let ps = PubSub::new();
+    assert!(matches!(ps.publish("a", "x"), Err(Error::NoProviders)));
+    assert!(matches!(ps.subscribe("a"), Err(Error::NoProviders)));
+}
+
+#[test]
+fn mosquitto_refuses_a_bad_password_with_its_connack_code() {
+    let Some(m) = Mosquitto::start() else { return };
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(m.auth_url())
+                .credentials("alice", "wrong")
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ConnectionRefused(ConnackCode(4 | 5))),
+        "{err}"
+    );
+    let ok = PubSub::new();
+    ok.add_provider(
+        MqttOverWsProvider::builder(m.auth_url())
+            .credentials("alice", "alicepw")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn mosquitto_denied_topic_is_granted_but_delivers_nothing() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.auth_url())
+            .credentials("alice", "alicepw")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("test/#").unwrap();
+    ps.publish_with(
+        "test/secret",
+        "hidden",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    ps.publish_with(
+        "test/marker",
+        "seen",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(recv(&sub).topic(), "test/marker");
+}
+
+#[test]
+fn aedes_refuses_a_bad_password_with_its_connack_code() {
+    let Some(a) = Aedes::start(true) else { return };
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(a.ws_url())
+                .credentials("alice", "nope")
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ConnectionRefused(ConnackCode(4))),
+        "{err}"
+    );
+    PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(a.ws_url())
+                .credentials("alice", "alicepw")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn rumqttd_refuses_a_bad_password() {
+    let b = Rumqttd::start_with_auth(Some(("alice", "alicepw")));
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(b.ws_url())
+                .credentials("alice", "nope")
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    // rumqttd closes the connection without a CONNACK code.
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionRefused(_) | Error::ConnectionLost(_) | Error::Io { .. }
+        ),
+        "{err}"
+    );
+    PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(b.ws_url())
+                .credentials("alice", "alicepw")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn aedes_refused_subscription_fails_naming_the_filter_and_subscribes_nothing() {
+    let Some(a) = Aedes::start(false) else { return };
+    let ps = client(&a.ws_url());
+    let err = ps.subscribe(["ok/x", "test/secret"]).unwrap_err();
+    assert!(
+        matches!(&err, Error::SubscriptionRefused { filter, .. } if filter == "test/secret"),
+        "{err}"
+    );
+    // The accepted half was undone: a new subscription to ok/x gets only what follows.
+    let sub = ps.subscribe("ok/x").unwrap();
+    ps.publish_with("ok/x", "1", PublishOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    assert_eq!(recv(&sub).payload(), b"1");
+}
+
+#[test]
+fn mosquitto_wss_with_the_test_ca() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.wss_url())
+            .ca_pem(m.ca_pem.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("tls").unwrap();
+    ps.publish_with(
+        "tls",
+        "secure",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(recv(&sub).payload(), b"secure");
+}
+
+#[test]
+fn mosquitto_wss_to_a_name_the_certificate_does_not_cover_fails_with_a_tls_error() {
+    let Some(m) = Mosquitto::start() else { return };
+    // The certificate covers localhost and 127.0.0.1, not 127.0.0.2 (the listener binds all).
+    let url = format!("wss://127.0.0.2:{}/mqtt", m.wss_port);
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(url)
+                .ca_pem(m.ca_pem.clone())
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Tls(s) if s.contains("not valid for name")),
+        "{err}"
+    );
+}
+
+#[test]
+fn mosquitto_wss_without_the_ca_fails_with_a_tls_error() {
+    let Some(m) = Mosquitto::start() else { return };
+    let err = PubSub::new()
+        .add_provider(MqttOverWsProvider::builder(m.wss_url()).build().unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Tls(s) if s.contains("UnknownIssuer")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_urls_fail_before_connecting() {
+    for url in ["http://x/mqtt", "mqtt://x:1883", "not a url", "ws://"] {
+        assert!(
+            matches!(
+                MqttOverWsProvider::builder(url).build(),
+                Err(Error::InvalidUrl(_))
+            ),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn nothing_listening_is_an_io_error() {
+    let port = support::free_port();
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(format!("ws://127.0.0.1:{port}/mqtt"))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Io {
+                context: "TCP connect",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
