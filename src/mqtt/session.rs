@@ -616,13 +616,11 @@ impl<R> Session<R> {
 
     fn complete_publish(&mut self, id: u16) {
         if let Some(Inflight {
-            kind: Pending::Publish { reply, .. },
+            kind: Pending::Publish { reply: Some(r), .. },
             ..
         }) = self.free(id)
         {
-            if let Some(r) = reply {
-                self.events.push_back(Event::Published(r));
-            }
+            self.events.push_back(Event::Published(r));
         }
         self.drain_queue();
     }
