@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 /// The state of one provider's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum ConnectionState {
     /// Opening the connection (first time or reconnecting).
     Connecting,
@@ -22,6 +23,30 @@ pub enum ConnectionState {
 impl fmt::Display for ConnectionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A provider's current state, readable without a lock from any thread.
+#[derive(Debug)]
+pub(crate) struct SharedState(std::sync::atomic::AtomicU8);
+
+impl SharedState {
+    pub fn new(state: ConnectionState) -> SharedState {
+        SharedState(std::sync::atomic::AtomicU8::new(state as u8))
+    }
+
+    pub fn get(&self) -> ConnectionState {
+        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => ConnectionState::Connecting,
+            1 => ConnectionState::Connected,
+            2 => ConnectionState::ConnectionDisrupted,
+            _ => ConnectionState::Disconnected,
+        }
+    }
+
+    pub fn set(&self, state: ConnectionState) {
+        self.0
+            .store(state as u8, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

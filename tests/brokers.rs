@@ -234,14 +234,17 @@ pub fn unsubscribe_stops_delivery_and_shares_filters(t: Target) {
 }
 
 pub fn retained_message_reaches_a_later_subscriber(t: Target) {
-    let ps = client(&t.url);
-    ps.publish_with(
-        "r/state",
-        "on",
-        PublishOptions::default().qos(QoS::AtLeastOnce).retain(true),
-    )
-    .unwrap();
-    let sub = ps.subscribe("r/#").unwrap();
+    let publisher = client(&t.url);
+    publisher
+        .publish_with(
+            "r/state",
+            "on",
+            PublishOptions::default().qos(QoS::AtLeastOnce).retain(true),
+        )
+        .unwrap();
+    publisher.close().unwrap();
+    let later = client(&t.url);
+    let sub = later.subscribe("r/#").unwrap();
     let m = recv(&sub);
     assert_eq!(
         (m.topic(), m.payload(), m.retain()),

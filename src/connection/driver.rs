@@ -7,7 +7,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -24,7 +24,7 @@ use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
 use crate::net::websocket::{self, map_ws, Stream};
 use crate::options::ConnectionOptions;
 use crate::provider::{Opener, ProviderSpec};
-use crate::state::{ConnectionState, StateEvent, StateHub};
+use crate::state::{ConnectionState, SharedState, StateEvent, StateHub};
 
 const SOCKET_KEY: usize = 1;
 /// Stop taking commands once this much output waits for one write (one WebSocket frame).
@@ -48,7 +48,7 @@ pub(crate) struct Driver {
     cmd_rx: Receiver<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
-    state: Arc<Mutex<ConnectionState>>,
+    state: Arc<SharedState>,
     hub: StateHub,
     session: Session<Reply>,
     router: Router<Sink>,
@@ -62,7 +62,7 @@ impl Driver {
         cmd_rx: Receiver<Command>,
         poller: Arc<Poller>,
         closing: Arc<AtomicBool>,
-        state: Arc<Mutex<ConnectionState>>,
+        state: Arc<SharedState>,
         hub: StateHub,
     ) -> Driver {
         let o = &spec.options;
@@ -98,7 +98,7 @@ impl Driver {
     }
 
     fn set_state(&self, state: ConnectionState, reason: Option<String>) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.state.set(state);
         match &reason {
             Some(r) => log::info!("provider {}: {state} ({r})", self.name),
             None => log::info!("provider {}: {state}", self.name),
@@ -501,6 +501,10 @@ impl Driver {
             let _ = ws.close(None);
             let _ = ws.flush();
         }
+        // Announced before draining: callers see Disconnected and stop sending.
+        if self.state.get() != ConnectionState::Disconnected {
+            self.set_state(ConnectionState::Disconnected, None);
+        }
         self.session.on_disconnected();
         for reply in self.session.take_waiting() {
             let _ = reply.send(Err(Error::Closed));
@@ -519,9 +523,6 @@ impl Driver {
         }
         // Dropping the sinks ends the subscriptions' iterators once drained.
         drop(self.router.drain());
-        if *self.state.lock().unwrap_or_else(|e| e.into_inner()) != ConnectionState::Disconnected {
-            self.set_state(ConnectionState::Disconnected, None);
-        }
     }
 }
 

@@ -14,7 +14,7 @@ use polling::Poller;
 use crate::error::{Error, Operation, Result};
 use crate::message::{Message, QoS};
 use crate::provider::{Limits, ProviderSpec};
-use crate::state::{ConnectionState, StateHub};
+use crate::state::{ConnectionState, SharedState, StateHub};
 
 /// The reply to a blocking request.
 pub(crate) type Reply = Sender<Result<()>>;
@@ -75,7 +75,7 @@ pub(crate) struct Connection {
     cmd_tx: Sender<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
-    state: Arc<Mutex<ConnectionState>>,
+    state: Arc<SharedState>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -88,7 +88,7 @@ impl Connection {
         })?);
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(spec.options.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
-        let state = Arc::new(Mutex::new(ConnectionState::Connecting));
+        let state = Arc::new(SharedState::new(ConnectionState::Connecting));
         let name: Arc<str> = spec.name.clone().into();
         let limits = spec.limits.clone();
         let operation_timeout = spec.options.operation_timeout;
@@ -130,6 +130,11 @@ impl Connection {
 
     /// Queues a command, blocking until `deadline` while the queue is full.
     pub fn send(&self, cmd: Command, deadline: Instant, op: Operation) -> Result<()> {
+        // Once Disconnected has been announced, nothing more is served (the thread may still
+        // be draining its channel).
+        if self.state.get() == ConnectionState::Disconnected {
+            return Err(Error::Closed);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         match self.cmd_tx.send_timeout(cmd, left) {
             Ok(()) => {
@@ -145,7 +150,7 @@ impl Connection {
 
     /// The current state.
     pub fn state(&self) -> ConnectionState {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.get()
     }
 
     /// Stops reconnecting, sends DISCONNECT, fails what is still waiting, and joins the

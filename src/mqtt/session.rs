@@ -4,7 +4,7 @@
 //! argument: nothing here touches a socket or a clock, so every transition is unit-testable
 //! and fuzzable. The I/O driver only moves bytes between the socket and this machine.
 //!
-//! Packet identifiers index a pre-sized slot array (`1..=max_inflight`), so an
+//! Packet identifiers index a pre-sized slot array (`1..=max_inflight + CONTROL_IDS`), so an
 //! acknowledgement for an unknown or wrong identifier is detected in O(1) and ignored.
 
 use std::collections::{HashSet, VecDeque};
@@ -19,6 +19,11 @@ use crate::error::{ConnackCode, Error, Result};
 use crate::message::QoS;
 use crate::mqtt::codec::encode;
 use crate::options::LastWill;
+
+/// Packet identifiers kept beyond the publish window for SUBSCRIBE and UNSUBSCRIBE, so that
+/// a window full of unacknowledged publishes never holds back a resubscription: after a
+/// reconnect the subscriptions must be back before the resent publishes reach the broker.
+pub const CONTROL_IDS: u16 = 32;
 
 /// What the session needs to know about the connection it runs on.
 #[derive(Debug, Clone)]
@@ -35,7 +40,7 @@ pub struct SessionConfig {
     pub password: Option<String>,
     /// Last will.
     pub will: Option<LastWill>,
-    /// Most unacknowledged QoS 1/2 publishes, subscribes and unsubscribes at once (1..=65535).
+    /// Most unacknowledged QoS 1/2 publishes at once (1..=65503).
     pub max_inflight: u16,
     /// Most requests waiting for a packet identifier or for the connection.
     pub max_queued: usize,
@@ -131,6 +136,7 @@ pub struct Session<R> {
     events: VecDeque<Event<R>>,
     slots: Vec<Option<Inflight<R>>>,
     inflight: usize,
+    publishes_inflight: usize,
     next_id: u16,
     seq: u64,
     queue: VecDeque<Request<R>>,
@@ -145,9 +151,9 @@ pub struct Session<R> {
 impl<R> Session<R> {
     /// A disconnected session.
     pub fn new(cfg: SessionConfig, now: Instant) -> Session<R> {
-        let max = cfg.max_inflight.max(1);
+        let max = cfg.max_inflight.clamp(1, u16::MAX - CONTROL_IDS);
         Session {
-            slots: (0..=max as usize).map(|_| None).collect(),
+            slots: (0..=(max + CONTROL_IDS) as usize).map(|_| None).collect(),
             cfg: SessionConfig {
                 max_inflight: max,
                 ..cfg
@@ -156,6 +162,7 @@ impl<R> Session<R> {
             out: Vec::new(),
             events: VecDeque::new(),
             inflight: 0,
+            publishes_inflight: 0,
             next_id: 1,
             seq: 0,
             queue: VecDeque::new(),
@@ -211,9 +218,10 @@ impl<R> Session<R> {
         self.connected
     }
 
-    /// The connection is up (CONNACK accepted): resend what is unacknowledged, in the order it
-    /// was first sent, with DUP set, then `resubscribe` (without a stored session the broker
-    /// forgot our subscriptions), then what queued while offline.
+    /// The connection is up (CONNACK accepted): first `resubscribe` (without a stored session
+    /// the broker forgot our subscriptions, and a resent publish must find them), then what is
+    /// unacknowledged, in the order it was first sent, with DUP set, then what queued while
+    /// offline.
     pub fn on_connected(
         &mut self,
         now: Instant,
@@ -228,11 +236,21 @@ impl<R> Session<R> {
             // The broker holds no QoS 2 state of ours: forget inbound ids [MQTT-4.3.3].
             self.inbound_qos2.clear();
         }
+        let chunk = self.cfg.max_filters_per_subscribe.max(1);
+        for part in resubscribe.chunks(chunk).rev() {
+            self.queue.push_front(Request::Subscribe {
+                filters: part.to_vec(),
+                waiter: None,
+            });
+        }
+        let resent_before = self.seq;
+        self.drain_queue_while(|r| matches!(r, Request::Subscribe { .. }));
         let mut ids: Vec<(u64, u16)> = self
             .slots
             .iter()
             .enumerate()
             .filter_map(|(id, s)| s.as_ref().map(|s| (s.seq, id as u16)))
+            .filter(|(seq, _)| *seq <= resent_before)
             .collect();
         ids.sort_unstable();
         for (_, id) in ids {
@@ -261,13 +279,6 @@ impl<R> Session<R> {
                     self.inflight -= 1;
                 }
             }
-        }
-        let chunk = self.cfg.max_filters_per_subscribe.max(1);
-        for part in resubscribe.chunks(chunk).rev() {
-            self.queue.push_front(Request::Subscribe {
-                filters: part.to_vec(),
-                waiter: None,
-            });
         }
         self.drain_queue();
     }
@@ -556,6 +567,7 @@ impl<R> Session<R> {
             }
         }
         self.inflight = 0;
+        self.publishes_inflight = 0;
         for req in self.queue.drain(..) {
             if let Request::Publish { reply: Some(r), .. } = req {
                 replies.push(r);
@@ -576,8 +588,27 @@ impl<R> Session<R> {
                 self.inflight, used
             ));
         }
-        if self.inflight > self.cfg.max_inflight as usize {
-            return Err("inflight over the window".into());
+        let publishes = self
+            .slots
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Some(Inflight {
+                        kind: Pending::Publish { .. },
+                        ..
+                    })
+                )
+            })
+            .count();
+        if publishes != self.publishes_inflight {
+            return Err(format!(
+                "{} publishes in flight but {publishes} in slots",
+                self.publishes_inflight
+            ));
+        }
+        if self.publishes_inflight > self.cfg.max_inflight as usize {
+            return Err("publishes in flight over the window".into());
         }
         if self.slots[0].is_some() {
             return Err("packet id 0 in use".into());
@@ -608,8 +639,11 @@ impl<R> Session<R> {
 
     fn free(&mut self, id: u16) -> Option<Inflight<R>> {
         let s = self.slots.get_mut(id as usize)?.take();
-        if s.is_some() {
+        if let Some(slot) = &s {
             self.inflight -= 1;
+            if matches!(slot.kind, Pending::Publish { .. }) {
+                self.publishes_inflight -= 1;
+            }
         }
         s
     }
@@ -632,11 +666,13 @@ impl<R> Session<R> {
         }
     }
 
-    fn take_id(&mut self) -> Option<u16> {
-        if self.inflight >= self.cfg.max_inflight as usize {
+    fn take_id(&mut self, publish: bool) -> Option<u16> {
+        let max = (self.slots.len() - 1) as u16;
+        if self.inflight >= max as usize
+            || (publish && self.publishes_inflight >= self.cfg.max_inflight as usize)
+        {
             return None;
         }
-        let max = self.cfg.max_inflight;
         for _ in 0..max {
             let id = self.next_id;
             self.next_id = if id >= max { 1 } else { id + 1 };
@@ -649,9 +685,15 @@ impl<R> Session<R> {
 
     /// Sends queued requests while connected and identifiers are free, in order.
     fn drain_queue(&mut self) {
+        self.drain_queue_while(|_| true)
+    }
+
+    /// Like `drain_queue`, stopping at the first request `take` refuses.
+    fn drain_queue_while(&mut self, take: impl Fn(&Request<R>) -> bool) {
         while self.connected {
             let needs_id = match self.queue.front() {
                 None => return,
+                Some(r) if !take(r) => return,
                 Some(Request::Publish { packet, .. }) => {
                     packet.qos() != QoSWithPacketIdentifier::Level0
                 }
@@ -667,7 +709,10 @@ impl<R> Session<R> {
                 }
                 continue;
             }
-            let Some(id) = self.take_id() else { return };
+            let is_publish = matches!(self.queue.front(), Some(Request::Publish { .. }));
+            let Some(id) = self.take_id(is_publish) else {
+                return;
+            };
             let req = self.queue.pop_front().expect("front checked");
             self.seq += 1;
             let kind = match req {
@@ -702,6 +747,9 @@ impl<R> Session<R> {
                 kind,
             });
             self.inflight += 1;
+            if is_publish {
+                self.publishes_inflight += 1;
+            }
         }
     }
 }
@@ -826,8 +874,10 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_resends_unacked_with_dup_then_resubscribes_then_queue() {
-        let (mut s, now) = connected(SessionConfig::new("c"));
+    fn reconnect_resubscribes_then_resends_unacked_with_dup_then_sends_the_queue() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.max_inflight = 1;
+        let (mut s, now) = connected(cfg);
         s.publish("a".into(), b"1".to_vec(), QoS::AtLeastOnce, false, Some(1))
             .unwrap();
         let _ = sent(&mut s);
@@ -835,17 +885,30 @@ mod tests {
         s.publish("b".into(), b"2".to_vec(), QoS::AtMostOnce, false, None)
             .unwrap();
         assert!(s.output().is_empty(), "nothing is written while offline");
+        // The publish window (1) is full: the resubscription still goes out, first.
         s.on_connected(now, false, vec![("f/#".into(), QoS::AtLeastOnce)]);
         let bytes = std::mem::take(s.output());
-        // mqtt-protocol's `dup()` reads the wrong bit; check the wire: DUP is bit 3 [MQTT-3.3.1-1].
-        assert_eq!(bytes[0] & 0x08, 0x08, "DUP set on the resent PUBLISH");
         let out = decode_all(&bytes);
         assert_eq!(out.len(), 3, "{out:?}");
-        let VariablePacket::PublishPacket(p) = &out[0] else {
+        assert!(
+            matches!(out[0], VariablePacket::SubscribePacket(_)),
+            "{out:?}"
+        );
+        let VariablePacket::PublishPacket(p) = &out[1] else {
             panic!("{out:?}")
         };
         assert_eq!(p.topic_name(), "a");
-        assert!(matches!(out[1], VariablePacket::SubscribePacket(_)));
+        // mqtt-protocol's `dup()` reads the wrong bit; check the wire: DUP is bit 3 [MQTT-3.3.1-1].
+        let subscribe_len = {
+            let mut v = Vec::new();
+            encode(&out[0], &mut v);
+            v.len()
+        };
+        assert_eq!(
+            bytes[subscribe_len] & 0x08,
+            0x08,
+            "DUP set on the resent PUBLISH"
+        );
         let VariablePacket::PublishPacket(q) = &out[2] else {
             panic!("{out:?}")
         };

@@ -2,6 +2,7 @@
 //! and a TCP proxy under test control for fault injection.
 #![allow(dead_code)]
 
+pub mod fake_server;
 pub mod proxy;
 
 use std::net::{TcpListener, TcpStream};
@@ -251,6 +252,11 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Option<Mosquitto> {
+        Self::start_with("")
+    }
+
+    /// Starts with extra global configuration lines.
+    pub fn start_with(extra: &str) -> Option<Mosquitto> {
         let bin = on_path("mosquitto");
         if !available("mosquitto", bin.is_some()) {
             return None;
@@ -279,7 +285,7 @@ impl Mosquitto {
         // mosquitto will not start with only websockets listeners: a plain one is needed too.
         // `user root` keeps it able to read these files when the tests run as root.
         let conf = format!(
-            "user root\nper_listener_settings true\npersistence false\nlog_dest none\n\
+            "user root\nper_listener_settings true\npersistence false\nlog_dest none\n{extra}\n\
              listener {tcp} 127.0.0.1\nallow_anonymous true\n\
              listener {ws_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
              listener {wss_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\

@@ -1,0 +1,230 @@
+//! A scripted MQTT-over-WebSocket server for what no real broker will do: malformed bytes,
+//! stalls, refusals. Each accepted connection takes the next scripted [`Misbehaviour`]; once
+//! the script is used up, connections get a minimal well-behaved server (CONNACK, SUBACK,
+//! PUBACK, PINGRESP, and publishes echoed back to the same client when it subscribed).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tungstenite::Message;
+
+#[derive(Debug, Clone)]
+pub enum Misbehaviour {
+    /// Answer the upgrade with this HTTP status instead of 101.
+    HttpStatus(u16),
+    /// Accept the WebSocket, never send CONNACK.
+    NoConnack,
+    /// CONNACK with this return code.
+    ConnackRefused(u8),
+    /// After a good CONNACK, send these raw bytes in a binary frame.
+    Bytes(Vec<u8>),
+    /// After a good CONNACK, send a WebSocket close frame.
+    Close,
+    /// After a good CONNACK, send a text frame.
+    Text,
+}
+
+pub struct FakeServer {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeServer {
+    pub fn start(script: Vec<Misbehaviour>) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let step = script.lock().unwrap().next();
+                std::thread::spawn(move || serve(stream, step));
+            }
+        });
+        FakeServer {
+            port,
+            connections,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/mqtt", self.port)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
+
+#[allow(clippy::result_large_err)]
+fn serve(mut stream: TcpStream, step: Option<Misbehaviour>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    if let Some(Misbehaviour::HttpStatus(code)) = step {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return;
+    }
+    let callback = |_req: &tungstenite::handshake::server::Request,
+                    mut resp: tungstenite::handshake::server::Response| {
+        resp.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+        Ok(resp)
+    };
+    let Ok(mut ws) = tungstenite::accept_hdr(stream, callback) else {
+        return;
+    };
+    // Wait for CONNECT (assumed to arrive in one frame, as this client sends it).
+    match ws.read() {
+        Ok(Message::Binary(_)) => {}
+        _ => return,
+    }
+    let send = |ws: &mut tungstenite::WebSocket<TcpStream>, bytes: Vec<u8>| {
+        ws.send(Message::Binary(bytes.into()))
+    };
+    match step {
+        Some(Misbehaviour::NoConnack) => {
+            // Hold the connection open, reading, until the client gives up.
+            while ws.read().is_ok() {}
+            return;
+        }
+        Some(Misbehaviour::ConnackRefused(code)) => {
+            let _ = send(&mut ws, vec![0x20, 0x02, 0x00, code]);
+            let _ = ws.close(None);
+            while ws.read().is_ok() {}
+            return;
+        }
+        _ => {
+            if send(&mut ws, CONNACK_OK.to_vec()).is_err() {
+                return;
+            }
+        }
+    }
+    match step {
+        Some(Misbehaviour::Bytes(b)) => {
+            let _ = send(&mut ws, b);
+            while ws.read().is_ok() {}
+            return;
+        }
+        Some(Misbehaviour::Close) => {
+            let _ = ws.close(None);
+            while ws.read().is_ok() {}
+            return;
+        }
+        Some(Misbehaviour::Text) => {
+            let _ = ws.send(Message::Text("hello".into()));
+            while ws.read().is_ok() {}
+            return;
+        }
+        _ => {}
+    }
+    behave(ws);
+}
+
+/// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1.
+fn behave(mut ws: tungstenite::WebSocket<TcpStream>) {
+    let mut subscribed: Vec<String> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Ok(msg) = ws.read() {
+        let Message::Binary(b) = msg else { continue };
+        buf.extend_from_slice(&b);
+        while let Some((first, body, used)) = split_packet(&buf) {
+            let mut out = Vec::new();
+            match first >> 4 {
+                3 => {
+                    let qos = (first >> 1) & 3;
+                    let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
+                    let topic = String::from_utf8_lossy(&body[2..2 + tlen]).to_string();
+                    let (id, payload) = if qos > 0 {
+                        (Some([body[2 + tlen], body[3 + tlen]]), &body[4 + tlen..])
+                    } else {
+                        (None, &body[2 + tlen..])
+                    };
+                    if let Some(id) = id {
+                        out.extend_from_slice(&[0x40, 0x02, id[0], id[1]]);
+                    }
+                    if subscribed.contains(&topic) {
+                        // Echo at QoS 0.
+                        let rem = 2 + tlen + payload.len();
+                        out.push(0x30);
+                        encode_len(rem, &mut out);
+                        out.extend_from_slice(&body[..2 + tlen]);
+                        out.extend_from_slice(payload);
+                    }
+                }
+                8 => {
+                    let id = [body[0], body[1]];
+                    let mut i = 2;
+                    let mut codes = Vec::new();
+                    while i + 2 <= body.len() {
+                        let l = u16::from_be_bytes([body[i], body[i + 1]]) as usize;
+                        subscribed
+                            .push(String::from_utf8_lossy(&body[i + 2..i + 2 + l]).to_string());
+                        codes.push(0u8);
+                        i += 3 + l;
+                    }
+                    out.push(0x90);
+                    encode_len(2 + codes.len(), &mut out);
+                    out.extend_from_slice(&id);
+                    out.extend_from_slice(&codes);
+                }
+                10 => out.extend_from_slice(&[0xb0, 0x02, body[0], body[1]]),
+                12 => out.extend_from_slice(&[0xd0, 0x00]),
+                14 => return,
+                _ => {}
+            }
+            buf.drain(..used);
+            if !out.is_empty() && ws.send(Message::Binary(out.into())).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn split_packet(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = *buf.get(1 + i)?;
+        len |= ((b & 0x7f) as usize) << (7 * i);
+        if b & 0x80 == 0 {
+            let start = 2 + i;
+            let end = start + len;
+            return (buf.len() >= end).then(|| (buf[0], &buf[start..end], end));
+        }
+    }
+    None
+}
+
+fn encode_len(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+}
