@@ -44,6 +44,8 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "aws-iot")]
+pub mod aws;
 mod connection;
 mod error;
 mod message;
@@ -60,6 +62,8 @@ pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 pub use error::{ConnackCode, Error, Operation, Result};
 pub use message::{Message, Payload, QoS, Topics};
 pub use options::{LastWill, PublishOptions, ReconnectPolicy, SubscribeOptions};
+#[cfg(feature = "aws-iot")]
+pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
 pub use provider::{MqttOverWsProvider, MqttOverWsProviderBuilder, Provider};
 pub use pubsub::{PubSub, PublishReceipt};
 pub use state::{ConnectionState, StateEvent};

@@ -250,7 +250,7 @@ macro_rules! connection_builder_methods {
         }
 
         /// User name and password sent in CONNECT (never logged).
-        pub fn credentials(
+        pub fn username_password(
             mut self,
             username: impl Into<String>,
             password: impl Into<String>,

@@ -453,7 +453,7 @@ fn mosquitto_refuses_a_bad_password_with_its_connack_code() {
     let err = PubSub::new()
         .add_provider(
             MqttOverWsProvider::builder(m.auth_url())
-                .credentials("alice", "wrong")
+                .username_password("alice", "wrong")
                 .build()
                 .unwrap(),
         )
@@ -465,7 +465,7 @@ fn mosquitto_refuses_a_bad_password_with_its_connack_code() {
     let ok = PubSub::new();
     ok.add_provider(
         MqttOverWsProvider::builder(m.auth_url())
-            .credentials("alice", "alicepw")
+            .username_password("alice", "alicepw")
             .build()
             .unwrap(),
     )
@@ -478,7 +478,7 @@ fn mosquitto_denied_topic_is_granted_but_delivers_nothing() {
     let ps = PubSub::new();
     ps.add_provider(
         MqttOverWsProvider::builder(m.auth_url())
-            .credentials("alice", "alicepw")
+            .username_password("alice", "alicepw")
             .build()
             .unwrap(),
     )
@@ -505,7 +505,7 @@ fn aedes_refuses_a_bad_password_with_its_connack_code() {
     let err = PubSub::new()
         .add_provider(
             MqttOverWsProvider::builder(a.ws_url())
-                .credentials("alice", "nope")
+                .username_password("alice", "nope")
                 .build()
                 .unwrap(),
         )
@@ -517,7 +517,7 @@ fn aedes_refuses_a_bad_password_with_its_connack_code() {
     PubSub::new()
         .add_provider(
             MqttOverWsProvider::builder(a.ws_url())
-                .credentials("alice", "alicepw")
+                .username_password("alice", "alicepw")
                 .build()
                 .unwrap(),
         )
@@ -530,7 +530,7 @@ fn rumqttd_refuses_a_bad_password() {
     let err = PubSub::new()
         .add_provider(
             MqttOverWsProvider::builder(b.ws_url())
-                .credentials("alice", "nope")
+                .username_password("alice", "nope")
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap(),
@@ -547,7 +547,7 @@ fn rumqttd_refuses_a_bad_password() {
     PubSub::new()
         .add_provider(
             MqttOverWsProvider::builder(b.ws_url())
-                .credentials("alice", "alicepw")
+                .username_password("alice", "alicepw")
                 .build()
                 .unwrap(),
         )

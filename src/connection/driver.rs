@@ -191,8 +191,13 @@ impl Driver {
         }
     }
 
-    /// One full connection attempt: transport, CONNECT, CONNACK, then the session resumes.
+    /// One full connection attempt, its error explained by the provider.
     fn connect(&mut self) -> Result<Ws> {
+        self.try_connect().map_err(|e| self.opener.explain(e))
+    }
+
+    /// Transport, CONNECT, CONNACK, then the session resumes.
+    fn try_connect(&mut self) -> Result<Ws> {
         let req = self.opener.open_request()?;
         let deadline = Instant::now() + self.options.connect_timeout;
         let limit = self.options.max_packet_size.saturating_add(64 * 1024);

@@ -1,7 +1,11 @@
 //! Providers: a name, connection options, and how to open the connection each time.
 
+#[cfg(feature = "aws-iot")]
+mod aws_iot;
 mod mqtt_ws;
 
+#[cfg(feature = "aws-iot")]
+pub use aws_iot::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
 pub use mqtt_ws::{MqttOverWsProvider, MqttOverWsProviderBuilder};
 
 use crate::error::Result;
@@ -11,6 +15,11 @@ use crate::options::ConnectionOptions;
 /// Opens a connection: gives a fresh request per attempt (AWS IoT re-signs each time).
 pub(crate) trait Opener: Send + 'static {
     fn open_request(&mut self) -> Result<OpenRequest>;
+
+    /// Adds what this provider knows about an error (e.g. what an AWS 403 means).
+    fn explain(&self, err: crate::error::Error) -> crate::error::Error {
+        err
+    }
 }
 
 /// Limits a provider puts on what is sent, checked before anything is queued.

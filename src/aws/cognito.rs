@@ -1,0 +1,218 @@
+//! Credentials from an Amazon Cognito identity pool: `GetId`, then
+//! `GetCredentialsForIdentity` (JSON 1.1, unsigned), cached and refreshed ahead of expiry.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::credentials::{Credentials, CredentialsProvider};
+use crate::error::{Error, Result};
+
+/// Credentials are refreshed this long before they expire.
+const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Temporary credentials of an identity in a Cognito identity pool, unauthenticated or
+/// authenticated with a `logins` map (provider name → id token).
+///
+/// The identity id is kept after the first `GetId`; credentials are cached and fetched again
+/// five minutes before `Expiration`. The endpoint is
+/// `https://cognito-identity.<region>.amazonaws.com/`, or [`CognitoCredentials::endpoint`],
+/// or `AWS_ENDPOINT_URL_COGNITO_IDENTITY`, or `AWS_ENDPOINT_URL`.
+pub struct CognitoCredentials {
+    pool_id: String,
+    region: String,
+    logins: BTreeMap<String, String>,
+    endpoint: Option<String>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    identity_id: Option<String>,
+    cached: Option<Credentials>,
+}
+
+impl std::fmt::Debug for CognitoCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CognitoCredentials")
+            .field("pool_id", &self.pool_id)
+            .field("region", &self.region)
+            .field("logins", &self.logins.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl CognitoCredentials {
+    /// Guest access to `pool_id` (`<region>:<uuid>`; the region is taken from it).
+    pub fn unauthenticated(pool_id: impl Into<String>) -> CognitoCredentials {
+        let pool_id = pool_id.into();
+        let region = pool_id.split(':').next().unwrap_or_default().to_string();
+        CognitoCredentials {
+            pool_id,
+            region,
+            logins: BTreeMap::new(),
+            endpoint: None,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Authenticated access: `logins` maps a provider name (e.g.
+    /// `cognito-idp.<region>.amazonaws.com/<user pool id>`) to its id token.
+    pub fn authenticated(
+        pool_id: impl Into<String>,
+        logins: impl IntoIterator<Item = (String, String)>,
+    ) -> CognitoCredentials {
+        let mut c = CognitoCredentials::unauthenticated(pool_id);
+        c.logins = logins.into_iter().collect();
+        c
+    }
+
+    /// Overrides the region (otherwise the pool id's prefix).
+    pub fn region(mut self, region: impl Into<String>) -> CognitoCredentials {
+        self.region = region.into();
+        self
+    }
+
+    /// Overrides the endpoint URL (LocalStack, moto, a VPC endpoint).
+    pub fn endpoint(mut self, url: impl Into<String>) -> CognitoCredentials {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The identity id, once known.
+    pub fn identity_id(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .identity_id
+            .clone()
+    }
+
+    fn url(&self) -> String {
+        super::endpoint_url(
+            self.endpoint.as_deref(),
+            "COGNITO_IDENTITY",
+            format!("https://cognito-identity.{}.amazonaws.com/", self.region),
+        )
+    }
+
+    fn call(&self, action: &str, body: Value) -> Result<Value> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .build()
+            .into();
+        let url = self.url();
+        let mut resp = agent
+            .post(&url)
+            .header(
+                "X-Amz-Target",
+                format!("AWSCognitoIdentityService.{action}"),
+            )
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .send(body.to_string())
+            .map_err(|e| Error::Credentials(format!("Cognito {action} at {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_string()
+            .map_err(|e| {
+                Error::Credentials(format!("Cognito {action}: reading the answer: {e}"))
+            })?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        if (200..300).contains(&status) {
+            return parsed.ok_or_else(|| {
+                Error::Credentials(format!("Cognito {action}: the answer is not JSON"))
+            });
+        }
+        // AWS JSON errors: {"__type": "[prefix#]NotAuthorizedException", "message": "..."}.
+        let (kind, message) = match &parsed {
+            Some(v) => (
+                v["__type"]
+                    .as_str()
+                    .map(|t| t.rsplit('#').next().unwrap_or(t).to_string()),
+                v["message"]
+                    .as_str()
+                    .or(v["Message"].as_str())
+                    .map(String::from),
+            ),
+            None => (None, None),
+        };
+        Err(Error::Credentials(match (kind, message) {
+            (Some(k), Some(m)) => format!("Cognito {action}: {k}: {m} (HTTP {status})"),
+            (Some(k), None) => format!("Cognito {action}: {k} (HTTP {status})"),
+            _ => {
+                let snippet: String = text.chars().take(200).collect();
+                format!("Cognito {action}: HTTP {status}: {snippet}")
+            }
+        }))
+    }
+
+    fn fetch(&self, state: &mut State) -> Result<Credentials> {
+        let identity_id = match &state.identity_id {
+            Some(id) => id.clone(),
+            None => {
+                let mut body = json!({ "IdentityPoolId": self.pool_id });
+                if !self.logins.is_empty() {
+                    body["Logins"] = json!(self.logins);
+                }
+                let v = self.call("GetId", body)?;
+                let id = v["IdentityId"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        Error::Credentials("Cognito GetId: no IdentityId in the answer".into())
+                    })?
+                    .to_string();
+                state.identity_id = Some(id.clone());
+                id
+            }
+        };
+        let mut body = json!({ "IdentityId": identity_id });
+        if !self.logins.is_empty() {
+            body["Logins"] = json!(self.logins);
+        }
+        let v = self.call("GetCredentialsForIdentity", body)?;
+        let c = &v["Credentials"];
+        let field = |name: &str| {
+            c[name].as_str().map(String::from).ok_or_else(|| {
+                Error::Credentials(format!(
+                    "Cognito GetCredentialsForIdentity: no {name} in the answer"
+                ))
+            })
+        };
+        let mut creds = Credentials::new(
+            field("AccessKeyId")?,
+            field("SecretKey")?,
+            Some(field("SessionToken")?),
+        );
+        // Epoch seconds, as a number (AWS and moto send a float).
+        if let Some(secs) = c["Expiration"].as_f64() {
+            creds = creds.with_expiration(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)));
+        }
+        Ok(creds)
+    }
+}
+
+impl CredentialsProvider for CognitoCredentials {
+    fn credentials(&self) -> Result<Credentials> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh_until = SystemTime::now() + REFRESH_AHEAD;
+        if let Some(c) = &state.cached {
+            if !c.is_expired(fresh_until) {
+                return Ok(c.clone());
+            }
+        }
+        let creds = self.fetch(&mut state)?;
+        log::debug!(
+            "Cognito credentials obtained for identity {:?}",
+            state.identity_id
+        );
+        state.cached = Some(creds.clone());
+        Ok(creds)
+    }
+}
