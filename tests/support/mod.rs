@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake_server;
+#[cfg(feature = "aws-iot")]
+pub mod gateway;
 pub mod proxy;
 
 use std::net::{TcpListener, TcpStream};
@@ -437,3 +439,35 @@ impl Rumqttd {
 }
 
 include!("../../examples/support/embedded_config.rs");
+
+/// moto's server (Cognito Identity among others), from `pip install 'moto[server]'`.
+pub struct Moto {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Option<Moto> {
+        let bin = on_path("moto_server");
+        if !available("moto", bin.is_some()) {
+            return None;
+        }
+        let port = free_port();
+        let process = Process::spawn(
+            &bin.unwrap(),
+            &[
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ],
+            &[port],
+            None,
+        );
+        Some(Moto { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
