@@ -217,7 +217,7 @@ impl PubSub {
             check_qos(&c.limits, options.qos, &c.name)?;
         }
         let capacity = options.capacity.unwrap_or(targets[0].subscription_capacity);
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let (tx, rx) = crossbeam_channel::unbounded();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
         let timeout = options.timeout.unwrap_or(targets[0].operation_timeout);
@@ -230,6 +230,7 @@ impl PubSub {
             let (rtx, rrx) = crossbeam_channel::bounded(1);
             let sink = Sink {
                 tx: tx.clone(),
+                capacity,
                 dropped: dropped.clone(),
             };
             c.send(

@@ -16,18 +16,33 @@ use crate::message::{Message, QoS};
 use crate::provider::{Limits, ProviderSpec};
 use crate::state::{ConnectionState, SharedState, StateHub};
 
+/// Slots of the command channel between callers and the I/O thread.
+const COMMAND_CHANNEL: usize = 32;
+
 /// The reply to a blocking request.
 pub(crate) type Reply = Sender<Result<()>>;
 
-/// Where a subscription's messages go, and its loss counter.
+/// Where a subscription's messages go, its capacity, and its loss counter.
+///
+/// The channel is crossbeam's list flavour, which allocates as it fills; the capacity is
+/// enforced here (a bounded array channel would allocate and touch every slot up front:
+/// 8192 slots are ~192 KiB per subscription).
 pub(crate) struct Sink {
     pub tx: Sender<Message>,
+    pub capacity: usize,
     pub dropped: Arc<AtomicU64>,
 }
 
 impl Sink {
     pub fn deliver(&self, msg: Message) {
-        match self.tx.try_send(msg) {
+        // One I/O thread per provider delivers to a sink: with several providers the buffer
+        // may exceed the capacity by at most one message per provider.
+        let result = if self.tx.len() >= self.capacity {
+            Err(crossbeam_channel::TrySendError::Full(msg))
+        } else {
+            self.tx.try_send(msg)
+        };
+        match result {
             Ok(()) => {}
             Err(crossbeam_channel::TrySendError::Full(msg)) => {
                 // A slow subscriber never stalls the I/O thread or other subscriptions: the
@@ -86,7 +101,11 @@ impl Connection {
             context: "creating the poller",
             source: e,
         })?);
-        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(spec.options.queue_capacity);
+        // The outgoing bound is the session's queue (queue_capacity); this channel only hands
+        // commands to the I/O thread, and is kept small because crossbeam allocates and
+        // initializes every slot of a bounded channel up front.
+        let (cmd_tx, cmd_rx) =
+            crossbeam_channel::bounded(spec.options.queue_capacity.min(COMMAND_CHANNEL));
         let closing = Arc::new(AtomicBool::new(false));
         let state = Arc::new(SharedState::new(ConnectionState::Connecting));
         let name: Arc<str> = spec.name.clone().into();

@@ -134,7 +134,8 @@ pub struct Session<R> {
     connected: bool,
     out: Vec<u8>,
     events: VecDeque<Event<R>>,
-    slots: Vec<Option<Inflight<R>>>,
+    /// Boxed: an empty slot costs 8 bytes, not the size of a PUBLISH.
+    slots: Vec<Option<Box<Inflight<R>>>>,
     inflight: usize,
     publishes_inflight: usize,
     next_id: u16,
@@ -440,7 +441,7 @@ impl<R> Session<R> {
                             packet, released, ..
                         },
                     ..
-                })) = self.slots.get_mut(id as usize)
+                })) = self.slots.get_mut(id as usize).map(|s| s.as_deref_mut())
                 {
                     if packet.qos().split().0 == mqtt::QualityOfService::Level2 {
                         *released = true;
@@ -561,7 +562,7 @@ impl<R> Session<R> {
             if let Some(Inflight {
                 kind: Pending::Publish { reply: Some(r), .. },
                 ..
-            }) = slot.take()
+            }) = slot.take().map(|b| *b)
             {
                 replies.push(r);
             }
@@ -593,7 +594,7 @@ impl<R> Session<R> {
             .iter()
             .filter(|s| {
                 matches!(
-                    s,
+                    s.as_deref(),
                     Some(Inflight {
                         kind: Pending::Publish { .. },
                         ..
@@ -624,7 +625,7 @@ impl<R> Session<R> {
     fn unsubscribes_in_flight(&self) -> bool {
         self.slots.iter().any(|s| {
             matches!(
-                s,
+                s.as_deref(),
                 Some(Inflight {
                     kind: Pending::Unsubscribe,
                     ..
@@ -638,7 +639,7 @@ impl<R> Session<R> {
     }
 
     fn free(&mut self, id: u16) -> Option<Inflight<R>> {
-        let s = self.slots.get_mut(id as usize)?.take();
+        let s = self.slots.get_mut(id as usize)?.take().map(|b| *b);
         if let Some(slot) = &s {
             self.inflight -= 1;
             if matches!(slot.kind, Pending::Publish { .. }) {
@@ -742,10 +743,10 @@ impl<R> Session<R> {
                     Pending::Unsubscribe
                 }
             };
-            self.slots[id as usize] = Some(Inflight {
+            self.slots[id as usize] = Some(Box::new(Inflight {
                 seq: self.seq,
                 kind,
-            });
+            }));
             self.inflight += 1;
             if is_publish {
                 self.publishes_inflight += 1;

@@ -1,0 +1,866 @@
+//! Benchmark: this crate against rumqttc's sync `Client` (which runs tokio inside) over
+//! WebSocket, with a raw ceiling, in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--url ws://127.0.0.1:PORT/mqtt] [--runs 3]
+//!     [--messages 200000] [--only throughput,qos1,latency,idle,decode] [--idle-secs 30] [--json]
+//! ```
+//!
+//! Without `--url` it starts mosquitto (must be installed) on a free loopback port. Every
+//! measurement runs in a fresh child process (so `getrusage` sees only that client), clients
+//! alternate within each run, and the table shows medians and the ratio ours / rumqttc.
+//! 4 KiB payloads are 4000 bytes: mosquitto 2.0's websockets slow down past ~4112-byte packets.
+
+#[path = "support/broker.rs"]
+mod broker;
+
+use std::collections::VecDeque;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------- measuring
+
+fn cpu_secs() -> f64 {
+    // user + sys of the whole process, from /proc/self/stat (utime, stime in clock ticks).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after the command: state is index 0, utime 11, stime 12.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on Linux everywhere this runs; getconf confirms it.
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_kib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn threads() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    percentile(&v, 0.5)
+}
+
+// ---------------------------------------------------------------- our client
+
+mod ours {
+    use super::*;
+    use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS, SubscribeOptions};
+
+    fn connect(url: &str, window: u16) -> PubSub {
+        let ps = PubSub::new();
+        ps.add_provider(
+            MqttOverWsProvider::builder(url)
+                .max_inflight(window)
+                .queue_capacity(4096)
+                .subscription_capacity(1 << 20)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        ps
+    }
+
+    pub fn throughput(url: &str, qos: u8, size: usize, n: usize, window: u16) -> Value {
+        let q = QoS::from_u8(qos).unwrap();
+        let sub_ps = connect(url, window);
+        let topic = format!("bench/{}", std::process::id());
+        let sub = sub_ps
+            .subscribe_with(topic.as_str(), SubscribeOptions::default().qos(q))
+            .unwrap();
+        let pub_ps = connect(url, window);
+        let payload = vec![b'x'; size];
+        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        let publisher = {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                let opts = PublishOptions::default().qos(q).timeout(TIMEOUT);
+                let mut receipts = VecDeque::new();
+                for _ in 0..n {
+                    if q == QoS::AtMostOnce {
+                        pub_ps
+                            .publish_with(topic.as_str(), payload.clone(), opts.clone())
+                            .unwrap();
+                    } else {
+                        receipts.push_back(
+                            pub_ps
+                                .publish_nowait(topic.as_str(), payload.clone(), opts.clone())
+                                .unwrap(),
+                        );
+                        if receipts.len() > window as usize * 2 {
+                            receipts.pop_front().unwrap().wait().unwrap();
+                        }
+                    }
+                }
+                for r in receipts {
+                    r.wait().unwrap();
+                }
+                pub_ps
+            })
+        };
+        let mut got = 0;
+        while got < n {
+            match sub.recv_timeout(Duration::from_secs(10)) {
+                Ok(_) => got += 1,
+                Err(_) => break,
+            }
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu0;
+        let pub_ps = publisher.join().unwrap();
+        drop((pub_ps, sub, sub_ps));
+        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
+    }
+
+    pub fn latency(url: &str, n: usize) -> Value {
+        let ps = connect(url, 100);
+        let topic = format!("lat/{}", std::process::id());
+        let sub = ps.subscribe(topic.as_str()).unwrap();
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + 100 {
+            let t = Instant::now();
+            ps.publish(topic.as_str(), "ping").unwrap();
+            sub.recv_timeout(Duration::from_secs(10))
+                .expect("round trip");
+            if i >= 100 {
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        summarize_latency(samples)
+    }
+
+    pub fn idle(url: &str, conns: usize, secs: u64) -> Value {
+        let (rss0, threads0) = (rss_kib(), threads());
+        let mut handles = Vec::new();
+        for chunk in 0..conns.div_ceil(20) {
+            let batch: Vec<_> = (0..20.min(conns - chunk * 20))
+                .map(|_| {
+                    let url = url.to_string();
+                    std::thread::spawn(move || {
+                        let ps = PubSub::new();
+                        ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+                            .unwrap();
+                        ps
+                    })
+                })
+                .collect();
+            handles.extend(batch.into_iter().map(|h| h.join().unwrap()));
+        }
+        idle_measure(conns, secs, rss0, threads0, || drop(handles))
+    }
+
+    pub fn decode(size: usize) -> Value {
+        use mqtt_pubsub::internals::codec::{encode, Framer};
+        let packet = mqtt::packet::PublishPacket::new(
+            mqtt::TopicName::new("bench/decode").unwrap(),
+            mqtt::packet::QoSWithPacketIdentifier::Level0,
+            vec![b'x'; size],
+        );
+        let mut one = Vec::new();
+        encode(&packet, &mut one);
+        let stream: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * (32 << 20) / one.len())
+            .collect();
+        let (t0, mut packets) = (Instant::now(), 0usize);
+        let mut rounds = 0;
+        while t0.elapsed() < Duration::from_secs(2) || rounds == 0 {
+            let mut f = Framer::new(1 << 20);
+            // Fed in 16 KiB pieces, as WebSocket frames would bring it.
+            for chunk in stream.chunks(16 * 1024) {
+                f.feed(chunk, |p| {
+                    std::hint::black_box(p);
+                    packets += 1;
+                    Ok(())
+                })
+                .unwrap();
+            }
+            rounds += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        json!({"mb_per_sec": (stream.len() * rounds) as f64 / secs / 1e6, "packets_per_sec": packets as f64 / secs})
+    }
+}
+
+// ---------------------------------------------------------------- rumqttc
+
+mod peer {
+    use super::*;
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS, Transport};
+
+    fn options(url: &str, window: u16) -> MqttOptions {
+        let port = url::Url::parse(url).unwrap().port().unwrap_or(80);
+        let id = format!("rumqttc-{}-{}", std::process::id(), mqtt_pubsub_id());
+        let mut o = MqttOptions::new(id, url, port);
+        o.set_transport(Transport::Ws);
+        o.set_keep_alive(Duration::from_secs(60));
+        o.set_inflight(window);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_request_channel_capacity(4096);
+        o
+    }
+
+    fn mqtt_pubsub_id() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn qos(q: u8) -> QoS {
+        match q {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }
+    }
+
+    /// Starts a connection thread; `on_event` sees every event; returns the client.
+    fn start(
+        url: &str,
+        window: u16,
+        mut on_event: impl FnMut(&Event) -> bool + Send + 'static,
+    ) -> (Client, std::thread::JoinHandle<()>) {
+        let (client, mut connection) = Client::new(options(url, window), 4096);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let h = std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for ev in connection.iter() {
+                match ev {
+                    Ok(ev) => {
+                        if let Event::Incoming(Packet::ConnAck(_)) = ev {
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(());
+                            }
+                        }
+                        if !on_event(&ev) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("rumqttc connected");
+        (client, h)
+    }
+
+    pub fn throughput(url: &str, q: u8, size: usize, n: usize, window: u16) -> Value {
+        let topic = format!("bench/{}", std::process::id());
+        let (got_tx, got_rx) = crossbeam_channel::unbounded::<()>();
+        let (suback_tx, suback_rx) = crossbeam_channel::bounded(1);
+        let (sub_client, _sub_thread) = start(url, window, move |ev| {
+            match ev {
+                Event::Incoming(Packet::Publish(_)) => {
+                    let _ = got_tx.send(());
+                }
+                Event::Incoming(Packet::SubAck(_)) => {
+                    let _ = suback_tx.try_send(());
+                }
+                _ => {}
+            }
+            true
+        });
+        sub_client.subscribe(topic.as_str(), qos(q)).unwrap();
+        suback_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("SUBACK");
+        let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<()>();
+        let (pub_client, _pub_thread) = start(url, window, move |ev| {
+            if let Event::Incoming(Packet::PubAck(_)) = ev {
+                let _ = ack_tx.send(());
+            }
+            true
+        });
+        let payload = vec![b'x'; size];
+        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        let publisher = {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                for _ in 0..n {
+                    pub_client
+                        .publish(topic.as_str(), qos(q), false, payload.clone())
+                        .unwrap();
+                }
+                pub_client
+            })
+        };
+        let mut got = 0;
+        while got < n && got_rx.recv_timeout(Duration::from_secs(10)).is_ok() {
+            got += 1;
+        }
+        if q > 0 {
+            for _ in 0..n {
+                if ack_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                    break;
+                }
+            }
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu0;
+        let _ = publisher.join();
+        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
+    }
+
+    pub fn latency(url: &str, n: usize) -> Value {
+        let topic = format!("lat/{}", std::process::id());
+        let (got_tx, got_rx) = crossbeam_channel::unbounded::<()>();
+        let (suback_tx, suback_rx) = crossbeam_channel::bounded(1);
+        let (client, _t) = start(url, 100, move |ev| {
+            match ev {
+                Event::Incoming(Packet::Publish(_)) => {
+                    let _ = got_tx.send(());
+                }
+                Event::Incoming(Packet::SubAck(_)) => {
+                    let _ = suback_tx.try_send(());
+                }
+                _ => {}
+            }
+            true
+        });
+        client.subscribe(topic.as_str(), QoS::AtMostOnce).unwrap();
+        suback_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("SUBACK");
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + 100 {
+            let t = Instant::now();
+            client
+                .publish(topic.as_str(), QoS::AtMostOnce, false, "ping")
+                .unwrap();
+            got_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("round trip");
+            if i >= 100 {
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        summarize_latency(samples)
+    }
+
+    pub fn idle(url: &str, conns: usize, secs: u64) -> Value {
+        let (rss0, threads0) = (rss_kib(), threads());
+        let mut handles = Vec::new();
+        for _ in 0..conns {
+            handles.push(start(url, 100, |_| true));
+        }
+        idle_measure(conns, secs, rss0, threads0, || drop(handles))
+    }
+
+    pub fn decode(size: usize) -> Value {
+        use bytes::BytesMut;
+        let mut one = BytesMut::new();
+        rumqttc::Publish::new("bench/decode", QoS::AtMostOnce, vec![b'x'; size])
+            .write(&mut one)
+            .unwrap();
+        let stream: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * (32 << 20) / one.len())
+            .collect();
+        let (t0, mut packets) = (Instant::now(), 0usize);
+        let mut rounds = 0;
+        while t0.elapsed() < Duration::from_secs(2) || rounds == 0 {
+            // Fed in 16 KiB pieces, as a socket read would bring it.
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            for chunk in stream.chunks(16 * 1024) {
+                buf.extend_from_slice(chunk);
+                loop {
+                    match Packet::read(&mut buf, 1 << 20) {
+                        Ok(p) => {
+                            std::hint::black_box(p);
+                            packets += 1;
+                        }
+                        Err(rumqttc::Error::InsufficientBytes(_)) => break,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            }
+            rounds += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        json!({"mb_per_sec": (stream.len() * rounds) as f64 / secs / 1e6, "packets_per_sec": packets as f64 / secs})
+    }
+}
+
+// ---------------------------------------------------------------- raw ceiling
+
+mod raw {
+    use super::*;
+    use tungstenite::Message;
+
+    fn rl(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let mut b = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                b |= 0x80;
+            }
+            out.push(b);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    fn connect(url: &str, id: &str) -> tungstenite::WebSocket<TcpStream> {
+        let u = url::Url::parse(url).unwrap();
+        let tcp = TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+        let (mut ws, _) = tungstenite::client::client(req, tcp).unwrap();
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, id.len() as u8];
+        body.extend_from_slice(id.as_bytes());
+        let mut connect = vec![0x10];
+        rl(body.len(), &mut connect);
+        connect.extend(body);
+        ws.send(Message::Binary(connect.into())).unwrap();
+        loop {
+            if let Message::Binary(_) = ws.read().unwrap() {
+                return ws; // CONNACK (mosquitto sends it in one frame)
+            }
+        }
+    }
+
+    /// Pre-encoded PUBLISH packets pushed as fast as the socket takes them (packed into
+    /// frames under 4 KB, mosquitto's fast path); the reader only parses fixed headers.
+    pub fn throughput(url: &str, size: usize, n: usize) -> Value {
+        let topic = format!("bench/{}", std::process::id());
+        let mut reader = connect(url, &format!("raw-r-{}", std::process::id()));
+        let mut sub = vec![0x82];
+        let mut body = vec![0, 1, 0, topic.len() as u8];
+        body.extend_from_slice(topic.as_bytes());
+        body.push(0);
+        rl(body.len(), &mut sub);
+        sub.extend(body);
+        reader.send(Message::Binary(sub.into())).unwrap();
+        loop {
+            if let Message::Binary(b) = reader.read().unwrap() {
+                if b[0] == 0x90 {
+                    break;
+                }
+            }
+        }
+        let mut writer = connect(url, &format!("raw-w-{}", std::process::id()));
+        let mut one = vec![0x30];
+        rl(2 + topic.len() + size, &mut one);
+        one.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        one.extend_from_slice(topic.as_bytes());
+        one.extend(std::iter::repeat_n(b'x', size));
+        let per_frame = (4000 / one.len()).max(1);
+        let frame: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * per_frame)
+            .collect();
+        let frame = bytes::Bytes::from(frame);
+        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        let w = std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < n {
+                writer.write(Message::Binary(frame.clone())).unwrap();
+                sent += per_frame;
+                if sent % (per_frame * 16) == 0 {
+                    writer.flush().unwrap();
+                }
+            }
+            writer.flush().unwrap();
+            writer
+        });
+        let (mut got, mut buf) = (0usize, Vec::<u8>::new());
+        reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        while got < n {
+            let Ok(Message::Binary(b)) = reader.read() else {
+                break;
+            };
+            buf.extend_from_slice(&b);
+            let mut at = 0;
+            loop {
+                let mut len = 0usize;
+                let mut i = 0;
+                let done = loop {
+                    let Some(&byte) = buf.get(at + 1 + i) else {
+                        break None;
+                    };
+                    len |= ((byte & 0x7f) as usize) << (7 * i);
+                    i += 1;
+                    if byte & 0x80 == 0 {
+                        break Some(1 + i + len);
+                    }
+                };
+                match done {
+                    Some(total) if at + total <= buf.len() => {
+                        if buf[at] >> 4 == 3 {
+                            got += 1;
+                        }
+                        at += total;
+                    }
+                    _ => break,
+                }
+            }
+            buf.drain(..at);
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu0;
+        let _ = w.join();
+        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
+    }
+}
+
+fn summarize_latency(mut samples: Vec<f64>) -> Value {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    json!({"p50_us": percentile(&samples, 0.5), "p99_us": percentile(&samples, 0.99), "max_us": samples.last().copied().unwrap_or(0.0)})
+}
+
+fn idle_measure(conns: usize, secs: u64, rss0: f64, threads0: f64, close: impl FnOnce()) -> Value {
+    // Let connection set-up settle, then measure only the idle window.
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss1, threads1, cpu0) = (rss_kib(), threads(), cpu_secs());
+    std::thread::sleep(Duration::from_secs(secs));
+    let cpu = cpu_secs() - cpu0;
+    close();
+    json!({
+        "cpu_seconds": cpu,
+        "rss_kib_per_conn": (rss1 - rss0) / conns as f64,
+        "threads": threads1 - threads0,
+    })
+}
+
+// ---------------------------------------------------------------- driver
+
+fn child(args: &[String]) -> Value {
+    let get = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let num = |i: usize| get(i).parse::<usize>().unwrap_or(0);
+    let (scenario, client, url) = (get(0), get(1), get(2));
+    match (scenario.as_str(), client.as_str()) {
+        ("throughput", "ours") => {
+            ours::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
+        }
+        ("throughput", "rumqttc") => {
+            peer::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
+        }
+        ("throughput", "ceiling") => raw::throughput(&url, num(4), num(5)),
+        ("latency", "ours") => ours::latency(&url, num(3)),
+        ("latency", "rumqttc") => peer::latency(&url, num(3)),
+        ("idle", "ours") => ours::idle(&url, num(3), num(4) as u64),
+        ("idle", "rumqttc") => peer::idle(&url, num(3), num(4) as u64),
+        ("decode", "ours") => ours::decode(num(3)),
+        ("decode", "rumqttc") => peer::decode(num(3)),
+        _ => panic!("unknown child {args:?}"),
+    }
+}
+
+fn run_child(args: &[String]) -> Value {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+    {
+        Some(v) => v,
+        None => {
+            eprintln!(
+                "child {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            json!({})
+        }
+    }
+}
+
+fn start_mosquitto() -> (String, std::process::Child, std::path::PathBuf) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (tcp, ws) = (free(), free());
+    let dir = std::env::temp_dir().join(format!("mqtt-pubsub-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    // Unlimited in-flight and queue so that the broker never drops or throttles a client.
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\npersistence false\nlog_dest none\nmax_inflight_messages 0\nmax_queued_messages 0\n\
+             listener {tcp} 127.0.0.1\nallow_anonymous true\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n"
+        ),
+    )
+    .unwrap();
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("mosquitto is not installed (apt-get install mosquitto), or pass --url");
+    let child = Command::new(bin).arg("-c").arg(&conf).spawn().unwrap();
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", ws)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("ws://127.0.0.1:{ws}/mqtt"), child, dir)
+}
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    ours: f64,
+    peer: f64,
+    ceiling: Option<f64>,
+    lower_is_better: bool,
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--child") {
+        println!("{}", child(&argv[1..]));
+        return;
+    }
+    let args = broker::Args::from_env();
+    let runs: usize = args.value("--runs").map_or(3, |v| v.parse().unwrap());
+    let n: usize = args
+        .value("--messages")
+        .map_or(200_000, |v| v.parse().unwrap());
+    let idle_secs: u64 = args.value("--idle-secs").map_or(30, |v| v.parse().unwrap());
+    let only = args
+        .value("--only")
+        .unwrap_or_else(|| "throughput,qos1,latency,idle,decode".into());
+    let want = |s: &str| only.split(',').any(|o| o == s);
+    let (url, mut broker, dir) = match args.value("--url") {
+        Some(u) => (u, None, None),
+        None => {
+            let (u, c, d) = start_mosquitto();
+            (u, Some(c), Some(d))
+        }
+    };
+    eprintln!("broker {url}; {runs} runs, clients alternating, each measurement a fresh process");
+    let mut rows: Vec<Row> = Vec::new();
+    let mut measure = |name: &str,
+                       unit: &'static str,
+                       key: &str,
+                       lower: bool,
+                       base: Vec<String>,
+                       with_ceiling: bool| {
+        let expected: usize = if base[0] == "throughput" {
+            base[3].parse().unwrap_or(0)
+        } else {
+            0
+        };
+        let (mut o, mut p, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let mut order = vec!["ours", "rumqttc"];
+            if with_ceiling {
+                order.push("ceiling");
+            }
+            let k = run % order.len();
+            order.rotate_left(k);
+            for client in order {
+                let mut a = vec![base[0].clone(), client.to_string(), url.clone()];
+                a.extend(base[1..].iter().cloned());
+                let v = run_child(&a);
+                let x = v[key].as_f64().unwrap_or(f64::NAN);
+                if let Some(r) = v["received"].as_u64() {
+                    if r as usize != expected {
+                        eprintln!("  {name} {client}: only {r} of {expected} messages arrived");
+                    }
+                }
+                match client {
+                    "ours" => o.push(x),
+                    "rumqttc" => p.push(x),
+                    _ => c.push(x),
+                }
+            }
+        }
+        eprintln!("  {name}: ours {o:.2?} rumqttc {p:.2?} ceiling {c:.2?}");
+        rows.push(Row {
+            name: name.to_string(),
+            unit,
+            ours: median(o),
+            peer: median(p),
+            ceiling: with_ceiling.then(|| median(c)),
+            lower_is_better: lower,
+        });
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let n_s = n.to_string();
+    if want("throughput") {
+        for size in ["64", "4000"] {
+            let base = s(&["throughput", "0", size, &n_s, "100"]);
+            measure(
+                &format!("QoS 0 {size} B throughput"),
+                "msg/s",
+                "msgs_per_sec",
+                false,
+                base.clone(),
+                true,
+            );
+            measure(
+                &format!("QoS 0 {size} B client CPU"),
+                "µs/msg",
+                "cpu_us_per_msg",
+                true,
+                base,
+                true,
+            );
+        }
+    }
+    if want("qos1") {
+        let q1 = (n / 4).to_string();
+        let base = s(&["throughput", "1", "64", &q1, "100"]);
+        measure(
+            "QoS 1 64 B pipelined (window 100)",
+            "msg/s",
+            "msgs_per_sec",
+            false,
+            base.clone(),
+            false,
+        );
+        measure(
+            "QoS 1 64 B client CPU",
+            "µs/msg",
+            "cpu_us_per_msg",
+            true,
+            base,
+            false,
+        );
+    }
+    if want("latency") {
+        let base = s(&["latency", "10000"]);
+        measure("round trip p50", "µs", "p50_us", true, base.clone(), false);
+        measure("round trip p99", "µs", "p99_us", true, base.clone(), false);
+        measure("round trip max", "µs", "max_us", true, base, false);
+    }
+    if want("idle") {
+        let secs = idle_secs.to_string();
+        let base = s(&["idle", "100", &secs]);
+        measure(
+            &format!("100 idle conns, CPU over {secs} s"),
+            "s",
+            "cpu_seconds",
+            true,
+            base.clone(),
+            false,
+        );
+        measure(
+            "idle RSS per connection",
+            "KiB",
+            "rss_kib_per_conn",
+            true,
+            base.clone(),
+            false,
+        );
+        measure("idle threads added", "", "threads", true, base, false);
+    }
+    if want("decode") {
+        for size in ["64", "4096"] {
+            measure(
+                &format!("decode PUBLISH {size} B"),
+                "MB/s",
+                "mb_per_sec",
+                false,
+                s(&["decode", size]),
+                false,
+            );
+        }
+    }
+    if let Some(b) = broker.as_mut() {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    if let Some(d) = dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    println!(
+        "| scenario | unit | mqtt-pubsub | rumqttc | ours / rumqttc | ceiling | ours / ceiling |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let ratio = r.ours / r.peer;
+        let better = if r.lower_is_better {
+            ratio <= 1.0
+        } else {
+            ratio >= 1.0
+        };
+        let ceil = r.ceiling.map_or(String::from("–"), |c| format!("{c:.1}"));
+        let ceil_ratio = r
+            .ceiling
+            .map_or(String::from("–"), |c| format!("{:.2}", r.ours / c));
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2}{} | {} | {} |",
+            r.name,
+            r.unit,
+            r.ours,
+            r.peer,
+            ratio,
+            if better { "" } else { " (worse)" },
+            ceil,
+            ceil_ratio
+        );
+    }
+    if args.has("--json") {
+        let summary: Vec<Value> = rows
+            .iter()
+            .map(|r| json!({"scenario": r.name, "unit": r.unit, "ours": r.ours, "rumqttc": r.peer, "ceiling": r.ceiling, "ratio": r.ours / r.peer}))
+            .collect();
+        println!(
+            "{}",
+            json!({"runs": runs, "messages": n, "results": summary})
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! Arbitrary bytes through the framer, fed whole and in chunks chosen by the input's first
+//! byte (as WebSocket frames arrive): no panic, nothing buffered beyond the limit, and the
+//! same packets (then the same verdict) either way.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mqtt_pubsub::internals::codec::Framer;
+
+const MAX: usize = 4096;
+
+fn run(chunks: &[&[u8]]) -> (Vec<mqtt::packet::VariablePacket>, bool) {
+    let mut framer = Framer::new(MAX);
+    let mut packets = Vec::new();
+    for c in chunks {
+        let r = framer.feed(c, |p| {
+            packets.push(p);
+            Ok(())
+        });
+        // Only the bytes that actually arrived are held, never an announced size.
+        assert!(framer.buffered() <= MAX, "buffered {} > {MAX}", framer.buffered());
+        if r.is_err() {
+            return (packets, true);
+        }
+    }
+    (packets, false)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&seed, bytes)) = data.split_first() else { return };
+    let whole = run(&[bytes]);
+    let mut chunks = Vec::new();
+    let mut rest = bytes;
+    let mut i = 0usize;
+    while !rest.is_empty() {
+        let len = 1 + (seed as usize).wrapping_mul(i + 7) % 97;
+        let (c, r) = rest.split_at(len.min(rest.len()));
+        chunks.push(c);
+        rest = r;
+        i += 1;
+    }
+    let split = run(&chunks);
+    assert_eq!(whole.1, split.1, "same verdict whole and in chunks");
+    assert_eq!(whole.0, split.0, "same packets whole and in chunks");
+});
