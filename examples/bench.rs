@@ -690,18 +690,17 @@ fn main() {
     };
     eprintln!("broker {url}; {runs} runs, clients alternating, each measurement a fresh process");
     let mut rows: Vec<Row> = Vec::new();
-    let mut measure = |name: &str,
-                       unit: &'static str,
-                       key: &str,
-                       lower: bool,
-                       base: Vec<String>,
-                       with_ceiling: bool| {
+    // One child process per (scenario, client, round); every metric of a scenario is read from
+    // the same runs.
+    let mut measure = |base: Vec<String>,
+                       with_ceiling: bool,
+                       metrics: &[(&str, &'static str, &str, bool)]| {
         let expected: usize = if base[0] == "throughput" {
             base[3].parse().unwrap_or(0)
         } else {
             0
         };
-        let (mut o, mut p, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let mut results: Vec<(&str, Value)> = Vec::new();
         for run in 0..runs {
             let mut order = vec!["ours", "rumqttc"];
             if with_ceiling {
@@ -713,108 +712,99 @@ fn main() {
                 let mut a = vec![base[0].clone(), client.to_string(), url.clone()];
                 a.extend(base[1..].iter().cloned());
                 let v = run_child(&a);
-                let x = v[key].as_f64().unwrap_or(f64::NAN);
                 if let Some(r) = v["received"].as_u64() {
                     if r as usize != expected {
-                        eprintln!("  {name} {client}: only {r} of {expected} messages arrived");
+                        eprintln!("  {base:?} {client}: only {r} of {expected} messages arrived");
                     }
                 }
-                match client {
-                    "ours" => o.push(x),
-                    "rumqttc" => p.push(x),
-                    _ => c.push(x),
-                }
+                results.push((client, v));
             }
         }
-        eprintln!("  {name}: ours {o:.2?} rumqttc {p:.2?} ceiling {c:.2?}");
-        rows.push(Row {
-            name: name.to_string(),
-            unit,
-            ours: median(o),
-            peer: median(p),
-            ceiling: with_ceiling.then(|| median(c)),
-            lower_is_better: lower,
-        });
+        for &(name, unit, key, lower) in metrics {
+            let pick = |c: &str| -> Vec<f64> {
+                results
+                    .iter()
+                    .filter(|(k, _)| *k == c)
+                    .map(|(_, v)| v[key].as_f64().unwrap_or(f64::NAN))
+                    .collect()
+            };
+            let (o, p, c) = (pick("ours"), pick("rumqttc"), pick("ceiling"));
+            eprintln!("  {name}: ours {o:.2?} rumqttc {p:.2?} ceiling {c:.2?}");
+            rows.push(Row {
+                name: name.to_string(),
+                unit,
+                ours: median(o),
+                peer: median(p),
+                ceiling: with_ceiling.then(|| median(c)),
+                lower_is_better: lower,
+            });
+        }
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let n_s = n.to_string();
     if want("throughput") {
         for size in ["64", "4000"] {
-            let base = s(&["throughput", "0", size, &n_s, "100"]);
-            measure(
-                &format!("QoS 0 {size} B throughput"),
-                "msg/s",
-                "msgs_per_sec",
-                false,
-                base.clone(),
-                true,
+            let (t, c) = (
+                format!("QoS 0 {size} B throughput"),
+                format!("QoS 0 {size} B client CPU"),
             );
             measure(
-                &format!("QoS 0 {size} B client CPU"),
-                "µs/msg",
-                "cpu_us_per_msg",
+                s(&["throughput", "0", size, &n_s, "100"]),
                 true,
-                base,
-                true,
+                &[
+                    (&t, "msg/s", "msgs_per_sec", false),
+                    (&c, "µs/msg", "cpu_us_per_msg", true),
+                ],
             );
         }
     }
     if want("qos1") {
         let q1 = (n / 4).to_string();
-        let base = s(&["throughput", "1", "64", &q1, "100"]);
         measure(
-            "QoS 1 64 B pipelined (window 100)",
-            "msg/s",
-            "msgs_per_sec",
+            s(&["throughput", "1", "64", &q1, "100"]),
             false,
-            base.clone(),
-            false,
-        );
-        measure(
-            "QoS 1 64 B client CPU",
-            "µs/msg",
-            "cpu_us_per_msg",
-            true,
-            base,
-            false,
+            &[
+                (
+                    "QoS 1 64 B pipelined (window 100)",
+                    "msg/s",
+                    "msgs_per_sec",
+                    false,
+                ),
+                ("QoS 1 64 B client CPU", "µs/msg", "cpu_us_per_msg", true),
+            ],
         );
     }
     if want("latency") {
-        let base = s(&["latency", "10000"]);
-        measure("round trip p50", "µs", "p50_us", true, base.clone(), false);
-        measure("round trip p99", "µs", "p99_us", true, base.clone(), false);
-        measure("round trip max", "µs", "max_us", true, base, false);
+        measure(
+            s(&["latency", "10000"]),
+            false,
+            &[
+                ("round trip p50", "µs", "p50_us", true),
+                ("round trip p99", "µs", "p99_us", true),
+                ("round trip max", "µs", "max_us", true),
+            ],
+        );
     }
     if want("idle") {
         let secs = idle_secs.to_string();
-        let base = s(&["idle", "100", &secs]);
+        let cpu = format!("100 idle conns, CPU over {secs} s");
         measure(
-            &format!("100 idle conns, CPU over {secs} s"),
-            "s",
-            "cpu_seconds",
-            true,
-            base.clone(),
+            s(&["idle", "100", &secs]),
             false,
+            &[
+                (&cpu, "s", "cpu_seconds", true),
+                ("idle RSS per connection", "KiB", "rss_kib_per_conn", true),
+                ("idle threads added", "", "threads", true),
+            ],
         );
-        measure(
-            "idle RSS per connection",
-            "KiB",
-            "rss_kib_per_conn",
-            true,
-            base.clone(),
-            false,
-        );
-        measure("idle threads added", "", "threads", true, base, false);
     }
     if want("decode") {
         for size in ["64", "4096"] {
+            let name = format!("decode PUBLISH {size} B");
             measure(
-                &format!("decode PUBLISH {size} B"),
-                "MB/s",
-                "mb_per_sec",
-                false,
                 s(&["decode", size]),
                 false,
+                &[(&name, "MB/s", "mb_per_sec", false)],
             );
         }
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Sender, TryRecvError};
 use polling::{Event, Events, PollMode, Poller};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
@@ -47,7 +47,7 @@ pub(crate) struct Driver {
     name: Arc<str>,
     opener: Box<dyn Opener>,
     options: ConnectionOptions,
-    cmd_rx: Receiver<Command>,
+    cmd_rx: super::queue::QueueReceiver<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
     state: Arc<SharedState>,
@@ -61,7 +61,7 @@ pub(crate) struct Driver {
 impl Driver {
     pub fn new(
         spec: ProviderSpec,
-        cmd_rx: Receiver<Command>,
+        cmd_rx: super::queue::QueueReceiver<Command>,
         poller: Arc<Poller>,
         closing: Arc<AtomicBool>,
         state: Arc<SharedState>,

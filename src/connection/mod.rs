@@ -2,6 +2,7 @@
 
 mod backoff;
 mod driver;
+mod queue;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,9 +16,6 @@ use crate::error::{Error, Operation, Result};
 use crate::message::{Message, QoS};
 use crate::provider::{Limits, ProviderSpec};
 use crate::state::{ConnectionState, SharedState, StateHub};
-
-/// Slots of the command channel between callers and the I/O thread.
-const COMMAND_CHANNEL: usize = 32;
 
 /// The reply to a blocking request.
 pub(crate) type Reply = Sender<Result<()>>;
@@ -87,7 +85,7 @@ pub(crate) struct Connection {
     pub limits: Limits,
     pub operation_timeout: Duration,
     pub subscription_capacity: usize,
-    cmd_tx: Sender<Command>,
+    cmd_tx: queue::QueueSender<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
     state: Arc<SharedState>,
@@ -101,11 +99,7 @@ impl Connection {
             context: "creating the poller",
             source: e,
         })?);
-        // The outgoing bound is the session's queue (queue_capacity); this channel only hands
-        // commands to the I/O thread, and is kept small because crossbeam allocates and
-        // initializes every slot of a bounded channel up front.
-        let (cmd_tx, cmd_rx) =
-            crossbeam_channel::bounded(spec.options.queue_capacity.min(COMMAND_CHANNEL));
+        let (cmd_tx, cmd_rx) = queue::queue(spec.options.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
         let state = Arc::new(SharedState::new(ConnectionState::Connecting));
         let name: Arc<str> = spec.name.clone().into();
@@ -154,16 +148,15 @@ impl Connection {
         if self.state.get() == ConnectionState::Disconnected {
             return Err(Error::Closed);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.cmd_tx.send_timeout(cmd, left) {
+        match self.cmd_tx.send(cmd, deadline) {
             Ok(()) => {
                 let _ = self.poller.notify();
                 Ok(())
             }
-            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+            Err(queue::QueueError::Timeout(_)) => {
                 Err(Error::timeout(op, "the outgoing queue stayed full"))
             }
-            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(Error::Closed),
+            Err(queue::QueueError::Closed(_)) => Err(Error::Closed),
         }
     }
 
