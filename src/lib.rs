@@ -61,7 +61,7 @@ pub mod topic;
 pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 pub use error::{ConnackCode, Error, Operation, Result};
 pub use message::{Message, Payload, QoS, Topics};
-pub use options::{LastWill, PublishOptions, ReconnectPolicy, SubscribeOptions};
+pub use options::{LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, SubscribeOptions};
 #[cfg(feature = "aws-iot")]
 pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
 pub use provider::{MqttOverWsProvider, MqttOverWsProviderBuilder, Provider};

@@ -87,6 +87,18 @@ impl ReconnectPolicy {
     }
 }
 
+/// What a QoS 0 publish does while its provider is not connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OfflineQoS0 {
+    /// Queue it with the QoS 1/2 publishes (bounded by `queue_capacity`); it goes out after
+    /// the reconnect, in order. The default.
+    #[default]
+    Queue,
+    /// Fail at once with [`Error::ConnectionLost`](crate::Error::ConnectionLost): stale
+    /// telemetry is better dropped than delivered late.
+    FailFast,
+}
+
 /// Options of one publish call: the default is QoS 0, not retained, every provider.
 #[derive(Debug, Clone, Default)]
 pub struct PublishOptions {
@@ -177,6 +189,7 @@ pub(crate) struct ConnectionOptions {
     pub max_inflight: u16,
     pub queue_capacity: usize,
     pub subscription_capacity: usize,
+    pub offline_qos0: OfflineQoS0,
 }
 
 impl Default for ConnectionOptions {
@@ -198,6 +211,7 @@ impl Default for ConnectionOptions {
             max_inflight: 100,
             queue_capacity: 1000,
             subscription_capacity: 8192,
+            offline_qos0: OfflineQoS0::Queue,
         }
     }
 }
@@ -323,6 +337,12 @@ macro_rules! connection_builder_methods {
         /// down (default 1000). When it is full, publish blocks up to its timeout.
         pub fn queue_capacity(mut self, capacity: usize) -> Self {
             self.options.queue_capacity = capacity.max(1);
+            self
+        }
+
+        /// What a QoS 0 publish does while disconnected: queue (default) or fail fast.
+        pub fn offline_qos0(mut self, policy: $crate::options::OfflineQoS0) -> Self {
+            self.options.offline_qos0 = policy;
             self
         }
 

@@ -9,7 +9,7 @@ use crossbeam_channel::Receiver;
 use crate::connection::{wait_reply, Command, Connection, Sink};
 use crate::error::{Error, Operation, Result};
 use crate::message::{Payload, QoS, Topics};
-use crate::options::{PublishOptions, SubscribeOptions};
+use crate::options::{OfflineQoS0, PublishOptions, SubscribeOptions};
 use crate::provider::{Limits, Provider};
 use crate::state::{ConnectionState, StateEvent, StateHub};
 use crate::subscription::Subscription;
@@ -288,6 +288,16 @@ impl PubSub {
         let targets = self.targets(options.provider.as_deref())?;
         for c in &targets {
             check_qos(&c.limits, options.qos, &c.name)?;
+            if options.qos == QoS::AtMostOnce
+                && c.offline_qos0 == OfflineQoS0::FailFast
+                && c.state() != ConnectionState::Connected
+            {
+                return Err(Error::ConnectionLost(format!(
+                    "provider {} is {} and drops QoS 0 publishes while offline",
+                    c.name,
+                    c.state()
+                )));
+            }
             if payload.len() > c.limits.max_payload {
                 return Err(Error::PayloadTooLarge {
                     size: payload.len(),

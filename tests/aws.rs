@@ -149,6 +149,28 @@ fn a_wrong_secret_is_refused_with_403_and_guidance() {
     );
 }
 
+#[test]
+fn a_clock_the_gateway_calls_skewed_is_named_in_the_error() {
+    let Some(s) = setup() else { return };
+    s.gateway.allow("AKIDGOOD", "good-secret", None);
+    s.gateway.skew_clock(900);
+    let err = PubSub::new()
+        .add_provider(provider(
+            &s,
+            StaticCredentials::new("AKIDGOOD", "good-secret"),
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::HandshakeRejected { status: 403, .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("check the system clock") && text.contains("Signature expired"),
+        "{text}"
+    );
+}
+
 /// Gives the next credentials on every call.
 struct Rotating {
     list: Vec<Credentials>,

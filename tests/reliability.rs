@@ -600,6 +600,71 @@ fn close_fails_waiting_publishes_and_ends_subscriptions() {
 }
 
 #[test]
+fn qos0_fails_fast_while_offline_when_configured_and_queues_by_default() {
+    let b = Rumqttd::start();
+    let proxy = Proxy::start(b.ws_port);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        fast_reconnect(proxy.url("/mqtt"))
+            .name("fast")
+            .offline_qos0(mqtt_pubsub::OfflineQoS0::FailFast)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    ps.add_provider(
+        fast_reconnect(proxy.url("/mqtt"))
+            .name("queued")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps
+        .subscribe_with("off/#", SubscribeOptions::default().provider("queued"))
+        .unwrap();
+    proxy.refuse(true);
+    proxy.cut_all();
+    let mut disrupted = std::collections::HashSet::new();
+    while disrupted.len() < 2 {
+        let e = next_state(&states);
+        if e.state == ConnectionState::ConnectionDisrupted {
+            disrupted.insert(e.provider);
+        }
+    }
+    let fast = PublishOptions::default().provider("fast");
+    assert!(matches!(
+        ps.publish_with("off/x", "stale", fast.clone()),
+        Err(Error::ConnectionLost(_))
+    ));
+    // QoS 1 still queues on the fail-fast provider; QoS 0 queues on the default one.
+    let receipt = ps
+        .publish_nowait(
+            "off/q1",
+            "kept",
+            fast.clone().qos(QoS::AtLeastOnce).timeout(WAIT),
+        )
+        .unwrap();
+    ps.publish_with(
+        "off/q0",
+        "queued",
+        PublishOptions::default().provider("queued"),
+    )
+    .unwrap();
+    proxy.refuse(false);
+    receipt.wait().unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"queued");
+    let mut connected = std::collections::HashSet::new();
+    while ps.state("fast") != Some(ConnectionState::Connected) || connected.is_empty() {
+        let e = next_state(&states);
+        if e.state == ConnectionState::Connected {
+            connected.insert(e.provider);
+        }
+    }
+    ps.publish_with("off/x", "fresh", fast).unwrap();
+}
+
+#[test]
 fn reconnect_disabled_ends_the_provider_on_loss() {
     let b = Rumqttd::start();
     let proxy = Proxy::start(b.ws_port);

@@ -213,10 +213,15 @@ impl Driver {
             .max_frame_size(Some(limit))
             .max_write_buffer_size(OUTPUT_BATCH * 4 + self.options.max_packet_size.min(64 << 20));
         let mut ws = websocket::open(&req, deadline, config)?;
-        ws.send(tungstenite::Message::Binary(
-            self.session.connect_packet().into(),
-        ))
-        .map_err(|e| map_ws("sending CONNECT", e))?;
+        // CONNECT carries the password: it is framed here and written straight to the stream,
+        // because tungstenite logs every frame it sends, payload included, at trace level.
+        // Nothing else has been written yet, so the two cannot interleave.
+        let frame =
+            websocket::client_frame(&self.session.connect_packet(), backoff::random_u64() as u32);
+        let stream = ws.get_mut();
+        std::io::Write::write_all(stream, &frame)
+            .and_then(|()| std::io::Write::flush(stream))
+            .map_err(|e| websocket::map_io("sending CONNECT", e))?;
 
         self.framer.reset();
         let mut connack: Option<Result<bool>> = None;

@@ -85,6 +85,7 @@ pub(crate) struct Connection {
     pub limits: Limits,
     pub operation_timeout: Duration,
     pub subscription_capacity: usize,
+    pub offline_qos0: crate::options::OfflineQoS0,
     cmd_tx: queue::QueueSender<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
@@ -106,6 +107,7 @@ impl Connection {
         let limits = spec.limits.clone();
         let operation_timeout = spec.options.operation_timeout;
         let subscription_capacity = spec.options.subscription_capacity;
+        let offline_qos0 = spec.options.offline_qos0;
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let driver = driver::Driver::new(
             spec,
@@ -133,6 +135,7 @@ impl Connection {
             limits,
             operation_timeout,
             subscription_capacity,
+            offline_qos0,
             cmd_tx,
             poller,
             closing,

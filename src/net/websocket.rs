@@ -7,9 +7,6 @@ use std::time::Instant;
 
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::ServerName;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::HandshakeError;
-use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 use url::Url;
@@ -120,21 +117,40 @@ pub fn map_io(context: &'static str, e: io::Error) -> Error {
     }
 }
 
+/// The error for an upgrade answered with `status` instead of 101, with what the body says.
+pub fn rejected(status: u16, body: &[u8]) -> Error {
+    let mut hint = match status {
+        401 | 403 => "the server refused the credentials or signature",
+        404 => "wrong URL path (NATS and AWS IoT use /mqtt)",
+        _ => "",
+    }
+    .to_string();
+    // What the server said, briefly (AWS explains a refused signature in the body).
+    let said: String = String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let lower = said.to_ascii_lowercase();
+    if lower.contains("expired") || lower.contains("skew") || lower.contains("not yet valid") {
+        hint.push_str("; the server says the signature's time is off: check the system clock");
+    }
+    if !said.trim().is_empty() {
+        hint.push_str(&format!("; server said: {}", said.trim()));
+    }
+    Error::HandshakeRejected {
+        status,
+        hint: hint.trim_start_matches("; ").to_string(),
+    }
+}
+
 /// Maps a tungstenite error.
 pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
     match e {
         tungstenite::Error::Io(e) => map_io(context, e),
         tungstenite::Error::Http(resp) => {
-            let status = resp.status().as_u16();
-            let hint = match status {
-                401 | 403 => "the server refused the credentials or signature",
-                404 => "wrong URL path (NATS and AWS IoT use /mqtt)",
-                _ => "",
-            };
-            Error::HandshakeRejected {
-                status,
-                hint: hint.to_string(),
-            }
+            let body = resp.body().clone().unwrap_or_default();
+            rejected(resp.status().as_u16(), &body)
         }
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             Error::ConnectionLost("the WebSocket is closed".into())
@@ -146,6 +162,26 @@ pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
         ),
         other => Error::WebSocket(other.to_string()),
     }
+}
+
+/// A masked binary WebSocket frame from a client, with mask key `key` [RFC 6455 §5.2, §5.3].
+pub fn client_frame(payload: &[u8], key: u32) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(0x82); // FIN, binary
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let key = key.to_be_bytes();
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
 }
 
 /// Opens TCP, TLS when `wss`, and upgrades to WebSocket with subprotocol `mqtt`, all before
@@ -216,25 +252,155 @@ pub fn open(
         Stream::Plain(tcp)
     };
 
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| Error::InvalidUrl(format!("{e}")))?;
-    let headers = request.headers_mut();
-    headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
-    for (k, v) in &req.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| Error::InvalidConfig(format!("invalid header name {k:?}")))?;
-        let value = HeaderValue::from_str(v)
-            .map_err(|_| Error::InvalidConfig(format!("invalid value for header {k:?}")))?;
-        headers.insert(name, value);
-    }
-    log::debug!("WebSocket upgrade to {}", redact(url));
-    match tungstenite::client::client_with_config(request, stream, Some(config)) {
-        Ok((ws, _response)) => Ok(ws),
-        Err(HandshakeError::Interrupted(_)) => {
-            Err(Error::timeout(Operation::Connect, "WebSocket upgrade"))
+    upgrade(stream, url, &req.headers, config)
+}
+
+/// Largest HTTP head accepted in answer to the upgrade.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Most of an error body kept for the message.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// The HTTP/1.1 upgrade [RFC 6455 §4.1], done here rather than by tungstenite because
+/// tungstenite logs the whole request at trace level, and the request holds the presigned
+/// query (signature, session token) and custom-authorizer headers.
+fn upgrade(
+    mut stream: Stream,
+    url: &Url,
+    headers: &[(String, String)],
+    config: WebSocketConfig,
+) -> Result<WebSocket<Stream>> {
+    let key = tungstenite::handshake::client::generate_key();
+    let host = url.host_str().unwrap_or_default();
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let mut request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: mqtt\r\n"
+    );
+    for (k, v) in headers {
+        let bad = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+        if k.is_empty() || bad(k) || k.contains(':') || bad(v) {
+            return Err(Error::InvalidConfig(format!("invalid extra header {k:?}")));
         }
-        Err(HandshakeError::Failure(e)) => Err(map_ws("WebSocket upgrade", e)),
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.flush())
+        .map_err(|e| map_io("WebSocket upgrade", e))?;
+    log::trace!("WebSocket upgrade request sent to {}", redact(url));
+
+    // The response head, bounded.
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(Error::Protocol(
+                "the HTTP answer to the upgrade is too large".into(),
+            ));
+        }
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| map_io("WebSocket upgrade", e))?;
+        if n == 0 {
+            return Err(Error::ConnectionLost(
+                "the server closed the connection during the WebSocket upgrade".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| {
+            l.strip_prefix("HTTP/1.1 ")
+                .or_else(|| l.strip_prefix("HTTP/1.0 "))
+        })
+        .and_then(|l| l.get(..3))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| Error::Protocol("the answer to the WebSocket upgrade is not HTTP".into()))?;
+    let fields: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if status != 101 {
+        // What the body says, bounded by its length, our limit and the socket's deadline.
+        let want = field("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(MAX_ERROR_BODY);
+        while rest.len() < want {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+            }
+        }
+        rest.truncate(want);
+        return Err(rejected(status, &rest));
+    }
+    let upgrade_ok = field("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let connection_ok =
+        field("connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
+    if !upgrade_ok || !connection_ok {
+        return Err(Error::WebSocket(
+            "the 101 answer lacks Upgrade: websocket / Connection: Upgrade".into(),
+        ));
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if field("sec-websocket-accept") != Some(accept.as_str()) {
+        return Err(Error::WebSocket(
+            "the server's Sec-WebSocket-Accept does not match our key".into(),
+        ));
+    }
+    // The subprotocol may be left out (some brokers and proxies), but if named it must be ours.
+    if let Some(p) = field("sec-websocket-protocol") {
+        if !p.eq_ignore_ascii_case("mqtt") {
+            return Err(Error::WebSocket(format!(
+                "the server chose subprotocol {p:?}, not mqtt"
+            )));
+        }
+    }
+    Ok(WebSocket::from_partially_read(
+        stream,
+        rest,
+        tungstenite::protocol::Role::Client,
+        Some(config),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_frames_decode_as_tungstenite_sees_them() {
+        for len in [0usize, 5, 125, 126, 300, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let bytes = client_frame(&payload, 0x1234_5678);
+            let mut server = tungstenite::WebSocket::from_raw_socket(
+                std::io::Cursor::new(bytes),
+                tungstenite::protocol::Role::Server,
+                None,
+            );
+            match server.read().unwrap() {
+                tungstenite::Message::Binary(b) => assert_eq!(&b[..], &payload[..], "len {len}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -25,6 +25,8 @@ struct Shared {
     refusals: Mutex<Vec<String>>,
     generation: AtomicUsize,
     stop: AtomicBool,
+    /// Seconds added to the gateway's clock.
+    skew: std::sync::atomic::AtomicI64,
 }
 
 pub struct Gateway {
@@ -90,6 +92,11 @@ impl Gateway {
         self.shared.refusals.lock().unwrap().clone()
     }
 
+    /// Runs the gateway's clock `secs` ahead (negative: behind).
+    pub fn skew_clock(&self, secs: i64) {
+        self.shared.skew.store(secs, Ordering::SeqCst);
+    }
+
     /// Closes every relayed connection (clients see the connection end).
     pub fn cut_all(&self) {
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
@@ -141,7 +148,13 @@ fn serve(
         })
         .unwrap_or_default();
     let keys = s.keys.lock().unwrap().clone();
-    match verify(&target, &host, region, &keys, SystemTime::now()) {
+    let skew = s.skew.load(Ordering::SeqCst);
+    let now = if skew >= 0 {
+        SystemTime::now() + Duration::from_secs(skew as u64)
+    } else {
+        SystemTime::now() - Duration::from_secs(skew.unsigned_abs())
+    };
+    match verify(&target, &host, region, &keys, now) {
         Err(reason) => {
             s.refusals.lock().unwrap().push(reason.clone());
             let body = format!("{{\"message\":\"Forbidden: {reason}\"}}");
