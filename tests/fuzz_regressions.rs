@@ -5,6 +5,9 @@ use std::path::Path;
 
 use mqtt_pubsub::internals::codec::{decode_frame, encode, Framer};
 
+#[path = "../fuzz/fuzz_targets/chunking.rs"]
+mod chunking;
+
 fn inputs() -> Vec<(String, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut out = Vec::new();
@@ -52,16 +55,7 @@ fn seeds_and_regressions_hold_the_decode_and_roundtrip_properties() {
         // decode: the first byte picks the chunking, as in the target.
         if let Some((&seed, bytes)) = data.split_first() {
             let whole = run(4096, &[bytes]);
-            let mut chunks = Vec::new();
-            let mut rest = bytes;
-            let mut i = 0usize;
-            while !rest.is_empty() {
-                let len = 1 + (seed as usize).wrapping_mul(i + 7) % 97;
-                let (c, r) = rest.split_at(len.min(rest.len()));
-                chunks.push(c);
-                rest = r;
-                i += 1;
-            }
+            let chunks = chunking::chunks(seed, bytes);
             assert_eq!(whole, run(4096, &chunks), "{name}");
         }
         // roundtrip: every accepted packet re-encodes to an equal packet.

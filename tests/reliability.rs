@@ -329,41 +329,34 @@ fn throttled_link_still_delivers_everything(port: u16, path: &str) {
     assert_eq!(got, (0..50).collect::<Vec<u8>>(), "in order, none lost");
 }
 
-#[test]
-fn mosquitto_blackhole_is_detected_within_one_and_a_half_keep_alives() {
-    let Some(m) = Mosquitto::start() else { return };
-    blackhole_is_detected_within_one_and_a_half_keep_alives(m.ws_port, "/mqtt");
+/// `#[test]`s running each proxy scenario against mosquitto and the embedded rumqttd.
+macro_rules! through_proxy_on_brokers {
+    ($($scenario:ident),* $(,)?) => {
+        mod proxied {
+            $(
+                pub mod $scenario {
+                    #[test]
+                    fn mosquitto() {
+                        let Some(m) = crate::Mosquitto::start() else { return };
+                        crate::$scenario(m.ws_port, "/mqtt");
+                    }
+
+                    #[test]
+                    fn rumqttd() {
+                        let b = crate::Rumqttd::start();
+                        crate::$scenario(b.ws_port, "/mqtt");
+                    }
+                }
+            )*
+        }
+    };
 }
 
-#[test]
-fn rumqttd_blackhole_is_detected_within_one_and_a_half_keep_alives() {
-    let b = Rumqttd::start();
-    blackhole_is_detected_within_one_and_a_half_keep_alives(b.ws_port, "/mqtt");
-}
-
-#[test]
-fn mosquitto_cut_connections_come_back_and_deliver_what_was_queued() {
-    let Some(m) = Mosquitto::start() else { return };
-    cut_connections_come_back_and_deliver_what_was_queued(m.ws_port, "/mqtt");
-}
-
-#[test]
-fn rumqttd_cut_connections_come_back_and_deliver_what_was_queued() {
-    let b = Rumqttd::start();
-    cut_connections_come_back_and_deliver_what_was_queued(b.ws_port, "/mqtt");
-}
-
-#[test]
-fn mosquitto_throttled_link_still_delivers_everything() {
-    let Some(m) = Mosquitto::start() else { return };
-    throttled_link_still_delivers_everything(m.ws_port, "/mqtt");
-}
-
-#[test]
-fn rumqttd_throttled_link_still_delivers_everything() {
-    let b = Rumqttd::start();
-    throttled_link_still_delivers_everything(b.ws_port, "/mqtt");
-}
+through_proxy_on_brokers!(
+    blackhole_is_detected_within_one_and_a_half_keep_alives,
+    cut_connections_come_back_and_deliver_what_was_queued,
+    throttled_link_still_delivers_everything,
+);
 
 // ---- 3. A hostile server ----
 

@@ -4,6 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "chunking.rs"]
+mod chunking;
 use mqtt_pubsub::internals::codec::Framer;
 
 const MAX: usize = 4096;
@@ -28,16 +31,7 @@ fn run(chunks: &[&[u8]]) -> (Vec<mqtt::packet::VariablePacket>, bool) {
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, bytes)) = data.split_first() else { return };
     let whole = run(&[bytes]);
-    let mut chunks = Vec::new();
-    let mut rest = bytes;
-    let mut i = 0usize;
-    while !rest.is_empty() {
-        let len = 1 + (seed as usize).wrapping_mul(i + 7) % 97;
-        let (c, r) = rest.split_at(len.min(rest.len()));
-        chunks.push(c);
-        rest = r;
-        i += 1;
-    }
+    let chunks = chunking::chunks(seed, bytes);
     let split = run(&chunks);
     assert_eq!(whole.1, split.1, "same verdict whole and in chunks");
     assert_eq!(whole.0, split.0, "same packets whole and in chunks");
