@@ -658,6 +658,52 @@ fn qos0_fails_fast_while_offline_when_configured_and_queues_by_default() {
 }
 
 #[test]
+fn persistent_session_receives_what_the_broker_stored_while_away() {
+    let Some(m) = Mosquitto::start() else { return };
+    let proxy = Proxy::start(m.ws_port);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        fast_reconnect(proxy.url("/mqtt"))
+            .client_id("persistent-client")
+            .clean_session(false)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps
+        .subscribe_with("away/#", SubscribeOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    proxy.refuse(true);
+    proxy.cut_all();
+    wait_state(&states, ConnectionState::ConnectionDisrupted);
+    // Published by another client while ours is away: the broker keeps them for the session.
+    let other = PubSub::new();
+    other
+        .add_provider(MqttOverWsProvider::builder(m.ws_url()).build().unwrap())
+        .unwrap();
+    for i in 0..3 {
+        other
+            .publish_with(
+                format!("away/{i}"),
+                "stored",
+                PublishOptions::default().qos(QoS::AtLeastOnce),
+            )
+            .unwrap();
+    }
+    proxy.refuse(false);
+    wait_state(&states, ConnectionState::Connected);
+    let topics: Vec<String> = (0..3)
+        .map(|_| sub.recv_timeout(WAIT).unwrap().topic().to_string())
+        .collect();
+    assert_eq!(
+        topics,
+        ["away/0", "away/1", "away/2"],
+        "stored messages arrive, in order, without resubscribing"
+    );
+}
+
+#[test]
 fn reconnect_disabled_ends_the_provider_on_loss() {
     let b = Rumqttd::start();
     let proxy = Proxy::start(b.ws_port);
