@@ -623,6 +623,49 @@ fn mosquitto_wss_without_the_ca_fails_with_a_tls_error() {
 }
 
 #[test]
+fn mosquitto_mutual_tls_needs_the_client_certificate() {
+    let Some(m) = Mosquitto::start() else { return };
+    let url = format!("wss://localhost:{}/mqtt", m.mtls_port);
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(url.as_str())
+                .ca_pem(m.ca_pem.clone())
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    // TLS 1.3: the broker answers with a CertificateRequired alert.
+    assert!(matches!(err, Error::Tls(_)), "{err}");
+    let (cert, key) = m.client_cert.clone();
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(url.as_str())
+            .ca_pem(m.ca_pem.clone())
+            .client_cert_pem(cert, key)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("mtls").unwrap();
+    ps.publish_with(
+        "mtls",
+        "both sides",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(recv(&sub).payload(), b"both sides");
+}
+
+#[test]
+fn bad_tls_material_fails_when_building() {
+    let build = |b: mqtt_pubsub::MqttOverWsProviderBuilder| b.build().unwrap_err();
+    let e = build(MqttOverWsProvider::builder("wss://x/mqtt").ca_pem("not a pem"));
+    assert!(matches!(e, Error::Tls(_)), "{e}");
+    let e = build(MqttOverWsProvider::builder("wss://x/mqtt").client_cert_pem("nope", "nope"));
+    assert!(matches!(e, Error::Tls(_)), "{e}");
+}
+
+#[test]
 fn bad_urls_fail_before_connecting() {
     for url in ["http://x/mqtt", "mqtt://x:1883", "not a url", "ws://"] {
         assert!(

@@ -235,9 +235,55 @@ pub fn make_certs(dir: &Path) -> Certs {
         "-extfile",
         "server.ext",
     ]);
+    // A client certificate from the same CA, for mutual TLS.
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=mqtt-pubsub-client",
+    ]);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        "client.ext",
+    ]);
     Certs {
         ca_pem: std::fs::read(dir.join("ca.crt")).unwrap(),
         dir: dir.to_path_buf(),
+    }
+}
+
+impl Certs {
+    /// The client certificate and key (PEM) signed by the test CA.
+    pub fn client(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            std::fs::read(self.dir.join("client.crt")).unwrap(),
+            std::fs::read(self.dir.join("client.key")).unwrap(),
+        )
     }
 }
 
@@ -248,7 +294,10 @@ pub struct Mosquitto {
     pub ws_port: u16,
     pub wss_port: u16,
     pub auth_port: u16,
+    /// wss that requires a client certificate from the test CA.
+    pub mtls_port: u16,
     pub ca_pem: Vec<u8>,
+    pub client_cert: (Vec<u8>, Vec<u8>),
     _dir: TempDir,
 }
 
@@ -282,8 +331,13 @@ impl Mosquitto {
             .unwrap();
         assert!(st.status.success());
         std::fs::write(dir.path().join("acl"), "user alice\ntopic readwrite test/#\ntopic deny test/secret\nuser bob\ntopic read test/#\n").unwrap();
-        let (tcp, ws_port, wss_port, auth_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (tcp, ws_port, wss_port, auth_port, mtls_port) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         // mosquitto will not start with only websockets listeners: a plain one is needed too.
         // `user root` keeps it able to read these files when the tests run as root.
         let conf = format!(
@@ -293,14 +347,16 @@ impl Mosquitto {
              listener {wss_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
              cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n\
              listener {auth_port} 127.0.0.1\nprotocol websockets\nallow_anonymous false\n\
-             password_file {d}/passwd\nacl_file {d}/acl\n"
+             password_file {d}/passwd\nacl_file {d}/acl\n\
+             listener {mtls_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
+             cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n"
         );
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let process = Process::spawn(
             &bin.unwrap(),
             &["-c".into(), conf_path.display().to_string()],
-            &[tcp, ws_port, wss_port, auth_port],
+            &[tcp, ws_port, wss_port, auth_port, mtls_port],
             None,
         );
         Some(Mosquitto {
@@ -308,6 +364,8 @@ impl Mosquitto {
             ws_port,
             wss_port,
             auth_port,
+            mtls_port,
+            client_cert: certs.client(),
             ca_pem: certs.ca_pem,
             _dir: dir,
         })
