@@ -346,7 +346,8 @@ impl PubSub {
 
     /// Disconnects every provider (DISCONNECT, then the threads are joined); what was still
     /// waiting fails with [`Error::Closed`] and subscriptions end. Later calls fail with
-    /// [`Error::Closed`]. Dropping the last clone does the same.
+    /// [`Error::Closed`]. Dropping the last clone does the same. A connection attempt in
+    /// progress is finished first, so this can take up to the connect timeout.
     pub fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::SeqCst);
         let list = std::mem::take(
