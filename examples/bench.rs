@@ -220,13 +220,17 @@ mod ours {
             .cycle()
             .take(one.len() * (32 << 20) / one.len())
             .collect();
+        // In 16 KiB pieces, as WebSocket frames bring it (tungstenite hands over `Bytes`).
+        let chunks: Vec<tungstenite::Bytes> = stream
+            .chunks(16 * 1024)
+            .map(tungstenite::Bytes::copy_from_slice)
+            .collect();
         let (t0, mut packets) = (Instant::now(), 0usize);
         let mut rounds = 0;
         while t0.elapsed() < Duration::from_secs(2) || rounds == 0 {
             let mut f = Framer::new(1 << 20);
-            // Fed in 16 KiB pieces, as WebSocket frames would bring it.
-            for chunk in stream.chunks(16 * 1024) {
-                f.feed(chunk, |p| {
+            for chunk in &chunks {
+                f.feed_bytes(chunk.clone(), |p| {
                     std::hint::black_box(p);
                     packets += 1;
                     Ok(())

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use mqtt::packet::PublishPacket;
 use mqtt::QualityOfService;
+
+use crate::mqtt::codec::PublishFrame;
 
 use crate::error::{Error, Result};
 
@@ -38,39 +39,32 @@ impl QoS {
             QoS::ExactlyOnce => QualityOfService::Level2,
         }
     }
-
-    pub(crate) fn from_mqtt(q: QualityOfService) -> QoS {
-        match q {
-            QualityOfService::Level0 => QoS::AtMostOnce,
-            QualityOfService::Level1 => QoS::AtLeastOnce,
-            QualityOfService::Level2 => QoS::ExactlyOnce,
-        }
-    }
 }
 
 /// A message received on a subscription.
 ///
-/// Cheap to clone: the topic and payload are shared. The payload is delivered exactly as it
-/// arrived, JSON or not, text or binary.
+/// Cheap to clone: the topic and payload are shared, and are the very bytes the packet arrived
+/// in (no copy was made). The payload is delivered exactly as it arrived, JSON or not, text or
+/// binary.
 #[derive(Clone)]
 pub struct Message {
-    packet: Arc<PublishPacket>,
+    publish: PublishFrame,
     provider: Arc<str>,
 }
 
 impl Message {
-    pub(crate) fn new(packet: Arc<PublishPacket>, provider: Arc<str>) -> Message {
-        Message { packet, provider }
+    pub(crate) fn new(publish: PublishFrame, provider: Arc<str>) -> Message {
+        Message { publish, provider }
     }
 
     /// The topic it was published to.
     pub fn topic(&self) -> &str {
-        self.packet.topic_name()
+        self.publish.topic()
     }
 
     /// The payload bytes.
     pub fn payload(&self) -> &[u8] {
-        self.packet.payload()
+        self.publish.payload()
     }
 
     /// The payload as UTF-8 text.
@@ -85,12 +79,12 @@ impl Message {
 
     /// The QoS the broker delivered it with.
     pub fn qos(&self) -> QoS {
-        QoS::from_mqtt(self.packet.qos().split().0)
+        self.publish.qos()
     }
 
     /// Whether the broker sent it as a retained message (on subscribe).
     pub fn retain(&self) -> bool {
-        self.packet.retain()
+        self.publish.retain()
     }
 
     /// The name of the provider it came through.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mqtt_pubsub::internals::codec::{decode_frame, encode, Framer};
+use mqtt_pubsub::internals::codec::{decode_packet, Framer, Inbound};
 
 #[path = "../fuzz/fuzz_targets/chunking.rs"]
 mod chunking;
@@ -26,7 +26,7 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn run(max: usize, chunks: &[&[u8]]) -> (Vec<mqtt::packet::VariablePacket>, bool) {
+fn run(max: usize, chunks: &[&[u8]]) -> (Vec<Inbound>, bool) {
     let mut framer = Framer::new(max);
     let mut packets = Vec::new();
     for c in chunks {
@@ -62,8 +62,8 @@ fn seeds_and_regressions_hold_the_decode_and_roundtrip_properties() {
         let mut framer = Framer::new(1 << 16);
         let _ = framer.feed(&data, |p| {
             let mut bytes = Vec::new();
-            encode(&p, &mut bytes);
-            assert_eq!(decode_frame(&bytes).unwrap(), p, "{name}");
+            p.encode(&mut bytes);
+            assert_eq!(decode_packet(&bytes).unwrap(), p, "{name}");
             decoded += 1;
             Ok(())
         });

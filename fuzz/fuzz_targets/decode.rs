@@ -7,11 +7,11 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "chunking.rs"]
 mod chunking;
-use mqtt_pubsub::internals::codec::Framer;
+use mqtt_pubsub::internals::codec::{Framer, Inbound};
 
 const MAX: usize = 4096;
 
-fn run(chunks: &[&[u8]]) -> (Vec<mqtt::packet::VariablePacket>, bool) {
+fn run(chunks: &[&[u8]]) -> (Vec<Inbound>, bool) {
     let mut framer = Framer::new(MAX);
     let mut packets = Vec::new();
     for c in chunks {

@@ -236,7 +236,7 @@ impl Driver {
                 .set_read_timeout(Some(left))
                 .map_err(|e| websocket::map_io("socket setup", e))?;
             match ws.read() {
-                Ok(tungstenite::Message::Binary(b)) => self.framer.feed(&b, |p| {
+                Ok(tungstenite::Message::Binary(b)) => self.framer.feed_bytes(b, |p| {
                     match connack {
                         None => connack = Some(Session::<Reply>::check_connack(&p)),
                         Some(_) => backlog.push(p),
@@ -283,7 +283,7 @@ impl Driver {
         };
         self.session.on_connected(now, session_present, resubscribe);
         for p in backlog {
-            self.session.handle(p, now)?;
+            self.session.handle_inbound(p, now)?;
         }
         log::debug!(
             "provider {}: connected to {} (session present: {session_present})",
@@ -453,7 +453,8 @@ impl Driver {
             match ws.read() {
                 Ok(tungstenite::Message::Binary(b)) => {
                     let session = &mut self.session;
-                    self.framer.feed(&b, |p| session.handle(p, now))?;
+                    self.framer
+                        .feed_bytes(b, |p| session.handle_inbound(p, now))?;
                     self.dispatch_events();
                 }
                 Ok(tungstenite::Message::Text(_)) => {
@@ -483,7 +484,7 @@ impl Driver {
         while let Some(ev) = self.session.next_event() {
             match ev {
                 SessionEvent::Message(p) => {
-                    let msg = Message::new(Arc::new(p), self.name.clone());
+                    let msg = Message::new(p, self.name.clone());
                     for sink in self.router.route(msg.topic()) {
                         sink.deliver(msg.clone());
                     }

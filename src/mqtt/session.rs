@@ -17,7 +17,7 @@ use mqtt::{TopicFilter, TopicName};
 
 use crate::error::{ConnackCode, Error, Result};
 use crate::message::QoS;
-use crate::mqtt::codec::encode;
+use crate::mqtt::codec::{encode, Inbound, PublishFrame};
 use crate::options::LastWill;
 
 /// Packet identifiers kept beyond the publish window for SUBSCRIBE and UNSUBSCRIBE, so that
@@ -75,7 +75,7 @@ impl SessionConfig {
 #[derive(Debug, PartialEq)]
 pub enum Event<R> {
     /// An application message arrived (deliver it to the matching subscriptions).
-    Message(PublishPacket),
+    Message(PublishFrame),
     /// A QoS 1 publish got its PUBACK, or a QoS 2 publish its PUBCOMP.
     Published(R),
     /// All SUBACKs of a subscribe request arrived; the refused filters are listed.
@@ -201,7 +201,13 @@ impl<R> Session<R> {
     }
 
     /// Checks a CONNACK. `Ok(session_present)` when accepted.
-    pub fn check_connack(packet: &VariablePacket) -> Result<bool> {
+    pub fn check_connack(packet: &Inbound) -> Result<bool> {
+        let packet = match packet {
+            Inbound::Other(p) => p,
+            Inbound::Publish(_) => {
+                return Err(Error::Protocol("expected CONNACK, got PUBLISH".into()))
+            }
+        };
         match packet {
             VariablePacket::ConnackPacket(c) => match c.connect_return_code() {
                 ConnectReturnCode::ConnectionAccepted => Ok(c.connack_flags().session_present),
@@ -404,22 +410,36 @@ impl<R> Session<R> {
 
     /// Handles one packet from the broker.
     pub fn handle(&mut self, packet: VariablePacket, now: Instant) -> Result<()> {
+        self.handle_inbound(Inbound::from(packet), now)
+    }
+
+    /// Handles one packet from the broker, as the framer delivers it.
+    pub fn handle_inbound(&mut self, packet: Inbound, now: Instant) -> Result<()> {
         self.last_in = now;
-        match packet {
-            VariablePacket::PublishPacket(p) => match p.qos() {
-                QoSWithPacketIdentifier::Level0 => self.events.push_back(Event::Message(p)),
-                QoSWithPacketIdentifier::Level1(id) => {
-                    self.events.push_back(Event::Message(p));
-                    encode(&PubackPacket::new(id), &mut self.out);
-                }
-                QoSWithPacketIdentifier::Level2(id) => {
-                    // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3].
-                    if self.inbound_qos2.insert(id) {
+        let packet = match packet {
+            Inbound::Publish(p) => {
+                match (p.qos(), p.packet_id()) {
+                    (QoS::AtLeastOnce, Some(id)) => {
                         self.events.push_back(Event::Message(p));
+                        encode(&PubackPacket::new(id), &mut self.out);
                     }
-                    encode(&PubrecPacket::new(id), &mut self.out);
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3].
+                        if self.inbound_qos2.insert(id) {
+                            self.events.push_back(Event::Message(p));
+                        }
+                        encode(&PubrecPacket::new(id), &mut self.out);
+                    }
+                    _ => self.events.push_back(Event::Message(p)),
                 }
-            },
+                return Ok(());
+            }
+            Inbound::Other(packet) => packet,
+        };
+        match packet {
+            VariablePacket::PublishPacket(p) => {
+                return self.handle(VariablePacket::PublishPacket(p), now)
+            }
             VariablePacket::PubrelPacket(p) => {
                 self.inbound_qos2.remove(&p.packet_identifier());
                 encode(&PubcompPacket::new(p.packet_identifier()), &mut self.out);
@@ -792,7 +812,10 @@ mod tests {
         let mut out = Vec::new();
         Framer::new(1 << 20)
             .feed(bytes, |p| {
-                out.push(p);
+                out.push(match p {
+                    Inbound::Other(v) => v,
+                    Inbound::Publish(f) => crate::mqtt::codec::decode_frame(f.as_bytes()).unwrap(),
+                });
                 Ok(())
             })
             .unwrap();
@@ -1064,11 +1087,11 @@ mod tests {
     fn connack_codes_are_reported() {
         let refused = ConnackPacket::new(false, ConnectReturnCode::BadUserNameOrPassword).into();
         assert!(matches!(
-            Session::<u32>::check_connack(&refused),
+            Session::<u32>::check_connack(&Inbound::Other(refused)),
             Err(Error::ConnectionRefused(ConnackCode(4)))
         ));
         let ok = ConnackPacket::new(true, ConnectReturnCode::ConnectionAccepted).into();
-        assert!(Session::<u32>::check_connack(&ok).unwrap());
+        assert!(Session::<u32>::check_connack(&Inbound::Other(ok)).unwrap());
     }
 
     #[test]

@@ -34,6 +34,30 @@ pub fn wait_port(port: u16, timeout: Duration) {
     }
 }
 
+/// Waits until a WebSocket upgrade on the port succeeds: a listening TCP port is not yet a
+/// broker ready to upgrade (an early upgrade was seen reset under load).
+pub fn wait_ws(port: u16, path: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+            let url = format!("ws://127.0.0.1:{port}{path}");
+            let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+            if let Ok((mut ws, _)) = tungstenite::client::client(req, tcp) {
+                let _ = ws.close(None);
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "no WebSocket upgrade on port {port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Whether a broker may be used: `true` if it is installed. If it is not, the test is
 /// skipped with a message, unless `MQTT_PUBSUB_REQUIRE_BROKERS` names it: then it fails.
 pub fn available(broker: &str, installed: bool) -> bool {
@@ -359,6 +383,9 @@ impl Mosquitto {
             &[tcp, ws_port, wss_port, auth_port, mtls_port],
             None,
         );
+        for p in [ws_port, auth_port] {
+            wait_ws(p, "/mqtt", Duration::from_secs(20));
+        }
         Some(Mosquitto {
             process,
             ws_port,
@@ -412,6 +439,7 @@ impl Nats {
             &[mqtt, ws_port],
             None,
         );
+        wait_ws(ws_port, "/mqtt", Duration::from_secs(20));
         Some(Nats {
             process,
             ws_port,
@@ -456,6 +484,7 @@ impl Aedes {
             args.push("auth".into());
         }
         let process = Process::spawn(&node.unwrap(), &args, &[ws_port], Some(&dir));
+        wait_ws(ws_port, "/", Duration::from_secs(20));
         Some(Aedes { process, ws_port })
     }
 
