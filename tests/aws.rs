@@ -17,7 +17,6 @@ use mqtt_pubsub::aws::{
 };
 use mqtt_pubsub::{
     AwsIotProvider, ConnectionState, Error, PubSub, PublishOptions, QoS, ReconnectPolicy,
-    SubscribeOptions,
 };
 use support::gateway::{verify, Gateway};
 use support::{make_certs, Mosquitto, Moto, TempDir};
@@ -87,23 +86,8 @@ fn provider(s: &Setup, creds: impl CredentialsProvider) -> AwsIotProvider {
 }
 
 fn roundtrip(ps: &PubSub) {
-    let sub = ps
-        .subscribe_with(
-            "aws/test",
-            SubscribeOptions::default().qos(QoS::AtLeastOnce),
-        )
-        .unwrap();
-    ps.publish_with(
-        "aws/test",
-        "signed",
-        PublishOptions::default().qos(QoS::AtLeastOnce),
-    )
-    .unwrap();
-    let m = sub.recv_timeout(WAIT).unwrap();
-    assert_eq!(
-        (m.payload(), m.provider()),
-        (&b"signed"[..], "AWSIoTProvider")
-    );
+    let m = support::assert_roundtrip(ps, "aws/test");
+    assert_eq!(m.provider(), "AWSIoTProvider");
 }
 
 #[test]

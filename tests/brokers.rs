@@ -536,14 +536,8 @@ fn rumqttd_refuses_a_bad_password() {
                 .unwrap(),
         )
         .unwrap_err();
-    // rumqttd closes the connection without a CONNACK code.
-    assert!(
-        matches!(
-            err,
-            Error::ConnectionRefused(_) | Error::ConnectionLost(_) | Error::Io { .. }
-        ),
-        "{err}"
-    );
+    // rumqttd answers a bad password by closing the connection, without a CONNACK code.
+    assert!(matches!(err, Error::ConnectionLost(_)), "{err}");
     PubSub::new()
         .add_provider(
             MqttOverWsProvider::builder(b.ws_url())
@@ -581,14 +575,7 @@ fn mosquitto_wss_with_the_test_ca() {
             .unwrap(),
     )
     .unwrap();
-    let sub = ps.subscribe("tls").unwrap();
-    ps.publish_with(
-        "tls",
-        "secure",
-        PublishOptions::default().qos(QoS::AtLeastOnce),
-    )
-    .unwrap();
-    assert_eq!(recv(&sub).payload(), b"secure");
+    support::assert_roundtrip(&ps, "tls");
 }
 
 #[test]
@@ -646,14 +633,7 @@ fn mosquitto_mutual_tls_needs_the_client_certificate() {
             .unwrap(),
     )
     .unwrap();
-    let sub = ps.subscribe("mtls").unwrap();
-    ps.publish_with(
-        "mtls",
-        "both sides",
-        PublishOptions::default().qos(QoS::AtLeastOnce),
-    )
-    .unwrap();
-    assert_eq!(recv(&sub).payload(), b"both sides");
+    support::assert_roundtrip(&ps, "mtls");
 }
 
 #[test]

@@ -60,13 +60,14 @@ fn no_secret_in_any_log_line_at_any_level() {
     sub.recv_timeout(std::time::Duration::from_secs(10))
         .unwrap();
     ps.close().unwrap();
-    let _ = PubSub::new().add_provider(
+    let refused = PubSub::new().add_provider(
         MqttOverWsProvider::builder(b.ws_url())
             .username_password("alice", format!("{PASSWORD}-wrong"))
             .connect_timeout(std::time::Duration::from_secs(3))
             .build()
             .unwrap(),
     );
+    assert!(refused.is_err(), "a wrong password is refused");
 
     // A signed URL with a session token, accepted and refused.
     if let Some(m) = Mosquitto::start() {

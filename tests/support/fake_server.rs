@@ -19,8 +19,10 @@ pub enum Misbehaviour {
     NoConnack,
     /// CONNACK with this return code.
     ConnackRefused(u8),
-    /// After a good CONNACK, send these raw bytes in a binary frame.
+    /// After a good CONNACK, send these raw bytes in a binary frame, then behave.
     Bytes(Vec<u8>),
+    /// Behave, but never acknowledge a PUBLISH.
+    NoPuback,
     /// After a good CONNACK, send a WebSocket close frame.
     Close,
     /// After a good CONNACK, send a text frame.
@@ -120,12 +122,10 @@ fn serve(mut stream: TcpStream, step: Option<Misbehaviour>) {
             }
         }
     }
+    let ack_publishes = !matches!(step, Some(Misbehaviour::NoPuback));
     match step {
-        Some(Misbehaviour::Bytes(b)) => {
-            let _ = send(&mut ws, b);
-            while ws.read().is_ok() {}
-            return;
-        }
+        // Scripted bytes, then the server behaves on the same connection.
+        Some(Misbehaviour::Bytes(b)) if send(&mut ws, b.clone()).is_err() => return,
         Some(Misbehaviour::Close) => {
             let _ = ws.close(None);
             while ws.read().is_ok() {}
@@ -138,11 +138,11 @@ fn serve(mut stream: TcpStream, step: Option<Misbehaviour>) {
         }
         _ => {}
     }
-    behave(ws);
+    behave(ws, ack_publishes);
 }
 
 /// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1.
-fn behave(mut ws: tungstenite::WebSocket<TcpStream>) {
+fn behave(mut ws: tungstenite::WebSocket<TcpStream>, ack_publishes: bool) {
     let mut subscribed: Vec<String> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     while let Ok(msg) = ws.read() {
@@ -160,7 +160,7 @@ fn behave(mut ws: tungstenite::WebSocket<TcpStream>) {
                     } else {
                         (None, &body[2 + tlen..])
                     };
-                    if let Some(id) = id {
+                    if let (Some(id), true) = (id, ack_publishes) {
                         out.extend_from_slice(&[0x40, 0x02, id[0], id[1]]);
                     }
                     if subscribed.contains(&topic) {

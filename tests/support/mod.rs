@@ -34,6 +34,27 @@ pub fn wait_port(port: u16, timeout: Duration) {
     }
 }
 
+/// Subscribes to `topic` at QoS 1, publishes one QoS 1 message to it, and checks that exactly
+/// that message arrives; returns it.
+pub fn assert_roundtrip(ps: &mqtt_pubsub::PubSub, topic: &str) -> mqtt_pubsub::Message {
+    use mqtt_pubsub::{PublishOptions, QoS, SubscribeOptions};
+    let sub = ps
+        .subscribe_with(topic, SubscribeOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    let payload = format!("round trip on {topic}");
+    ps.publish_with(
+        topic,
+        payload.as_str(),
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let m = sub
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the message comes back");
+    assert_eq!((m.topic(), m.payload()), (topic, payload.as_bytes()));
+    m
+}
+
 /// Waits until a WebSocket upgrade on the port succeeds: a listening TCP port is not yet a
 /// broker ready to upgrade (an early upgrade was seen reset under load).
 pub fn wait_ws(port: u16, path: &str, timeout: Duration) {
