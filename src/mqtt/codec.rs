@@ -349,6 +349,47 @@ impl Framer {
     }
 }
 
+/// An outgoing PUBLISH: encoded here, straight from the caller's topic and payload (the topic
+/// was checked when the caller published; mqtt-protocol's `PublishPacket` would check it again
+/// on every message, and reads its own DUP bit wrong).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Topic name (valid, at most 65535 bytes).
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+}
+
+impl Outgoing {
+    /// Appends the PUBLISH with packet id `id` (ignored at QoS 0) and the DUP flag.
+    pub fn encode(&self, id: u16, dup: bool, out: &mut Vec<u8>) {
+        let qos = self.qos as u8;
+        let id_len = if qos > 0 { 2 } else { 0 };
+        let remaining = 2 + self.topic.len() + id_len + self.payload.len();
+        out.reserve(remaining + 5);
+        out.push(0x30 | (u8::from(dup && qos > 0) << 3) | (qos << 1) | u8::from(self.retain));
+        let mut n = remaining;
+        loop {
+            let byte = (n % 128) as u8;
+            n /= 128;
+            out.push(if n > 0 { byte | 0x80 } else { byte });
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&(self.topic.len() as u16).to_be_bytes());
+        out.extend_from_slice(self.topic.as_bytes());
+        if qos > 0 {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        out.extend_from_slice(&self.payload);
+    }
+}
+
 /// Appends the encoding of `packet` to `out`.
 pub fn encode<P: Encodable>(packet: &P, out: &mut Vec<u8>) {
     out.reserve(packet.encoded_length() as usize);
@@ -481,6 +522,42 @@ mod tests {
                     Err(Error::Protocol(_))
                 ),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn outgoing_publish_encodes_as_mqtt_protocol_does_and_parses_back() {
+        for (qos, mq, size) in [
+            (QoS::AtMostOnce, QoSWithPacketIdentifier::Level0, 0usize),
+            (QoS::AtLeastOnce, QoSWithPacketIdentifier::Level1(513), 127),
+            (
+                QoS::ExactlyOnce,
+                QoSWithPacketIdentifier::Level2(513),
+                20_000,
+            ),
+        ] {
+            let o = Outgoing {
+                topic: "a/b".into(),
+                payload: vec![7; size],
+                qos,
+                retain: true,
+            };
+            let mut ours = Vec::new();
+            o.encode(513, false, &mut ours);
+            let mut theirs = Vec::new();
+            let mut p = PublishPacket::new(TopicName::new("a/b").unwrap(), mq, vec![7; size]);
+            p.set_retain(true);
+            encode(&p, &mut theirs);
+            assert_eq!(ours, theirs, "{qos:?}");
+            let mut dup = Vec::new();
+            o.encode(513, true, &mut dup);
+            let Inbound::Publish(f) = decode_packet(&dup).unwrap() else {
+                panic!()
+            };
+            assert_eq!(
+                (f.dup(), f.retain(), f.qos(), f.payload().len()),
+                (qos != QoS::AtMostOnce, true, qos, size)
             );
         }
     }

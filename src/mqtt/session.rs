@@ -17,7 +17,7 @@ use mqtt::{TopicFilter, TopicName};
 
 use crate::error::{ConnackCode, Error, Result};
 use crate::message::QoS;
-use crate::mqtt::codec::{encode, Inbound, PublishFrame};
+use crate::mqtt::codec::{encode, Inbound, Outgoing, PublishFrame};
 use crate::options::LastWill;
 
 /// Packet identifiers kept beyond the publish window for SUBSCRIBE and UNSUBSCRIBE, so that
@@ -85,7 +85,7 @@ pub enum Event<R> {
 #[derive(Debug)]
 enum Request<R> {
     Publish {
-        packet: PublishPacket,
+        packet: Outgoing,
         reply: Option<R>,
     },
     Subscribe {
@@ -108,7 +108,7 @@ struct Inflight<R> {
 enum Pending<R> {
     /// `released`: QoS 2 PUBREC arrived, PUBREL sent, waiting for PUBCOMP.
     Publish {
-        packet: PublishPacket,
+        packet: Outgoing,
         reply: Option<R>,
         released: bool,
     },
@@ -269,10 +269,7 @@ impl<R> Session<R> {
                     packet,
                     released: false,
                     ..
-                } => {
-                    packet.set_dup(true);
-                    encode(packet, &mut self.out);
-                }
+                } => packet.encode(id, true, &mut self.out),
                 Pending::Publish { released: true, .. } => {
                     encode(&PubrelPacket::new(id), &mut self.out)
                 }
@@ -324,17 +321,18 @@ impl<R> Session<R> {
         retain: bool,
         reply: Option<R>,
     ) -> Result<()> {
-        let topic = TopicName::new(topic)
-            .map_err(|e| Error::invalid_topic(&e.0, "not a valid topic name"))?;
-        let qos_id = match qos {
-            QoS::AtMostOnce => QoSWithPacketIdentifier::Level0,
-            QoS::AtLeastOnce => QoSWithPacketIdentifier::Level1(0),
-            QoS::ExactlyOnce => QoSWithPacketIdentifier::Level2(0),
+        // The caller validated the topic; only what would corrupt the encoding is checked here.
+        if topic.len() > crate::topic::MAX_TOPIC_LEN {
+            return Err(Error::invalid_topic(&topic, "longer than 65535 bytes"));
+        }
+        let packet = Outgoing {
+            topic,
+            payload,
+            qos,
+            retain,
         };
-        let mut packet = PublishPacket::new(topic, qos_id, payload);
-        packet.set_retain(retain);
         if qos == QoS::AtMostOnce && self.connected && self.queue.is_empty() {
-            encode(&packet, &mut self.out);
+            packet.encode(0, false, &mut self.out);
             return Ok(());
         }
         self.queue.push_back(Request::Publish { packet, reply });
@@ -446,7 +444,7 @@ impl<R> Session<R> {
             }
             VariablePacket::PubackPacket(p) => {
                 let id = p.packet_identifier();
-                if self.slot_is(id, |k| matches!(k, Pending::Publish { packet, .. } if packet.qos().split().0 == mqtt::QualityOfService::Level1)) {
+                if self.slot_is(id, |k| matches!(k, Pending::Publish { packet, .. } if packet.qos == QoS::AtLeastOnce)) {
                     self.complete_publish(id);
                 } else {
                     log::warn!("ignoring PUBACK for unknown packet id {id}");
@@ -463,7 +461,7 @@ impl<R> Session<R> {
                     ..
                 })) = self.slots.get_mut(id as usize).map(|s| s.as_deref_mut())
                 {
-                    if packet.qos().split().0 == mqtt::QualityOfService::Level2 {
+                    if packet.qos == QoS::ExactlyOnce {
                         *released = true;
                         known = true;
                     }
@@ -715,9 +713,7 @@ impl<R> Session<R> {
             let needs_id = match self.queue.front() {
                 None => return,
                 Some(r) if !take(r) => return,
-                Some(Request::Publish { packet, .. }) => {
-                    packet.qos() != QoSWithPacketIdentifier::Level0
-                }
+                Some(Request::Publish { packet, .. }) => packet.qos != QoS::AtMostOnce,
                 // A SUBSCRIBE waits for every UNSUBACK: aedes processes an UNSUBSCRIBE and a
                 // following SUBSCRIBE of the same filter concurrently, and the unsubscribe
                 // can win, leaving us unsubscribed.
@@ -726,7 +722,7 @@ impl<R> Session<R> {
             };
             if !needs_id {
                 if let Some(Request::Publish { packet, .. }) = self.queue.pop_front() {
-                    encode(&packet, &mut self.out);
+                    packet.encode(0, false, &mut self.out);
                 }
                 continue;
             }
@@ -737,13 +733,8 @@ impl<R> Session<R> {
             let req = self.queue.pop_front().expect("front checked");
             self.seq += 1;
             let kind = match req {
-                Request::Publish { mut packet, reply } => {
-                    let qos = match packet.qos().split().0 {
-                        mqtt::QualityOfService::Level2 => QoSWithPacketIdentifier::Level2(id),
-                        _ => QoSWithPacketIdentifier::Level1(id),
-                    };
-                    packet.set_qos(qos);
-                    encode(&packet, &mut self.out);
+                Request::Publish { packet, reply } => {
+                    packet.encode(id, false, &mut self.out);
                     Pending::Publish {
                         packet,
                         reply,
