@@ -105,11 +105,6 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
     }
 }
 
-/// Whether a filter contains a wildcard.
-pub fn has_wildcards(filter: &str) -> bool {
-    filter.contains(['+', '#'])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,16 +175,6 @@ impl<S> Router<S> {
         self.on_broker.clear();
         self.routes.drain(..).map(|r| r.sink).collect()
     }
-
-    /// Number of local subscriptions.
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    /// Whether there is no local subscription.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -176,11 +176,6 @@ impl<R> Session<R> {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SessionConfig {
-        &self.cfg
-    }
-
     /// The CONNECT packet for this session, encoded.
     pub fn connect_packet(&self) -> Vec<u8> {
         let mut p = ConnectPacket::new(self.cfg.client_id.clone());
