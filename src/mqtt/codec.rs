@@ -11,7 +11,8 @@
 //! PUBLISH, the packet that carries the data, is parsed here instead ([`PublishFrame`]):
 //! mqtt-protocol copies every topic and payload into fresh allocations, while a PUBLISH kept
 //! as a slice of the WebSocket frame it arrived in costs no copy at all (the benchmark's
-//! decoder row and callgrind showed those copies as the largest cost per message).
+//! decoder row and callgrind showed those copies as the largest cost per message). Outgoing
+//! PUBLISH is encoded here too ([`Outgoing`]), without validating the topic a second time.
 
 use std::io::Cursor;
 
