@@ -461,6 +461,46 @@ fn hostile_text_frame_is_a_protocol_error_then_recovery() {
     recovers_from(Misbehaviour::Text, "text WebSocket frame");
 }
 
+/// WebSocket pings arriving while big publishes stream out: every ping gets its pong, whole,
+/// between our frames (a pong written into the middle of a partly sent frame would corrupt
+/// the stream and the server would drop the connection).
+#[test]
+fn websocket_pings_during_a_publish_stream_are_answered_between_frames() {
+    let server = FakeServer::start(vec![Misbehaviour::PingEachPublish]);
+    let ps = PubSub::new();
+    ps.add_provider(
+        fast_reconnect(server.url())
+            .max_inflight(100)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let n = 1000;
+    let payload = vec![0x5a; 64 * 1024];
+    let opts = PublishOptions::default().qos(QoS::AtLeastOnce);
+    let receipts: Vec<_> = (0..n)
+        .map(|_| {
+            ps.publish_nowait("ping/stream", payload.clone(), opts.clone())
+                .unwrap()
+        })
+        .collect();
+    for r in receipts {
+        r.wait().unwrap();
+    }
+    for i in 0..n {
+        let matched = server
+            .pongs
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("pong {i} of {n} never came"));
+        assert!(matched, "pong {i} does not echo its ping");
+    }
+    assert_eq!(
+        server.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the stream stayed on its first connection"
+    );
+}
+
 #[test]
 fn hostile_acks_for_unknown_ids_are_ignored_and_the_connection_stays() {
     // SUBACK for id 77 and PUBACK for id 78, never asked for, then the server behaves.

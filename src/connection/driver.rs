@@ -213,13 +213,13 @@ impl Driver {
             .max_frame_size(Some(limit))
             .max_write_buffer_size(OUTPUT_BATCH * 4 + self.options.max_packet_size.min(64 << 20));
         let mut ws = websocket::open(&req, deadline, config)?;
-        // CONNECT carries the password: it is framed here and written straight to the stream,
-        // because tungstenite logs every frame it sends, payload included, at trace level.
-        // Nothing else has been written yet, so the two cannot interleave.
-        let frame =
-            websocket::client_frame(&self.session.connect_packet(), backoff::random_u64() as u32);
+        // All MQTT data is framed by `Stream` (see `serve_registered`), CONNECT included; that
+        // matters here because CONNECT carries the password and tungstenite logs every frame
+        // it sends, payload included, at trace level.
+        let mut connect = self.session.connect_packet();
         let stream = ws.get_mut();
-        std::io::Write::write_all(stream, &frame)
+        stream
+            .send_binary(&mut connect)
             .and_then(|()| std::io::Write::flush(stream))
             .map_err(|e| websocket::map_io("sending CONNECT", e))?;
 
@@ -336,19 +336,24 @@ impl Driver {
             }
             self.dispatch_events();
 
-            let out = self.session.output();
-            if !out.is_empty() {
-                let bytes = std::mem::take(out);
-                if let Err(e) = ws.write(tungstenite::Message::Binary(bytes.into())) {
-                    return Exit::Lost(map_ws("writing", e));
-                }
-                self.session.mark_sent(now);
-            }
+            // Our frame in flight and whatever tungstenite holds (pongs) go first; `Ok` means
+            // both are out, so a new frame cannot split one of tungstenite's.
             write_blocked = match ws.flush() {
                 Ok(()) => false,
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
                 Err(e) => return Exit::Lost(map_ws("writing", e)),
             };
+            let out = self.session.output();
+            if !write_blocked && !out.is_empty() {
+                // The batch becomes one binary frame, masked in place: the output buffer is
+                // swapped into the stream, not copied.
+                match ws.get_mut().send_binary(out) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => write_blocked = true,
+                    Err(e) => return Exit::Lost(websocket::map_io("writing", e)),
+                }
+                self.session.mark_sent(now);
+            }
 
             let commands_waiting =
                 !write_blocked && !self.cmd_rx.is_empty() && self.session.can_accept();
@@ -510,12 +515,15 @@ impl Driver {
     fn shutdown(&mut self, ws: Option<Ws>) {
         if let Some(mut ws) = ws {
             self.session.disconnect();
-            let bytes = std::mem::take(self.session.output());
+            let mut bytes = std::mem::take(self.session.output());
             let tcp = ws.get_ref().tcp();
             let _ = tcp.set_nonblocking(false);
             let _ = tcp.set_write_timeout(Some(CLOSE_FLUSH));
             let _ = tcp.set_read_timeout(Some(CLOSE_FLUSH));
-            let _ = ws.send(tungstenite::Message::Binary(bytes.into()));
+            // What is pending goes first (blocking now), then DISCONNECT, then the close.
+            if ws.flush().is_ok() {
+                let _ = ws.get_mut().send_binary(&mut bytes);
+            }
             let _ = ws.close(None);
             let _ = ws.flush();
         }

@@ -1,5 +1,7 @@
 //! The WebSocket upgrade (subprotocol `mqtt`) over TCP or TLS, with one deadline for all.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -15,44 +17,189 @@ use crate::error::{Error, Operation, Result};
 
 /// TCP or TLS over TCP.
 #[derive(Debug)]
-pub enum Stream {
+enum Transport {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
+impl Transport {
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write_vectored(bufs),
+            Transport::Tls(s) => s.write_vectored(bufs),
+        }
+    }
+}
+
+/// The byte stream under tungstenite: TCP or TLS, plus the binary frame of ours being written.
+///
+/// Outgoing MQTT data does not go through tungstenite's `write`, which copies the payload into
+/// its own buffer and masks it there: [`Stream::send_binary`] takes the session's output
+/// buffer by swapping it, masks it in place and writes header and payload with one vectored
+/// write. Every write tungstenite makes (pongs, close) goes through this type, which finishes
+/// our frame first, so the two never interleave as long as a frame is only started when
+/// tungstenite has nothing buffered (its `flush` returned `Ok`).
+#[derive(Debug)]
+pub struct Stream {
+    transport: Transport,
+    header: [u8; MAX_HEADER],
+    header_len: usize,
+    body: Vec<u8>,
+    /// Bytes of header + body written so far.
+    written: usize,
+    /// Mask keys are a keyed hash (SipHash, random key) of a frame counter: unpredictable, as
+    /// RFC 6455 §5.3 asks, at the cost of one hash per frame.
+    mask_keys: RandomState,
+    frames: u64,
+}
+
+/// Largest client frame header: 2 + 8 (length) + 4 (mask key).
+const MAX_HEADER: usize = 14;
+/// A frame buffer grown past this by a burst is given back once written.
+const KEEP_CAPACITY: usize = 256 * 1024;
+
 impl Stream {
+    fn new(transport: Transport) -> Stream {
+        Stream {
+            transport,
+            header: [0; MAX_HEADER],
+            header_len: 0,
+            body: Vec::new(),
+            written: 0,
+            mask_keys: RandomState::new(),
+            frames: 0,
+        }
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
+        match &self.transport {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &s.sock,
         }
+    }
+
+    /// Whether a frame started by [`Stream::send_binary`] is not fully written yet.
+    pub fn frame_pending(&self) -> bool {
+        self.written < self.header_len + self.body.len()
+    }
+
+    /// Sends `payload` as one masked binary frame and leaves `payload` empty (holding a
+    /// spare buffer). Writes what the socket takes now; the rest goes out on the next
+    /// [`Write::write`] or [`Write::flush`] (a `WouldBlock` from either means "still
+    /// pending").
+    ///
+    /// Call only when nothing is pending here ([`Stream::frame_pending`]) nor in tungstenite
+    /// (its `flush` returned `Ok`, or it has written nothing yet).
+    pub fn send_binary(&mut self, payload: &mut Vec<u8>) -> io::Result<()> {
+        debug_assert!(!self.frame_pending(), "one frame at a time");
+        self.body.clear();
+        std::mem::swap(&mut self.body, payload);
+        self.frames = self.frames.wrapping_add(1);
+        let mut h = self.mask_keys.build_hasher();
+        h.write_u64(self.frames);
+        let key = (h.finish() as u32).to_ne_bytes();
+        self.header_len = frame_header(self.body.len(), key, &mut self.header);
+        mask(&mut self.body, key);
+        self.written = 0;
+        self.drain()
+    }
+
+    /// Writes what is left of our frame; `WouldBlock` if the socket does not take all of it.
+    fn drain(&mut self) -> io::Result<()> {
+        let total = self.header_len + self.body.len();
+        while self.written < total {
+            let result = if self.written < self.header_len {
+                self.transport.write_vectored(&[
+                    io::IoSlice::new(&self.header[self.written..self.header_len]),
+                    io::IoSlice::new(&self.body),
+                ])
+            } else {
+                let from = self.written - self.header_len;
+                self.transport
+                    .write_vectored(&[io::IoSlice::new(&self.body[from..])])
+            };
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if total > 0 {
+            self.header_len = 0;
+            self.written = 0;
+            if self.body.capacity() > KEEP_CAPACITY {
+                self.body = Vec::new();
+            } else {
+                self.body.clear();
+            }
+        }
+        Ok(())
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+        match &mut self.transport {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
+        self.drain()?;
+        match &mut self.transport {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
+        self.drain()?;
+        match &mut self.transport {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
         }
+    }
+}
+
+/// Writes the header of a masked binary client frame carrying `len` bytes into `out` and
+/// returns its length [RFC 6455 §5.2].
+fn frame_header(len: usize, key: [u8; 4], out: &mut [u8; MAX_HEADER]) -> usize {
+    out[0] = 0x82; // FIN, binary
+    let n = if len < 126 {
+        out[1] = 0x80 | len as u8;
+        2
+    } else if len <= 0xffff {
+        out[1] = 0x80 | 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 0x80 | 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    out[n..n + 4].copy_from_slice(&key);
+    n + 4
+}
+
+/// XORs `buf` with the repeated mask `key` [RFC 6455 §5.3], eight bytes at a time.
+fn mask(buf: &mut [u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut words = buf.chunks_exact_mut(8);
+    for w in &mut words {
+        let v = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) ^ wide;
+        w.copy_from_slice(&v.to_ne_bytes());
+    }
+    // The remainder starts at a multiple of 8, so the key lines up from its first byte.
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i % 4];
     }
 }
 
@@ -164,26 +311,6 @@ pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
     }
 }
 
-/// A masked binary WebSocket frame from a client, with mask key `key` [RFC 6455 §5.2, §5.3].
-pub fn client_frame(payload: &[u8], key: u32) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(payload.len() + 14);
-    frame.push(0x82); // FIN, binary
-    let len = payload.len();
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    let key = key.to_be_bytes();
-    frame.extend_from_slice(&key);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    frame
-}
-
 /// Opens TCP, TLS when `wss`, and upgrades to WebSocket with subprotocol `mqtt`, all before
 /// `deadline`. The returned socket is blocking with timeouts; the driver switches it to
 /// non-blocking.
@@ -247,9 +374,9 @@ pub fn open(
                 .complete_io(&mut s.sock)
                 .map_err(|e| map_io("TLS handshake", e))?;
         }
-        Stream::Tls(Box::new(s))
+        Stream::new(Transport::Tls(Box::new(s)))
     } else {
-        Stream::Plain(tcp)
+        Stream::new(Transport::Plain(tcp))
     };
 
     upgrade(stream, url, &req.headers, config)
@@ -387,11 +514,18 @@ fn upgrade(
 mod tests {
     use super::*;
 
+    /// Header and masked payload, as a server (tungstenite) reads them.
     #[test]
-    fn client_frames_decode_as_tungstenite_sees_them() {
-        for len in [0usize, 5, 125, 126, 300, 65_535, 65_536] {
-            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let bytes = client_frame(&payload, 0x1234_5678);
+    fn frames_decode_as_tungstenite_sees_them() {
+        for len in [0usize, 1, 5, 7, 8, 9, 125, 126, 300, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let key = [0x12, 0x34, 0x56, 0x78];
+            let mut header = [0; MAX_HEADER];
+            let n = frame_header(len, key, &mut header);
+            let mut body = payload.clone();
+            mask(&mut body, key);
+            let mut bytes = header[..n].to_vec();
+            bytes.extend_from_slice(&body);
             let mut server = tungstenite::WebSocket::from_raw_socket(
                 std::io::Cursor::new(bytes),
                 tungstenite::protocol::Role::Server,
@@ -402,5 +536,67 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// A frame the socket takes only in part is finished before anything tungstenite writes,
+    /// and the spare buffer handed back is empty.
+    #[test]
+    fn pending_frame_goes_out_before_later_writes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut stream = Stream::new(Transport::Plain(client));
+        // Far more than the socket buffers take at once.
+        let big: Vec<u8> = (0..8 << 20).map(|i| i as u8).collect();
+        let mut payload = big.clone();
+        match stream.send_binary(&mut payload) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("expected a partial write, got {other:?}"),
+        }
+        assert!(payload.is_empty());
+        assert!(stream.frame_pending());
+        let reader = std::thread::spawn(move || {
+            let mut ws = tungstenite::WebSocket::from_raw_socket(
+                server,
+                tungstenite::protocol::Role::Server,
+                Some(
+                    WebSocketConfig::default()
+                        .max_message_size(None)
+                        .max_frame_size(None),
+                ),
+            );
+            let first = ws.read().unwrap();
+            let second = ws.read().unwrap();
+            (first, second)
+        });
+        // What tungstenite would write (a pong, say) waits for our frame.
+        let pong = {
+            let mut header = [0; MAX_HEADER];
+            let n = frame_header(3, [1, 2, 3, 4], &mut header);
+            header[0] = 0x8a; // FIN, pong
+            let mut body = b"abc".to_vec();
+            mask(&mut body, [1, 2, 3, 4]);
+            let mut v = header[..n].to_vec();
+            v.extend_from_slice(&body);
+            v
+        };
+        let mut sent = 0;
+        while sent < pong.len() {
+            match stream.write(&pong[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(!stream.frame_pending());
+        let (first, second) = reader.join().unwrap();
+        match first {
+            tungstenite::Message::Binary(b) => assert!(b[..] == big[..], "payload intact"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(second, tungstenite::Message::Pong(b"abc".to_vec().into()));
     }
 }

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use tungstenite::Message;
@@ -27,11 +27,16 @@ pub enum Misbehaviour {
     Close,
     /// After a good CONNACK, send a text frame.
     Text,
+    /// Behave, and send a WebSocket ping before every PUBACK; each pong is reported on
+    /// [`FakeServer::pongs`] (`true` when it echoes the oldest unanswered ping).
+    PingEachPublish,
 }
 
 pub struct FakeServer {
     pub port: u16,
     pub connections: Arc<AtomicUsize>,
+    /// One entry per pong received (see [`Misbehaviour::PingEachPublish`]).
+    pub pongs: mpsc::Receiver<bool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -43,6 +48,7 @@ impl FakeServer {
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (connections.clone(), stop.clone());
+        let (pong_tx, pongs) = mpsc::channel();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -51,12 +57,14 @@ impl FakeServer {
                 let Ok(stream) = stream else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
                 let step = script.lock().unwrap().next();
-                std::thread::spawn(move || serve(stream, step));
+                let pong_tx = pong_tx.clone();
+                std::thread::spawn(move || serve(stream, step, pong_tx));
             }
         });
         FakeServer {
             port,
             connections,
+            pongs,
             stop,
         }
     }
@@ -76,7 +84,7 @@ impl Drop for FakeServer {
 const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 
 #[allow(clippy::result_large_err)]
-fn serve(mut stream: TcpStream, step: Option<Misbehaviour>) {
+fn serve(mut stream: TcpStream, step: Option<Misbehaviour>, pongs: mpsc::Sender<bool>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     if let Some(Misbehaviour::HttpStatus(code)) = step {
         let mut buf = [0u8; 4096];
@@ -123,6 +131,7 @@ fn serve(mut stream: TcpStream, step: Option<Misbehaviour>) {
         }
     }
     let ack_publishes = !matches!(step, Some(Misbehaviour::NoPuback));
+    let ping = matches!(step, Some(Misbehaviour::PingEachPublish)).then_some(pongs);
     match step {
         // Scripted bytes, then the server behaves on the same connection.
         Some(Misbehaviour::Bytes(b)) if send(&mut ws, b.clone()).is_err() => return,
@@ -138,14 +147,25 @@ fn serve(mut stream: TcpStream, step: Option<Misbehaviour>) {
         }
         _ => {}
     }
-    behave(ws, ack_publishes);
+    behave(ws, ack_publishes, ping);
 }
 
-/// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1.
-fn behave(mut ws: tungstenite::WebSocket<TcpStream>, ack_publishes: bool) {
+/// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1. With `ping`,
+/// a WebSocket ping goes before every PUBACK and each pong is checked and reported.
+fn behave(
+    mut ws: tungstenite::WebSocket<TcpStream>,
+    ack_publishes: bool,
+    ping: Option<mpsc::Sender<bool>>,
+) {
     let mut subscribed: Vec<String> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
+    let mut pings_sent: u32 = 0;
+    let mut unanswered = std::collections::VecDeque::new();
     while let Ok(msg) = ws.read() {
+        if let (Message::Pong(p), Some(tx)) = (&msg, &ping) {
+            let _ = tx.send(unanswered.pop_front().as_deref() == Some(&p[..]));
+            continue;
+        }
         let Message::Binary(b) = msg else { continue };
         buf.extend_from_slice(&b);
         while let Some((first, body, used)) = split_packet(&buf) {
@@ -161,6 +181,17 @@ fn behave(mut ws: tungstenite::WebSocket<TcpStream>, ack_publishes: bool) {
                         (None, &body[2 + tlen..])
                     };
                     if let (Some(id), true) = (id, ack_publishes) {
+                        if ping.is_some() {
+                            pings_sent += 1;
+                            let p = pings_sent.to_be_bytes().to_vec();
+                            unanswered.push_back(p.clone());
+                            if ws.send(Message::Ping(p.into())).is_err() {
+                                return;
+                            }
+                            // A slow reader: the client's socket fills and its frames go out
+                            // in parts, with pings arriving in between.
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         out.extend_from_slice(&[0x40, 0x02, id[0], id[1]]);
                     }
                     if subscribed.contains(&topic) {
