@@ -187,21 +187,16 @@ mod ours {
 
     pub fn idle(url: &str, conns: usize, secs: u64) -> Value {
         let (rss0, threads0) = (rss_kib(), threads());
-        let mut handles = Vec::new();
-        for chunk in 0..conns.div_ceil(20) {
-            let batch: Vec<_> = (0..20.min(conns - chunk * 20))
-                .map(|_| {
-                    let url = url.to_string();
-                    std::thread::spawn(move || {
-                        let ps = PubSub::new();
-                        ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
-                            .unwrap();
-                        ps
-                    })
-                })
-                .collect();
-            handles.extend(batch.into_iter().map(|h| h.join().unwrap()));
-        }
+        // One after another from this thread, as for rumqttc: helper threads would leave their
+        // cached stacks and arenas in the measurement.
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                let ps = PubSub::new();
+                ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+                    .unwrap();
+                ps
+            })
+            .collect();
         idle_measure(conns, secs, rss0, threads0, || drop(handles))
     }
 

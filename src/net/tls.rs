@@ -10,7 +10,26 @@ use crate::error::{Error, Result};
 
 /// A client configuration trusting the webpki roots plus `extra_ca_pems`, presenting
 /// `client_cert` (chain PEM, key PEM) when given.
+///
+/// Without extra CAs or a client certificate every provider shares one configuration (and
+/// its session cache): the root store and resumption cache are ~20 KiB of heap, which every
+/// `ws://` provider used to carry without ever using it.
 pub fn client_config(
+    extra_ca_pems: &[Vec<u8>],
+    client_cert: Option<&(Vec<u8>, Vec<u8>)>,
+) -> Result<Arc<ClientConfig>> {
+    static DEFAULT: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+    if extra_ca_pems.is_empty() && client_cert.is_none() {
+        if let Some(shared) = DEFAULT.get() {
+            return Ok(shared.clone());
+        }
+        let config = build(&[], None)?;
+        return Ok(DEFAULT.get_or_init(|| config).clone());
+    }
+    build(extra_ca_pems, client_cert)
+}
+
+fn build(
     extra_ca_pems: &[Vec<u8>],
     client_cert: Option<&(Vec<u8>, Vec<u8>)>,
 ) -> Result<Arc<ClientConfig>> {
@@ -52,4 +71,18 @@ pub fn client_config(
         }
     };
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_configuration_is_shared_and_custom_ones_are_not() {
+        let a = client_config(&[], None).unwrap();
+        let b = client_config(&[], None).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one default configuration per process");
+        // A custom CA gets its own configuration (a bad PEM proves it is really parsed).
+        assert!(client_config(&[b"not a pem".to_vec()], None).is_err());
+    }
 }
