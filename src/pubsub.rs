@@ -277,7 +277,7 @@ impl PubSub {
         payload: impl Into<Payload>,
         options: PublishOptions,
     ) -> Result<PublishReceipt> {
-        let topics = topics.into_topics();
+        let mut topics = topics.into_topics();
         if topics.is_empty() {
             return Err(Error::invalid_topic("", "no topic given"));
         }
@@ -313,13 +313,20 @@ impl PubSub {
         let mut payload = Some(payload);
         let mut waits = Vec::new();
         let mut n = 0;
-        for c in &targets {
-            for t in &topics {
+        for (ci, c) in targets.iter().enumerate() {
+            let last_target = ci + 1 == targets.len();
+            for t in topics.iter_mut() {
                 n += 1;
                 let bytes = if n == total {
                     payload.take().unwrap_or_default()
                 } else {
                     payload.clone().unwrap_or_default()
+                };
+                // The last target takes the topics themselves: no copy per message.
+                let topic = if last_target {
+                    std::mem::take(t)
+                } else {
+                    t.clone()
                 };
                 let reply = if options.qos == QoS::AtMostOnce {
                     None
@@ -330,7 +337,7 @@ impl PubSub {
                 };
                 c.send(
                     Command::Publish {
-                        topic: t.clone(),
+                        topic,
                         payload: bytes,
                         qos: options.qos,
                         retain: options.retain,

@@ -428,6 +428,35 @@ fn two_providers_publish_to_all_or_to_one() {
     )
     .unwrap();
     assert_eq!(recv(&only_b).topic(), "two/b-end");
+    let m = recv(&all);
+    assert_eq!((m.topic(), m.provider()), ("two/b-end", "B"));
+    // Many topics on every provider: each topic reaches each broker once.
+    ps.publish_with(
+        ["two/m1", "two/m2"],
+        "x",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let mut got: Vec<(String, String)> = (0..4)
+        .map(|_| {
+            let m = recv(&all);
+            (m.topic().to_string(), m.provider().to_string())
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("two/m1", "A"),
+        ("two/m1", "B"),
+        ("two/m2", "A"),
+        ("two/m2", "B"),
+    ];
+    assert_eq!(got, want.map(|(t, p)| (t.to_string(), p.to_string())));
+    let mut on_b = [
+        recv(&only_b).topic().to_string(),
+        recv(&only_b).topic().to_string(),
+    ];
+    on_b.sort();
+    assert_eq!(on_b, ["two/m1", "two/m2"]);
     ps.remove_provider("B").unwrap();
     assert!(
         only_b.recv_timeout(WAIT).is_err(),
