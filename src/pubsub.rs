@@ -12,7 +12,7 @@ use crate::message::{Payload, QoS, Topics};
 use crate::options::{OfflineQoS0, PublishOptions, SubscribeOptions};
 use crate::provider::{Limits, Provider};
 use crate::state::{ConnectionState, StateEvent, StateHub};
-use crate::subscription::Subscription;
+use crate::subscription::{Doorbell, Subscription};
 use crate::topic::{validate_topic_filter, validate_topic_name};
 
 /// Publish and subscribe through any number of named providers, from any thread.
@@ -223,7 +223,16 @@ impl PubSub {
         let timeout = options.timeout.unwrap_or(targets[0].operation_timeout);
         let deadline = Instant::now() + timeout;
         // Built first so that an error below unsubscribes what was already set up (on drop).
-        let sub = Subscription::new(id, rx, &targets, filters.clone(), dropped.clone(), timeout);
+        let bell = Arc::new(Doorbell::default());
+        let sub = Subscription::new(
+            id,
+            rx,
+            &targets,
+            filters.clone(),
+            dropped.clone(),
+            timeout,
+            bell.clone(),
+        );
         let with_qos: Vec<(String, QoS)> = filters.into_iter().map(|f| (f, options.qos)).collect();
         let mut waits = Vec::with_capacity(targets.len());
         for c in &targets {
@@ -232,6 +241,7 @@ impl PubSub {
                 tx: tx.clone(),
                 capacity,
                 dropped: dropped.clone(),
+                bell: bell.clone(),
             };
             c.send(
                 Command::Subscribe {

@@ -475,7 +475,7 @@ fn websocket_pings_during_a_publish_stream_are_answered_between_frames() {
             .unwrap(),
     )
     .unwrap();
-    let n = 1000;
+    let n = 300;
     let payload = vec![0x5a; 64 * 1024];
     let opts = PublishOptions::default().qos(QoS::AtLeastOnce);
     let receipts: Vec<_> = (0..n)

@@ -56,6 +56,8 @@ pub(crate) struct Driver {
     router: Router<Sink>,
     framer: Framer,
     events: Events,
+    /// Subscriptions given messages since the last [`Driver::ring`].
+    to_ring: Vec<Arc<crate::subscription::Doorbell>>,
 }
 
 impl Driver {
@@ -97,6 +99,7 @@ impl Driver {
             router: Router::default(),
             // Only the socket and the notifier can be ready.
             events: Events::with_capacity(std::num::NonZeroUsize::new(4).expect("4 > 0")),
+            to_ring: Vec::new(),
         }
     }
 
@@ -173,6 +176,7 @@ impl Driver {
                     return None;
                 }
                 self.dispatch_events();
+                self.ring();
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -335,6 +339,7 @@ impl Driver {
                 return Exit::Lost(e);
             }
             self.dispatch_events();
+            self.ring();
 
             // Our frame in flight and whatever tungstenite holds (pongs) go first; `Ok` means
             // both are out, so a new frame cannot split one of tungstenite's.
@@ -491,7 +496,13 @@ impl Driver {
                 SessionEvent::Message(p) => {
                     let msg = Message::new(p, self.name.clone());
                     for sink in self.router.route(msg.topic()) {
-                        sink.deliver(msg.clone());
+                        // The first message of a batch wakes the subscription at once (a
+                        // lone message is not delayed); the rest of the batch is covered by
+                        // one more ring after it (`ring`).
+                        if sink.deliver(msg.clone()) && sink.bell.schedule() {
+                            sink.bell.ring();
+                            self.to_ring.push(sink.bell.clone());
+                        }
                     }
                 }
                 SessionEvent::Published(reply) => {
@@ -508,6 +519,13 @@ impl Driver {
                     let _ = reply.send(result);
                 }
             }
+        }
+    }
+
+    /// Wakes the subscriptions that were given messages: once per batch read, not per message.
+    fn ring(&mut self) {
+        for bell in self.to_ring.drain(..) {
+            bell.ring_scheduled();
         }
     }
 

@@ -29,10 +29,25 @@ pub(crate) struct Sink {
     pub tx: Sender<Message>,
     pub capacity: usize,
     pub dropped: Arc<AtomicU64>,
+    pub bell: Arc<crate::subscription::Doorbell>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // The sender goes first, so that a receiver woken by the bell can see the channel
+        // disconnected once every provider's sink is gone.
+        drop(std::mem::replace(
+            &mut self.tx,
+            crossbeam_channel::bounded(0).0,
+        ));
+        self.bell.ring();
+    }
 }
 
 impl Sink {
-    pub fn deliver(&self, msg: Message) {
+    /// Queues `msg` for the subscription; `true` when queued (the sink's bell then needs a
+    /// ring, see [`crate::subscription::Doorbell`]).
+    pub fn deliver(&self, msg: Message) -> bool {
         // One I/O thread per provider delivers to a sink: with several providers the buffer
         // may exceed the capacity by at most one message per provider.
         let result = if self.tx.len() >= self.capacity {
@@ -41,7 +56,7 @@ impl Sink {
             self.tx.try_send(msg)
         };
         match result {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(crossbeam_channel::TrySendError::Full(msg)) => {
                 // A slow subscriber never stalls the I/O thread or other subscriptions: the
                 // message is counted as lost for this subscription and logged.
@@ -52,8 +67,9 @@ impl Sink {
                         msg.topic()
                     );
                 }
+                false
             }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
         }
     }
 }

@@ -190,7 +190,7 @@ fn behave(
                             }
                             // A slow reader: the client's socket fills and its frames go out
                             // in parts, with pings arriving in between.
-                            std::thread::sleep(Duration::from_millis(1));
+                            std::thread::sleep(Duration::from_millis(2));
                         }
                         out.extend_from_slice(&[0x40, 0x02, id[0], id[1]]);
                     }
