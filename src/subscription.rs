@@ -49,7 +49,9 @@ impl Doorbell {
         // in its re-check, or we see it waiting and notify under the lock.
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            // Taking the lock orders us after a receiver's re-check; notifying after letting
+            // it go spares the woken receiver from blocking on it at once.
+            drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()));
             self.ready.notify_all();
         }
     }

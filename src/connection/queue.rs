@@ -112,7 +112,8 @@ impl<T> QueueReceiver<T> {
         // quarter of the process's futex calls). Senders wait only at `len >= capacity`, and
         // `len` falls one at a time, so the crossing below is always seen while draining.
         if was == self.bound.capacity / 2 + 1 {
-            let _guard = self.bound.lock.lock().unwrap_or_else(|e| e.into_inner());
+            // Ordered after a sender's re-check under the lock; notified outside it.
+            drop(self.bound.lock.lock().unwrap_or_else(|e| e.into_inner()));
             self.bound.space.notify_all();
         }
         Ok(item)
