@@ -33,13 +33,17 @@ pub(crate) struct Doorbell {
 impl Doorbell {
     /// Marks the bell for the I/O thread's next round of rings; `true` if the caller must
     /// add it to its list (it was not scheduled yet).
+    ///
+    /// With several providers, another I/O thread may find the bell already scheduled and
+    /// leave the ring to the thread that scheduled it; the acquire-release swaps make its
+    /// message visible to that later ring.
     pub fn schedule(&self) -> bool {
-        !self.scheduled.swap(true, Ordering::Relaxed)
+        !self.scheduled.swap(true, Ordering::AcqRel)
     }
 
     /// Rings a scheduled bell.
     pub fn ring_scheduled(&self) {
-        self.scheduled.store(false, Ordering::Relaxed);
+        self.scheduled.swap(false, Ordering::AcqRel);
         self.ring();
     }
 
@@ -285,10 +289,10 @@ mod tests {
         Message::new(frame, "p".into())
     }
 
-    /// Delivered the way the I/O thread does (first of a batch rung at once, the batch rung
-    /// after it), in batches of varying size with pauses, to a receiver that sleeps whenever
-    /// it is empty: every message arrives in order, none waits for a timeout, and the iteration
-    /// ends when the sink is dropped.
+    /// Delivered the way I/O threads do (first of a batch rung at once, the batch rung after
+    /// it), by two providers sharing the subscription, in batches of varying size with
+    /// yields, to a receiver that sleeps whenever it is empty: every message arrives, in order
+    /// per provider, none waits for a timeout, and the iteration ends when both sinks are gone.
     #[test]
     fn no_wake_up_is_lost() {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -302,49 +306,60 @@ mod tests {
             Duration::from_secs(1),
             bell.clone(),
         );
-        let n = 200_000u32;
-        let producer = std::thread::spawn(move || {
-            let sink = Sink {
-                tx,
-                capacity: usize::MAX,
-                dropped: Arc::new(AtomicU64::new(0)),
-                bell,
-            };
-            let mut i = 0;
-            let mut batch = 1;
-            while i < n {
-                let mut scheduled = false;
-                for _ in 0..batch.min(n - i) {
-                    assert!(sink.deliver(message(i)));
-                    if sink.bell.schedule() {
-                        sink.bell.ring();
-                        scheduled = true;
+        let per_provider = 100_000u32;
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let sink = Sink {
+                    tx: tx.clone(),
+                    capacity: usize::MAX,
+                    dropped: Arc::new(AtomicU64::new(0)),
+                    bell: bell.clone(),
+                };
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    let mut batch = 1 + p;
+                    while i < per_provider {
+                        let mut scheduled = false;
+                        for _ in 0..batch.min(per_provider - i) {
+                            assert!(sink.deliver(message(p << 24 | i)));
+                            if sink.bell.schedule() {
+                                sink.bell.ring();
+                                scheduled = true;
+                            }
+                            i += 1;
+                        }
+                        if scheduled {
+                            sink.bell.ring_scheduled();
+                        }
+                        batch = batch % 37 + 1;
+                        if i % 5000 == 0 {
+                            std::thread::yield_now();
+                        }
                     }
-                    i += 1;
-                }
-                if scheduled {
-                    sink.bell.ring_scheduled();
-                }
-                batch = batch % 37 + 1;
-                if i % 5000 == 0 {
-                    std::thread::yield_now();
-                }
-            }
-        });
-        for i in 0..n {
+                })
+            })
+            .collect();
+        drop((tx, bell));
+        let mut next = [0u32; 2];
+        for k in 0..2 * per_provider {
             // A lost wake-up shows as a receive that lasts its whole timeout (it then finds
             // the message on its own).
             let t = Instant::now();
             let m = sub
                 .recv_timeout(Duration::from_secs(5))
-                .unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+                .unwrap_or_else(|e| panic!("message {k}: {e:?}"));
             assert!(
                 t.elapsed() < Duration::from_secs(4),
-                "message {i}: not woken"
+                "message {k}: not woken"
             );
-            assert_eq!(m.payload(), &i.to_be_bytes()[..]);
+            let v = u32::from_be_bytes(m.payload().try_into().unwrap());
+            let (p, i) = ((v >> 24) as usize, v & 0xff_ffff);
+            assert_eq!(i, next[p], "provider {p} in order");
+            next[p] += 1;
         }
-        producer.join().unwrap();
-        assert!(sub.recv().is_none(), "ends once the sink is gone");
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert!(sub.recv().is_none(), "ends once every sink is gone");
     }
 }
