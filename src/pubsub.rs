@@ -38,7 +38,9 @@ pub struct PubSub {
 
 #[derive(Default)]
 struct Inner {
-    providers: RwLock<Vec<Arc<Connection>>>,
+    /// Replaced whole when providers change, so that a publish takes the list with one
+    /// reference count, not a copy.
+    providers: RwLock<Arc<[Arc<Connection>]>>,
     hub: StateHub,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -47,7 +49,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let list = std::mem::take(self.providers.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for c in list {
+        for c in list.iter() {
             c.close();
         }
     }
@@ -94,7 +96,7 @@ impl PubSub {
         PubSub::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Connection>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Arc<[Arc<Connection>]>> {
         self.inner
             .providers
             .read()
@@ -133,7 +135,9 @@ impl PubSub {
             conn.close();
             return Err(Error::DuplicateProvider(name));
         }
-        list.push(Arc::new(conn));
+        let mut grown = list.to_vec();
+        grown.push(Arc::new(conn));
+        *list = grown.into();
         Ok(())
     }
 
@@ -149,7 +153,10 @@ impl PubSub {
                 .iter()
                 .position(|c| &*c.name == name)
                 .ok_or_else(|| Error::UnknownProvider(name.to_string()))?;
-            list.remove(pos)
+            let mut shrunk = list.to_vec();
+            let conn = shrunk.remove(pos);
+            *list = shrunk.into();
+            conn
         };
         conn.close();
         Ok(())
@@ -174,7 +181,7 @@ impl PubSub {
         self.inner.hub.subscribe()
     }
 
-    fn targets(&self, provider: Option<&str>) -> Result<Vec<Arc<Connection>>> {
+    fn targets(&self, provider: Option<&str>) -> Result<Targets> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
@@ -183,10 +190,10 @@ impl PubSub {
             Some(name) => list
                 .iter()
                 .find(|c| &*c.name == name)
-                .map(|c| vec![c.clone()])
+                .map(|c| Targets::One(c.clone()))
                 .ok_or_else(|| Error::UnknownProvider(name.to_string())),
             None if list.is_empty() => Err(Error::NoProviders),
-            None => Ok(list.clone()),
+            None => Ok(Targets::All(list.clone())),
         }
     }
 
@@ -210,7 +217,7 @@ impl PubSub {
             validate_topic_filter(f)?;
         }
         let targets = self.targets(options.provider.as_deref())?;
-        for c in &targets {
+        for c in targets.iter() {
             for f in &filters {
                 check_topic_limits(&c.limits, f)?;
             }
@@ -235,7 +242,7 @@ impl PubSub {
         );
         let with_qos: Vec<(String, QoS)> = filters.into_iter().map(|f| (f, options.qos)).collect();
         let mut waits = Vec::with_capacity(targets.len());
-        for c in &targets {
+        for c in targets.iter() {
             let (rtx, rrx) = crossbeam_channel::bounded(1);
             let sink = Sink {
                 tx: tx.clone(),
@@ -296,7 +303,7 @@ impl PubSub {
         }
         let payload = payload.into().0;
         let targets = self.targets(options.provider.as_deref())?;
-        for c in &targets {
+        for c in targets.iter() {
             check_qos(&c.limits, options.qos, &c.name)?;
             if options.qos == QoS::AtMostOnce
                 && c.offline_qos0 == OfflineQoS0::FailFast
@@ -374,10 +381,26 @@ impl PubSub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for c in list {
+        for c in list.iter() {
             c.close();
         }
         Ok(())
+    }
+}
+
+/// The connections one call goes to: every provider (the shared list, not a copy) or one.
+enum Targets {
+    All(Arc<[Arc<Connection>]>),
+    One(Arc<Connection>),
+}
+
+impl std::ops::Deref for Targets {
+    type Target = [Arc<Connection>];
+    fn deref(&self) -> &[Arc<Connection>] {
+        match self {
+            Targets::All(list) => list,
+            Targets::One(c) => std::slice::from_ref(c),
+        }
     }
 }
 
