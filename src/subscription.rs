@@ -50,7 +50,8 @@ impl Doorbell {
     /// Called after a message was queued or a sender dropped.
     pub fn ring(&self) {
         // Pairs with the fence in `Subscription::wait`: either the receiver sees the message
-        // in its re-check, or we see it waiting and notify under the lock.
+        // in its re-check, or we see it waiting, take the lock (so it is asleep or has not
+        // re-checked yet) and notify.
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             // Taking the lock orders us after a receiver's re-check; notifying after letting
@@ -130,7 +131,7 @@ impl Subscription {
             bell.waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let guard = bell.lock.lock().unwrap_or_else(|e| e.into_inner());
-            // Checked again under the lock `ring` notifies under: no wake-up is missed.
+            // Checked again under the lock `ring` takes before notifying: no wake-up is missed.
             let outcome = match self.rx.try_recv() {
                 Ok(m) => Some(Ok(m)),
                 Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
