@@ -445,10 +445,13 @@ impl Nats {
         }
         let dir = TempDir::new("nats");
         let (client, mqtt, ws_port) = (free_port(), free_port(), free_port());
+        // ack_wait: NATS redelivers a QoS 1 message it sent to a connection that died only
+        // after this long (default 30 s), not when the session reconnects; the broker-kill
+        // stream test waited out the default in about one run in three.
         let conf = format!(
             "server_name: test_nats_{ws_port}\nlisten: 127.0.0.1:{client}\nmax_payload: 8MB\n\
              jetstream {{ store_dir: \"{}\" }}\n\
-             mqtt {{ host: 127.0.0.1, port: {mqtt} }}\n\
+             mqtt {{ host: 127.0.0.1, port: {mqtt}, ack_wait: \"5s\" }}\n\
              websocket {{ host: 127.0.0.1, port: {ws_port}, no_tls: true }}\n",
             dir.path().join("js").display()
         );
