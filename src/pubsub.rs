@@ -245,7 +245,7 @@ impl PubSub {
         for c in targets.iter() {
             let (rtx, rrx) = crossbeam_channel::bounded(1);
             let sink = Sink {
-                tx: tx.clone(),
+                tx: Some(tx.clone()),
                 capacity,
                 dropped: dropped.clone(),
                 bell: bell.clone(),

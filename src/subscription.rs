@@ -311,7 +311,7 @@ mod tests {
         let producers: Vec<_> = (0..2u32)
             .map(|p| {
                 let sink = Sink {
-                    tx: tx.clone(),
+                    tx: Some(tx.clone()),
                     capacity: usize::MAX,
                     dropped: Arc::new(AtomicU64::new(0)),
                     bell: bell.clone(),

@@ -26,7 +26,8 @@ pub(crate) type Reply = Sender<Result<()>>;
 /// enforced here (a bounded array channel would allocate and touch every slot up front:
 /// 8192 slots are ~192 KiB per subscription).
 pub(crate) struct Sink {
-    pub tx: Sender<Message>,
+    /// `None` only while being dropped.
+    pub tx: Option<Sender<Message>>,
     pub capacity: usize,
     pub dropped: Arc<AtomicU64>,
     pub bell: Arc<crate::subscription::Doorbell>,
@@ -36,10 +37,7 @@ impl Drop for Sink {
     fn drop(&mut self) {
         // The sender goes first, so that a receiver woken by the bell can see the channel
         // disconnected once every provider's sink is gone.
-        drop(std::mem::replace(
-            &mut self.tx,
-            crossbeam_channel::bounded(0).0,
-        ));
+        self.tx = None;
         self.bell.ring();
     }
 }
@@ -48,12 +46,13 @@ impl Sink {
     /// Queues `msg` for the subscription; `true` when queued (the sink's bell then needs a
     /// ring, see [`crate::subscription::Doorbell`]).
     pub fn deliver(&self, msg: Message) -> bool {
+        let Some(tx) = &self.tx else { return false };
         // One I/O thread per provider delivers to a sink: with several providers the buffer
         // may exceed the capacity by at most one message per provider.
-        let result = if self.tx.len() >= self.capacity {
+        let result = if tx.len() >= self.capacity {
             Err(crossbeam_channel::TrySendError::Full(msg))
         } else {
-            self.tx.try_send(msg)
+            tx.try_send(msg)
         };
         match result {
             Ok(()) => true,
