@@ -106,11 +106,27 @@ fn roundtrip(t: &Target, qos: QoS) {
         assert_eq!(m.qos(), qos);
     }
     assert!(!m.retain());
-    ps.close().unwrap();
-    assert!(
-        sub.recv_timeout(WAIT).is_err(),
-        "the subscription ends on close"
-    );
+    // A receiver blocked when the PubSub closes is woken and told the subscription ended.
+    // Left asleep, it would find out only when its timeout ran out.
+    std::thread::scope(|s| {
+        let blocked = s.spawn(|| {
+            let t = Instant::now();
+            (sub.recv_timeout(WAIT), t.elapsed())
+        });
+        ps.close().unwrap();
+        let (result, waited) = blocked.join().unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+            ),
+            "the subscription ends on close"
+        );
+        assert!(
+            waited < WAIT / 2,
+            "woken at the end, not at the timeout: {waited:?}"
+        );
+    });
 }
 
 pub fn roundtrip_qos0(t: Target) {
@@ -458,8 +474,12 @@ fn two_providers_publish_to_all_or_to_one() {
     on_b.sort();
     assert_eq!(on_b, ["two/m1", "two/m2"]);
     ps.remove_provider("B").unwrap();
+    let t = Instant::now();
     assert!(
-        only_b.recv_timeout(WAIT).is_err(),
+        matches!(
+            only_b.recv_timeout(WAIT),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        ) && t.elapsed() < WAIT / 2,
         "a subscription on a removed provider ends"
     );
     assert!(matches!(
