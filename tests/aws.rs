@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -315,8 +315,10 @@ fn stub_server(answers: Vec<(u16, &'static str)>) -> String {
     std::thread::spawn(move || {
         for ((status, body), conn) in answers.into_iter().zip(listener.incoming()) {
             let mut conn = conn.unwrap();
-            let mut buf = [0u8; 8192];
-            let _ = conn.read(&mut buf);
+            // The whole request first: closing with part of it unread resets the connection.
+            if support::http::read_request(&mut conn).is_err() {
+                continue;
+            }
             let _ = write!(
                 conn,
                 "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 
 use mqtt_pubsub::aws::{
@@ -44,9 +44,10 @@ fn cognito_stub() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let mut conn = conn.unwrap();
-            let mut buf = [0u8; 8192];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            // The whole request first: closing with part of it unread resets the connection.
+            let Ok(req) = support::http::read_request(&mut conn) else {
+                continue;
+            };
             h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let body = if req.contains("AWSCognitoIdentityService.GetId") {
                 r#"{"IdentityId":"us-east-1:env"}"#

@@ -3,7 +3,7 @@
 //! the script is used up, connections get a minimal well-behaved server (CONNACK, SUBACK,
 //! PUBACK, PINGRESP, and publishes echoed back to the same client when it subscribed).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -87,8 +87,9 @@ const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 fn serve(mut stream: TcpStream, step: Option<Misbehaviour>, pongs: mpsc::Sender<bool>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     if let Some(Misbehaviour::HttpStatus(code)) = step {
-        let mut buf = [0u8; 4096];
-        let _ = stream.read(&mut buf);
+        if super::http::read_request(&mut stream).is_err() {
+            return;
+        }
         let _ = write!(
             stream,
             "HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

@@ -5,6 +5,7 @@
 pub mod fake_server;
 #[cfg(feature = "aws-iot")]
 pub mod gateway;
+pub mod http;
 pub mod proxy;
 
 use std::net::{TcpListener, TcpStream};
