@@ -59,8 +59,24 @@ pub fn assert_roundtrip(ps: &mqtt_pubsub::PubSub, topic: &str) -> mqtt_pubsub::M
 /// Waits until a WebSocket upgrade on the port succeeds: a listening TCP port is not yet a
 /// broker ready to upgrade (an early upgrade was seen reset under load).
 pub fn wait_ws(port: u16, path: &str, timeout: Duration) {
+    assert!(
+        wait_ws_while(port, path, timeout, || true),
+        "unreachable: always alive"
+    );
+}
+
+/// [`wait_ws`] while `alive()` says the server process still runs; `false` if it ended.
+fn wait_ws_while(
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    mut alive: impl FnMut() -> bool,
+) -> bool {
     let start = Instant::now();
     loop {
+        if !alive() {
+            return false;
+        }
         if let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
             let url = format!("ws://127.0.0.1:{port}{path}");
@@ -69,7 +85,7 @@ pub fn wait_ws(port: u16, path: &str, timeout: Duration) {
                 .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
             if let Ok((mut ws, _)) = tungstenite::client::client(req, tcp) {
                 let _ = ws.close(None);
-                return;
+                return true;
             }
         }
         assert!(
@@ -145,18 +161,38 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(program: &Path, args: &[String], ports: &[u16], cwd: Option<&Path>) -> Process {
+    /// Starts the program and waits for its ports; `None` if it exited first (a port picked
+    /// by [`free_port`] can be taken by someone else before the program binds it: the caller
+    /// picks new ports and tries again, see [`retry_start`]).
+    fn spawn(
+        program: &Path,
+        args: &[String],
+        ports: &[u16],
+        cwd: Option<&Path>,
+    ) -> Option<Process> {
         let mut p = Process {
             child: None,
             program: program.to_path_buf(),
             args: args.to_vec(),
             ports: ports.to_vec(),
         };
-        p.start_in(cwd);
-        p
+        p.start_in(cwd).then_some(p)
     }
 
-    fn start_in(&mut self, cwd: Option<&Path>) {
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for a WebSocket upgrade on `port` of this process; `false` if it exited.
+    fn wait_ws(&mut self, port: u16, path: &str) -> bool {
+        wait_ws_while(port, path, Duration::from_secs(20), || self.alive())
+    }
+
+    /// Starts the program; `false` if it exited before all its ports accepted connections.
+    fn start_in(&mut self, cwd: Option<&Path>) -> bool {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -169,9 +205,22 @@ impl Process {
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.program)),
         );
-        for &p in &self.ports {
-            wait_port(p, Duration::from_secs(20));
+        let start = Instant::now();
+        for p in self.ports.clone() {
+            while TcpStream::connect(("127.0.0.1", p)).is_err() {
+                if !self.alive() {
+                    eprintln!("{:?} exited before port {p} was up", self.program);
+                    return false;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "{:?}: nothing listens on port {p} after 20 s",
+                    self.program
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
+        true
     }
 
     /// SIGKILL, then wait for the exit.
@@ -198,8 +247,19 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.start_in(None);
+        assert!(self.start_in(None), "{:?} did not restart", self.program);
     }
+}
+
+/// Runs `start` until it gives a server (at most three times, each on fresh ports).
+fn retry_start<T>(what: &str, mut start: impl FnMut() -> Option<T>) -> T {
+    for attempt in 1..=3 {
+        if let Some(server) = start() {
+            return server;
+        }
+        eprintln!("{what} did not start (attempt {attempt}); trying fresh ports");
+    }
+    panic!("{what} did not start in three attempts");
 }
 
 impl Drop for Process {
@@ -377,16 +437,18 @@ impl Mosquitto {
             .unwrap();
         assert!(st.status.success());
         std::fs::write(dir.path().join("acl"), "user alice\ntopic readwrite test/#\ntopic deny test/secret\nuser bob\ntopic read test/#\n").unwrap();
-        let (tcp, ws_port, wss_port, auth_port, mtls_port) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
-        // mosquitto will not start with only websockets listeners: a plain one is needed too.
-        // `user root` keeps it able to read these files when the tests run as root.
-        let conf = format!(
+        let bin = bin.unwrap();
+        let (process, [ws_port, wss_port, auth_port, mtls_port]) = retry_start("mosquitto", || {
+            let (tcp, ws_port, wss_port, auth_port, mtls_port) = (
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            );
+            // mosquitto will not start with only websockets listeners: a plain one is needed too.
+            // `user root` keeps it able to read these files when the tests run as root.
+            let conf = format!(
             "user root\nper_listener_settings true\npersistence false\nlog_dest none\n{extra}\n\
              listener {tcp} 127.0.0.1\nallow_anonymous true\n\
              listener {ws_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
@@ -397,17 +459,21 @@ impl Mosquitto {
              listener {mtls_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
              cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n"
         );
-        let conf_path = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let process = Process::spawn(
-            &bin.unwrap(),
-            &["-c".into(), conf_path.display().to_string()],
-            &[tcp, ws_port, wss_port, auth_port, mtls_port],
-            None,
-        );
-        for p in [ws_port, auth_port] {
-            wait_ws(p, "/mqtt", Duration::from_secs(20));
-        }
+            let conf_path = dir.path().join("mosquitto.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let mut process = Process::spawn(
+                &bin,
+                &["-c".into(), conf_path.display().to_string()],
+                &[tcp, ws_port, wss_port, auth_port, mtls_port],
+                None,
+            )?;
+            for p in [ws_port, auth_port] {
+                if !process.wait_ws(p, "/mqtt") {
+                    return None;
+                }
+            }
+            Some((process, [ws_port, wss_port, auth_port, mtls_port]))
+        });
         Some(Mosquitto {
             process,
             ws_port,
@@ -445,26 +511,31 @@ impl Nats {
             return None;
         }
         let dir = TempDir::new("nats");
-        let (client, mqtt, ws_port) = (free_port(), free_port(), free_port());
-        // ack_wait: NATS redelivers a QoS 1 message it sent to a connection that died only
-        // after this long (default 30 s), not when the session reconnects; the broker-kill
-        // stream test waited out the default in about one run in three.
-        let conf = format!(
-            "server_name: test_nats_{ws_port}\nlisten: 127.0.0.1:{client}\nmax_payload: 8MB\n\
+        let bin = bin.unwrap();
+        let (process, ws_port) = retry_start("nats-server", || {
+            let (client, mqtt, ws_port) = (free_port(), free_port(), free_port());
+            // ack_wait: NATS redelivers a QoS 1 message it sent to a connection that died only
+            // after this long (default 30 s), not when the session reconnects; the broker-kill
+            // stream test waited out the default in about one run in three.
+            let conf = format!(
+                "server_name: test_nats_{ws_port}\nlisten: 127.0.0.1:{client}\nmax_payload: 8MB\n\
              jetstream {{ store_dir: \"{}\" }}\n\
              mqtt {{ host: 127.0.0.1, port: {mqtt}, ack_wait: \"5s\" }}\n\
              websocket {{ host: 127.0.0.1, port: {ws_port}, no_tls: true }}\n",
-            dir.path().join("js").display()
-        );
-        let conf_path = dir.path().join("nats.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let process = Process::spawn(
-            &bin.unwrap(),
-            &["-c".into(), conf_path.display().to_string()],
-            &[mqtt, ws_port],
-            None,
-        );
-        wait_ws(ws_port, "/mqtt", Duration::from_secs(20));
+                dir.path().join("js").display()
+            );
+            let conf_path = dir.path().join("nats.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let mut process = Process::spawn(
+                &bin,
+                &["-c".into(), conf_path.display().to_string()],
+                &[mqtt, ws_port],
+                None,
+            )?;
+            process
+                .wait_ws(ws_port, "/mqtt")
+                .then_some((process, ws_port))
+        });
         Some(Nats {
             process,
             ws_port,
@@ -501,15 +572,18 @@ impl Aedes {
             return None;
         }
         // The script must sit beside node_modules for ESM resolution.
-        let ws_port = free_port();
-        let script = dir.join(format!("aedes-test-broker-{ws_port}.mjs"));
-        std::fs::write(&script, include_str!("aedes.mjs")).unwrap();
-        let mut args = vec![script.display().to_string(), ws_port.to_string()];
-        if auth {
-            args.push("auth".into());
-        }
-        let process = Process::spawn(&node.unwrap(), &args, &[ws_port], Some(&dir));
-        wait_ws(ws_port, "/", Duration::from_secs(20));
+        let node = node.unwrap();
+        let (process, ws_port) = retry_start("aedes", || {
+            let ws_port = free_port();
+            let script = dir.join(format!("aedes-test-broker-{ws_port}.mjs"));
+            std::fs::write(&script, include_str!("aedes.mjs")).unwrap();
+            let mut args = vec![script.display().to_string(), ws_port.to_string()];
+            if auth {
+                args.push("auth".into());
+            }
+            let mut process = Process::spawn(&node, &args, &[ws_port], Some(&dir))?;
+            process.wait_ws(ws_port, "/").then_some((process, ws_port))
+        });
         Some(Aedes { process, ws_port })
     }
 
@@ -564,18 +638,17 @@ impl Moto {
         if !available("moto", bin.is_some()) {
             return None;
         }
-        let port = free_port();
-        let process = Process::spawn(
-            &bin.unwrap(),
-            &[
+        let bin = bin.unwrap();
+        let (process, port) = retry_start("moto", || {
+            let port = free_port();
+            let args = [
                 "-H".into(),
                 "127.0.0.1".into(),
                 "-p".into(),
                 port.to_string(),
-            ],
-            &[port],
-            None,
-        );
+            ];
+            Process::spawn(&bin, &args, &[port], None).map(|p| (p, port))
+        });
         Some(Moto { process, port })
     }
 
