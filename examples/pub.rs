@@ -1,36 +1,67 @@
 //! Publish like `mosquitto_pub`.
 //!
 //! ```text
-//! cargo run --example pub -- --url ws://localhost:8080/mqtt --topic a/b --message hello [--qos 1] [--retain] [--count 3]
+//! cargo run --example pub -- --url ws://localhost:8080/mqtt -t a/b -m hello [-q 1] [-r] [--count 3]
 //! ```
+//!
+//! Everything accepted is delivered before the program exits: `close()` sends what is
+//! queued (QoS 0 written, QoS 1/2 acknowledged) before DISCONNECT. Bad arguments exit with
+//! code 2 and a usage line; a failed publish with code 1.
 
-#[path = "support/broker.rs"]
-mod broker;
+use clap::Parser;
+use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS};
 
-use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions};
+/// Publish one message (or `--count` copies) to an MQTT broker over WebSocket.
+#[derive(Parser, Debug)]
+#[command(name = "pub")]
+struct Args {
+    /// Broker URL: ws://host:port/path or wss://...
+    #[arg(long)]
+    url: String,
+    /// Topic to publish to (repeat for several topics).
+    #[arg(short, long, required = true)]
+    topic: Vec<String>,
+    /// The payload.
+    #[arg(short, long)]
+    message: String,
+    /// Quality of service: 0, 1 or 2.
+    #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Ask the broker to retain the message.
+    #[arg(short, long)]
+    retain: bool,
+    /// How many times to publish it.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// MQTT client identifier (default: random).
+    #[arg(short = 'i', long)]
+    client_id: Option<String>,
+    /// User name (with --password).
+    #[arg(short, long, requires = "password")]
+    username: Option<String>,
+    /// Password (with --username).
+    #[arg(short = 'P', long, requires = "username")]
+    password: Option<String>,
+}
 
 fn main() {
-    let args = broker::Args::from_env();
-    let (Some(url), Some(topic), Some(message)) = (
-        args.value("--url"),
-        args.value("--topic"),
-        args.value("--message"),
-    ) else {
-        eprintln!("usage: pub --url U --topic T --message M [--qos Q] [--retain] [--count N]");
-        std::process::exit(2);
-    };
-    let count: usize = args
-        .value("--count")
-        .map_or(1, |c| c.parse().expect("--count takes a number"));
-    let options = PublishOptions::default()
-        .qos(args.qos())
-        .retain(args.has("--retain"));
+    let args = Args::parse();
+    let qos = QoS::from_u8(args.qos).expect("checked by the parser");
+    let options = PublishOptions::default().qos(qos).retain(args.retain);
     let run = || -> Result<(), mqtt_pubsub::Error> {
-        let pubsub = PubSub::new();
-        pubsub.add_provider(MqttOverWsProvider::builder(url).build()?)?;
-        for _ in 0..count {
-            pubsub.publish_with(topic.as_str(), message.as_str(), options.clone())?;
+        let mut builder = MqttOverWsProvider::builder(&args.url);
+        if let Some(id) = &args.client_id {
+            builder = builder.client_id(id);
         }
+        if let (Some(u), Some(p)) = (&args.username, &args.password) {
+            builder = builder.username_password(u, p);
+        }
+        let pubsub = PubSub::new();
+        pubsub.add_provider(builder.build()?)?;
+        for _ in 0..args.count {
+            pubsub.publish_with(args.topic.clone(), args.message.as_str(), options.clone())?;
+        }
+        // Graceful: what was accepted above goes out before DISCONNECT.
         pubsub.close()
     };
     if let Err(e) = run() {

@@ -1,33 +1,63 @@
 //! Print messages like `mosquitto_sub -v`: one line per message, `topic<TAB>payload`.
 //!
 //! ```text
-//! cargo run --example sub -- --url ws://localhost:8080/mqtt --topic 'a/#' [--topic T2] [--qos 1] [--count 10]
+//! cargo run --example sub -- --url ws://localhost:8080/mqtt -t 'a/#' [-t T2] [-q 1] [-C 10]
 //! ```
-
-#[path = "support/broker.rs"]
-mod broker;
+//!
+//! `-C 0` (the default) prints until interrupted. Bad arguments exit with code 2 and a usage
+//! line.
 
 use std::io::Write;
 
-use mqtt_pubsub::{MqttOverWsProvider, PubSub, SubscribeOptions};
+use clap::Parser;
+use mqtt_pubsub::{MqttOverWsProvider, PubSub, QoS, SubscribeOptions};
+
+/// Subscribe to topic filters on an MQTT broker over WebSocket and print what arrives.
+#[derive(Parser, Debug)]
+#[command(name = "sub")]
+struct Args {
+    /// Broker URL: ws://host:port/path or wss://...
+    #[arg(long)]
+    url: String,
+    /// Topic filter (`+` and `#` wildcards; repeat for several).
+    #[arg(short, long, required = true)]
+    topic: Vec<String>,
+    /// Maximum quality of service: 0, 1 or 2.
+    #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Exit after this many messages; 0 means never.
+    #[arg(short = 'C', long, default_value_t = 0)]
+    count: usize,
+    /// MQTT client identifier (default: random).
+    #[arg(short = 'i', long)]
+    client_id: Option<String>,
+    /// Persistent session: the broker keeps the subscription and stores messages while away
+    /// (give a fixed --client-id).
+    #[arg(short = 'c', long, requires = "client_id")]
+    persistent: bool,
+    /// User name (with --password).
+    #[arg(short, long, requires = "password")]
+    username: Option<String>,
+    /// Password (with --username).
+    #[arg(short = 'P', long, requires = "username")]
+    password: Option<String>,
+}
 
 fn main() {
-    let args = broker::Args::from_env();
-    let (Some(url), topics) = (args.value("--url"), args.values("--topic")) else {
-        eprintln!("usage: sub --url U --topic T [--topic T2 ...] [--qos Q] [--count N]");
-        std::process::exit(2);
-    };
-    if topics.is_empty() {
-        eprintln!("at least one --topic is needed");
-        std::process::exit(2);
-    }
-    let count: Option<usize> = args
-        .value("--count")
-        .map(|c| c.parse().expect("--count takes a number"));
+    let args = Args::parse();
+    let qos = QoS::from_u8(args.qos).expect("checked by the parser");
     let run = || -> Result<(), mqtt_pubsub::Error> {
+        let mut builder = MqttOverWsProvider::builder(&args.url).clean_session(!args.persistent);
+        if let Some(id) = &args.client_id {
+            builder = builder.client_id(id);
+        }
+        if let (Some(u), Some(p)) = (&args.username, &args.password) {
+            builder = builder.username_password(u, p);
+        }
         let pubsub = PubSub::new();
-        pubsub.add_provider(MqttOverWsProvider::builder(url).build()?)?;
-        let sub = pubsub.subscribe_with(topics, SubscribeOptions::default().qos(args.qos()))?;
+        pubsub.add_provider(builder.build()?)?;
+        let sub =
+            pubsub.subscribe_with(args.topic.clone(), SubscribeOptions::default().qos(qos))?;
         let stdout = std::io::stdout();
         for (i, msg) in sub.into_iter().enumerate() {
             let mut out = stdout.lock();
@@ -36,7 +66,7 @@ fn main() {
             let _ = out.write_all(msg.payload());
             let _ = out.write_all(b"\n");
             let _ = out.flush();
-            if count.is_some_and(|n| i + 1 >= n) {
+            if args.count != 0 && i + 1 >= args.count {
                 break;
             }
         }
