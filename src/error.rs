@@ -17,6 +17,8 @@ pub enum Operation {
     Unsubscribe,
     /// Waiting for the I/O thread to send DISCONNECT and stop.
     Close,
+    /// Waiting in [`PubSub::flush`](crate::PubSub::flush).
+    Flush,
 }
 
 impl fmt::Display for Operation {
@@ -27,6 +29,7 @@ impl fmt::Display for Operation {
             Operation::Subscribe => "subscribe",
             Operation::Unsubscribe => "unsubscribe",
             Operation::Close => "close",
+            Operation::Flush => "flush",
         })
     }
 }
@@ -125,6 +128,12 @@ pub enum Error {
     Unsupported(String),
     /// The connection was lost before the operation completed.
     ConnectionLost(String),
+    /// The broker closed the connection right after this message or subscription each time
+    /// it was sent (three times in a row), which is how brokers refuse what they will not
+    /// take: NATS for QoS 2 or a topic with a space, mosquitto for a control character in a
+    /// topic or a packet over its size limit, AWS IoT for any policy denial. It was dropped
+    /// so that the connection can carry on; nothing of it is resent.
+    Refused(String),
     /// The provider or the `PubSub` was closed.
     Closed,
     /// No provider with this name is registered.
@@ -186,6 +195,13 @@ impl fmt::Display for Error {
             }
             Error::Unsupported(s) => write!(f, "unsupported: {s}"),
             Error::ConnectionLost(s) => write!(f, "connection lost: {s}"),
+            Error::Refused(s) => write!(
+                f,
+                "the broker closed the connection right after {s}, {} times in a row: it \
+                 refuses it (unsupported QoS, a topic or size it rejects, or an ACL/policy \
+                 denial); dropped",
+                crate::mqtt::session::STRIKES
+            ),
             Error::Closed => f.write_str("closed"),
             Error::UnknownProvider(s) => write!(f, "no provider named {s:?}"),
             Error::DuplicateProvider(s) => {
@@ -239,6 +255,30 @@ impl Error {
                 }
         )
     }
+}
+
+/// Text from elsewhere (a topic, a server's close reason or body) made safe to put into a log
+/// line or an error: control characters are escaped, so it cannot forge lines, and it is cut
+/// at `max` bytes.
+pub(crate) fn printable_max(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 8);
+    for c in s.chars() {
+        if out.len() >= max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`printable_max`] at 200 bytes.
+pub(crate) fn printable(s: &str) -> String {
+    printable_max(s, 200)
 }
 
 /// `Result` with this crate's [`Error`].

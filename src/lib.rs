@@ -67,7 +67,7 @@ pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
 pub use provider::{MqttOverWsProvider, MqttOverWsProviderBuilder, Provider};
 pub use pubsub::{PubSub, PublishReceipt};
 pub use state::{ConnectionState, StateEvent};
-pub use subscription::{Iter, Subscription};
+pub use subscription::{Iter, Subscription, TryIter};
 
 /// The sans-IO layers, exposed for the fuzz targets and tests. Not a stable API.
 #[doc(hidden)]

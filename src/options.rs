@@ -190,6 +190,29 @@ pub(crate) struct ConnectionOptions {
     pub queue_capacity: usize,
     pub subscription_capacity: usize,
     pub offline_qos0: OfflineQoS0,
+    pub close_timeout: Duration,
+    pub unclaimed_messages: usize,
+    pub unclaimed_bytes: usize,
+}
+
+/// The longest keep-alive MQTT 3.1.1 can say (a 16-bit number of seconds).
+pub(crate) const MAX_KEEP_ALIVE: Duration = Duration::from_secs(u16::MAX as u64);
+
+impl ConnectionOptions {
+    /// What `build()` checks on every provider type.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        if let Some(will) = &self.will {
+            crate::topic::validate_topic_name(&will.topic)?;
+        }
+        if self.keep_alive > MAX_KEEP_ALIVE {
+            return Err(crate::error::Error::InvalidConfig(format!(
+                "keep-alive of {:?} is over MQTT's limit of {} s",
+                self.keep_alive,
+                u16::MAX
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ConnectionOptions {
@@ -212,6 +235,9 @@ impl Default for ConnectionOptions {
             queue_capacity: 1000,
             subscription_capacity: 8192,
             offline_qos0: OfflineQoS0::Queue,
+            close_timeout: Duration::from_secs(10),
+            unclaimed_messages: 1000,
+            unclaimed_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -250,7 +276,7 @@ macro_rules! connection_builder_methods {
         }
 
         /// Keep-alive interval (default 60 s). A dead link is noticed within 1.5 × this.
-        /// Zero disables keep-alive.
+        /// Zero disables keep-alive; over 65535 s (MQTT's limit) `build()` fails.
         pub fn keep_alive(mut self, interval: std::time::Duration) -> Self {
             self.options.keep_alive = interval;
             self
@@ -274,7 +300,8 @@ macro_rules! connection_builder_methods {
             self
         }
 
-        /// The last will.
+        /// The last will (`build()` fails with `InvalidTopic` if its topic is not a valid topic
+        /// name: empty, or with a wildcard).
         pub fn last_will(mut self, will: $crate::options::LastWill) -> Self {
             self.options.will = Some(will);
             self
@@ -343,6 +370,25 @@ macro_rules! connection_builder_methods {
         /// What a QoS 0 publish does while disconnected: queue (default) or fail fast.
         pub fn offline_qos0(mut self, policy: $crate::options::OfflineQoS0) -> Self {
             self.options.offline_qos0 = policy;
+            self
+        }
+
+        /// How long `close()` (and dropping the last `PubSub`, and `remove_provider`) may spend
+        /// sending what was accepted before it and waiting for its acknowledgements before
+        /// DISCONNECT (default 10 s; DISCONNECT itself gets at most 1 s more).
+        pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.close_timeout = timeout;
+            self
+        }
+
+        /// With `clean_session(false)`: how many messages, and bytes of payload, the broker
+        /// sends for no current subscription (what it stored while we were away arrives right
+        /// after CONNACK, before the application subscribes) are held for the first
+        /// subscription that matches them (default 1000 messages and 16 MiB). Past either
+        /// bound the oldest held message is dropped, counted and logged.
+        pub fn unclaimed_capacity(mut self, messages: usize, bytes: usize) -> Self {
+            self.options.unclaimed_messages = messages;
+            self.options.unclaimed_bytes = bytes;
             self
         }
 

@@ -2,11 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::connection::{wait_reply, Command, Connection, Sink};
+use crate::connection::{deadline_after, wait_reply, Command, Connection, Sink};
 use crate::error::{Error, Operation, Result};
 use crate::message::{Payload, QoS, Topics};
 use crate::options::{OfflineQoS0, PublishOptions, SubscribeOptions};
@@ -49,9 +49,17 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let list = std::mem::take(self.providers.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for c in list.iter() {
-            c.close();
-        }
+        close_all(&list);
+    }
+}
+
+/// Closes providers in parallel: each drains for up to its own close timeout.
+fn close_all(list: &[Arc<Connection>]) {
+    for c in list {
+        c.begin_close();
+    }
+    for c in list {
+        c.join();
     }
 }
 
@@ -228,7 +236,7 @@ impl PubSub {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
         let timeout = options.timeout.unwrap_or(targets[0].operation_timeout);
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         // Built first so that an error below unsubscribes what was already set up (on drop).
         let bell = Arc::new(Doorbell::default());
         let sub = Subscription::new(
@@ -325,7 +333,7 @@ impl PubSub {
                 check_topic_limits(&c.limits, t)?;
             }
         }
-        let deadline = Instant::now() + options.timeout.unwrap_or(targets[0].operation_timeout);
+        let deadline = deadline_after(options.timeout.unwrap_or(targets[0].operation_timeout));
         let total = targets.len() * topics.len();
         let mut payload = Some(payload);
         let mut waits = Vec::new();
@@ -368,10 +376,52 @@ impl PubSub {
         Ok(PublishReceipt { waits, deadline })
     }
 
-    /// Disconnects every provider (DISCONNECT, then the threads are joined); what was still
-    /// waiting fails with [`Error::Closed`] and subscriptions end. Later calls fail with
-    /// [`Error::Closed`]. Dropping the last clone does the same. A connection attempt in
-    /// progress is finished first, so this can take up to the connect timeout.
+    /// Waits until every publish accepted so far, on every provider, is done: QoS 0 written
+    /// to the socket, QoS 1 and 2 acknowledged. Publishes queued while a provider is offline
+    /// count (they are done once the reconnect sends them). At the timeout it fails with
+    /// [`Error::Timeout`] (`Operation::Flush`); nothing is dropped by that.
+    ///
+    /// ```no_run
+    /// # use mqtt_pubsub::{MqttOverWsProvider, PubSub};
+    /// # use std::time::Duration;
+    /// let pubsub = PubSub::new();
+    /// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:8080/mqtt").build()?)?;
+    /// for i in 0..1000 {
+    ///     pubsub.publish("telemetry", format!("{i}"))?; // QoS 0: returns once queued
+    /// }
+    /// pubsub.flush(Duration::from_secs(5))?; // all 1000 are on the wire
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let targets = match self.targets(None) {
+            Err(Error::NoProviders) => return Ok(()),
+            t => t?,
+        };
+        let deadline = deadline_after(timeout);
+        let mut waits = Vec::with_capacity(targets.len());
+        for c in targets.iter() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            c.send_control(Command::Flush { reply: tx })?;
+            waits.push(rx);
+        }
+        for rx in &waits {
+            wait_reply(
+                rx,
+                deadline,
+                Operation::Flush,
+                "publishes still unfinished; none was dropped",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Closes every provider gracefully: what was accepted before the call is sent and QoS
+    /// 1/2 acknowledgements are awaited (up to each provider's `close_timeout`, default
+    /// 10 s), then DISCONNECT (at most 1 s more), then the threads are joined. What is still
+    /// unfinished then fails with [`Error::Closed`], and subscriptions end. Later calls fail
+    /// with [`Error::Closed`]. Dropping the last clone does the same. A provider that is
+    /// reconnecting at that moment sends nothing more; a connection attempt in progress is
+    /// finished first (up to the connect timeout).
     pub fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::SeqCst);
         let list = std::mem::take(
@@ -381,9 +431,7 @@ impl PubSub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for c in list.iter() {
-            c.close();
-        }
+        close_all(&list);
         Ok(())
     }
 }

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use crate::connection::{Command, Connection};
-use crate::error::Operation;
+use crate::connection::{deadline_after, Command, Connection};
 use crate::message::Message;
 
 /// How the I/O thread wakes a [`Subscription`] blocked in `recv`, `recv_timeout` or iteration.
@@ -178,9 +177,13 @@ impl Subscription {
         self.wait(Instant::now().checked_add(timeout))
     }
 
-    /// Iterates over the messages buffered now, without blocking.
-    pub fn try_iter(&self) -> crossbeam_channel::TryIter<'_, Message> {
-        self.rx.try_iter()
+    /// Iterates over the messages buffered when it is called, without blocking: at most
+    /// that many, so a game loop's frame ends even while a flood keeps arriving.
+    pub fn try_iter(&self) -> TryIter<'_> {
+        TryIter {
+            rx: &self.rx,
+            left: self.rx.len(),
+        }
     }
 
     /// The underlying channel, for `crossbeam_channel::select!`.
@@ -210,25 +213,27 @@ impl Subscription {
 
     /// Stops delivery: when this returns, no further message is delivered (buffered ones are
     /// discarded), and the iteration ends. UNSUBSCRIBE goes to the broker when no other
-    /// subscription uses the filter. Idempotent; dropping does the same.
+    /// subscription uses the filter, also on a persistent session. Waits up to the
+    /// subscription's operation timeout for the I/O threads to take it; idempotent.
+    ///
+    /// Dropping a `Subscription` stops delivery without waiting (the I/O thread removes it in
+    /// the background), and on a persistent session (`clean_session(false)`) leaves the
+    /// broker's subscription in place, so that the broker keeps storing messages for the
+    /// next run.
     pub fn unsubscribe(&self) {
         if !self.active.swap(false, Ordering::SeqCst) {
             return;
         }
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let mut waits = Vec::new();
         for c in self.targets.iter().filter_map(Weak::upgrade) {
             let (tx, rx) = crossbeam_channel::bounded(1);
-            if c.send(
-                Command::Unsubscribe {
-                    id: self.id,
-                    reply: tx,
-                },
-                deadline,
-                Operation::Unsubscribe,
-            )
-            .is_ok()
-            {
+            let cmd = Command::Unsubscribe {
+                id: self.id,
+                keep: false,
+                reply: Some(tx),
+            };
+            if c.send_control(cmd).is_ok() {
                 waits.push(rx);
             }
         }
@@ -244,7 +249,36 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.unsubscribe();
+        if !self.active.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        // Never blocks: the receiver is gone with `self`, so nothing more is delivered; the
+        // I/O thread removes the route when it takes the command.
+        for c in self.targets.iter().filter_map(Weak::upgrade) {
+            let _ = c.send_control(Command::Unsubscribe {
+                id: self.id,
+                keep: !c.clean_session,
+                reply: None,
+            });
+        }
+    }
+}
+
+/// The messages buffered when [`Subscription::try_iter`] was called; never blocks.
+#[derive(Debug)]
+pub struct TryIter<'a> {
+    rx: &'a Receiver<Message>,
+    left: usize,
+}
+
+impl Iterator for TryIter<'_> {
+    type Item = Message;
+    fn next(&mut self) -> Option<Message> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        self.rx.try_recv().ok()
     }
 }
 

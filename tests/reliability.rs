@@ -602,8 +602,13 @@ fn close_fails_waiting_publishes_and_ends_subscriptions() {
     let server = FakeServer::start(vec![Misbehaviour::NoPuback]);
     let ps = PubSub::new();
     let states = ps.state_changes();
-    ps.add_provider(fast_reconnect(server.url()).build().unwrap())
-        .unwrap();
+    ps.add_provider(
+        fast_reconnect(server.url())
+            .close_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
     let sub = ps.subscribe("x").unwrap();
     let receipt = ps
         .publish_nowait(
@@ -615,7 +620,10 @@ fn close_fails_waiting_publishes_and_ends_subscriptions() {
         )
         .unwrap();
     assert!(!receipt.is_done());
+    // The graceful close waits for the PUBACK up to the close timeout, then gives up.
+    let t = Instant::now();
     ps.close().unwrap();
+    assert!(t.elapsed() < Duration::from_millis(500) + Duration::from_secs(2));
     assert!(matches!(receipt.wait(), Err(Error::Closed)));
     assert!(sub.recv().is_none(), "the subscription ends");
     wait_state(&states, ConnectionState::Disconnected);

@@ -49,7 +49,7 @@ fuzz_target!(|input: (u8, u16, Vec<Op>)| {
     cfg.keep_alive = Duration::from_secs((keep_alive % 5) as u64);
     let mut now = Instant::now();
     let mut s: Session<u32> = Session::new(cfg, now);
-    s.on_connected(now, false, Vec::new());
+    s.on_connected(now, false, Vec::new(), &|_| true);
     let mut next_reply = 0u32;
     let mut waiting: HashSet<u32> = HashSet::new();
     for op in ops.into_iter().take(256) {
@@ -115,12 +115,18 @@ fuzz_target!(|input: (u8, u16, Vec<Op>)| {
                 s.poll_timers(now)
             }
             Op::Disconnect => {
-                s.on_disconnected();
+                // A lost link: strikes may drop the oldest packet.
+                s.on_lost(now);
                 Ok(())
             }
             Op::Connect { session_present } => {
                 if !s.is_connected() {
-                    s.on_connected(now, session_present, vec![("f/0".into(), QoS::AtLeastOnce)]);
+                    s.on_connected(
+                        now,
+                        session_present,
+                        vec![("f/0".into(), QoS::AtLeastOnce)],
+                        &|f| f.len() % 2 == 0,
+                    );
                 }
                 Ok(())
             }
@@ -145,10 +151,12 @@ fuzz_target!(|input: (u8, u16, Vec<Op>)| {
         }
         while let Some(ev) = s.next_event() {
             match ev {
-                Event::Published(r) | Event::Subscribed(r, _) => {
+                Event::Published(r)
+                | Event::Subscribed(r, _)
+                | Event::PublishRefused(Some(r), _) => {
                     assert!(waiting.remove(&r), "completion {r} that nobody waits for, or twice");
                 }
-                Event::Message(_) => {}
+                Event::PublishRefused(None, _) | Event::FiltersRefused(_) | Event::Message(_) => {}
             }
         }
     }

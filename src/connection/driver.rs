@@ -5,6 +5,7 @@
 //! `Poller::wait` until the socket is ready, a caller queues a command (`Poller::notify`), or
 //! the keep-alive deadline comes. Idle means no wake-ups between keep-alive pings.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use polling::{Event, Events, PollMode, Poller};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
-use super::{backoff, Command, Reply, Sink};
+use super::{backoff, deadline_after, Command, Reply, Sink};
 use crate::error::{Error, Operation, Result};
 use crate::message::{Message, QoS};
 use crate::mqtt::codec::Framer;
-use crate::mqtt::router::Router;
+use crate::mqtt::router::{Changes, Router};
 use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
 use crate::net::websocket::{self, map_ws, Stream};
 use crate::options::ConnectionOptions;
@@ -33,14 +34,38 @@ const OUTPUT_BATCH: usize = 64 * 1024;
 const FRAMES_PER_WAKE: usize = 256;
 /// tungstenite's read buffer (see `try_connect`).
 const READ_BUFFER: usize = 8 * 1024;
-/// How long DISCONNECT may take to leave on close.
+/// How long DISCONNECT may take to leave on close, after the close timeout's drain.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+/// A connection that lived shorter than this does not reset the reconnect backoff: a broker
+/// that accepts and then drops us at once is retried with growing delays.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 type Ws = WebSocket<Stream>;
 
 enum Exit {
     Close,
     Lost(Error),
+}
+
+/// Where a graceful close stands.
+#[derive(Clone, Copy)]
+enum Closing {
+    /// Not closing.
+    No,
+    /// Sending what was accepted and waiting for its acknowledgements, until the deadline.
+    Draining(Instant),
+    /// DISCONNECT is written; leaving once it is out or at the deadline.
+    Disconnecting(Instant),
+}
+
+/// Messages of a persistent session that no subscription took yet (see
+/// `unclaimed_capacity`): the broker sends what it stored right after CONNACK, before the
+/// application subscribes.
+#[derive(Default)]
+struct Unclaimed {
+    messages: VecDeque<Message>,
+    bytes: usize,
+    dropped: u64,
 }
 
 pub(crate) struct Driver {
@@ -58,6 +83,12 @@ pub(crate) struct Driver {
     events: Events,
     /// Subscriptions given messages since the last [`Driver::ring`].
     to_ring: Vec<Arc<crate::subscription::Doorbell>>,
+    /// `flush` calls waiting: the ticket every earlier publish is below, and the reply.
+    flushes: Vec<(u64, Reply)>,
+    unclaimed: Unclaimed,
+    closing_state: Closing,
+    /// Messages and subscriptions dropped because the broker refused them by disconnecting.
+    refused: u64,
 }
 
 impl Driver {
@@ -100,6 +131,10 @@ impl Driver {
             // Only the socket and the notifier can be ready.
             events: Events::with_capacity(std::num::NonZeroUsize::new(4).expect("4 > 0")),
             to_ring: Vec::new(),
+            flushes: Vec::new(),
+            unclaimed: Unclaimed::default(),
+            closing_state: Closing::No,
+            refused: 0,
         }
     }
 
@@ -133,8 +168,10 @@ impl Driver {
                 return;
             }
         };
+        let mut attempt = 0u32;
         loop {
             self.set_state(ConnectionState::Connected, None);
+            let connected_at = Instant::now();
             match self.serve(&mut ws) {
                 Exit::Close => {
                     self.shutdown(Some(ws));
@@ -143,15 +180,21 @@ impl Driver {
                 Exit::Lost(err) => {
                     log::warn!("provider {}: connection lost: {err}", self.name);
                     drop(ws);
-                    self.session.on_disconnected();
+                    self.session.on_lost(Instant::now());
                     self.framer.reset();
+                    // A packet the broker refused by disconnecting was dropped: report it.
+                    self.dispatch_events();
+                    self.ring();
+                    if connected_at.elapsed() >= STABLE_AFTER {
+                        attempt = 0;
+                    }
                     if !self.options.reconnect.enabled {
                         self.set_state(ConnectionState::Disconnected, Some(err.to_string()));
                         self.shutdown(None);
                         return;
                     }
                     self.set_state(ConnectionState::ConnectionDisrupted, Some(err.to_string()));
-                    match self.reconnect() {
+                    match self.reconnect(&mut attempt) {
                         Some(new) => ws = new,
                         None => {
                             self.shutdown(None);
@@ -164,10 +207,11 @@ impl Driver {
     }
 
     /// Retries until connected (`Some`) or closed (`None`), taking commands meanwhile.
-    fn reconnect(&mut self) -> Option<Ws> {
-        let mut attempt = 0;
+    /// `attempt` counts attempts since the last stable connection (it sets the backoff).
+    fn reconnect(&mut self, attempt: &mut u32) -> Option<Ws> {
         loop {
-            let deadline = Instant::now() + backoff::delay(&self.options.reconnect, attempt);
+            let deadline = deadline_after(backoff::delay(&self.options.reconnect, *attempt));
+            *attempt = attempt.saturating_add(1);
             loop {
                 if self.closing() {
                     return None;
@@ -192,7 +236,6 @@ impl Driver {
                         log::error!("provider {}: refused: {e}; backing off", self.name);
                     }
                     self.set_state(ConnectionState::ConnectionDisrupted, Some(e.to_string()));
-                    attempt = attempt.saturating_add(1);
                 }
             }
         }
@@ -206,7 +249,7 @@ impl Driver {
     /// Transport, CONNECT, CONNACK, then the session resumes.
     fn try_connect(&mut self) -> Result<Ws> {
         let req = self.opener.open_request()?;
-        let deadline = Instant::now() + self.options.connect_timeout;
+        let deadline = deadline_after(self.options.connect_timeout);
         let limit = self.options.max_packet_size.saturating_add(64 * 1024);
         // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
         // costs a 128 KiB memset per read and 128 KiB of resident memory per connection.
@@ -240,13 +283,29 @@ impl Driver {
                 .set_read_timeout(Some(left))
                 .map_err(|e| websocket::map_io("socket setup", e))?;
             match ws.read() {
-                Ok(tungstenite::Message::Binary(b)) => self.framer.feed_bytes(b, |p| {
-                    match connack {
-                        None => connack = Some(Session::<Reply>::check_connack(&p)),
-                        Some(_) => backlog.push(p),
+                Ok(tungstenite::Message::Binary(b)) => {
+                    let first = connack.is_none();
+                    let head: Vec<u8> = b.iter().take(8).copied().collect();
+                    self.framer
+                        .feed_bytes(b, |p| {
+                            match connack {
+                                None => connack = Some(Session::<Reply>::check_connack(&p)),
+                                Some(_) => backlog.push(p),
+                            }
+                            Ok(())
+                        })
+                        .map_err(|e| {
+                            if first {
+                                not_mqtt(&req.url, &head, e)
+                            } else {
+                                e
+                            }
+                        })?;
+                    if let Some(Err(Error::Protocol(_))) = &connack {
+                        let e = connack.take().expect("just matched").unwrap_err();
+                        return Err(not_mqtt(&req.url, &head, e));
                     }
-                    Ok(())
-                })?,
+                }
                 Ok(tungstenite::Message::Close(f)) => {
                     return Err(Error::ConnectionLost(format!(
                         "the server closed the WebSocket before CONNACK{}",
@@ -271,6 +330,12 @@ impl Driver {
             }
         }
         let session_present = connack.expect("loop ends with a CONNACK")?;
+        if session_present && self.options.clean_session {
+            // [MQTT-3.2.2-1]: trusting it would leave us without our subscriptions.
+            return Err(Error::Protocol(
+                "CONNACK says a session is present although we asked for a clean session".into(),
+            ));
+        }
         let tcp = ws.get_ref().tcp();
         tcp.set_read_timeout(None)
             .map_err(|e| websocket::map_io("socket setup", e))?;
@@ -285,9 +350,17 @@ impl Driver {
         } else {
             self.router.active()
         };
-        self.session.on_connected(now, session_present, resubscribe);
+        let router = &self.router;
+        self.session
+            .on_connected(now, session_present, resubscribe, &|f| {
+                router.is_on_broker(f)
+            });
         for p in backlog {
-            self.session.handle_inbound(p, now)?;
+            if let Err(e) = self.session.handle_inbound(p, now) {
+                // The attempt failed: the session must not think it is connected.
+                self.session.on_disconnected();
+                return Err(e);
+            }
         }
         log::debug!(
             "provider {}: connected to {} (session present: {session_present})",
@@ -322,15 +395,15 @@ impl Driver {
         let mut write_blocked = false;
         let mut watching_writable = false;
         loop {
-            if self.closing() {
-                return Exit::Close;
+            let now = Instant::now();
+            if let Some(exit) = self.close_step(ws, write_blocked, now) {
+                return exit;
             }
-            if !write_blocked {
+            if !write_blocked && !matches!(self.closing_state, Closing::Disconnecting(_)) {
                 if let Err(TryRecvError::Disconnected) = self.take_commands() {
                     return Exit::Close;
                 }
             }
-            let now = Instant::now();
             let more_to_read = match self.read_available(ws, now) {
                 Ok(more) => more,
                 Err(e) => return Exit::Lost(e),
@@ -359,10 +432,18 @@ impl Driver {
                 }
                 self.session.mark_sent(now);
             }
+            let written = !write_blocked && self.session.output().is_empty();
+            if written && !self.flushes.is_empty() {
+                self.finish_flushes();
+            }
 
             let commands_waiting =
                 !write_blocked && !self.cmd_rx.is_empty() && self.session.can_accept();
-            if more_to_read || commands_waiting {
+            let close_ready = !matches!(self.closing_state, Closing::No) && written && {
+                // Nothing left to wait for: let `close_step` move on now.
+                self.drained()
+            };
+            if more_to_read || commands_waiting || close_ready || self.close_requested() {
                 continue;
             }
             if write_blocked != watching_writable {
@@ -382,9 +463,14 @@ impl Driver {
                 }
                 watching_writable = write_blocked;
             }
-            let timeout = self
-                .session
-                .next_deadline()
+            let close_deadline = match self.closing_state {
+                Closing::No => None,
+                Closing::Draining(d) | Closing::Disconnecting(d) => Some(d),
+            };
+            let timeout = [self.session.next_deadline(), close_deadline]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|d| d.saturating_duration_since(Instant::now()));
             self.events.clear();
             if let Err(e) = self.poller.wait(&mut self.events, timeout) {
@@ -396,6 +482,55 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Whether `close()` was called and the drain has not started yet.
+    fn close_requested(&self) -> bool {
+        matches!(self.closing_state, Closing::No) && self.closing()
+    }
+
+    /// Everything accepted so far is done: no command waits, no publish is unfinished.
+    fn drained(&self) -> bool {
+        self.cmd_rx.is_empty() && self.session.oldest_unfinished().is_none()
+    }
+
+    /// Moves a graceful close along: drain (until everything accepted is done or the close
+    /// timeout), then DISCONNECT (until written or one more second). `Some` to stop serving.
+    fn close_step(&mut self, ws: &Ws, write_blocked: bool, now: Instant) -> Option<Exit> {
+        if self.close_requested() {
+            self.closing_state = Closing::Draining(deadline_after(self.options.close_timeout));
+        }
+        let written =
+            !write_blocked && self.session.output().is_empty() && !ws.get_ref().frame_pending();
+        match self.closing_state {
+            Closing::No => None,
+            Closing::Draining(deadline) => {
+                if (written && self.drained()) || now >= deadline {
+                    if now >= deadline {
+                        log::warn!(
+                            "provider {}: close timeout: leaving with publishes unfinished",
+                            self.name
+                        );
+                    }
+                    self.session.disconnect();
+                    self.closing_state = Closing::Disconnecting(deadline_after(CLOSE_FLUSH));
+                }
+                None
+            }
+            Closing::Disconnecting(deadline) => (written || now >= deadline).then_some(Exit::Close),
+        }
+    }
+
+    /// Answers the flushes whose publishes are all done (the output is written).
+    fn finish_flushes(&mut self) {
+        let oldest = self.session.oldest_unfinished();
+        self.flushes.retain(|(mark, reply)| {
+            let done = oldest.is_none_or(|o| o >= *mark);
+            if done {
+                let _ = reply.send(Ok(()));
+            }
+            !done
+        });
     }
 
     /// Takes commands while the session can accept them and the output batch has room.
@@ -442,17 +577,93 @@ impl Driver {
                 sink,
                 reply,
             } => {
-                let new = self.router.add(id, &filters, sink);
-                self.session.subscribe(new, Some(reply));
+                self.claim_unclaimed(&filters, &sink);
+                let changes = self.router.add(id, &filters, sink);
+                self.session
+                    .change(changes.subscribe, changes.unsubscribe, Some(reply));
             }
-            Command::Unsubscribe { id, reply } => {
-                if let Some((uncovered, gone, sink)) = self.router.remove(id) {
+            Command::Unsubscribe { id, keep, reply } => {
+                if let Some((changes, sink)) = self.router.remove(id, keep) {
                     drop(sink);
-                    self.session.subscribe(uncovered, None);
-                    self.session.unsubscribe(gone);
+                    self.apply(changes);
                 }
-                let _ = reply.send(());
+                if let Some(r) = reply {
+                    let _ = r.send(());
+                }
             }
+            Command::Flush { reply } => {
+                self.flushes.push((self.session.next_ticket(), reply));
+            }
+        }
+    }
+
+    /// Sends what a change of the broker's filter set needs: SUBSCRIBE first (no gap in
+    /// delivery), then UNSUBSCRIBE.
+    fn apply(&mut self, changes: Changes) {
+        self.session
+            .change(changes.subscribe, changes.unsubscribe, None);
+    }
+
+    /// Hands held messages of a persistent session to a new subscription they match, in the
+    /// order they arrived.
+    fn claim_unclaimed(&mut self, filters: &[(String, QoS)], sink: &Sink) {
+        if self.unclaimed.messages.is_empty() {
+            return;
+        }
+        let mut delivered = false;
+        let held = std::mem::take(&mut self.unclaimed.messages);
+        for msg in held {
+            if filters
+                .iter()
+                .any(|(f, _)| crate::topic::topic_matches(f, msg.topic()))
+            {
+                self.unclaimed.bytes -= msg.payload().len();
+                delivered |= sink.deliver(msg);
+            } else {
+                self.unclaimed.messages.push_back(msg);
+            }
+        }
+        if delivered {
+            sink.bell.ring();
+        }
+        if self.unclaimed.messages.is_empty() {
+            // Give a burst's memory back.
+            self.unclaimed.messages = VecDeque::new();
+        }
+    }
+
+    /// Holds a message of a persistent session that no subscription takes (yet).
+    fn hold(&mut self, msg: Message) {
+        let len = msg.payload().len();
+        let (max_n, max_bytes) = (
+            self.options.unclaimed_messages,
+            self.options.unclaimed_bytes,
+        );
+        while !self.unclaimed.messages.is_empty()
+            && (self.unclaimed.messages.len() >= max_n || self.unclaimed.bytes + len > max_bytes)
+        {
+            let old = self.unclaimed.messages.pop_front().expect("not empty");
+            self.unclaimed.bytes -= old.payload().len();
+            self.count_unclaimed_drop(old.topic());
+        }
+        if max_n == 0 || len > max_bytes {
+            self.count_unclaimed_drop(msg.topic());
+            return;
+        }
+        self.unclaimed.bytes += len;
+        self.unclaimed.messages.push_back(msg);
+    }
+
+    fn count_unclaimed_drop(&mut self, topic: &str) {
+        self.unclaimed.dropped += 1;
+        let n = self.unclaimed.dropped;
+        if n == 1 || n.is_power_of_two() {
+            log::warn!(
+                "provider {}: unclaimed messages over their bound (unclaimed_capacity): dropped \
+                 one on \"{}\" ({n} dropped so far)",
+                self.name,
+                crate::error::printable(topic)
+            );
         }
     }
 
@@ -495,7 +706,9 @@ impl Driver {
             match ev {
                 SessionEvent::Message(p) => {
                     let msg = Message::new(p, self.name.clone());
+                    let mut routed = false;
                     for sink in self.router.route(msg.topic()) {
+                        routed = true;
                         // The first message of a batch wakes the subscription at once (a
                         // lone message is not delayed); the rest of the batch is covered by
                         // one more ring after it (`ring`).
@@ -503,6 +716,11 @@ impl Driver {
                             sink.bell.ring();
                             self.to_ring.push(sink.bell.clone());
                         }
+                    }
+                    // We acknowledged it to the broker: with a persistent session it is held
+                    // for the subscription the application is about to make.
+                    if !routed && !self.options.clean_session {
+                        self.hold(msg);
                     }
                 }
                 SessionEvent::Published(reply) => {
@@ -518,8 +736,37 @@ impl Driver {
                     };
                     let _ = reply.send(result);
                 }
+                SessionEvent::PublishRefused(reply, what) => {
+                    let err = Error::Refused(what);
+                    self.report_refusal(&err);
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(err));
+                    }
+                }
+                SessionEvent::FiltersRefused(filters) => {
+                    let list = filters
+                        .iter()
+                        .map(|f| format!("\"{}\"", crate::error::printable(f)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.report_refusal(&Error::Refused(format!("SUBSCRIBE to {list}")));
+                    let (ended, changes) = self.router.forget(&filters);
+                    drop(ended);
+                    self.apply(changes);
+                }
             }
         }
+    }
+
+    fn report_refusal(&mut self, err: &Error) {
+        self.refused += 1;
+        let reason = format!("{err} ({} refused so far)", self.refused);
+        log::warn!("provider {}: {reason}", self.name);
+        self.hub.emit(StateEvent {
+            provider: self.name.to_string(),
+            state: self.state.get(),
+            reason: Some(reason),
+        });
     }
 
     /// Wakes the subscriptions that were given messages: once per batch read, not per message.
@@ -529,19 +776,11 @@ impl Driver {
         }
     }
 
-    /// Ends the provider: DISCONNECT if connected, fail what waits, end subscriptions.
+    /// Ends the provider: the WebSocket close (DISCONNECT was written by the graceful close),
+    /// fail what waits, end subscriptions. Never blocks.
     fn shutdown(&mut self, ws: Option<Ws>) {
         if let Some(mut ws) = ws {
-            self.session.disconnect();
-            let mut bytes = std::mem::take(self.session.output());
-            let tcp = ws.get_ref().tcp();
-            let _ = tcp.set_nonblocking(false);
-            let _ = tcp.set_write_timeout(Some(CLOSE_FLUSH));
-            let _ = tcp.set_read_timeout(Some(CLOSE_FLUSH));
-            // What is pending goes first (blocking now), then DISCONNECT, then the close.
-            if ws.flush().is_ok() {
-                let _ = ws.get_mut().send_binary(&mut bytes);
-            }
+            // Best effort, non-blocking: the socket is closed when `ws` is dropped anyway.
             let _ = ws.close(None);
             let _ = ws.flush();
         }
@@ -553,14 +792,19 @@ impl Driver {
         for reply in self.session.take_waiting() {
             let _ = reply.send(Err(Error::Closed));
         }
+        for (_, reply) in self.flushes.drain(..) {
+            let _ = reply.send(Err(Error::Closed));
+        }
         // Commands still queued will never be served.
         while let Ok(cmd) = self.cmd_rx.try_recv() {
             match cmd {
-                Command::Publish { reply: Some(r), .. } | Command::Subscribe { reply: r, .. } => {
+                Command::Publish { reply: Some(r), .. }
+                | Command::Subscribe { reply: r, .. }
+                | Command::Flush { reply: r } => {
                     let _ = r.send(Err(Error::Closed));
                 }
-                Command::Unsubscribe { reply, .. } => {
-                    let _ = reply.send(());
+                Command::Unsubscribe { reply: Some(r), .. } => {
+                    let _ = r.send(());
                 }
                 _ => {}
             }
@@ -568,6 +812,21 @@ impl Driver {
         // Dropping the sinks ends the subscriptions' iterators once drained.
         drop(self.router.drain());
     }
+}
+
+/// The first bytes after the upgrade were not a CONNACK: most likely the URL's path is not
+/// where the server speaks MQTT (NATS answers its own protocol at `/`).
+fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
+    let nats = if head.starts_with(b"INFO ") {
+        " (they look like the NATS protocol)"
+    } else {
+        ""
+    };
+    Error::Protocol(format!(
+        "the server's first bytes are not an MQTT CONNACK{nats}: {err}. Is {:?} the server's \
+         MQTT-over-WebSocket path? NATS, AWS IoT and most brokers serve MQTT at /mqtt",
+        url.path()
+    ))
 }
 
 fn close_reason(f: Option<&tungstenite::protocol::CloseFrame>) -> String {

@@ -88,10 +88,26 @@ pub(crate) enum Command {
         sink: Sink,
         reply: Reply,
     },
+    /// Removes subscription `id`; with `keep`, its filters stay on the broker (a persistent
+    /// session's subscription outlives the `Subscription` value).
     Unsubscribe {
         id: u64,
-        reply: Sender<()>,
+        keep: bool,
+        reply: Option<Sender<()>>,
     },
+    /// Replies once every publish accepted before it is done (QoS 0 written to the socket,
+    /// QoS 1/2 acknowledged).
+    Flush { reply: Reply },
+}
+
+/// `now + timeout`, or a far-away instant when that does not fit (`Duration::MAX` means
+/// "no limit" wherever a timeout is taken).
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// The caller's side of a provider connection.
@@ -101,6 +117,8 @@ pub(crate) struct Connection {
     pub operation_timeout: Duration,
     pub subscription_capacity: usize,
     pub offline_qos0: crate::options::OfflineQoS0,
+    /// Whether the session is clean (a persistent one keeps subscriptions on drop).
+    pub clean_session: bool,
     cmd_tx: queue::QueueSender<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
@@ -123,6 +141,7 @@ impl Connection {
         let operation_timeout = spec.options.operation_timeout;
         let subscription_capacity = spec.options.subscription_capacity;
         let offline_qos0 = spec.options.offline_qos0;
+        let clean_session = spec.options.clean_session;
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let driver = driver::Driver::new(
             spec,
@@ -130,11 +149,34 @@ impl Connection {
             poller.clone(),
             closing.clone(),
             state.clone(),
-            hub,
+            hub.clone(),
         );
+        let (panic_state, panic_hub, panic_name, panic_ready) =
+            (state.clone(), hub.clone(), name.clone(), ready_tx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("mqtt-pubsub:{name}"))
-            .spawn(move || driver.run(ready_tx))
+            .spawn(move || {
+                // A panic must not leave the state lying: whoever waits is told, the state
+                // says Disconnected with the reason, and callers get `Closed` (the driver's
+                // reply handles are dropped by the unwinding).
+                let run = std::panic::AssertUnwindSafe(move || driver.run(ready_tx));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let reason = format!("the I/O thread panicked: {what}");
+                    log::error!("provider {panic_name}: {reason}");
+                    panic_state.set(ConnectionState::Disconnected);
+                    panic_hub.emit(crate::state::StateEvent {
+                        provider: panic_name.to_string(),
+                        state: ConnectionState::Disconnected,
+                        reason: Some(reason.clone()),
+                    });
+                    let _ = panic_ready.try_send(Err(Error::ConnectionLost(reason)));
+                }
+            })
             .map_err(|e| Error::Io {
                 context: "spawning the I/O thread",
                 source: e,
@@ -151,6 +193,7 @@ impl Connection {
             operation_timeout,
             subscription_capacity,
             offline_qos0,
+            clean_session,
             cmd_tx,
             poller,
             closing,
@@ -178,16 +221,38 @@ impl Connection {
         }
     }
 
+    /// Queues a control command (unsubscribe, flush) without waiting: these are not bounded
+    /// by the queue's capacity (there are at most as many as there are subscriptions and
+    /// flush calls), so they never block behind a full queue of publishes.
+    pub fn send_control(&self, cmd: Command) -> Result<()> {
+        if self.state.get() == ConnectionState::Disconnected {
+            return Err(Error::Closed);
+        }
+        self.cmd_tx.send_unbounded(cmd).map_err(|_| Error::Closed)?;
+        let _ = self.poller.notify();
+        Ok(())
+    }
+
     /// The current state.
     pub fn state(&self) -> ConnectionState {
         self.state.get()
     }
 
-    /// Stops reconnecting, sends DISCONNECT, fails what is still waiting, and joins the
-    /// thread. Idempotent.
+    /// Closes gracefully: what was accepted before is sent (QoS 1/2 acknowledged) within the
+    /// close timeout, then DISCONNECT; what is left fails; the thread is joined. Idempotent.
     pub fn close(&self) {
+        self.begin_close();
+        self.join();
+    }
+
+    /// Starts the graceful close without waiting (to close several providers at once).
+    pub fn begin_close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.poller.notify();
+    }
+
+    /// Waits for the I/O thread to end.
+    pub fn join(&self) {
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             if h.thread().id() != std::thread::current().id() {

@@ -102,6 +102,17 @@ impl<T> QueueSender<T> {
     }
 }
 
+impl<T> QueueSender<T> {
+    /// Queues `item` even when the queue is full (for the few control commands).
+    pub fn send_unbounded(&self, item: T) -> Result<(), T> {
+        self.bound.len.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(item).map_err(|e| {
+            self.bound.len.fetch_sub(1, Ordering::AcqRel);
+            e.into_inner()
+        })
+    }
+}
+
 impl<T> QueueReceiver<T> {
     /// Takes one command without blocking.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {

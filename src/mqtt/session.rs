@@ -25,6 +25,15 @@ use crate::options::LastWill;
 /// reconnect the subscriptions must be back before the resent publishes reach the broker.
 pub const CONTROL_IDS: u16 = 32;
 
+/// A connection lost this soon after the oldest unacknowledged packet was (re)sent counts as
+/// a strike against that packet.
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Strikes after which a packet is taken to be refused by the broker (it closes the
+/// connection instead of answering, as NATS, mosquitto and AWS IoT do for some packets) and
+/// is dropped instead of being resent for ever.
+pub const STRIKES: u8 = 3;
+
 /// What the session needs to know about the connection it runs on.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -80,6 +89,11 @@ pub enum Event<R> {
     Published(R),
     /// All SUBACKs of a subscribe request arrived; the refused filters are listed.
     Subscribed(R, Vec<String>),
+    /// A QoS 1/2 publish was dropped: the connection died right after it [`STRIKES`] times.
+    /// The text says which message.
+    PublishRefused(Option<R>, String),
+    /// Filters dropped for the same reason; they are no longer subscribed.
+    FiltersRefused(Vec<String>),
 }
 
 #[derive(Debug)]
@@ -87,13 +101,18 @@ enum Request<R> {
     Publish {
         packet: Outgoing,
         reply: Option<R>,
+        ticket: u64,
     },
+    /// `origin`: the `seq` of the packet this resends (its strikes carry over).
     Subscribe {
         filters: Vec<(String, QoS)>,
         waiter: Option<u64>,
+        origin: Option<u64>,
     },
     Unsubscribe {
         filters: Vec<String>,
+        waiter: Option<u64>,
+        origin: Option<u64>,
     },
 }
 
@@ -101,6 +120,8 @@ enum Request<R> {
 struct Inflight<R> {
     /// Order of first transmission, to resend in the same order after a reconnect.
     seq: u64,
+    /// When it was last written (for strikes, see [`STRIKE_WINDOW`]).
+    sent: Instant,
     kind: Pending<R>,
 }
 
@@ -111,12 +132,16 @@ enum Pending<R> {
         packet: Outgoing,
         reply: Option<R>,
         released: bool,
+        ticket: u64,
     },
     Subscribe {
         filters: Vec<(String, QoS)>,
         waiter: Option<u64>,
     },
-    Unsubscribe,
+    Unsubscribe {
+        filters: Vec<String>,
+        waiter: Option<u64>,
+    },
 }
 
 #[derive(Debug)]
@@ -147,6 +172,14 @@ pub struct Session<R> {
     last_out: Instant,
     last_in: Instant,
     ping_sent: Option<Instant>,
+    /// The latest time the driver told us (send times of packets written between calls).
+    clock: Instant,
+    /// Every publish gets the next ticket; [`Session::oldest_unfinished`] tells flushes
+    /// how far the session has come.
+    next_ticket: u64,
+    /// The packet (by `seq`) that the last lost connections died right after, and how many
+    /// times in a row.
+    suspect: Option<(u64, u8)>,
 }
 
 impl<R> Session<R> {
@@ -173,6 +206,9 @@ impl<R> Session<R> {
             last_out: now,
             last_in: now,
             ping_sent: None,
+            clock: now,
+            next_ticket: 0,
+            suspect: None,
         }
     }
 
@@ -221,16 +257,20 @@ impl<R> Session<R> {
     }
 
     /// The connection is up (CONNACK accepted): first `resubscribe` (without a stored session
-    /// the broker forgot our subscriptions, and a resent publish must find them), then what is
-    /// unacknowledged, in the order it was first sent, with DUP set, then what queued while
-    /// offline.
+    /// the broker forgot our subscriptions, and a resent publish must find them) and the
+    /// subscribe/unsubscribe requests the lost connection left unanswered (only for filters
+    /// `still_wanted` says are wanted, resp. unwanted, so a subscription dropped meanwhile is
+    /// not resent), then what is unacknowledged, in the order it was first sent, with DUP
+    /// set, then what queued while offline.
     pub fn on_connected(
         &mut self,
         now: Instant,
         session_present: bool,
         resubscribe: Vec<(String, QoS)>,
+        still_wanted: &dyn Fn(&str) -> bool,
     ) {
         self.connected = true;
+        self.clock = now;
         self.last_in = now;
         self.last_out = now;
         self.ping_sent = None;
@@ -238,15 +278,100 @@ impl<R> Session<R> {
             // The broker holds no QoS 2 state of ours: forget inbound ids [MQTT-4.3.3].
             self.inbound_qos2.clear();
         }
+        // Unanswered SUBSCRIBE/UNSUBSCRIBE become requests again, at the front.
+        let mut again: Vec<(u64, Request<R>)> = Vec::new();
+        let mut done_waiters = Vec::new();
+        for id in 1..self.slots.len() {
+            let is_control = matches!(
+                self.slots[id].as_deref(),
+                Some(Inflight {
+                    kind: Pending::Subscribe { .. } | Pending::Unsubscribe { .. },
+                    ..
+                })
+            );
+            if !is_control {
+                continue;
+            }
+            let Some(slot) = self.free(id as u16) else {
+                continue;
+            };
+            match slot.kind {
+                Pending::Subscribe {
+                    mut filters,
+                    waiter,
+                } => {
+                    filters.retain(|(f, _)| still_wanted(f));
+                    if filters.is_empty() {
+                        done_waiters.extend(waiter);
+                    } else {
+                        again.push((
+                            slot.seq,
+                            Request::Subscribe {
+                                filters,
+                                waiter,
+                                origin: Some(slot.seq),
+                            },
+                        ));
+                    }
+                }
+                Pending::Unsubscribe {
+                    mut filters,
+                    waiter,
+                } => {
+                    // Without a stored session the broker forgot the subscription anyway.
+                    filters.retain(|f| session_present && !still_wanted(f));
+                    if filters.is_empty() {
+                        done_waiters.extend(waiter);
+                    } else {
+                        again.push((
+                            slot.seq,
+                            Request::Unsubscribe {
+                                filters,
+                                waiter,
+                                origin: Some(slot.seq),
+                            },
+                        ));
+                    }
+                }
+                Pending::Publish { .. } => unreachable!("only control slots are taken"),
+            }
+        }
+        for w in done_waiters {
+            self.chunk_done(w);
+        }
+        again.sort_by_key(|(seq, _)| *seq);
+        // A filter that a request (re-queued above, or waiting in the queue) will subscribe is
+        // not resubscribed besides.
+        let resending: std::collections::HashSet<&str> = again
+            .iter()
+            .map(|(_, r)| r)
+            .chain(self.queue.iter())
+            .flat_map(|r| match r {
+                Request::Subscribe { filters, .. } => {
+                    filters.iter().map(|(f, _)| f.as_str()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let resubscribe: Vec<(String, QoS)> = resubscribe
+            .into_iter()
+            .filter(|(f, _)| !resending.contains(f.as_str()))
+            .collect();
+        for (_, req) in again.into_iter().rev() {
+            self.queue.push_front(req);
+        }
         let chunk = self.cfg.max_filters_per_subscribe.max(1);
         for part in resubscribe.chunks(chunk).rev() {
             self.queue.push_front(Request::Subscribe {
                 filters: part.to_vec(),
                 waiter: None,
+                origin: None,
             });
         }
         let resent_before = self.seq;
-        self.drain_queue_while(|r| matches!(r, Request::Subscribe { .. }));
+        self.drain_queue_while(|r| {
+            matches!(r, Request::Subscribe { .. } | Request::Unsubscribe { .. })
+        });
         let mut ids: Vec<(u64, u16)> = self
             .slots
             .iter()
@@ -259,6 +384,7 @@ impl<R> Session<R> {
             let Some(slot) = self.slots[id as usize].as_mut() else {
                 continue;
             };
+            slot.sent = now;
             match &mut slot.kind {
                 Pending::Publish {
                     packet,
@@ -268,18 +394,85 @@ impl<R> Session<R> {
                 Pending::Publish { released: true, .. } => {
                     encode(&PubrelPacket::new(id), &mut self.out)
                 }
-                Pending::Subscribe { filters, .. } => {
-                    encode(&subscribe_packet(id, filters), &mut self.out)
-                }
-                Pending::Unsubscribe => {
-                    // An UNSUBSCRIBE lost with the connection is moot without a session, and
-                    // resending it cannot be built from the slot; free the id.
-                    self.slots[id as usize] = None;
-                    self.inflight -= 1;
-                }
+                // Taken out above; the ones just sent are newer than `resent_before`.
+                Pending::Subscribe { .. } | Pending::Unsubscribe { .. } => {}
             }
         }
         self.drain_queue();
+    }
+
+    /// The connection was lost (not closed by us) at `now`. If it died right after the
+    /// oldest unacknowledged packet was sent, for the [`STRIKES`]th time in a row, that packet
+    /// is dropped and reported ([`Event::PublishRefused`], or its filters are retried one by
+    /// one and then [`Event::FiltersRefused`]).
+    pub fn on_lost(&mut self, now: Instant) {
+        let oldest = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (s.seq, s.sent, id as u16)))
+            .min();
+        self.suspect = match (oldest, self.suspect) {
+            (Some((seq, sent, _)), _) if now.saturating_duration_since(sent) > STRIKE_WINDOW => {
+                let _ = seq;
+                None
+            }
+            (Some((seq, _, _)), Some((s, n))) if s == seq => Some((seq, n.saturating_add(1))),
+            (Some((seq, _, _)), _) => Some((seq, 1)),
+            (None, _) => None,
+        };
+        if let (Some((seq, n)), Some((_, _, id))) = (self.suspect, oldest) {
+            if n >= STRIKES {
+                self.suspect = None;
+                log::debug!("packet {seq} struck {n} times: dropping it");
+                self.refuse(id);
+            }
+        }
+        self.on_disconnected();
+    }
+
+    fn refuse(&mut self, id: u16) {
+        let Some(slot) = self.free(id) else { return };
+        match slot.kind {
+            Pending::Publish { packet, reply, .. } => {
+                let what = format!(
+                    "PUBLISH to \"{}\" (QoS {}, {} bytes{})",
+                    crate::error::printable(&packet.topic),
+                    packet.qos as u8,
+                    packet.payload.len(),
+                    if packet.retain { ", retained" } else { "" }
+                );
+                self.events.push_back(Event::PublishRefused(reply, what));
+            }
+            Pending::Subscribe { filters, waiter } if filters.len() > 1 => {
+                // One of them is refused: try each alone to find which.
+                if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
+                    w.remaining += filters.len() - 1;
+                }
+                for f in filters.into_iter().rev() {
+                    self.queue.push_front(Request::Subscribe {
+                        filters: vec![f],
+                        waiter,
+                        origin: None,
+                    });
+                }
+            }
+            Pending::Subscribe { filters, waiter } => {
+                let names: Vec<String> = filters.into_iter().map(|(f, _)| f).collect();
+                if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
+                    w.refused.extend(names.iter().cloned());
+                }
+                self.events.push_back(Event::FiltersRefused(names));
+                if let Some(w) = waiter {
+                    self.chunk_done(w);
+                }
+            }
+            Pending::Unsubscribe { waiter, .. } => {
+                if let Some(w) = waiter {
+                    self.chunk_done(w);
+                }
+            }
+        }
     }
 
     /// The connection is gone: stop sending, keep what must be resent.
@@ -294,6 +487,37 @@ impl<R> Session<R> {
     /// otherwise, which blocks callers: backpressure).
     pub fn can_accept(&self) -> bool {
         self.queue.len() < self.cfg.max_queued
+    }
+
+    /// The ticket the next publish will get: every publish accepted before now has a
+    /// smaller one.
+    pub fn next_ticket(&self) -> u64 {
+        self.next_ticket
+    }
+
+    /// The oldest ticket of a publish not finished yet (queued, or waiting for its
+    /// acknowledgement); `None` when every publish is done except the QoS 0 bytes in
+    /// [`Session::output`], which are done once written.
+    pub fn oldest_unfinished(&self) -> Option<u64> {
+        let queued = self.queue.iter().find_map(|r| match r {
+            Request::Publish { ticket, .. } => Some(*ticket),
+            _ => None,
+        });
+        let inflight = self
+            .slots
+            .iter()
+            .filter_map(|s| match s.as_deref() {
+                Some(Inflight {
+                    kind: Pending::Publish { ticket, .. },
+                    ..
+                }) => Some(*ticket),
+                _ => None,
+            })
+            .min();
+        match (queued, inflight) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Unacknowledged requests.
@@ -326,62 +550,83 @@ impl<R> Session<R> {
             qos,
             retain,
         };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
         if qos == QoS::AtMostOnce && self.connected && self.queue.is_empty() {
             packet.encode(0, false, &mut self.out);
             return Ok(());
         }
-        self.queue.push_back(Request::Publish { packet, reply });
+        self.queue.push_back(Request::Publish {
+            packet,
+            reply,
+            ticket,
+        });
         self.drain_queue();
         Ok(())
     }
 
     /// Subscribes. With a reply handle, [`Event::Subscribed`] reports when every SUBACK is in.
     pub fn subscribe(&mut self, filters: Vec<(String, QoS)>, reply: Option<R>) {
+        self.change(filters, Vec::new(), reply);
+    }
+
+    /// Unsubscribes (no reply: local delivery already stopped when this is called).
+    pub fn unsubscribe(&mut self, filters: Vec<String>) {
+        self.change(Vec::new(), filters, None);
+    }
+
+    /// SUBSCRIBEs, then UNSUBSCRIBEs (a wider filter replacing narrower ones). With a reply
+    /// handle, [`Event::Subscribed`] reports when every SUBACK *and* UNSUBACK is in, so that
+    /// when the caller hears back, the broker no longer holds the narrower filters (and will
+    /// not send a second copy).
+    pub fn change(
+        &mut self,
+        subscribe: Vec<(String, QoS)>,
+        unsubscribe: Vec<String>,
+        reply: Option<R>,
+    ) {
         let chunk = self.cfg.max_filters_per_subscribe.max(1);
+        let parts = subscribe.len().div_ceil(chunk) + unsubscribe.len().div_ceil(chunk);
         let waiter = reply.map(|reply| {
             let id = self.next_waiter;
             self.next_waiter += 1;
             self.waiters.push(SubWaiter {
                 id,
-                remaining: filters.len().div_ceil(chunk),
+                remaining: parts,
                 refused: Vec::new(),
                 reply,
             });
             id
         });
-        if filters.is_empty() {
+        if parts == 0 {
             if let Some(w) = waiter {
                 self.finish_waiter(w);
             }
             return;
         }
-        for part in filters.chunks(chunk) {
+        for part in subscribe.chunks(chunk) {
             self.queue.push_back(Request::Subscribe {
                 filters: part.to_vec(),
                 waiter,
+                origin: None,
             });
         }
-        self.drain_queue();
-    }
-
-    /// Unsubscribes (no reply: local delivery already stopped when this is called).
-    pub fn unsubscribe(&mut self, filters: Vec<String>) {
-        if filters.is_empty() {
-            return;
-        }
-        let chunk = self.cfg.max_filters_per_subscribe.max(1);
-        for part in filters.chunks(chunk) {
+        for part in unsubscribe.chunks(chunk) {
             self.queue.push_back(Request::Unsubscribe {
                 filters: part.to_vec(),
+                waiter,
+                origin: None,
             });
         }
         self.drain_queue();
     }
 
-    /// Writes DISCONNECT.
+    /// Writes DISCONNECT; nothing is sent after it.
     pub fn disconnect(&mut self) {
         if self.connected {
             encode(&DisconnectPacket::new(), &mut self.out);
+            self.connected = false;
+            self.ping_sent = None;
         }
     }
 
@@ -409,6 +654,7 @@ impl<R> Session<R> {
     /// Handles one packet from the broker, as the framer delivers it.
     pub fn handle_inbound(&mut self, packet: Inbound, now: Instant) -> Result<()> {
         self.last_in = now;
+        self.clock = now;
         let packet = match packet {
             Inbound::Publish(p) => {
                 match (p.qos(), p.packet_id()) {
@@ -502,11 +748,8 @@ impl<R> Session<R> {
                     .map(|((f, _), _)| f);
                 if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
                     w.refused.extend(refused);
-                    w.remaining -= 1;
-                    if w.remaining == 0 {
-                        let id = w.id;
-                        self.finish_waiter(id);
-                    }
+                    let id = w.id;
+                    self.chunk_done(id);
                 } else {
                     for f in refused {
                         log::warn!("broker refused the subscription to {f:?} on resubscribe");
@@ -516,8 +759,17 @@ impl<R> Session<R> {
             }
             VariablePacket::UnsubackPacket(p) => {
                 let id = p.packet_identifier();
-                if self.slot_is(id, |k| matches!(k, Pending::Unsubscribe)) {
-                    self.free(id);
+                if self.slot_is(id, |k| matches!(k, Pending::Unsubscribe { .. })) {
+                    if let Some(Inflight {
+                        kind:
+                            Pending::Unsubscribe {
+                                waiter: Some(w), ..
+                            },
+                        ..
+                    }) = self.free(id)
+                    {
+                        self.chunk_done(w);
+                    }
                     self.drain_queue();
                 } else {
                     log::warn!("ignoring UNSUBACK for unknown packet id {id}");
@@ -536,6 +788,7 @@ impl<R> Session<R> {
 
     /// Runs the keep-alive clock. An error means the link is dead (no PINGRESP in time).
     pub fn poll_timers(&mut self, now: Instant) -> Result<()> {
+        self.clock = now;
         if !self.connected || self.cfg.keep_alive.is_zero() {
             return Ok(());
         }
@@ -640,7 +893,7 @@ impl<R> Session<R> {
             matches!(
                 s.as_deref(),
                 Some(Inflight {
-                    kind: Pending::Unsubscribe,
+                    kind: Pending::Unsubscribe { .. },
                     ..
                 })
             )
@@ -671,6 +924,16 @@ impl<R> Session<R> {
             self.events.push_back(Event::Published(r));
         }
         self.drain_queue();
+    }
+
+    /// One SUBSCRIBE of waiter `id` is answered (or dropped).
+    fn chunk_done(&mut self, id: u64) {
+        if let Some(w) = self.waiters.iter_mut().find(|x| x.id == id) {
+            w.remaining = w.remaining.saturating_sub(1);
+            if w.remaining == 0 {
+                self.finish_waiter(id);
+            }
+        }
     }
 
     fn finish_waiter(&mut self, id: u64) {
@@ -726,31 +989,52 @@ impl<R> Session<R> {
                 return;
             };
             let req = self.queue.pop_front().expect("front checked");
-            self.seq += 1;
+            let seq = match req {
+                Request::Subscribe {
+                    origin: Some(seq), ..
+                }
+                | Request::Unsubscribe {
+                    origin: Some(seq), ..
+                } => seq,
+                _ => {
+                    self.seq += 1;
+                    self.seq
+                }
+            };
             let kind = match req {
-                Request::Publish { packet, reply } => {
+                Request::Publish {
+                    packet,
+                    reply,
+                    ticket,
+                } => {
                     packet.encode(id, false, &mut self.out);
                     Pending::Publish {
                         packet,
                         reply,
                         released: false,
+                        ticket,
                     }
                 }
-                Request::Subscribe { filters, waiter } => {
+                Request::Subscribe {
+                    filters, waiter, ..
+                } => {
                     encode(&subscribe_packet(id, &filters), &mut self.out);
                     Pending::Subscribe { filters, waiter }
                 }
-                Request::Unsubscribe { filters } => {
+                Request::Unsubscribe {
+                    filters, waiter, ..
+                } => {
                     let list = filters
-                        .into_iter()
-                        .filter_map(|f| TopicFilter::new(f).ok())
+                        .iter()
+                        .filter_map(|f| TopicFilter::new(f.clone()).ok())
                         .collect();
                     encode(&UnsubscribePacket::new(id, list), &mut self.out);
-                    Pending::Unsubscribe
+                    Pending::Unsubscribe { filters, waiter }
                 }
             };
             self.slots[id as usize] = Some(Box::new(Inflight {
-                seq: self.seq,
+                seq,
+                sent: self.clock,
                 kind,
             }));
             self.inflight += 1;
@@ -816,7 +1100,7 @@ mod tests {
     fn connected(cfg: SessionConfig) -> (Session<u32>, Instant) {
         let now = Instant::now();
         let mut s = Session::new(cfg, now);
-        s.on_connected(now, false, Vec::new());
+        s.on_connected(now, false, Vec::new(), &|_| true);
         (s, now)
     }
 
@@ -896,7 +1180,9 @@ mod tests {
             .unwrap();
         assert!(s.output().is_empty(), "nothing is written while offline");
         // The publish window (1) is full: the resubscription still goes out, first.
-        s.on_connected(now, false, vec![("f/#".into(), QoS::AtLeastOnce)]);
+        s.on_connected(now, false, vec![("f/#".into(), QoS::AtLeastOnce)], &|_| {
+            true
+        });
         let bytes = std::mem::take(s.output());
         let out = decode_all(&bytes);
         assert_eq!(out.len(), 3, "{out:?}");
@@ -1092,5 +1378,165 @@ mod tests {
         let mut w = s.take_waiting();
         w.sort();
         assert_eq!(w, vec![1, 2, 3]);
+    }
+    #[test]
+    fn a_publish_the_connection_dies_after_three_times_is_refused_and_dropped() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish(
+            "bad".into(),
+            b"x".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(1),
+        )
+        .unwrap();
+        s.publish(
+            "good".into(),
+            b"y".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(2),
+        )
+        .unwrap();
+        sent(&mut s);
+        let mut t = now;
+        for strike in 1..=STRIKES {
+            t += Duration::from_millis(100);
+            s.on_lost(t);
+            assert_eq!(
+                s.next_event().is_some(),
+                strike == STRIKES,
+                "strike {strike}"
+            );
+            if strike < STRIKES {
+                s.on_connected(t, true, Vec::new(), &|_| true);
+                let resent = sent(&mut s);
+                assert_eq!(resent.len(), 2, "both resent after strike {strike}");
+            }
+        }
+        s.on_connected(t, true, Vec::new(), &|_| true);
+        // Only the good one is left, and it completes.
+        let resent = sent(&mut s);
+        assert_eq!(resent.len(), 1);
+        let VariablePacket::PublishPacket(p) = &resent[0] else {
+            panic!("{resent:?}")
+        };
+        assert_eq!(p.topic_name(), "good");
+        assert_eq!(s.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn losses_long_after_sending_are_no_strikes() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish(
+            "slow".into(),
+            b"x".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(1),
+        )
+        .unwrap();
+        let mut t = now;
+        for _ in 0..5 {
+            t += STRIKE_WINDOW * 2;
+            s.on_lost(t);
+            assert!(s.next_event().is_none());
+            s.on_connected(t, true, Vec::new(), &|_| true);
+            // Resent at `t`, then the link lives long before dying again.
+            t += STRIKE_WINDOW * 2;
+            s.poll_timers(t).unwrap();
+        }
+        assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn a_refused_multi_filter_subscribe_is_split_to_find_the_culprit() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.subscribe(
+            vec![
+                ("ok".into(), QoS::AtMostOnce),
+                ("bad".into(), QoS::AtMostOnce),
+            ],
+            Some(9),
+        );
+        sent(&mut s);
+        let mut t = now;
+        let mut refused = Vec::new();
+        let mut done = None;
+        for _ in 0..10 {
+            t += Duration::from_millis(10);
+            s.on_lost(t);
+            while let Some(ev) = s.next_event() {
+                match ev {
+                    Event::FiltersRefused(f) => refused.extend(f),
+                    Event::Subscribed(r, list) => done = Some((r, list)),
+                    other => panic!("{other:?}"),
+                }
+            }
+            s.on_connected(t, true, Vec::new(), &|_| true);
+            // The broker answers "ok" alone and dies on anything with "bad".
+            for p in sent(&mut s) {
+                if let VariablePacket::SubscribePacket(p) = p {
+                    let names: Vec<_> = p.subscribes().iter().map(|(f, _)| f.to_string()).collect();
+                    if names == ["ok"] {
+                        s.handle(
+                            SubackPacket::new(
+                                p.packet_identifier(),
+                                vec![SubscribeReturnCode::MaximumQoSLevel0],
+                            )
+                            .into(),
+                            t,
+                        )
+                        .unwrap();
+                    }
+                }
+            }
+            if done.is_some() {
+                break;
+            }
+        }
+        assert_eq!(refused, vec!["bad".to_string()]);
+        assert_eq!(done, Some((9, vec!["bad".to_string()])));
+    }
+
+    #[test]
+    fn a_subscribe_no_longer_wanted_is_not_resent_and_its_waiter_ends() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.subscribe(vec![("gone".into(), QoS::AtMostOnce)], Some(3));
+        sent(&mut s);
+        s.on_disconnected();
+        s.on_connected(now, false, Vec::new(), &|f| f != "gone");
+        assert!(sent(&mut s).is_empty());
+        assert_eq!(s.next_event(), Some(Event::Subscribed(3, Vec::new())));
+        assert_eq!(s.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_pending_subscribe_is_not_sent_twice_after_a_reconnect() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.subscribe(vec![("a".into(), QoS::AtMostOnce)], Some(3));
+        sent(&mut s);
+        s.on_disconnected();
+        s.on_connected(now, false, vec![("a".into(), QoS::AtMostOnce)], &|_| true);
+        let again = sent(&mut s);
+        assert_eq!(again.len(), 1, "{again:?}");
+    }
+
+    #[test]
+    fn tickets_tell_when_earlier_publishes_are_done() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish("a".into(), vec![], QoS::AtMostOnce, false, None)
+            .unwrap();
+        assert_eq!(s.oldest_unfinished(), None, "QoS 0 is done once written");
+        s.publish("a".into(), vec![], QoS::AtLeastOnce, false, Some(1))
+            .unwrap();
+        let mark = s.next_ticket();
+        s.publish("a".into(), vec![], QoS::AtLeastOnce, false, Some(2))
+            .unwrap();
+        assert!(s.oldest_unfinished().unwrap() < mark);
+        s.handle(PubackPacket::new(1).into(), now).unwrap();
+        assert!(s.oldest_unfinished().unwrap() >= mark);
+        s.handle(PubackPacket::new(2).into(), now).unwrap();
+        assert_eq!(s.oldest_unfinished(), None);
     }
 }

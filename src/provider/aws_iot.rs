@@ -341,6 +341,7 @@ impl AwsIotProviderBuilder {
 
     /// Checks everything and makes the provider (nothing connects yet).
     pub fn build(self) -> Result<AwsIotProvider> {
+        self.options.validate()?;
         let url = if self.endpoint.contains("://") {
             let u = parse_url(&self.endpoint)?;
             if u.scheme() != "wss" {

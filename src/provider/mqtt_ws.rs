@@ -98,6 +98,7 @@ impl MqttOverWsProviderBuilder {
 
     /// Checks the URL and TLS material and makes the provider (nothing connects yet).
     pub fn build(self) -> Result<MqttOverWsProvider> {
+        self.options.validate()?;
         let url = parse_url(&self.url)?;
         let tls = tls::client_config(&self.options.ca_pems, self.options.client_cert.as_ref())?;
         Ok(MqttOverWsProvider {
