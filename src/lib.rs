@@ -39,7 +39,7 @@
 //! keep-alive deadline falls due; callers hand it commands over a bounded channel.
 //!
 //! ## Cargo features
-//! - `aws-iot` (default): `AwsIotProvider` and the `aws` module (aws-sigv4, ureq).
+//! - `aws-iot` (default): `AwsIotProvider` and the `aws` module (aws-sigv4, sha2).
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]

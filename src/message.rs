@@ -46,15 +46,59 @@ impl QoS {
 /// Cheap to clone: the topic and payload are shared, and are the very bytes the packet arrived
 /// in (no copy was made). The payload is delivered exactly as it arrived, JSON or not, text or
 /// binary.
-#[derive(Clone)]
 pub struct Message {
     publish: PublishFrame,
     provider: Arc<str>,
+    /// The bytes this message counts against its subscription's buffer bound, given back
+    /// when it is dropped (not carried by clones).
+    credit: Option<Credit>,
+}
+
+impl Clone for Message {
+    fn clone(&self) -> Message {
+        Message {
+            publish: self.publish.clone(),
+            provider: self.provider.clone(),
+            credit: None,
+        }
+    }
+}
+
+/// Bytes a buffered message counts against a subscription's bound, until it is dropped.
+pub(crate) struct Credit {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Message {
     pub(crate) fn new(publish: PublishFrame, provider: Arc<str>) -> Message {
-        Message { publish, provider }
+        Message {
+            publish,
+            provider,
+            credit: None,
+        }
+    }
+
+    /// The memory it holds: the packet it arrived in.
+    pub(crate) fn size(&self) -> usize {
+        self.publish.as_bytes().len()
+    }
+
+    /// Counts it against `counter` until it is dropped.
+    pub(crate) fn charge(&mut self, counter: &Arc<std::sync::atomic::AtomicUsize>) {
+        let bytes = self.size();
+        counter.fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+        self.credit = Some(Credit {
+            counter: counter.clone(),
+            bytes,
+        });
     }
 
     /// The topic it was published to.

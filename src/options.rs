@@ -140,10 +140,18 @@ pub struct SubscribeOptions {
     pub(crate) provider: Option<String>,
     pub(crate) qos: QoS,
     pub(crate) capacity: Option<usize>,
+    pub(crate) max_bytes: Option<usize>,
     pub(crate) timeout: Option<Duration>,
 }
 
 impl SubscribeOptions {
+    /// How many bytes of messages the subscription buffers before it counts losses
+    /// (default: the provider's `subscription_max_bytes`, 64 MiB).
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
     /// Subscribe through this provider only.
     pub fn provider(mut self, name: impl Into<String>) -> Self {
         self.provider = Some(name.into());
@@ -189,6 +197,7 @@ pub(crate) struct ConnectionOptions {
     pub max_inflight: u16,
     pub queue_capacity: usize,
     pub subscription_capacity: usize,
+    pub subscription_max_bytes: usize,
     pub offline_qos0: OfflineQoS0,
     pub close_timeout: Duration,
     pub unclaimed_messages: usize,
@@ -234,6 +243,7 @@ impl Default for ConnectionOptions {
             max_inflight: 100,
             queue_capacity: 1000,
             subscription_capacity: 8192,
+            subscription_max_bytes: 64 * 1024 * 1024,
             offline_qos0: OfflineQoS0::Queue,
             close_timeout: Duration::from_secs(10),
             unclaimed_messages: 1000,
@@ -389,6 +399,15 @@ macro_rules! connection_builder_methods {
         pub fn unclaimed_capacity(mut self, messages: usize, bytes: usize) -> Self {
             self.options.unclaimed_messages = messages;
             self.options.unclaimed_bytes = bytes;
+            self
+        }
+
+        /// Default bound of each subscription's buffer in bytes (default 64 MiB), besides its
+        /// bound in messages: past either, messages are dropped for that subscription and
+        /// counted, as on overflow. A single message larger than this still gets into an
+        /// empty buffer.
+        pub fn subscription_max_bytes(mut self, bytes: usize) -> Self {
+            self.options.subscription_max_bytes = bytes;
             self
         }
 

@@ -232,6 +232,10 @@ impl PubSub {
             check_qos(&c.limits, options.qos, &c.name)?;
         }
         let capacity = options.capacity.unwrap_or(targets[0].subscription_capacity);
+        let max_bytes = options
+            .max_bytes
+            .unwrap_or(targets[0].subscription_max_bytes);
+        let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (tx, rx) = crossbeam_channel::unbounded();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -255,6 +259,8 @@ impl PubSub {
             let sink = Sink {
                 tx: Some(tx.clone()),
                 capacity,
+                bytes: bytes.clone(),
+                max_bytes,
                 dropped: dropped.clone(),
                 bell: bell.clone(),
             };

@@ -347,6 +347,8 @@ mod tests {
                 let sink = Sink {
                     tx: Some(tx.clone()),
                     capacity: usize::MAX,
+                    bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                    max_bytes: usize::MAX,
                     dropped: Arc::new(AtomicU64::new(0)),
                     bell: bell.clone(),
                 };
@@ -396,5 +398,52 @@ mod tests {
             p.join().unwrap();
         }
         assert!(sub.recv().is_none(), "ends once every sink is gone");
+    }
+
+    /// The buffer is bounded in bytes too; a message gives its bytes back when the caller
+    /// drops it, whichever way it was received.
+    #[test]
+    fn the_byte_bound_drops_and_counts_and_frees_on_receive() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let bell = Arc::new(Doorbell::default());
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sub = Subscription::new(
+            1,
+            rx,
+            &[],
+            vec!["t".into()],
+            dropped.clone(),
+            Duration::from_secs(1),
+            bell.clone(),
+        );
+        let big = |i: u32| {
+            let mut bytes = vec![0x30, 0x7f, 0, 1, b't'];
+            bytes.extend_from_slice(&i.to_be_bytes());
+            bytes.resize(2 + 0x7f, 0);
+            Message::new(PublishFrame::parse(bytes.into(), 2).unwrap(), "p".into())
+        };
+        let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sink = Sink {
+            tx: Some(tx),
+            capacity: 100,
+            bytes: bytes.clone(),
+            max_bytes: 300,
+            dropped: dropped.clone(),
+            bell,
+        };
+        assert!(sink.deliver(big(0)) && sink.deliver(big(1)));
+        assert!(
+            !sink.deliver(big(2)),
+            "a third 129-byte message is over 300 bytes"
+        );
+        assert_eq!(sub.dropped(), 1);
+        assert_eq!(bytes.load(Ordering::SeqCst), 2 * 129);
+        drop(sub.try_recv().unwrap());
+        assert_eq!(bytes.load(Ordering::SeqCst), 129);
+        assert!(sink.deliver(big(3)));
+        let kept: Vec<Message> = sub.try_iter().collect();
+        assert_eq!(bytes.load(Ordering::SeqCst), 2 * 129, "held by the caller");
+        drop(kept);
+        assert_eq!(bytes.load(Ordering::SeqCst), 0);
     }
 }

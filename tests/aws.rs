@@ -414,3 +414,80 @@ fn cognito_credentials_are_refreshed_ahead_of_expiry_for_the_same_identity() {
     assert_eq!(c.credentials().unwrap().access_key_id(), "AKIDSOON");
     assert_eq!(c.credentials().unwrap().access_key_id(), "AKIDFRESH");
 }
+
+#[test]
+fn a_cognito_that_never_answers_is_bounded_by_the_connect_deadline() {
+    // Accepts, reads the request, answers nothing.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(4) {
+            let mut conn = conn.unwrap();
+            let _ = support::http::read_request(&mut conn);
+            held.push(conn);
+        }
+    });
+    let start = std::time::Instant::now();
+    let err = PubSub::new()
+        .add_provider(
+            AwsIotProvider::builder("wss://127.0.0.1:1/mqtt")
+                .region("us-east-1")
+                .credentials(CognitoCredentials::unauthenticated("us-east-1:pool").endpoint(url))
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    // Before: ureq's own 15 s per call, outside the connect deadline.
+    assert!(
+        start.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(err, Error::Credentials(_)), "{err}");
+}
+
+#[test]
+fn an_out_of_range_cognito_expiration_is_a_credentials_error_not_a_panic() {
+    for expiration in ["1e300", "1e19", "-5"] {
+        let creds: &'static str = Box::leak(
+            format!(
+                r#"{{"Credentials":{{"AccessKeyId":"AKIDX","SecretKey":"s","SessionToken":"t","Expiration":{expiration}}}}}"#
+            )
+            .into_boxed_str(),
+        );
+        let url = stub_server(vec![
+            (200, r#"{"IdentityId":"us-east-1:id"}"#),
+            (200, creds),
+        ]);
+        let err = CognitoCredentials::unauthenticated("us-east-1:pool")
+            .endpoint(url.clone())
+            .credentials()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Credentials(m) if m.contains("Expiration")),
+            "{expiration}: {err}"
+        );
+        // Through a provider: a clear error from add_provider, not `Closed` from a dead thread.
+        let url = stub_server(vec![
+            (200, r#"{"IdentityId":"us-east-1:id"}"#),
+            (200, creds),
+        ]);
+        let err = PubSub::new()
+            .add_provider(
+                AwsIotProvider::builder("wss://127.0.0.1:1/mqtt")
+                    .region("us-east-1")
+                    .credentials(
+                        CognitoCredentials::unauthenticated("us-east-1:pool").endpoint(url),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::Credentials(_)), "{expiration}: {err}");
+    }
+}

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -15,7 +15,7 @@ use mqtt_pubsub::{
     PublishOptions, QoS, ReconnectPolicy, StateEvent, SubscribeOptions, Subscription,
 };
 use support::proxy::Proxy;
-use support::{assert_roundtrip, Mosquitto, Nats, Rumqttd};
+use support::{assert_roundtrip, child_env, run_child, Mosquitto, Nats, Rumqttd};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -67,33 +67,6 @@ fn example(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Runs one of this file's `child_*` entry points in a new process of this test binary.
-fn run_child(name: &str, env: &[(&str, String)]) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "child {name} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn child_env(key: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| panic!("{key} is set by the parent test"))
 }
 
 fn wait_state(rx: &Receiver<StateEvent>, state: ConnectionState) -> Vec<StateEvent> {

@@ -7,8 +7,13 @@ mod support;
 
 use std::sync::Mutex;
 
-use mqtt_pubsub::aws::StaticCredentials;
-use mqtt_pubsub::{AwsIotProvider, MqttOverWsProvider, PubSub, PublishOptions, QoS};
+use std::io::Write;
+
+use mqtt_pubsub::aws::{CognitoCredentials, CredentialsProvider, StaticCredentials};
+use mqtt_pubsub::{
+    AwsIotProvider, CustomAuthorizer, MqttOverWsProvider, PubSub, PublishOptions, QoS,
+};
+use support::fake_server::{FakeServer, Misbehaviour};
 use support::gateway::Gateway;
 use support::{make_certs, Mosquitto, Rumqttd, TempDir};
 
@@ -31,9 +36,44 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
-const PASSWORD: &str = "pw-SECRET-0123";
-const SECRET_KEY: &str = "sk-SECRET-4567";
-const TOKEN: &str = "tok-SECRET-89ab";
+const PASSWORD: &str = "pw-7Hq2LmZx90";
+const SECRET_KEY: &str = "sk-Rt5Vn8Wc31";
+const TOKEN: &str = "tk-Jd4Pg6Ys27";
+const LOGIN_TOKEN: &str = "lt-Bm3Xw9Qe58";
+const COGNITO_SECRET: &str = "cs-Nf6Ua2Hk74";
+const COGNITO_TOKEN: &str = "ct-Ge8Zr5Tp13";
+const QUERY_TOKEN: &str = "qt-Wy1Kc7Dv66";
+const HEADER_TOKEN: &str = "ht-Ls9Fb4Mj85";
+
+/// A Cognito stub: GetId, then credentials holding `COGNITO_SECRET` and `COGNITO_TOKEN`.
+fn cognito_stub() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let Ok(req) = support::http::read_request(&mut conn) else {
+                continue;
+            };
+            let body = if req.contains("GetId") {
+                r#"{"IdentityId":"us-east-1:log"}"#.to_string()
+            } else {
+                format!(
+                    r#"{{"Credentials":{{"AccessKeyId":"AKIDCOG","SecretKey":"{COGNITO_SECRET}","SessionToken":"{COGNITO_TOKEN}","Expiration":4102444800.0}}}}"#
+                )
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
 
 #[test]
 fn no_secret_in_any_log_line_at_any_level() {
@@ -96,7 +136,118 @@ fn no_secret_in_any_log_line_at_any_level() {
         assert!(!err.to_string().contains(TOKEN));
     }
 
+    // Cognito: login tokens go out, secret keys and session tokens come back.
+    let cognito = CognitoCredentials::authenticated(
+        "us-east-1:pool",
+        [("accounts.example.com".to_string(), LOGIN_TOKEN.to_string())],
+    )
+    .endpoint(cognito_stub());
+    let creds = cognito.credentials().unwrap();
+    assert_eq!(creds.secret_access_key(), COGNITO_SECRET);
+
+    // A server echoing our request line (with its query token) in a 403 body.
+    let echo = FakeServer::start(vec![Misbehaviour::HttpStatusEcho(403)]);
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(format!(
+                "ws://127.0.0.1:{}/mqtt?token={QUERY_TOKEN}",
+                echo.port
+            ))
+            .build()
+            .unwrap(),
+        )
+        .unwrap_err();
+    log::error!("the application logs the error: {err} / {err:?}");
+
+    // A server whose close reason holds a newline (a forged log line).
+    let closer = FakeServer::start(vec![Misbehaviour::CloseWithReason(
+        "bye\nERROR forged".into(),
+    )]);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(MqttOverWsProvider::builder(closer.url()).build().unwrap())
+        .unwrap();
+    while states
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap()
+        .state
+        != mqtt_pubsub::ConnectionState::ConnectionDisrupted
+    {}
+    ps.close().unwrap();
+
+    // Every public type's Debug, as an application might log it.
+    let ws_builder = || {
+        MqttOverWsProvider::builder(format!(
+            "ws://alice:{PASSWORD}@127.0.0.1:1/mqtt?token={QUERY_TOKEN}"
+        ))
+        .username_password("alice", PASSWORD)
+        .header("Authorization", HEADER_TOKEN)
+    };
+    let authorizer = CustomAuthorizer::new("auth")
+        .token("tok", QUERY_TOKEN)
+        .signature(HEADER_TOKEN);
+    let aws_builder = || {
+        AwsIotProvider::builder(format!("wss://127.0.0.1:1/mqtt?x={QUERY_TOKEN}"))
+            .region("us-east-1")
+            .credentials(StaticCredentials::new("AKIDDBG", SECRET_KEY).session_token(TOKEN))
+    };
+    let debugs = [
+        format!("{:?}", ws_builder()),
+        format!("{:?}", ws_builder().build().unwrap()),
+        format!("{:?}", aws_builder()),
+        format!("{:?}", aws_builder().build().unwrap()),
+        format!(
+            "{:?}",
+            AwsIotProvider::builder("a.iot.us-east-1.amazonaws.com")
+                .custom_authorizer(authorizer.clone())
+        ),
+        format!("{authorizer:?}"),
+        format!(
+            "{:?}",
+            StaticCredentials::new("AKIDDBG", SECRET_KEY).session_token(TOKEN)
+        ),
+        format!("{creds:?}"),
+        format!("{cognito:?}"),
+    ];
+    for d in debugs {
+        log::debug!("debug of a public value: {d}");
+    }
+
     let lines = LINES.lock().unwrap();
+    // One record of ours, one line: nothing a server says forges another (tungstenite's own
+    // trace records of frames span lines by design).
+    for line in lines.iter().filter(|l| {
+        l.split(' ')
+            .nth(1)
+            .is_some_and(|t| t.starts_with("mqtt_pubsub"))
+    }) {
+        assert!(!line.contains('\n'), "a log record spans lines: {line:?}");
+    }
+    // Secrets split across lines or hex-dumped (16 bytes a row) are found too: every 8-byte
+    // piece of every secret is looked for in all output joined, with and without the
+    // layout, as text and as hex.
+    let joined: String = lines.join("");
+    let bare: String = joined.chars().filter(|c| !c.is_whitespace()).collect();
+    let bare_lower = bare.to_ascii_lowercase();
+    for secret in [
+        PASSWORD,
+        SECRET_KEY,
+        TOKEN,
+        LOGIN_TOKEN,
+        COGNITO_SECRET,
+        COGNITO_TOKEN,
+        QUERY_TOKEN,
+        HEADER_TOKEN,
+    ] {
+        for piece in secret.as_bytes().windows(8) {
+            let text = std::str::from_utf8(piece).unwrap();
+            let hex: String = piece.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(
+                !bare.contains(text) && !bare_lower.contains(&hex),
+                "output reveals {text:?} of {secret:?}"
+            );
+        }
+    }
     assert!(
         lines.len() > 10,
         "the logger saw the traffic ({} lines)",

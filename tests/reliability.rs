@@ -769,3 +769,379 @@ fn reconnect_disabled_ends_the_provider_on_loss() {
     );
     assert!(matches!(ps.publish("a", "b"), Err(Error::Closed)));
 }
+
+// ---- Hostile servers: memory bounded by configuration, deadlines that hold ----
+
+/// What a child process connected to a hostile server measures: its peak RSS (KiB).
+#[test]
+#[ignore = "child process of the hostile memory tests"]
+fn child_hostile_memory() {
+    let url = support::child_env("CHILD_URL");
+    let mode = support::child_env("CHILD_MODE");
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(url)
+            .reconnect(ReconnectPolicy::disabled())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    match mode.as_str() {
+        // Connected to a plain server: the baseline.
+        "baseline" => {}
+        // add_provider returned once the frame holding CONNACK was processed, all of it.
+        "connect-frame" => {}
+        // The server floods for a while without reading: watch for as long.
+        "ack-flood" => std::thread::sleep(Duration::from_secs(4)),
+        "publish-burst" => {
+            let count: u64 = support::child_env("CHILD_COUNT").parse().unwrap();
+            let sub = ps.subscribe("t").unwrap();
+            let start = Instant::now();
+            // No event says "the burst is processed": the counters are polled.
+            while (sub.len() as u64 + sub.dropped()) < count {
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "burst not processed"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        other => panic!("unknown mode {other}"),
+    }
+    println!("PEAK_KIB {}", support::peak_rss_kib());
+}
+
+fn child_peak_kib(url: String, mode: &str, count: usize) -> u64 {
+    let out = support::run_child(
+        "child_hostile_memory",
+        &[
+            ("CHILD_URL", url),
+            ("CHILD_MODE", mode.to_string()),
+            ("CHILD_COUNT", count.to_string()),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let peak = text
+        .split("PEAK_KIB ")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no PEAK_KIB in {text}"));
+    eprintln!("{mode}: peak RSS {peak} KiB");
+    peak
+}
+
+fn baseline_kib() -> u64 {
+    let server = FakeServer::start(vec![]);
+    child_peak_kib(server.url(), "baseline", 0)
+}
+
+#[test]
+fn hostile_ack_flood_without_reading_is_bounded() {
+    // After CONNACK the server never reads, and streams QoS 1 PUBLISHes: each asks for a
+    // PUBACK. Before: the client kept reading and buffering PUBACKs, about 1 MiB per MiB
+    // received.
+    let server = FakeServer::start(vec![Misbehaviour::NeverRead {
+        packet: vec![0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x01],
+        seconds: 4,
+    }]);
+    let grown = child_peak_kib(server.url(), "ack-flood", 0).saturating_sub(baseline_kib());
+    assert!(grown < 8 * 1024, "grew {grown} KiB");
+}
+
+#[test]
+fn hostile_frame_of_tiny_packets_at_connect_is_bounded() {
+    // CONNACK and four million PINGRESPs in one 8 MB frame. Before: every packet after
+    // CONNACK was kept in a list until the frame was done (1.3 GiB for 16 MB).
+    let mut tail = Vec::with_capacity(8_000_000);
+    for _ in 0..4_000_000 {
+        tail.extend_from_slice(&[0xd0, 0x00]);
+    }
+    let server = FakeServer::start(vec![Misbehaviour::ConnackWith(tail)]);
+    let grown = child_peak_kib(server.url(), "connect-frame", 0).saturating_sub(baseline_kib());
+    // The frame itself is 8 MB and is held twice while it is read.
+    assert!(grown < 32 * 1024, "grew {grown} KiB");
+}
+
+#[test]
+fn hostile_frame_of_tiny_publishes_is_bounded() {
+    // Three million 5-byte PUBLISHes on `t` in one 15 MB frame, to a subscription of the
+    // default capacity. Before: all were queued as events first (300 MiB resident after).
+    let count = 3_000_000;
+    let server = FakeServer::start(vec![Misbehaviour::BurstAfterSuback {
+        packet: vec![0x30, 0x03, 0x00, 0x01, b't'],
+        count,
+    }]);
+    let grown = child_peak_kib(server.url(), "publish-burst", count).saturating_sub(baseline_kib());
+    assert!(grown < 48 * 1024, "grew {grown} KiB");
+}
+
+#[test]
+fn subscription_buffers_are_bounded_in_bytes() {
+    let b = Rumqttd::start();
+    let ps = PubSub::new();
+    ps.add_provider(fast_reconnect(b.ws_url()).build().unwrap())
+        .unwrap();
+    let sub = ps
+        .subscribe_with(
+            "big/#",
+            SubscribeOptions::default().max_bytes(4 * 1024 * 1024),
+        )
+        .unwrap();
+    let marker = ps.subscribe("big/end").unwrap();
+    for _ in 0..20 {
+        ps.publish("big/x", vec![7u8; 1024 * 1024]).unwrap();
+    }
+    ps.publish("big/end", "x").unwrap();
+    marker.recv_timeout(WAIT).unwrap();
+    // Four 1 MiB messages fit (the marker, 1 KiB-ish, may too); the rest were counted.
+    let kept = sub.try_iter().filter(|m| m.topic() == "big/x").count() as u64;
+    assert!(kept <= 4, "kept {kept}");
+    // Every big one was kept or counted (the small marker may have been counted too).
+    assert!(
+        [20, 21].contains(&(kept + sub.dropped())),
+        "kept {kept}, dropped {}",
+        sub.dropped()
+    );
+}
+
+#[test]
+fn hostile_dripping_upgrade_cannot_stretch_the_connect_timeout() {
+    // One byte every 300 ms: each read is quick, the whole would take ~40 s.
+    let server = FakeServer::start(vec![Misbehaviour::DripUpgrade]);
+    let start = Instant::now();
+    let err = PubSub::new()
+        .add_provider(
+            fast_reconnect(server.url())
+                .connect_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: Operation::Connect,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn close_during_a_dripping_reconnect_returns_promptly() {
+    let server = FakeServer::start(vec![
+        Misbehaviour::CloseWithReason("bye".into()),
+        Misbehaviour::DripUpgrade,
+    ]);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        fast_reconnect(server.url())
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_state(&states, ConnectionState::ConnectionDisrupted);
+    wait_state(&states, ConnectionState::Connecting);
+    let start = Instant::now();
+    ps.close().unwrap();
+    // Before: close waited for the attempt, up to the connect timeout.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn close_with_a_slow_reader_is_bounded_by_the_close_timeout() {
+    let server = FakeServer::start(vec![Misbehaviour::SlowReader(64 * 1024)]);
+    let ps = PubSub::new();
+    ps.add_provider(
+        fast_reconnect(server.url())
+            .close_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for _ in 0..200 {
+        ps.publish("slow", vec![1u8; 40_000]).unwrap();
+    }
+    let start = Instant::now();
+    ps.close().unwrap();
+    // 8 MB at 64 KiB/s would take two minutes; the drain gives up at 1 s, DISCONNECT at 1 more.
+    assert!(
+        start.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn subscribe_times_out_once_while_the_io_thread_is_blocked_on_writes() {
+    let server = FakeServer::start(vec![Misbehaviour::NeverRead {
+        packet: Vec::new(),
+        seconds: 30,
+    }]);
+    let ps = PubSub::new();
+    ps.add_provider(
+        fast_reconnect(server.url())
+            .queue_capacity(16)
+            .close_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    // Fill the socket and the queue.
+    let opts = PublishOptions::default().timeout(Duration::from_millis(200));
+    let mut filled = false;
+    for _ in 0..10_000 {
+        if ps
+            .publish_with("w", vec![0u8; 64 * 1024], opts.clone())
+            .is_err()
+        {
+            filled = true;
+            break;
+        }
+    }
+    assert!(filled, "the queue filled up");
+    let start = Instant::now();
+    let err = ps
+        .subscribe_with(
+            "s",
+            SubscribeOptions::default().timeout(Duration::from_secs(1)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    // Before: the timeout, then as long again in the failed subscription's drop.
+    assert!(
+        start.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn hostile_session_present_on_a_clean_session_is_a_protocol_error() {
+    let err = connect_error(Misbehaviour::ConnackSessionPresent);
+    assert!(
+        matches!(&err, Error::Protocol(m) if m.contains("session is present")),
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_suback_without_return_codes_fails_the_call_at_once() {
+    let server = FakeServer::start(vec![Misbehaviour::SubackWithoutCodes]);
+    let ps = PubSub::new();
+    ps.add_provider(fast_reconnect(server.url()).build().unwrap())
+        .unwrap();
+    let start = Instant::now();
+    let err = ps
+        .subscribe_with("x", SubscribeOptions::default().timeout(WAIT))
+        .unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    assert!(start.elapsed() < WAIT / 4, "{:?}", start.elapsed());
+}
+
+#[test]
+fn hostile_publish_with_packet_id_zero_is_a_protocol_error_then_recovery() {
+    recovers_from(
+        Misbehaviour::Bytes(vec![0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00]),
+        "packet identifier 0",
+    );
+}
+
+#[test]
+fn hostile_topic_with_nul_is_a_protocol_error_then_recovery() {
+    recovers_from(
+        Misbehaviour::Bytes(vec![0x30, 0x05, 0x00, 0x03, b'a', 0x00, b'b']),
+        "U+0000",
+    );
+}
+
+#[test]
+fn hostile_dup_on_qos0_is_a_protocol_error_then_recovery() {
+    recovers_from(
+        Misbehaviour::Bytes(vec![0x38, 0x03, 0x00, 0x01, b't']),
+        "DUP set on QoS 0",
+    );
+}
+
+#[test]
+fn hostile_non_minimal_remaining_length_is_a_protocol_error_then_recovery() {
+    recovers_from(
+        Misbehaviour::Bytes(vec![0xd0, 0x80, 0x00]),
+        "not minimally encoded",
+    );
+}
+
+#[test]
+fn hostile_close_reason_cannot_forge_log_lines_or_events() {
+    let server = FakeServer::start(vec![Misbehaviour::CloseWithReason(
+        "bye\nERROR forged line".into(),
+    )]);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(fast_reconnect(server.url()).build().unwrap())
+        .unwrap();
+    let reason = loop {
+        let e = next_state(&states);
+        if e.state == ConnectionState::ConnectionDisrupted {
+            break e.reason.unwrap_or_default();
+        }
+    };
+    assert!(reason.contains("forged line"), "{reason}");
+    assert!(
+        !reason.contains('\n'),
+        "the server's newline is escaped: {reason:?}"
+    );
+}
+
+#[test]
+fn a_failed_handshake_does_not_leave_the_session_connected() {
+    // Connected and subscribed; the link is cut; the reconnect gets CONNACK and a PINGREQ in
+    // one frame (a protocol error after CONNACK); the next attempt works. Before: the failed
+    // attempt left the session "connected", and the next connection sent the
+    // resubscription twice.
+    let server = FakeServer::start(vec![
+        // Behaves (an empty frame after CONNACK changes nothing).
+        Misbehaviour::Bytes(Vec::new()),
+        Misbehaviour::ConnackWith(vec![0xc0, 0x00]),
+    ]);
+    let proxy = Proxy::start(server.port);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(fast_reconnect(proxy.url("/mqtt")).build().unwrap())
+        .unwrap();
+    let sub = ps.subscribe("again").unwrap();
+    assert_eq!(
+        server.subscribes.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    proxy.cut_all();
+    // Lost (cut), failed (PINGREQ), then connected on the third connection.
+    let mut disrupted = 0;
+    while disrupted < 2 {
+        if next_state(&states).state == ConnectionState::ConnectionDisrupted {
+            disrupted += 1;
+        }
+    }
+    wait_state(&states, ConnectionState::Connected);
+    ps.publish("again", "x").unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"x");
+    // The resubscription went out once.
+    assert_eq!(
+        server.subscribes.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}

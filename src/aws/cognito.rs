@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -12,7 +12,13 @@ use crate::error::{Error, Result};
 
 /// Credentials are refreshed this long before they expire.
 const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
-const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default bound of one credentials fetch (both calls) when no connect deadline applies.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer read.
+const MAX_ANSWER: usize = 1024 * 1024;
+/// The latest `Expiration` taken as a time (9999-12-31): later or non-finite values are a
+/// broken answer, not credentials that never expire.
+const MAX_EXPIRATION_SECS: f64 = 253_402_300_799.0;
 
 /// Temporary credentials of an identity in a Cognito identity pool, unauthenticated or
 /// authenticated with a `logins` map (provider name → id token).
@@ -26,6 +32,7 @@ pub struct CognitoCredentials {
     region: String,
     logins: BTreeMap<String, String>,
     endpoint: Option<String>,
+    timeout: Duration,
     state: Mutex<State>,
 }
 
@@ -55,6 +62,7 @@ impl CognitoCredentials {
             region,
             logins: BTreeMap::new(),
             endpoint: None,
+            timeout: DEFAULT_TIMEOUT,
             state: Mutex::new(State::default()),
         }
     }
@@ -82,6 +90,14 @@ impl CognitoCredentials {
         self
     }
 
+    /// Bounds a credentials fetch (`GetId` and `GetCredentialsForIdentity` together) when it
+    /// is not made for a connection, whose connect deadline bounds it otherwise (default
+    /// 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> CognitoCredentials {
+        self.timeout = timeout;
+        self
+    }
+
     /// The identity id, once known.
     pub fn identity_id(&self) -> Option<String> {
         self.state
@@ -99,31 +115,26 @@ impl CognitoCredentials {
         )
     }
 
-    fn call(&self, action: &str, body: Value) -> Result<Value> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(HTTP_TIMEOUT))
-            .build()
-            .into();
+    fn call(&self, action: &str, body: Value, deadline: Instant) -> Result<Value> {
         let url = self.url();
-        let mut resp = agent
-            .post(&url)
-            .header(
-                "X-Amz-Target",
-                format!("AWSCognitoIdentityService.{action}"),
-            )
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .send(body.to_string())
-            .map_err(|e| Error::Credentials(format!("Cognito {action} at {url}: {e}")))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(1024 * 1024)
-            .read_to_string()
-            .map_err(|e| {
-                Error::Credentials(format!("Cognito {action}: reading the answer: {e}"))
-            })?;
+        let parsed_url = url::Url::parse(&url)
+            .map_err(|e| Error::Credentials(format!("Cognito endpoint {url:?}: {e}")))?;
+        let target = format!("AWSCognitoIdentityService.{action}");
+        let tls = crate::net::tls::client_config(&[], None)?;
+        let resp = crate::net::http::post(
+            &parsed_url,
+            &[
+                ("X-Amz-Target", &target),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            body.to_string().as_bytes(),
+            tls,
+            deadline,
+            MAX_ANSWER,
+        )
+        .map_err(|e| Error::Credentials(format!("Cognito {action} at {url}: {e}")))?;
+        let status = resp.status;
+        let text = String::from_utf8_lossy(&resp.body).into_owned();
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
             return parsed.ok_or_else(|| {
@@ -147,13 +158,13 @@ impl CognitoCredentials {
             (Some(k), Some(m)) => format!("Cognito {action}: {k}: {m} (HTTP {status})"),
             (Some(k), None) => format!("Cognito {action}: {k} (HTTP {status})"),
             _ => {
-                let snippet: String = text.chars().take(200).collect();
+                let snippet = crate::error::printable(&text);
                 format!("Cognito {action}: HTTP {status}: {snippet}")
             }
         }))
     }
 
-    fn fetch(&self, state: &mut State) -> Result<Credentials> {
+    fn fetch(&self, state: &mut State, deadline: Instant) -> Result<Credentials> {
         let identity_id = match &state.identity_id {
             Some(id) => id.clone(),
             None => {
@@ -161,7 +172,7 @@ impl CognitoCredentials {
                 if !self.logins.is_empty() {
                     body["Logins"] = json!(self.logins);
                 }
-                let v = self.call("GetId", body)?;
+                let v = self.call("GetId", body, deadline)?;
                 let id = v["IdentityId"]
                     .as_str()
                     .ok_or_else(|| {
@@ -176,7 +187,7 @@ impl CognitoCredentials {
         if !self.logins.is_empty() {
             body["Logins"] = json!(self.logins);
         }
-        let v = self.call("GetCredentialsForIdentity", body)?;
+        let v = self.call("GetCredentialsForIdentity", body, deadline)?;
         let c = &v["Credentials"];
         let field = |name: &str| {
             c[name].as_str().map(String::from).ok_or_else(|| {
@@ -192,7 +203,13 @@ impl CognitoCredentials {
         );
         // Epoch seconds, as a number (AWS and moto send a float).
         if let Some(secs) = c["Expiration"].as_f64() {
-            creds = creds.with_expiration(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)));
+            if !(0.0..=MAX_EXPIRATION_SECS).contains(&secs) {
+                return Err(Error::Credentials(format!(
+                    "Cognito GetCredentialsForIdentity: Expiration {secs} is not a time \
+                     (epoch seconds up to the year 9999 expected)"
+                )));
+            }
+            creds = creds.with_expiration(UNIX_EPOCH + Duration::from_secs_f64(secs));
         }
         Ok(creds)
     }
@@ -200,6 +217,11 @@ impl CognitoCredentials {
 
 impl CredentialsProvider for CognitoCredentials {
     fn credentials(&self) -> Result<Credentials> {
+        self.credentials_before(crate::connection::deadline_after(self.timeout))
+    }
+
+    fn credentials_before(&self, deadline: Instant) -> Result<Credentials> {
+        let deadline = deadline.min(crate::connection::deadline_after(self.timeout));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let fresh_until = SystemTime::now() + REFRESH_AHEAD;
         if let Some(c) = &state.cached {
@@ -207,7 +229,7 @@ impl CredentialsProvider for CognitoCredentials {
                 return Ok(c.clone());
             }
         }
-        let creds = self.fetch(&mut state)?;
+        let creds = self.fetch(&mut state, deadline)?;
         log::debug!(
             "Cognito credentials obtained for identity {:?}",
             state.identity_id

@@ -82,11 +82,22 @@ impl fmt::Debug for Credentials {
 pub trait CredentialsProvider: Send + Sync + 'static {
     /// Current credentials, or why there are none.
     fn credentials(&self) -> Result<Credentials>;
+
+    /// Current credentials, fetched before `deadline` (the provider's connect deadline: a
+    /// source that calls a service, as Cognito does, must not outlive it). The default
+    /// calls [`CredentialsProvider::credentials`].
+    fn credentials_before(&self, deadline: std::time::Instant) -> Result<Credentials> {
+        let _ = deadline;
+        self.credentials()
+    }
 }
 
 impl<P: CredentialsProvider + ?Sized> CredentialsProvider for Arc<P> {
     fn credentials(&self) -> Result<Credentials> {
         (**self).credentials()
+    }
+    fn credentials_before(&self, deadline: std::time::Instant) -> Result<Credentials> {
+        (**self).credentials_before(deadline)
     }
 }
 

@@ -19,7 +19,7 @@ use tungstenite::WebSocket;
 use super::{backoff, deadline_after, Command, Reply, Sink};
 use crate::error::{Error, Operation, Result};
 use crate::message::{Message, QoS};
-use crate::mqtt::codec::Framer;
+use crate::mqtt::codec::{Framer, Inbound};
 use crate::mqtt::router::{Changes, Router};
 use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
 use crate::net::websocket::{self, map_ws, Stream};
@@ -30,6 +30,13 @@ use crate::state::{ConnectionState, SharedState, StateEvent, StateHub};
 const SOCKET_KEY: usize = 1;
 /// Stop taking commands once this much output waits for one write (one WebSocket frame).
 const OUTPUT_BATCH: usize = 64 * 1024;
+/// Events handled at most before they are dispatched (within one large frame).
+const EVENT_BATCH: usize = 256;
+/// Output beyond which the connection stops reading until it is written: every packet read
+/// may add an acknowledgement, and a server that sends without reading must not grow our
+/// memory. Checked per WebSocket frame, so the output stays under this plus one frame's
+/// acknowledgements.
+const MAX_BLOCKED_OUTPUT: usize = 256 * 1024;
 /// Frames read per wake-up before writing and looking at commands again (fairness).
 const FRAMES_PER_WAKE: usize = 256;
 /// tungstenite's read buffer (see `try_connect`).
@@ -246,10 +253,11 @@ impl Driver {
         self.try_connect().map_err(|e| self.opener.explain(e))
     }
 
-    /// Transport, CONNECT, CONNACK, then the session resumes.
+    /// Transport, CONNECT, CONNACK, then the session resumes — all before one deadline
+    /// (credentials, DNS, TCP, TLS, upgrade, CONNACK), and abandoned when `close()` is called.
     fn try_connect(&mut self) -> Result<Ws> {
-        let req = self.opener.open_request()?;
         let deadline = deadline_after(self.options.connect_timeout);
+        let req = self.opener.open_request(deadline)?;
         let limit = self.options.max_packet_size.saturating_add(64 * 1024);
         // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
         // costs a 128 KiB memset per read and 128 KiB of resident memory per connection.
@@ -259,7 +267,8 @@ impl Driver {
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit))
             .max_write_buffer_size(OUTPUT_BATCH * 4 + self.options.max_packet_size.min(64 << 20));
-        let mut ws = websocket::open(&req, deadline, config)?;
+        let mut ws = websocket::open(&req, deadline, Some(self.closing.clone()), config)
+            .map_err(closed_if_aborted)?;
         // All MQTT data is framed by `Stream` (see `serve_registered`), CONNECT included; that
         // matters here because CONNECT carries the password and tungstenite logs every frame
         // it sends, payload included, at trace level.
@@ -268,44 +277,39 @@ impl Driver {
         stream
             .send_binary(&mut connect)
             .and_then(|()| std::io::Write::flush(stream))
-            .map_err(|e| websocket::map_io("sending CONNECT", e))?;
+            .map_err(|e| closed_if_aborted(websocket::map_io("sending CONNECT", e)))?;
 
         self.framer.reset();
-        let mut connack: Option<Result<bool>> = None;
-        let mut backlog = Vec::new();
-        while connack.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::timeout(Operation::Connect, "no CONNACK"));
-            }
-            ws.get_ref()
-                .tcp()
-                .set_read_timeout(Some(left))
-                .map_err(|e| websocket::map_io("socket setup", e))?;
-            match ws.read() {
-                Ok(tungstenite::Message::Binary(b)) => {
-                    let first = connack.is_none();
-                    let head: Vec<u8> = b.iter().take(8).copied().collect();
-                    self.framer
-                        .feed_bytes(b, |p| {
-                            match connack {
-                                None => connack = Some(Session::<Reply>::check_connack(&p)),
-                                Some(_) => backlog.push(p),
-                            }
-                            Ok(())
-                        })
-                        .map_err(|e| {
-                            if first {
-                                not_mqtt(&req.url, &head, e)
-                            } else {
-                                e
-                            }
-                        })?;
-                    if let Some(Err(Error::Protocol(_))) = &connack {
-                        let e = connack.take().expect("just matched").unwrap_err();
-                        return Err(not_mqtt(&req.url, &head, e));
-                    }
-                }
+        let result = self.await_connack(&mut ws, &req.url);
+        if result.is_err() {
+            // The attempt failed: the session must not think it is connected.
+            self.session.on_disconnected();
+        }
+        let session_present = result?;
+        let stream = ws.get_mut();
+        stream.set_deadline(None);
+        stream
+            .tcp()
+            .set_read_timeout(None)
+            .and_then(|()| stream.tcp().set_write_timeout(None))
+            .and_then(|()| stream.tcp().set_nonblocking(true))
+            .map_err(|e| websocket::map_io("socket setup", e))?;
+        log::debug!(
+            "provider {}: connected to {} (session present: {session_present})",
+            self.name,
+            websocket::redact(&req.url)
+        );
+        Ok(ws)
+    }
+
+    /// Reads until CONNACK; the session resumes at once, and what follows CONNACK in the
+    /// same frames goes through the session as it is decoded (a frame of a million tiny
+    /// packets is never held as a list of them).
+    fn await_connack(&mut self, ws: &mut Ws, url: &url::Url) -> Result<bool> {
+        let mut session_present = None;
+        loop {
+            let bytes = match ws.read() {
+                Ok(tungstenite::Message::Binary(b)) => b,
                 Ok(tungstenite::Message::Close(f)) => {
                     return Err(Error::ConnectionLost(format!(
                         "the server closed the WebSocket before CONNACK{}",
@@ -317,7 +321,7 @@ impl Driver {
                         "a text WebSocket frame (MQTT uses binary frames)".into(),
                     ))
                 }
-                Ok(_) => {}
+                Ok(_) => continue,
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
@@ -326,48 +330,52 @@ impl Driver {
                 {
                     return Err(Error::timeout(Operation::Connect, "no CONNACK"))
                 }
-                Err(e) => return Err(map_ws("waiting for CONNACK", e)),
-            }
-        }
-        let session_present = connack.expect("loop ends with a CONNACK")?;
-        if session_present && self.options.clean_session {
-            // [MQTT-3.2.2-1]: trusting it would leave us without our subscriptions.
-            return Err(Error::Protocol(
-                "CONNACK says a session is present although we asked for a clean session".into(),
-            ));
-        }
-        let tcp = ws.get_ref().tcp();
-        tcp.set_read_timeout(None)
-            .map_err(|e| websocket::map_io("socket setup", e))?;
-        tcp.set_write_timeout(None)
-            .map_err(|e| websocket::map_io("socket setup", e))?;
-        tcp.set_nonblocking(true)
-            .map_err(|e| websocket::map_io("socket setup", e))?;
-
-        let now = Instant::now();
-        let resubscribe = if session_present {
-            Vec::new()
-        } else {
-            self.router.active()
-        };
-        let router = &self.router;
-        self.session
-            .on_connected(now, session_present, resubscribe, &|f| {
-                router.is_on_broker(f)
+                Err(e) => return Err(closed_if_aborted(map_ws("waiting for CONNACK", e))),
+            };
+            let first = session_present.is_none();
+            let head: Vec<u8> = bytes.iter().take(8).copied().collect();
+            let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
+            let fed = framer.feed_bytes(bytes, |p| match session_present {
+                None => {
+                    let sp = Session::<Reply>::check_connack(&p)?;
+                    if sp && self.options.clean_session {
+                        // [MQTT-3.2.2-1]: trusting it would leave us without our
+                        // subscriptions.
+                        return Err(Error::Protocol(
+                            "CONNACK says a session is present although we asked for a clean \
+                             session"
+                                .into(),
+                        ));
+                    }
+                    let resubscribe = if sp { Vec::new() } else { self.router.active() };
+                    let router = &self.router;
+                    self.session
+                        .on_connected(Instant::now(), sp, resubscribe, &|f| router.is_on_broker(f));
+                    session_present = Some(sp);
+                    Ok(())
+                }
+                Some(_) => self.inbound(p, Instant::now()),
             });
-        for p in backlog {
-            if let Err(e) = self.session.handle_inbound(p, now) {
-                // The attempt failed: the session must not think it is connected.
-                self.session.on_disconnected();
-                return Err(e);
+            self.framer = framer;
+            match fed {
+                Err(e @ Error::Protocol(_)) if first => return Err(not_mqtt(url, &head, e)),
+                other => other?,
+            }
+            self.dispatch_events();
+            if let Some(sp) = session_present {
+                return Ok(sp);
             }
         }
-        log::debug!(
-            "provider {}: connected to {} (session present: {session_present})",
-            self.name,
-            websocket::redact(&req.url)
-        );
-        Ok(ws)
+    }
+
+    /// One packet from the broker; delivers what it made every so often, so that the events
+    /// of one large frame never pile up.
+    fn inbound(&mut self, packet: Inbound, now: Instant) -> Result<()> {
+        self.session.handle_inbound(packet, now)?;
+        if self.session.events_waiting() >= EVENT_BATCH {
+            self.dispatch_events();
+        }
+        Ok(())
     }
 
     #[allow(unsafe_code)]
@@ -393,7 +401,8 @@ impl Driver {
 
     fn serve_registered(&mut self, ws: &mut Ws) -> Exit {
         let mut write_blocked = false;
-        let mut watching_writable = false;
+        // (readable, writable) interest registered with the poller.
+        let mut watching = (true, false);
         loop {
             let now = Instant::now();
             if let Some(exit) = self.close_step(ws, write_blocked, now) {
@@ -404,9 +413,16 @@ impl Driver {
                     return Exit::Close;
                 }
             }
-            let more_to_read = match self.read_available(ws, now) {
-                Ok(more) => more,
-                Err(e) => return Exit::Lost(e),
+            // Backpressure: while the socket takes nothing and our output has grown, reading
+            // stops (the server's writes block in turn) until the output drains.
+            let reading = !(write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT);
+            let more_to_read = if reading {
+                match self.read_available(ws, now) {
+                    Ok(more) => more,
+                    Err(e) => return Exit::Lost(e),
+                }
+            } else {
+                false
             };
             if let Err(e) = self.session.poll_timers(now) {
                 return Exit::Lost(e);
@@ -446,11 +462,13 @@ impl Driver {
             if more_to_read || commands_waiting || close_ready || self.close_requested() {
                 continue;
             }
-            if write_blocked != watching_writable {
-                let interest = if write_blocked {
-                    Event::all(SOCKET_KEY)
-                } else {
-                    Event::readable(SOCKET_KEY)
+            let reading = !(write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT);
+            let want = (reading, write_blocked);
+            if want != watching {
+                let interest = match want {
+                    (true, false) => Event::readable(SOCKET_KEY),
+                    (true, true) => Event::all(SOCKET_KEY),
+                    (false, _) => Event::writable(SOCKET_KEY),
                 };
                 if let Err(e) =
                     self.poller
@@ -461,7 +479,7 @@ impl Driver {
                         source: e,
                     });
                 }
-                watching_writable = write_blocked;
+                watching = want;
             }
             let close_deadline = match self.closing_state {
                 Closing::No => None,
@@ -671,11 +689,16 @@ impl Driver {
     /// spent (`Ok(true)`: come back without waiting).
     fn read_available(&mut self, ws: &mut Ws, now: Instant) -> Result<bool> {
         for _ in 0..FRAMES_PER_WAKE {
+            if self.session.output().len() >= MAX_BLOCKED_OUTPUT {
+                // What reading made must be written first (backpressure, see the caller).
+                return Ok(true);
+            }
             match ws.read() {
                 Ok(tungstenite::Message::Binary(b)) => {
-                    let session = &mut self.session;
-                    self.framer
-                        .feed_bytes(b, |p| session.handle_inbound(p, now))?;
+                    let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
+                    let fed = framer.feed_bytes(b, |p| self.inbound(p, now));
+                    self.framer = framer;
+                    fed?;
                     self.dispatch_events();
                 }
                 Ok(tungstenite::Message::Text(_)) => {
@@ -735,6 +758,9 @@ impl Driver {
                         }),
                     };
                     let _ = reply.send(result);
+                }
+                SessionEvent::Failed(reply, why) => {
+                    let _ = reply.send(Err(Error::Protocol(why)));
                 }
                 SessionEvent::PublishRefused(reply, what) => {
                     let err = Error::Refused(what);
@@ -829,10 +855,25 @@ fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
     ))
 }
 
+/// An attempt abandoned because `close()` was called is reported as `Closed`.
+fn closed_if_aborted(e: Error) -> Error {
+    match &e {
+        Error::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionAborted => {
+            Error::Closed
+        }
+        _ => e,
+    }
+}
+
 fn close_reason(f: Option<&tungstenite::protocol::CloseFrame>) -> String {
     match f {
         Some(f) if f.reason.is_empty() => format!(" (code {})", u16::from(f.code)),
-        Some(f) => format!(" (code {}: {})", u16::from(f.code), f.reason),
+        // The server's text: escaped, so that it cannot forge log lines.
+        Some(f) => format!(
+            " (code {}: {})",
+            u16::from(f.code),
+            crate::error::printable(&f.reason)
+        ),
         None => String::new(),
     }
 }

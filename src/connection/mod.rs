@@ -29,6 +29,10 @@ pub(crate) struct Sink {
     /// `None` only while being dropped.
     pub tx: Option<Sender<Message>>,
     pub capacity: usize,
+    /// Bytes of the messages buffered now (every provider's sink of a subscription shares
+    /// it; each message gives its share back when dropped), and their bound.
+    pub bytes: Arc<std::sync::atomic::AtomicUsize>,
+    pub max_bytes: usize,
     pub dropped: Arc<AtomicU64>,
     pub bell: Arc<crate::subscription::Doorbell>,
 }
@@ -45,13 +49,18 @@ impl Drop for Sink {
 impl Sink {
     /// Queues `msg` for the subscription; `true` when queued (the sink's bell then needs a
     /// ring, see [`crate::subscription::Doorbell`]).
-    pub fn deliver(&self, msg: Message) -> bool {
+    pub fn deliver(&self, mut msg: Message) -> bool {
         let Some(tx) = &self.tx else { return false };
         // One I/O thread per provider delivers to a sink: with several providers the buffer
-        // may exceed the capacity by at most one message per provider.
-        let result = if tx.len() >= self.capacity {
+        // may exceed the capacity by at most one message per provider. The byte bound lets
+        // one message in even when it alone is larger (into an empty buffer).
+        let held = self.bytes.load(Ordering::Acquire);
+        let result = if tx.len() >= self.capacity
+            || (held > 0 && held.saturating_add(msg.size()) > self.max_bytes)
+        {
             Err(crossbeam_channel::TrySendError::Full(msg))
         } else {
+            msg.charge(&self.bytes);
             tx.try_send(msg)
         };
         match result {
@@ -116,6 +125,7 @@ pub(crate) struct Connection {
     pub limits: Limits,
     pub operation_timeout: Duration,
     pub subscription_capacity: usize,
+    pub subscription_max_bytes: usize,
     pub offline_qos0: crate::options::OfflineQoS0,
     /// Whether the session is clean (a persistent one keeps subscriptions on drop).
     pub clean_session: bool,
@@ -140,6 +150,7 @@ impl Connection {
         let limits = spec.limits.clone();
         let operation_timeout = spec.options.operation_timeout;
         let subscription_capacity = spec.options.subscription_capacity;
+        let subscription_max_bytes = spec.options.subscription_max_bytes;
         let offline_qos0 = spec.options.offline_qos0;
         let clean_session = spec.options.clean_session;
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -192,6 +203,7 @@ impl Connection {
             limits,
             operation_timeout,
             subscription_capacity,
+            subscription_max_bytes,
             offline_qos0,
             clean_session,
             cmd_tx,

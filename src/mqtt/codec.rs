@@ -42,6 +42,9 @@ impl PublishFrame {
         if qos == 3 {
             return Err(bad("QoS 3")); // [MQTT-3.3.1-4]
         }
+        if qos == 0 && flags & 0x08 != 0 {
+            return Err(bad("DUP set on QoS 0")); // [MQTT-3.3.1-2]
+        }
         let body = &bytes[header..];
         if body.len() < 2 {
             return Err(bad("no topic length"));
@@ -56,11 +59,17 @@ impl PublishFrame {
         if topic.is_empty() || topic.contains(['+', '#']) {
             return Err(bad("not a topic name")); // [MQTT-3.3.2-2], [MQTT-4.7.3-1]
         }
+        if topic.contains('\0') {
+            return Err(bad("U+0000 in the topic")); // [MQTT-1.5.3-2]
+        }
         let packet_id = if qos > 0 {
             u16::from_be_bytes([body[topic_end], body[topic_end + 1]])
         } else {
             0
         };
+        if qos > 0 && packet_id == 0 {
+            return Err(bad("packet identifier 0")); // [MQTT-2.3.1-1]
+        }
         Ok(PublishFrame {
             topic: ((header + 2) as u32, (header + topic_end) as u32),
             payload_start: (header + topic_end + id_len) as u32,
@@ -181,6 +190,14 @@ pub fn parse_fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
         };
         remaining |= ((byte & 0x7f) as usize) << (7 * i);
         if byte & 0x80 == 0 {
+            // The encoding is minimal [MQTT-1.5.5-1 in 5.0; 3.1.1 §2.2.3's algorithm]: a last
+            // byte of zero after a continuation encodes the same value in more bytes. Every
+            // packet type is held to it, PUBLISH included.
+            if i > 0 && byte == 0 {
+                return Err(Error::Protocol(
+                    "malformed remaining length (not minimally encoded)".into(),
+                ));
+            }
             return Ok(Some((2 + i, remaining)));
         }
     }
@@ -582,5 +599,34 @@ mod tests {
             let mut f = Framer::new(1024);
             let _ = f.feed(input, |_| Ok(()));
         }
+    }
+
+    #[test]
+    fn publishes_against_the_rules_and_non_minimal_lengths_are_refused() {
+        let publish = |flags: u8, topic: &[u8], id: Option<u16>| {
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic);
+            if let Some(id) = id {
+                body.extend_from_slice(&id.to_be_bytes());
+            }
+            body.extend_from_slice(b"payload");
+            let mut p = vec![0x30 | flags, body.len() as u8];
+            p.extend(body);
+            p
+        };
+        let refused = |bytes: &[u8], why: &str| {
+            let e = Framer::new(1 << 20).feed(bytes, |_| Ok(())).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        };
+        assert!(Framer::new(1 << 20)
+            .feed(&publish(0x02, b"t", Some(1)), |_| Ok(()))
+            .is_ok());
+        refused(&publish(0x02, b"t", Some(0)), "packet identifier 0");
+        refused(&publish(0x04, b"t", Some(0)), "packet identifier 0");
+        refused(&publish(0x00, b"a\0b", None), "U+0000");
+        refused(&publish(0x08, b"t", None), "DUP set on QoS 0");
+        // The same value in two bytes: refused for PUBLISH and PINGRESP alike.
+        refused(&[0x30, 0x83, 0x00, 0, 1, b't', 1], "not minimally encoded");
+        refused(&[0xd0, 0x80, 0x00], "not minimally encoded");
     }
 }

@@ -94,6 +94,9 @@ pub enum Event<R> {
     PublishRefused(Option<R>, String),
     /// Filters dropped for the same reason; they are no longer subscribed.
     FiltersRefused(Vec<String>),
+    /// A subscribe request failed: the broker broke the protocol answering it (the text
+    /// says how).
+    Failed(R, String),
 }
 
 #[derive(Debug)]
@@ -481,6 +484,9 @@ impl<R> Session<R> {
         self.ping_sent = None;
         // QoS 0 bytes not yet written are lost (at most once); QoS 1/2 stay in their slots.
         self.out.clear();
+        if self.out.capacity() > 256 * 1024 {
+            self.out = Vec::new();
+        }
     }
 
     /// Whether another request can be taken now (the driver stops reading its command channel
@@ -641,9 +647,19 @@ impl<R> Session<R> {
         self.last_out = now;
     }
 
-    /// The next event, if any.
+    /// The next event, if any. Once the queue is empty, memory a burst grew it to is given
+    /// back.
     pub fn next_event(&mut self) -> Option<Event<R>> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if ev.is_none() && self.events.capacity() > 1024 {
+            self.events = VecDeque::new();
+        }
+        ev
+    }
+
+    /// Events not taken yet.
+    pub fn events_waiting(&self) -> usize {
+        self.events.len()
     }
 
     /// Handles one packet from the broker.
@@ -676,8 +692,12 @@ impl<R> Session<R> {
             Inbound::Other(packet) => packet,
         };
         match packet {
-            VariablePacket::PublishPacket(p) => {
-                return self.handle(VariablePacket::PublishPacket(p), now)
+            // `Inbound::from` keeps a PUBLISH as a packet only when `PublishFrame::parse`
+            // refused it (packet id 0, U+0000 in the topic, DUP on QoS 0, ...).
+            VariablePacket::PublishPacket(_) => {
+                return Err(Error::Protocol(
+                    "a PUBLISH that breaks the protocol's rules".into(),
+                ))
             }
             VariablePacket::PubrelPacket(p) => {
                 self.inbound_qos2.remove(&p.packet_identifier());
@@ -735,11 +755,19 @@ impl<R> Session<R> {
                     unreachable!("checked above")
                 };
                 if p.subscribes().len() != filters.len() {
-                    return Err(Error::Protocol(format!(
+                    let msg = format!(
                         "SUBACK has {} return codes for {} filters",
                         p.subscribes().len(),
                         filters.len()
-                    )));
+                    );
+                    // The caller hears it now, not at its timeout.
+                    if let Some(pos) =
+                        waiter.and_then(|w| self.waiters.iter().position(|x| x.id == w))
+                    {
+                        let w = self.waiters.swap_remove(pos);
+                        self.events.push_back(Event::Failed(w.reply, msg.clone()));
+                    }
+                    return Err(Error::Protocol(msg));
                 }
                 let refused = filters
                     .into_iter()
@@ -1266,6 +1294,9 @@ mod tests {
             .handle(SubackPacket::new(1, vec![]).into(), now)
             .unwrap_err();
         assert!(matches!(err, Error::Protocol(_)));
+        // The waiting caller is told at once.
+        assert!(matches!(s.next_event(), Some(Event::Failed(1, _))));
+        assert_eq!(s.check_invariants(), Ok(()));
     }
 
     #[test]

@@ -1,4 +1,7 @@
 //! Opening the transport: TCP, optional TLS, and the WebSocket upgrade.
 
+#[cfg(feature = "aws-iot")]
+pub mod http;
+pub mod tcp;
 pub mod tls;
 pub mod websocket;

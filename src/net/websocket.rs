@@ -3,7 +3,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,15 +14,16 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 use url::Url;
 
+use super::tcp::{self, Tcp};
 use crate::error::{Error, Operation, Result};
 
 /// TCP or TLS over TCP.
 #[derive(Debug)]
 enum Transport {
     /// `ws://`
-    Plain(TcpStream),
+    Plain(Tcp),
     /// `wss://`
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<StreamOwned<ClientConnection, Tcp>>),
 }
 
 impl Transport {
@@ -76,8 +78,17 @@ impl Stream {
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match &self.transport {
-            Transport::Plain(s) => s,
-            Transport::Tls(s) => &s.sock,
+            Transport::Plain(s) => s.socket(),
+            Transport::Tls(s) => s.sock.socket(),
+        }
+    }
+
+    /// Bounds every read and write by `deadline` (see [`Tcp`]); `None` for the connected,
+    /// non-blocking phase.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        match &mut self.transport {
+            Transport::Plain(s) => s.set_deadline(deadline),
+            Transport::Tls(s) => s.sock.set_deadline(deadline),
         }
     }
 
@@ -241,15 +252,6 @@ pub fn parse_url(url: &str) -> Result<Url> {
     Ok(parsed)
 }
 
-fn remaining(deadline: Instant) -> Result<std::time::Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(Error::timeout(Operation::Connect, "connect timeout"))
-    } else {
-        Ok(left)
-    }
-}
-
 /// Maps an I/O error met while connecting: rustls errors become [`Error::Tls`], timeouts
 /// [`Error::Timeout`].
 pub fn map_io(context: &'static str, e: io::Error) -> Error {
@@ -317,6 +319,7 @@ pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
 pub fn open(
     req: &OpenRequest,
     deadline: Instant,
+    abort: Option<Arc<AtomicBool>>,
     config: WebSocketConfig,
 ) -> Result<WebSocket<Stream>> {
     let url = &req.url;
@@ -325,61 +328,86 @@ pub fn open(
         .ok_or_else(|| Error::InvalidUrl("no host".into()))?;
     let tls = url.scheme() == "wss";
     let port = url.port().unwrap_or(if tls { 443 } else { 80 });
-    // Url keeps IPv6 literals bracketed; the resolver wants them bare.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<_> = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| Error::Io {
-            context: "DNS lookup",
-            source: e,
-        })?
-        .collect();
-    let mut last = None;
-    let mut tcp = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let tcp = match (tcp, last) {
-        (Some(s), _) => s,
-        (None, Some(e)) => return Err(map_io("TCP connect", e)),
-        (None, None) => {
-            return Err(Error::Io {
-                context: "DNS lookup",
-                source: io::Error::new(io::ErrorKind::NotFound, "no address"),
-            })
-        }
-    };
-    tcp.set_nodelay(true).map_err(|e| map_io("TCP setup", e))?;
-    let left = remaining(deadline)?;
-    tcp.set_read_timeout(Some(left))
-        .map_err(|e| map_io("TCP setup", e))?;
-    tcp.set_write_timeout(Some(left))
-        .map_err(|e| map_io("TCP setup", e))?;
-
+    let tcp = tcp::connect(host, port, deadline, abort)?;
     let stream = if tls {
-        let name = ServerName::try_from(bare.to_string())
-            .map_err(|e| Error::InvalidUrl(format!("{e}")))?;
-        let conn =
-            ClientConnection::new(req.tls.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
-        let mut s = StreamOwned::new(conn, tcp);
-        // Complete the TLS handshake now, so a certificate problem is reported as such.
-        while s.conn.is_handshaking() {
-            s.conn
-                .complete_io(&mut s.sock)
-                .map_err(|e| map_io("TLS handshake", e))?;
-        }
-        Stream::new(Transport::Tls(Box::new(s)))
+        Stream::new(Transport::Tls(Box::new(tls_handshake(
+            req.tls.clone(),
+            host,
+            tcp,
+        )?)))
     } else {
         Stream::new(Transport::Plain(tcp))
     };
+    upgrade(stream, url, &req.headers, config).map_err(|e| scrub_error(e, req))
+}
 
-    upgrade(stream, url, &req.headers, config)
+/// The secrets a request carries: query values (signatures, tokens), header values, and the
+/// URL's password; each as sent and percent-decoded.
+fn secrets(req: &OpenRequest) -> Vec<String> {
+    let mut s: Vec<String> = Vec::new();
+    for (k, v) in req.url.query_pairs() {
+        s.push(v.into_owned());
+        s.push(k.into_owned());
+    }
+    if let Some(q) = req.url.query() {
+        s.extend(
+            q.split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(_, v)| v.to_string()),
+        );
+    }
+    s.extend(req.headers.iter().map(|(_, v)| v.clone()));
+    s.extend(req.url.password().map(String::from));
+    // Short values (`1`, `true`) are not secrets and would blank out ordinary words.
+    s.retain(|v| v.len() >= 8);
+    s
+}
+
+/// `text` with every secret of `req` replaced, and control characters escaped: what a
+/// server echoes (a 403 body quoting the request line) must not put our token in a log.
+pub fn scrub(text: &str, req: &OpenRequest) -> String {
+    let mut out = crate::error::printable_max(text, 500);
+    for secret in secrets(req) {
+        out = out.replace(&secret, "<redacted>");
+    }
+    out
+}
+
+fn scrub_error(e: Error, req: &OpenRequest) -> Error {
+    match e {
+        Error::HandshakeRejected { status, hint } => Error::HandshakeRejected {
+            status,
+            hint: scrub(&hint, req),
+        },
+        other => other,
+    }
+}
+
+/// A URL given as text, safe to print: [`redact`] if it parses, else nothing of it.
+pub fn redact_text(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => redact(&u),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// The TLS handshake, completed now so that a certificate problem is reported as such.
+pub fn tls_handshake(
+    config: Arc<ClientConfig>,
+    host: &str,
+    tcp: Tcp,
+) -> Result<StreamOwned<ClientConnection, Tcp>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name =
+        ServerName::try_from(bare.to_string()).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
+    let conn = ClientConnection::new(config, name).map_err(|e| Error::Tls(e.to_string()))?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .map_err(|e| map_io("TLS handshake", e))?;
+    }
+    Ok(s)
 }
 
 /// Largest HTTP head accepted in answer to the upgrade.
@@ -546,7 +574,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         client.set_nonblocking(true).unwrap();
-        let mut stream = Stream::new(Transport::Plain(client));
+        let mut stream = Stream::new(Transport::Plain(Tcp::from(client)));
         // Far more than the socket buffers take at once.
         let big: Vec<u8> = (0..8 << 20).map(|i| i as u8).collect();
         let mut payload = big.clone();

@@ -183,14 +183,14 @@ struct AwsOpener {
 }
 
 impl Opener for AwsOpener {
-    fn open_request(&mut self) -> Result<OpenRequest> {
+    fn open_request(&mut self, deadline: std::time::Instant) -> Result<OpenRequest> {
         let mut headers = self.headers.clone();
         let url = match &self.auth {
             Auth::SigV4 {
                 credentials,
                 expires,
             } => {
-                let creds = credentials.credentials()?;
+                let creds = credentials.credentials_before(deadline)?;
                 let now = SystemTime::now();
                 if creds.is_expired(now) {
                     return Err(Error::Credentials(format!(
@@ -302,7 +302,14 @@ impl std::fmt::Debug for AwsIotProviderBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsIotProviderBuilder")
             .field("name", &self.name)
-            .field("endpoint", &self.endpoint)
+            .field(
+                "endpoint",
+                &if self.endpoint.contains("://") {
+                    crate::net::websocket::redact_text(&self.endpoint)
+                } else {
+                    self.endpoint.clone()
+                },
+            )
             .field("region", &self.region)
             .finish_non_exhaustive()
     }
@@ -472,7 +479,10 @@ mod tests {
             .build()
             .unwrap();
         let mut spec = sealed::Sealed::into_spec(p);
-        let r = spec.opener.open_request().unwrap();
+        let r = spec
+            .opener
+            .open_request(std::time::Instant::now() + Duration::from_secs(10))
+            .unwrap();
         let q = r.url.query().unwrap();
         assert!(q.contains("X-Amz-Credential=AKIDEXAMPLE%2F"), "{q}");
         assert!(q.ends_with("&X-Amz-Security-Token=tok%2Fen"), "{q}");
@@ -488,7 +498,10 @@ mod tests {
             .custom_authorizer(auth.clone())
             .build()
             .unwrap();
-        let r = sealed::Sealed::into_spec(p).opener.open_request().unwrap();
+        let r = sealed::Sealed::into_spec(p)
+            .opener
+            .open_request(std::time::Instant::now() + Duration::from_secs(10))
+            .unwrap();
         assert!(r.url.query().is_none());
         assert!(r
             .headers
@@ -498,7 +511,10 @@ mod tests {
             .custom_authorizer(auth.in_query(true))
             .build()
             .unwrap();
-        let r = sealed::Sealed::into_spec(p).opener.open_request().unwrap();
+        let r = sealed::Sealed::into_spec(p)
+            .opener
+            .open_request(std::time::Instant::now() + Duration::from_secs(10))
+            .unwrap();
         assert_eq!(r.url.query(), Some("x-amz-customauthorizer-name=my-auth&x-amz-customauthorizer-signature=c2ln&x-token=t0k"));
     }
 

@@ -14,7 +14,9 @@ use crate::options::ConnectionOptions;
 
 /// Opens a connection: gives a fresh request per attempt (AWS IoT re-signs each time).
 pub(crate) trait Opener: Send + 'static {
-    fn open_request(&mut self) -> Result<OpenRequest>;
+    /// A request for one attempt; whatever it fetches (credentials) finishes before
+    /// `deadline`, the attempt's connect deadline.
+    fn open_request(&mut self, deadline: std::time::Instant) -> Result<OpenRequest>;
 
     /// Adds what this provider knows about an error (e.g. what an AWS 403 means).
     fn explain(&self, err: crate::error::Error) -> crate::error::Error {

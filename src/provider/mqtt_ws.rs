@@ -64,7 +64,7 @@ struct StaticUrl {
 }
 
 impl Opener for StaticUrl {
-    fn open_request(&mut self) -> Result<OpenRequest> {
+    fn open_request(&mut self, _deadline: std::time::Instant) -> Result<OpenRequest> {
         Ok(self.req.clone())
     }
 }
@@ -86,11 +86,21 @@ impl sealed::Sealed for MqttOverWsProvider {
 }
 
 /// Builds a [`MqttOverWsProvider`]; every setting has a documented default.
-#[derive(Debug)]
 pub struct MqttOverWsProviderBuilder {
     name: String,
     url: String,
     options: ConnectionOptions,
+}
+
+impl std::fmt::Debug for MqttOverWsProviderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password or a `?token=`: printed without them.
+        f.debug_struct("MqttOverWsProviderBuilder")
+            .field("name", &self.name)
+            .field("url", &crate::net::websocket::redact_text(&self.url))
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 impl MqttOverWsProviderBuilder {

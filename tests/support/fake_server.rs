@@ -3,7 +3,7 @@
 //! the script is used up, connections get a minimal well-behaved server (CONNACK, SUBACK,
 //! PUBACK, PINGRESP, and publishes echoed back to the same client when it subscribed).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -30,11 +30,33 @@ pub enum Misbehaviour {
     /// Behave, and send a WebSocket ping before every PUBACK; each pong is reported on
     /// [`FakeServer::pongs`] (`true` when it echoes the oldest unanswered ping).
     PingEachPublish,
+    /// Answer the upgrade with this HTTP status and a body echoing the request line (as
+    /// some servers and proxies do).
+    HttpStatusEcho(u16),
+    /// Answer the upgrade one byte every 300 ms (a valid 101, eventually).
+    DripUpgrade,
+    /// CONNACK with the session-present flag, whatever was asked.
+    ConnackSessionPresent,
+    /// CONNACK and these bytes in one WebSocket frame.
+    ConnackWith(Vec<u8>),
+    /// Behave, but answer SUBSCRIBE with a SUBACK of no return codes.
+    SubackWithoutCodes,
+    /// After CONNACK, never read again; send `packet` repeated in frames of about 64 KiB for
+    /// up to `seconds` (until a write blocks for 2 s), when it is not empty.
+    NeverRead { packet: Vec<u8>, seconds: u64 },
+    /// Behave, reading at most this many bytes per second.
+    SlowReader(usize),
+    /// After CONNACK, a WebSocket close frame with this reason.
+    CloseWithReason(String),
+    /// Behave; after the first SUBACK, send `count` copies of `packet` in one frame.
+    BurstAfterSuback { packet: Vec<u8>, count: usize },
 }
 
 pub struct FakeServer {
     pub port: u16,
     pub connections: Arc<AtomicUsize>,
+    /// SUBSCRIBE packets received, over all connections.
+    pub subscribes: Arc<AtomicUsize>,
     /// One entry per pong received (see [`Misbehaviour::PingEachPublish`]).
     pub pongs: mpsc::Receiver<bool>,
     stop: Arc<AtomicBool>,
@@ -46,8 +68,9 @@ impl FakeServer {
         let port = listener.local_addr().unwrap().port();
         let script = Arc::new(Mutex::new(script.into_iter()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let subscribes = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (connections.clone(), stop.clone());
+        let (c, s, subs) = (connections.clone(), stop.clone(), subscribes.clone());
         let (pong_tx, pongs) = mpsc::channel();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -58,12 +81,14 @@ impl FakeServer {
                 c.fetch_add(1, Ordering::SeqCst);
                 let step = script.lock().unwrap().next();
                 let pong_tx = pong_tx.clone();
-                std::thread::spawn(move || serve(stream, step, pong_tx));
+                let subs = subs.clone();
+                std::thread::spawn(move || serve(stream, step, pong_tx, subs));
             }
         });
         FakeServer {
             port,
             connections,
+            subscribes,
             pongs,
             stop,
         }
@@ -84,7 +109,12 @@ impl Drop for FakeServer {
 const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 
 #[allow(clippy::result_large_err)]
-fn serve(mut stream: TcpStream, step: Option<Misbehaviour>, pongs: mpsc::Sender<bool>) {
+fn serve(
+    mut stream: TcpStream,
+    step: Option<Misbehaviour>,
+    pongs: mpsc::Sender<bool>,
+    subscribes: Arc<AtomicUsize>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     if let Some(Misbehaviour::HttpStatus(code)) = step {
         if super::http::read_request(&mut stream).is_err() {
@@ -94,6 +124,41 @@ fn serve(mut stream: TcpStream, step: Option<Misbehaviour>, pongs: mpsc::Sender<
             stream,
             "HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
+        return;
+    }
+    if let Some(Misbehaviour::HttpStatusEcho(code)) = step {
+        let Ok(req) = super::http::read_request(&mut stream) else {
+            return;
+        };
+        let body = format!("bad request: {}", req.lines().next().unwrap_or(""));
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {code} Nope\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    if let Some(Misbehaviour::DripUpgrade) = step {
+        let Ok(req) = super::http::read_request(&mut stream) else {
+            return;
+        };
+        let key = req
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+        );
+        for b in answer.bytes() {
+            if stream.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
         return;
     }
     let callback = |_req: &tungstenite::handshake::server::Request,
@@ -125,6 +190,18 @@ fn serve(mut stream: TcpStream, step: Option<Misbehaviour>, pongs: mpsc::Sender<
             while ws.read().is_ok() {}
             return;
         }
+        Some(Misbehaviour::ConnackSessionPresent) => {
+            let _ = send(&mut ws, vec![0x20, 0x02, 0x01, 0x00]);
+            while ws.read().is_ok() {}
+            return;
+        }
+        Some(Misbehaviour::ConnackWith(ref more)) => {
+            let mut bytes = CONNACK_OK.to_vec();
+            bytes.extend_from_slice(more);
+            let _ = send(&mut ws, bytes);
+            while ws.read().is_ok() {}
+            return;
+        }
         _ => {
             if send(&mut ws, CONNACK_OK.to_vec()).is_err() {
                 return;
@@ -146,18 +223,100 @@ fn serve(mut stream: TcpStream, step: Option<Misbehaviour>, pongs: mpsc::Sender<
             while ws.read().is_ok() {}
             return;
         }
+        Some(Misbehaviour::CloseWithReason(ref reason)) => {
+            let _ = ws.close(Some(tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: reason.clone().into(),
+            }));
+            while ws.read().is_ok() {}
+            return;
+        }
+        Some(Misbehaviour::NeverRead {
+            ref packet,
+            seconds,
+        }) => {
+            never_read(ws, packet, seconds);
+            return;
+        }
+        Some(Misbehaviour::SlowReader(rate)) => {
+            slow_reader(ws, rate);
+            return;
+        }
         _ => {}
     }
-    behave(ws, ack_publishes, ping);
+    let options = Behaviour {
+        ack_publishes,
+        ping,
+        suback_codes: !matches!(step, Some(Misbehaviour::SubackWithoutCodes)),
+        subscribes,
+        burst: match step {
+            Some(Misbehaviour::BurstAfterSuback { packet, count }) => Some((packet, count)),
+            _ => None,
+        },
+    };
+    behave(ws, options);
+}
+
+/// Never reads after CONNACK; floods `packet` (if any) until a write blocks for 2 s or
+/// `seconds` pass, then holds the connection until the client goes.
+fn never_read(mut ws: tungstenite::WebSocket<TcpStream>, packet: &[u8], seconds: u64) {
+    let start = std::time::Instant::now();
+    if !packet.is_empty() {
+        let _ = ws.get_ref().set_write_timeout(Some(Duration::from_secs(2)));
+        let frame: Vec<u8> = packet
+            .iter()
+            .copied()
+            .cycle()
+            .take(packet.len() * (64 * 1024 / packet.len()))
+            .collect();
+        while start.elapsed() < Duration::from_secs(seconds) {
+            if ws.send(Message::Binary(frame.clone().into())).is_err() {
+                break;
+            }
+        }
+    }
+    // Hold it open (unread) until the client closes or the test ends.
+    let _ = ws.get_ref().set_read_timeout(Some(Duration::from_secs(60)));
+    let mut byte = [0u8; 1];
+    while start.elapsed() < Duration::from_secs(seconds + 60) {
+        std::thread::sleep(Duration::from_millis(200));
+        if ws.get_ref().peek(&mut byte).map_or(true, |n| n == 0) {
+            return;
+        }
+    }
+}
+
+/// Reads `rate` bytes per second, answering nothing.
+fn slow_reader(ws: tungstenite::WebSocket<TcpStream>, rate: usize) {
+    let mut tcp = ws.into_inner();
+    let chunk = (rate / 10).max(1);
+    let mut buf = vec![0u8; chunk];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+struct Behaviour {
+    ack_publishes: bool,
+    ping: Option<mpsc::Sender<bool>>,
+    suback_codes: bool,
+    subscribes: Arc<AtomicUsize>,
+    burst: Option<(Vec<u8>, usize)>,
 }
 
 /// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1. With `ping`,
 /// a WebSocket ping goes before every PUBACK and each pong is checked and reported.
-fn behave(
-    mut ws: tungstenite::WebSocket<TcpStream>,
-    ack_publishes: bool,
-    ping: Option<mpsc::Sender<bool>>,
-) {
+fn behave(mut ws: tungstenite::WebSocket<TcpStream>, options: Behaviour) {
+    let Behaviour {
+        ack_publishes,
+        ping,
+        suback_codes,
+        subscribes,
+        mut burst,
+    } = options;
     let mut subscribed: Vec<String> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut pings_sent: u32 = 0;
@@ -205,6 +364,7 @@ fn behave(
                     }
                 }
                 8 => {
+                    subscribes.fetch_add(1, Ordering::SeqCst);
                     let id = [body[0], body[1]];
                     let mut i = 2;
                     let mut codes = Vec::new();
@@ -214,6 +374,9 @@ fn behave(
                             .push(String::from_utf8_lossy(&body[i + 2..i + 2 + l]).to_string());
                         codes.push(0u8);
                         i += 3 + l;
+                    }
+                    if !suback_codes {
+                        codes.clear();
                     }
                     out.push(0x90);
                     encode_len(2 + codes.len(), &mut out);
@@ -225,9 +388,21 @@ fn behave(
                 14 => return,
                 _ => {}
             }
+            let subscribed_now = first >> 4 == 8;
             buf.drain(..used);
             if !out.is_empty() && ws.send(Message::Binary(out.into())).is_err() {
                 return;
+            }
+            if let (true, Some((packet, count))) = (subscribed_now, burst.take()) {
+                let frame: Vec<u8> = packet
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(packet.len() * count)
+                    .collect();
+                if ws.send(Message::Binary(frame.into())).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -1,0 +1,228 @@
+//! TCP with one deadline for a whole phase (DNS, connect, TLS, upgrade, CONNACK, an HTTP
+//! call), and a flag that aborts it.
+//!
+//! A socket read timeout bounds one `read`; a server that sends one byte every second passes
+//! every one of them and keeps a handshake going for ever. [`Tcp`] checks the deadline on
+//! every read and write instead, and waits in slices of at most [`SLICE`] so that a close
+//! requested meanwhile ends the attempt promptly.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Operation, Result};
+
+/// The longest single wait while a deadline is set (how late an abort is noticed).
+const SLICE: Duration = Duration::from_millis(100);
+
+/// A TCP stream; while a deadline is set, every read and write is bounded by it.
+#[derive(Debug)]
+pub struct Tcp {
+    sock: TcpStream,
+    deadline: Option<Instant>,
+    abort: Option<Arc<AtomicBool>>,
+}
+
+impl Tcp {
+    /// The socket.
+    pub fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    /// Bounds every later read and write by `deadline` (`None`: plain socket behaviour, for
+    /// the non-blocking phase after connecting).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// How long the next wait may be, or the error that ends the phase.
+    fn slice(&self) -> io::Result<Duration> {
+        if self
+            .abort
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::SeqCst))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closing: the connection attempt was abandoned",
+            ));
+        }
+        let deadline = self.deadline.expect("called with a deadline");
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        Ok(left.min(SLICE))
+    }
+
+    fn bounded<T>(
+        &mut self,
+        set: fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+        mut op: impl FnMut(&mut TcpStream) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if self.deadline.is_none() {
+            return op(&mut self.sock);
+        }
+        loop {
+            let wait = self.slice()?;
+            set(&self.sock, Some(wait))?;
+            match op(&mut self.sock) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl From<TcpStream> for Tcp {
+    /// A stream without a deadline.
+    fn from(sock: TcpStream) -> Tcp {
+        Tcp {
+            sock,
+            deadline: None,
+            abort: None,
+        }
+    }
+}
+
+impl Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.bounded(TcpStream::set_read_timeout, |s| s.read(buf))
+    }
+}
+
+impl Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bounded(TcpStream::set_write_timeout, |s| s.write(buf))
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.bounded(TcpStream::set_write_timeout, |s| s.write_vectored(bufs))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// Time left before `deadline`, or a connect timeout.
+pub fn remaining(deadline: Instant) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(Error::timeout(
+            Operation::Connect,
+            "connect deadline passed",
+        ))
+    } else {
+        Ok(left)
+    }
+}
+
+/// Resolves `host` and connects to the first address that answers, before `deadline`; the
+/// stream keeps that deadline (and `abort`) until [`Tcp::set_deadline`] lifts it.
+pub fn connect(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    abort: Option<Arc<AtomicBool>>,
+) -> Result<Tcp> {
+    // Url keeps IPv6 literals bracketed; the resolver wants them bare.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<_> = (bare, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Io {
+            context: "DNS lookup",
+            source: e,
+        })?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
+            Ok(sock) => {
+                sock.set_nodelay(true)
+                    .map_err(|e| super::websocket::map_io("TCP setup", e))?;
+                return Ok(Tcp {
+                    sock,
+                    deadline: Some(deadline),
+                    abort,
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => super::websocket::map_io("TCP connect", e),
+        None => Error::Io {
+            context: "DNS lookup",
+            source: io::Error::new(io::ErrorKind::NotFound, "no address"),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server dripping one byte every 50 ms passes every per-read timeout; the deadline
+    /// still holds.
+    #[test]
+    fn a_dripping_server_cannot_stretch_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            for _ in 0..100 {
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let start = Instant::now();
+        let mut tcp = connect("127.0.0.1", port, start + Duration::from_millis(400), None).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        let err = loop {
+            match tcp.read(&mut b) {
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!got.is_empty(), "bytes did flow");
+    }
+
+    #[test]
+    fn an_abort_ends_a_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let abort = Arc::new(AtomicBool::new(false));
+        let mut tcp = connect(
+            "127.0.0.1",
+            port,
+            Instant::now() + Duration::from_secs(30),
+            Some(abort.clone()),
+        )
+        .unwrap();
+        let a = abort.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            a.store(true, Ordering::SeqCst);
+        });
+        let start = Instant::now();
+        let err = tcp.read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        drop(listener);
+    }
+}
