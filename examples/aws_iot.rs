@@ -8,8 +8,10 @@
 //! Without `--cognito-pool`, credentials come from the environment (`AWS_ACCESS_KEY_ID`, ...)
 //! or the profile files (`~/.aws/credentials`, `AWS_PROFILE`).
 
-#[path = "support/broker.rs"]
-mod broker;
+mod broker {
+    //! `--flag value` parsing.
+    include!("support/args.rs");
+}
 
 use std::time::Duration;
 

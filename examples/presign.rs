@@ -6,8 +6,10 @@
 //!     [--time 20240115T123456Z] [--expires 300]
 //! ```
 
-#[path = "support/broker.rs"]
-mod broker;
+mod broker {
+    //! `--flag value` parsing.
+    include!("support/args.rs");
+}
 
 use std::time::{Duration, SystemTime};
 

@@ -60,6 +60,22 @@ impl fmt::Display for ConnackCode {
 }
 
 /// Everything that can go wrong, one enum for the whole crate.
+///
+/// Errors that come from elsewhere keep their cause as [`std::error::Error::source`] (I/O,
+/// rustls, tungstenite, JSON, UTF-8).
+///
+/// ```no_run
+/// use mqtt_pubsub::{Error, MqttOverWsProvider, PubSub, PublishOptions, QoS};
+/// let pubsub = PubSub::new();
+/// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:8080/mqtt").build()?)?;
+/// match pubsub.publish_with("a/b", "x", PublishOptions::default().qos(QoS::AtLeastOnce)) {
+///     Ok(()) => {}
+///     Err(Error::Timeout { .. }) => eprintln!("no PUBACK yet; it may still be delivered"),
+///     Err(Error::Refused(what)) => eprintln!("the broker will not take {what}"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -75,7 +91,12 @@ pub enum Error {
         source: io::Error,
     },
     /// TLS failed: unknown certificate authority, name mismatch, bad PEM, ...
-    Tls(String),
+    Tls {
+        /// What failed, in words.
+        message: String,
+        /// The underlying error (rustls', or the PEM parser's), when there is one.
+        source: Option<BoxError>,
+    },
     /// The server answered the WebSocket upgrade with something other than `101`.
     HandshakeRejected {
         /// The HTTP status code (403 means the signature or policy was refused on AWS IoT).
@@ -84,7 +105,12 @@ pub enum Error {
         hint: String,
     },
     /// A WebSocket protocol error (bad frame, unexpected close, text frame, ...).
-    WebSocket(String),
+    WebSocket {
+        /// What failed, in words.
+        message: String,
+        /// tungstenite's error, when there is one.
+        source: Option<BoxError>,
+    },
     /// The broker refused the connection in its CONNACK.
     ConnectionRefused(ConnackCode),
     /// The broker sent bytes that are not valid MQTT 3.1.1, or a packet it must never send.
@@ -156,7 +182,7 @@ impl fmt::Display for Error {
             Error::InvalidUrl(s) => write!(f, "invalid broker URL: {s}"),
             Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Tls(s) => write!(f, "TLS error: {s}"),
+            Error::Tls { message, .. } => write!(f, "TLS error: {message}"),
             Error::HandshakeRejected { status, hint } => {
                 write!(f, "WebSocket upgrade refused with HTTP {status}")?;
                 if !hint.is_empty() {
@@ -164,7 +190,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::WebSocket(s) => write!(f, "WebSocket error: {s}"),
+            Error::WebSocket { message, .. } => write!(f, "WebSocket error: {message}"),
             Error::ConnectionRefused(code) => write!(f, "broker refused the connection: {code}"),
             Error::Protocol(s) => write!(f, "MQTT protocol error: {s}"),
             Error::PacketTooLarge { size, max } => {
@@ -197,10 +223,9 @@ impl fmt::Display for Error {
             Error::ConnectionLost(s) => write!(f, "connection lost: {s}"),
             Error::Refused(s) => write!(
                 f,
-                "the broker closed the connection right after {s}, {} times in a row: it \
-                 refuses it (unsupported QoS, a topic or size it rejects, or an ACL/policy \
-                 denial); dropped",
-                crate::mqtt::session::STRIKES
+                "the broker closed the connection right after {s}: it refuses it \
+                 (unsupported QoS, a topic or size it rejects, or an ACL/policy denial); \
+                 dropped"
             ),
             Error::Closed => f.write_str("closed"),
             Error::UnknownProvider(s) => write!(f, "no provider named {s:?}"),
@@ -219,6 +244,12 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Tls {
+                source: Some(s), ..
+            }
+            | Error::WebSocket {
+                source: Some(s), ..
+            } => Some(&**s),
             Error::Utf8(e) => Some(e),
             Error::Json(e) => Some(e),
             _ => None,
@@ -226,7 +257,37 @@ impl std::error::Error for Error {
     }
 }
 
+/// A boxed error kept as the [`std::error::Error::source`] of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 impl Error {
+    /// A TLS error with its cause.
+    pub(crate) fn tls(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Tls {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A TLS error without an underlying one.
+    pub(crate) fn tls_msg(message: impl Into<String>) -> Error {
+        Error::Tls {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A WebSocket error without an underlying one.
+    pub(crate) fn websocket_msg(message: impl Into<String>) -> Error {
+        Error::WebSocket {
+            message: message.into(),
+            source: None,
+        }
+    }
+
     pub(crate) fn invalid_topic(topic: &str, reason: &'static str) -> Error {
         let mut end = topic.len().min(100);
         while !topic.is_char_boundary(end) {

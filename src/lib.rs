@@ -47,6 +47,7 @@
 #[cfg(feature = "aws-iot")]
 pub mod aws;
 mod connection;
+mod deadline;
 mod error;
 mod message;
 mod mqtt;
@@ -58,9 +59,13 @@ mod state;
 mod subscription;
 pub mod topic;
 
+/// The channel crate of [`Subscription::receiver`], re-exported so that `select!` and the
+/// receiver's type come from the same version.
+pub use crossbeam_channel;
 pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 pub use error::{ConnackCode, Error, Operation, Result};
-pub use message::{Message, Payload, QoS, Topics};
+pub use message::{Message, Payload, Topics};
+pub use mqtt::QoS;
 pub use options::{LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, SubscribeOptions};
 #[cfg(feature = "aws-iot")]
 pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
@@ -69,7 +74,9 @@ pub use pubsub::{PubSub, PublishReceipt};
 pub use state::{ConnectionState, StateEvent};
 pub use subscription::{Iter, Subscription, TryIter};
 
-/// The sans-IO layers, exposed for the fuzz targets and tests. Not a stable API.
+/// The sans-IO layers, exposed for the fuzz targets, the benchmark and the tests (feature
+/// `__internals`). Not a stable API.
+#[cfg(feature = "__internals")]
 #[doc(hidden)]
 pub mod internals {
     pub use crate::mqtt::{codec, router, session};

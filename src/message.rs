@@ -1,51 +1,30 @@
-//! What travels: [`QoS`], incoming [`Message`]s and outgoing [`Payload`]s.
+//! What travels: incoming [`Message`]s and outgoing [`Payload`]s.
 
 use std::fmt;
 use std::sync::Arc;
 
-use mqtt::QualityOfService;
-
-use crate::mqtt::codec::PublishFrame;
-
 use crate::error::{Error, Result};
-
-/// MQTT quality of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum QoS {
-    /// At most once: fire and forget.
-    #[default]
-    AtMostOnce = 0,
-    /// At least once: acknowledged by PUBACK, may be duplicated.
-    AtLeastOnce = 1,
-    /// Exactly once: four-way handshake (not supported by AWS IoT).
-    ExactlyOnce = 2,
-}
-
-impl QoS {
-    /// From the wire value 0, 1 or 2.
-    pub fn from_u8(v: u8) -> Option<QoS> {
-        match v {
-            0 => Some(QoS::AtMostOnce),
-            1 => Some(QoS::AtLeastOnce),
-            2 => Some(QoS::ExactlyOnce),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn to_mqtt(self) -> QualityOfService {
-        match self {
-            QoS::AtMostOnce => QualityOfService::Level0,
-            QoS::AtLeastOnce => QualityOfService::Level1,
-            QoS::ExactlyOnce => QualityOfService::Level2,
-        }
-    }
-}
+use crate::mqtt::codec::PublishFrame;
+use crate::mqtt::QoS;
 
 /// A message received on a subscription.
 ///
 /// Cheap to clone: the topic and payload are shared, and are the very bytes the packet arrived
 /// in (no copy was made). The payload is delivered exactly as it arrived, JSON or not, text or
 /// binary.
+///
+/// ```no_run
+/// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
+/// # #[derive(serde::Deserialize)] struct Reading { celsius: f64 }
+/// let pubsub = PubSub::new();
+/// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:8080/mqtt").build()?)?;
+/// let sub = pubsub.subscribe("sensors/+/temp")?;
+/// for msg in &sub {
+///     let reading: Reading = msg.json()?;           // or msg.text()?, msg.payload()
+///     println!("{} via {}: {} °C", msg.topic(), msg.provider(), reading.celsius);
+/// }
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 pub struct Message {
     publish: PublishFrame,
     provider: Arc<str>,
@@ -153,6 +132,15 @@ impl fmt::Debug for Message {
 ///
 /// `&str` and `String` are sent as their UTF-8 bytes (not JSON-quoted), `Vec<u8>` and `&[u8]`
 /// as they are, a `serde_json::Value` and [`Payload::json`] as JSON text.
+///
+/// ```
+/// use mqtt_pubsub::Payload;
+/// assert_eq!(Payload::from("21.5").as_bytes(), b"21.5");
+/// assert_eq!(Payload::from(serde_json::json!({"on": true})).as_bytes(), br#"{"on":true}"#);
+/// assert_eq!(Payload::json(&[1, 2])?.as_bytes(), b"[1,2]");
+/// assert_eq!(Payload::from(vec![0u8, 255]).into_bytes(), [0, 255]);
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Payload(pub(crate) Vec<u8>);
 

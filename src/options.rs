@@ -2,19 +2,27 @@
 
 use std::time::Duration;
 
-use crate::message::{Payload, QoS};
+use crate::message::Payload;
+use crate::mqtt::QoS;
 
 /// The message the broker publishes for us if we vanish without DISCONNECT.
+///
+/// Built with [`LastWill::new`] and the setters (its fields are private, so that it can grow
+/// without breaking code, e.g. for MQTT 5's will properties).
+///
+/// ```
+/// use mqtt_pubsub::{LastWill, MqttOverWsProvider, QoS};
+/// let provider = MqttOverWsProvider::builder("ws://localhost:8080/mqtt")
+///     .last_will(LastWill::new("devices/7/status", "offline").qos(QoS::AtLeastOnce).retain(true))
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastWill {
-    /// Topic of the will message.
-    pub topic: String,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// Its QoS.
-    pub qos: QoS,
-    /// Whether the broker retains it.
-    pub retain: bool,
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
 }
 
 impl LastWill {
@@ -100,6 +108,17 @@ pub enum OfflineQoS0 {
 }
 
 /// Options of one publish call: the default is QoS 0, not retained, every provider.
+///
+/// ```
+/// use std::time::Duration;
+/// use mqtt_pubsub::{PublishOptions, QoS};
+/// let opts = PublishOptions::default()
+///     .qos(QoS::AtLeastOnce)         // returns after PUBACK
+///     .retain(true)
+///     .provider("AWSIoTProvider")    // one provider only
+///     .timeout(Duration::from_secs(3));
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct PublishOptions {
     pub(crate) provider: Option<String>,
@@ -135,6 +154,15 @@ impl PublishOptions {
 }
 
 /// Options of one subscribe call: the default is QoS 0, every provider.
+///
+/// ```
+/// use mqtt_pubsub::{QoS, SubscribeOptions};
+/// let opts = SubscribeOptions::default()
+///     .qos(QoS::AtLeastOnce)
+///     .capacity(100_000)                 // messages buffered before losses are counted
+///     .max_bytes(256 * 1024 * 1024);     // and bytes
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct SubscribeOptions {
     pub(crate) provider: Option<String>,
@@ -165,9 +193,10 @@ impl SubscribeOptions {
     }
 
     /// How many messages the subscription buffers before it counts losses
-    /// (default: the provider's `subscription_capacity`, 8192).
+    /// (default: the provider's `subscription_capacity`, 8192); 0 is refused by the
+    /// subscribe call with `InvalidConfig`.
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = Some(capacity.max(1));
+        self.capacity = Some(capacity);
         self
     }
 
@@ -213,6 +242,19 @@ impl ConnectionOptions {
         if let Some(will) = &self.will {
             crate::topic::validate_topic_name(&will.topic)?;
         }
+        let at_least = |what: &str, value: usize, min: usize| {
+            if value < min {
+                Err(crate::error::Error::InvalidConfig(format!(
+                    "{what} must be at least {min}, not {value}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("max_packet_size", self.max_packet_size, 16)?;
+        at_least("max_inflight", self.max_inflight as usize, 1)?;
+        at_least("queue_capacity", self.queue_capacity, 1)?;
+        at_least("subscription_capacity", self.subscription_capacity, 1)?;
         if self.keep_alive > MAX_KEEP_ALIVE {
             return Err(crate::error::Error::InvalidConfig(format!(
                 "keep-alive of {:?} is over MQTT's limit of {} s",
@@ -332,7 +374,7 @@ macro_rules! connection_builder_methods {
         /// Largest incoming MQTT packet accepted, in bytes (default 16 MiB). A larger one is
         /// refused before it is buffered, and the connection is reset.
         pub fn max_packet_size(mut self, bytes: usize) -> Self {
-            self.options.max_packet_size = bytes.max(16);
+            self.options.max_packet_size = bytes;
             self
         }
 
@@ -366,14 +408,14 @@ macro_rules! connection_builder_methods {
 
         /// Most unacknowledged QoS 1/2 publishes (and subscribes) at once (default 100).
         pub fn max_inflight(mut self, window: u16) -> Self {
-            self.options.max_inflight = window.max(1);
+            self.options.max_inflight = window;
             self
         }
 
         /// Most requests queued while the in-flight window is full or the connection is
         /// down (default 1000). When it is full, publish blocks up to its timeout.
         pub fn queue_capacity(mut self, capacity: usize) -> Self {
-            self.options.queue_capacity = capacity.max(1);
+            self.options.queue_capacity = capacity;
             self
         }
 
@@ -413,7 +455,7 @@ macro_rules! connection_builder_methods {
 
         /// Default buffer of each subscription, in messages (default 8192).
         pub fn subscription_capacity(mut self, capacity: usize) -> Self {
-            self.options.subscription_capacity = capacity.max(1);
+            self.options.subscription_capacity = capacity;
             self
         }
     };

@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::connection::{deadline_after, wait_reply, Command, Connection, Sink};
+use crate::connection::inbox::inbox;
+use crate::connection::{deadline_after, wait_reply, Connection};
 use crate::error::{Error, Operation, Result};
-use crate::message::{Payload, QoS, Topics};
+use crate::message::{Payload, Topics};
+use crate::mqtt::QoS;
 use crate::options::{OfflineQoS0, PublishOptions, SubscribeOptions};
 use crate::provider::{Limits, Provider};
 use crate::state::{ConnectionState, StateEvent, StateHub};
-use crate::subscription::{Doorbell, Subscription};
+use crate::subscription::Subscription;
 use crate::topic::{validate_topic_filter, validate_topic_name};
 
 /// Publish and subscribe through any number of named providers, from any thread.
@@ -53,18 +55,23 @@ impl Drop for Inner {
     }
 }
 
-/// Closes providers in parallel: each drains for up to its own close timeout.
-fn close_all(list: &[Arc<Connection>]) {
+/// Closes providers in parallel: each drains for up to its own close timeout. `true` when
+/// every one finished everything it had accepted.
+fn close_all(list: &[Arc<Connection>]) -> bool {
     for c in list {
         c.begin_close();
     }
+    let mut all = true;
     for c in list {
         c.join();
+        all &= !c.ended_unfinished();
     }
+    all
 }
 
 /// Waits for QoS 1/2 publishes started by [`PubSub::publish_nowait`].
 #[must_use = "a receipt does nothing unless waited on"]
+#[derive(Debug)]
 pub struct PublishReceipt {
     waits: Vec<Receiver<Result<()>>>,
     deadline: Instant,
@@ -149,7 +156,8 @@ impl PubSub {
         Ok(())
     }
 
-    /// Disconnects and removes a provider. Its subscriptions' iterators end.
+    /// Closes a provider gracefully (as [`PubSub::close`] does, with the same result) and
+    /// removes it. Its subscriptions' iterators end.
     pub fn remove_provider(&self, name: &str) -> Result<()> {
         let conn = {
             let mut list = self
@@ -167,6 +175,12 @@ impl PubSub {
             conn
         };
         conn.close();
+        if conn.ended_unfinished() {
+            return Err(Error::timeout(
+                Operation::Close,
+                "publishes were still unfinished; their receipts say Closed",
+            ));
+        }
         Ok(())
     }
 
@@ -232,51 +246,26 @@ impl PubSub {
             check_qos(&c.limits, options.qos, &c.name)?;
         }
         let capacity = options.capacity.unwrap_or(targets[0].subscription_capacity);
+        if capacity == 0 {
+            return Err(Error::InvalidConfig(
+                "a subscription's capacity must be at least 1".into(),
+            ));
+        }
         let max_bytes = options
             .max_bytes
             .unwrap_or(targets[0].subscription_max_bytes);
-        let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (tx, rx) = crossbeam_channel::unbounded();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let dropped = Arc::new(AtomicU64::new(0));
         let timeout = options.timeout.unwrap_or(targets[0].operation_timeout);
         let deadline = deadline_after(timeout);
+        let (sinks, inbox) = inbox(capacity, max_bytes);
         // Built first so that an error below unsubscribes what was already set up (on drop).
-        let bell = Arc::new(Doorbell::default());
-        let sub = Subscription::new(
-            id,
-            rx,
-            &targets,
-            filters.clone(),
-            dropped.clone(),
-            timeout,
-            bell.clone(),
-        );
+        let sub = Subscription::new(id, inbox, &targets, filters.clone(), timeout);
         let with_qos: Vec<(String, QoS)> = filters.into_iter().map(|f| (f, options.qos)).collect();
         let mut waits = Vec::with_capacity(targets.len());
         for c in targets.iter() {
-            let (rtx, rrx) = crossbeam_channel::bounded(1);
-            let sink = Sink {
-                tx: Some(tx.clone()),
-                capacity,
-                bytes: bytes.clone(),
-                max_bytes,
-                dropped: dropped.clone(),
-                bell: bell.clone(),
-            };
-            c.send(
-                Command::Subscribe {
-                    id,
-                    filters: with_qos.clone(),
-                    sink,
-                    reply: rtx,
-                },
-                deadline,
-                Operation::Subscribe,
-            )?;
-            waits.push(rrx);
+            waits.push(c.subscribe(id, with_qos.clone(), sinks.sink(), deadline)?);
         }
-        drop(tx);
+        drop(sinks);
         for rx in &waits {
             wait_reply(rx, deadline, Operation::Subscribe, "no SUBACK in time")?;
         }
@@ -300,8 +289,26 @@ impl PubSub {
         self.publish_nowait(topics, payload, options)?.wait()
     }
 
-    /// Starts a publish and returns without waiting for acknowledgements: pipelining within
-    /// the in-flight window (`max_inflight`). Wait on the receipt later.
+    /// Starts a publish and returns without waiting for its acknowledgements: pipelining
+    /// within the in-flight window (`max_inflight`). Wait on the receipt later.
+    ///
+    /// "No wait" is about acknowledgements only: while the provider's outgoing queue is full
+    /// (`queue_capacity`, e.g. offline or a slow link), this call blocks for room, up to the
+    /// publish's timeout, like every publish.
+    ///
+    /// ```no_run
+    /// use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS};
+    /// let pubsub = PubSub::new();
+    /// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:8080/mqtt").build()?)?;
+    /// let opts = PublishOptions::default().qos(QoS::AtLeastOnce);
+    /// let receipts: Vec<_> = (0..100)
+    ///     .map(|i| pubsub.publish_nowait("readings", format!("{i}"), opts.clone()))
+    ///     .collect::<Result<_, _>>()?;
+    /// for r in receipts {
+    ///     r.wait()?; // each PUBACK
+    /// }
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
     pub fn publish_nowait(
         &self,
         topics: impl Topics,
@@ -359,24 +366,8 @@ impl PubSub {
                 } else {
                     t.clone()
                 };
-                let reply = if options.qos == QoS::AtMostOnce {
-                    None
-                } else {
-                    let (tx, rx) = crossbeam_channel::bounded(1);
-                    waits.push(rx);
-                    Some(tx)
-                };
-                c.send(
-                    Command::Publish {
-                        topic,
-                        payload: bytes,
-                        qos: options.qos,
-                        retain: options.retain,
-                        reply,
-                    },
-                    deadline,
-                    Operation::Publish,
-                )?;
+                let ack = c.publish(topic, bytes, options.qos, options.retain, deadline)?;
+                waits.extend(ack);
             }
         }
         Ok(PublishReceipt { waits, deadline })
@@ -406,9 +397,7 @@ impl PubSub {
         let deadline = deadline_after(timeout);
         let mut waits = Vec::with_capacity(targets.len());
         for c in targets.iter() {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            c.send_control(Command::Flush { reply: tx })?;
-            waits.push(rx);
+            waits.push(c.flush()?);
         }
         for rx in &waits {
             wait_reply(
@@ -427,7 +416,10 @@ impl PubSub {
     /// unfinished then fails with [`Error::Closed`], and subscriptions end. Later calls fail
     /// with [`Error::Closed`]. Dropping the last clone does the same. A provider that is
     /// reconnecting at that moment sends nothing more; a connection attempt in progress is
-    /// finished first (up to the connect timeout).
+    /// abandoned.
+    ///
+    /// Everything is closed either way; the result says whether everything accepted got out:
+    /// [`Error::Timeout`] with [`Operation::Close`] when some publish was still unfinished.
     pub fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::SeqCst);
         let list = std::mem::take(
@@ -437,8 +429,15 @@ impl PubSub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        close_all(&list);
-        Ok(())
+        if close_all(&list) {
+            Ok(())
+        } else {
+            Err(Error::timeout(
+                Operation::Close,
+                "publishes were still unfinished (at the close timeout, or the provider was \
+                 offline); their receipts say Closed",
+            ))
+        }
     }
 }
 

@@ -1,4 +1,13 @@
 //! Topic names and filters: validation and matching (MQTT 3.1.1 §4.7).
+//!
+//! ```
+//! use mqtt_pubsub::topic::{topic_matches, validate_topic_filter, validate_topic_name};
+//! assert!(topic_matches("sensors/+/temp", "sensors/kitchen/temp"));
+//! assert!(topic_matches("alerts/#", "alerts"));
+//! assert!(!topic_matches("#", "$SYS/uptime"));
+//! assert!(validate_topic_name("sensors/+").is_err());
+//! assert!(validate_topic_filter("a/#/b").is_err());
+//! ```
 
 use crate::error::{Error, Result};
 

@@ -655,6 +655,19 @@ fn copies(ps: &PubSub, sub: &Subscription, topic: &str, n: usize) -> HashMap<Str
     counts
 }
 
+/// Waits until `sub` receives what `publisher` sends to `topic` (after a reconnect, the
+/// resubscription is in flight for a moment after `Connected`), then drains the markers.
+fn synced(publisher: &PubSub, sub: &Subscription, topic: &str) {
+    for _ in 0..100 {
+        publisher.publish(topic, "sync").unwrap();
+        if sub.recv_timeout(Duration::from_millis(200)).is_ok() {
+            drain(sub, Duration::from_millis(300));
+            return;
+        }
+    }
+    panic!("{topic} never arrived");
+}
+
 fn once_each(counts: &HashMap<String, usize>, n: usize) {
     assert_eq!(counts.len(), n, "{counts:?}");
     assert!(counts.values().all(|c| *c == 1), "duplicates: {counts:?}");
@@ -682,6 +695,8 @@ fn overlapping_filters_deliver_one_copy_before_and_after_reconnects_nats() {
     proxy.cut_all();
     wait_state(&states, ConnectionState::ConnectionDisrupted);
     wait_state(&states, ConnectionState::Connected);
+    synced(&publisher, &mixed, "c/a");
+    synced(&publisher, &wide, "b/a");
     once_each(&copies(&publisher, &mixed, "c/a", 5), 5);
     once_each(&copies(&publisher, &wide, "b/a", 5), 5);
 

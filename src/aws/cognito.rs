@@ -217,11 +217,11 @@ impl CognitoCredentials {
 
 impl CredentialsProvider for CognitoCredentials {
     fn credentials(&self) -> Result<Credentials> {
-        self.credentials_before(crate::connection::deadline_after(self.timeout))
+        self.credentials_before(crate::deadline::deadline_after(self.timeout))
     }
 
     fn credentials_before(&self, deadline: Instant) -> Result<Credentials> {
-        let deadline = deadline.min(crate::connection::deadline_after(self.timeout));
+        let deadline = deadline.min(crate::deadline::deadline_after(self.timeout));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let fresh_until = SystemTime::now() + REFRESH_AHEAD;
         if let Some(c) = &state.cached {

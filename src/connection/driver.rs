@@ -16,12 +16,14 @@ use polling::{Event, Events, PollMode, Poller};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
-use super::{backoff, deadline_after, Command, Reply, Sink};
+use super::inbox::{Rings, Sink};
+use super::{backoff, deadline_after, Command, Reply};
 use crate::error::{Error, Operation, Result};
-use crate::message::{Message, QoS};
-use crate::mqtt::codec::{Framer, Inbound};
+use crate::message::Message;
+use crate::mqtt::codec::{Framer, Inbound, Will};
 use crate::mqtt::router::{Changes, Router};
 use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
+use crate::mqtt::QoS;
 use crate::net::websocket::{self, map_ws, Stream};
 use crate::options::ConnectionOptions;
 use crate::provider::{Opener, ProviderSpec};
@@ -82,6 +84,7 @@ pub(crate) struct Driver {
     cmd_rx: super::queue::QueueReceiver<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
+    unfinished: Arc<AtomicBool>,
     state: Arc<SharedState>,
     hub: StateHub,
     session: Session<Reply>,
@@ -89,7 +92,7 @@ pub(crate) struct Driver {
     framer: Framer,
     events: Events,
     /// Subscriptions given messages since the last [`Driver::ring`].
-    to_ring: Vec<Arc<crate::subscription::Doorbell>>,
+    rings: Rings,
     /// `flush` calls waiting: the ticket every earlier publish is below, and the reply.
     flushes: Vec<(u64, Reply)>,
     unclaimed: Unclaimed,
@@ -104,6 +107,7 @@ impl Driver {
         cmd_rx: super::queue::QueueReceiver<Command>,
         poller: Arc<Poller>,
         closing: Arc<AtomicBool>,
+        unfinished: Arc<AtomicBool>,
         state: Arc<SharedState>,
         hub: StateHub,
     ) -> Driver {
@@ -118,7 +122,12 @@ impl Driver {
             clean_session: o.clean_session,
             username: o.username.clone(),
             password: o.password.clone(),
-            will: o.will.clone(),
+            will: o.will.as_ref().map(|w| Will {
+                topic: w.topic.clone(),
+                payload: w.payload.clone(),
+                qos: w.qos,
+                retain: w.retain,
+            }),
             max_inflight: o.max_inflight,
             max_queued: o.queue_capacity,
             max_filters_per_subscribe: spec.limits.max_filters_per_subscribe,
@@ -131,13 +140,14 @@ impl Driver {
             cmd_rx,
             poller,
             closing,
+            unfinished,
             state,
             hub,
             session: Session::new(cfg, Instant::now()),
             router: Router::default(),
             // Only the socket and the notifier can be ready.
             events: Events::with_capacity(std::num::NonZeroUsize::new(4).expect("4 > 0")),
-            to_ring: Vec::new(),
+            rings: Rings::default(),
             flushes: Vec::new(),
             unclaimed: Unclaimed::default(),
             closing_state: Closing::No,
@@ -732,13 +742,7 @@ impl Driver {
                     let mut routed = false;
                     for sink in self.router.route(msg.topic()) {
                         routed = true;
-                        // The first message of a batch wakes the subscription at once (a
-                        // lone message is not delayed); the rest of the batch is covered by
-                        // one more ring after it (`ring`).
-                        if sink.deliver(msg.clone()) && sink.bell.schedule() {
-                            sink.bell.ring();
-                            self.to_ring.push(sink.bell.clone());
-                        }
+                        self.rings.deliver(sink, msg.clone());
                     }
                     // We acknowledged it to the broker: with a persistent session it is held
                     // for the subscription the application is about to make.
@@ -775,7 +779,10 @@ impl Driver {
                         .map(|f| format!("\"{}\"", crate::error::printable(f)))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    self.report_refusal(&Error::Refused(format!("SUBSCRIBE to {list}")));
+                    self.report_refusal(&Error::Refused(format!(
+                        "SUBSCRIBE to {list}, {} times in a row",
+                        crate::mqtt::session::STRIKES
+                    )));
                     let (ended, changes) = self.router.forget(&filters);
                     drop(ended);
                     self.apply(changes);
@@ -797,9 +804,7 @@ impl Driver {
 
     /// Wakes the subscriptions that were given messages: once per batch read, not per message.
     fn ring(&mut self) {
-        for bell in self.to_ring.drain(..) {
-            bell.ring_scheduled();
-        }
+        self.rings.ring();
     }
 
     /// Ends the provider: the WebSocket close (DISCONNECT was written by the graceful close),
@@ -813,6 +818,9 @@ impl Driver {
         // Announced before draining: callers see Disconnected and stop sending.
         if self.state.get() != ConnectionState::Disconnected {
             self.set_state(ConnectionState::Disconnected, None);
+        }
+        if self.session.oldest_unfinished().is_some() || !self.cmd_rx.is_empty() {
+            self.unfinished.store(true, Ordering::SeqCst);
         }
         self.session.on_disconnected();
         for reply in self.session.take_waiting() {

@@ -2,9 +2,10 @@
 
 mod backoff;
 mod driver;
+pub(crate) mod inbox;
 mod queue;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,78 +13,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use polling::Poller;
 
+pub(crate) use crate::deadline::deadline_after;
 use crate::error::{Error, Operation, Result};
-use crate::message::{Message, QoS};
+use crate::mqtt::QoS;
 use crate::provider::{Limits, ProviderSpec};
 use crate::state::{ConnectionState, SharedState, StateHub};
 
 /// The reply to a blocking request.
 pub(crate) type Reply = Sender<Result<()>>;
 
-/// Where a subscription's messages go, its capacity, and its loss counter.
-///
-/// The channel is crossbeam's list flavour, which allocates as it fills; the capacity is
-/// enforced here (a bounded array channel would allocate and touch every slot up front:
-/// 8192 slots are ~192 KiB per subscription).
-pub(crate) struct Sink {
-    /// `None` only while being dropped.
-    pub tx: Option<Sender<Message>>,
-    pub capacity: usize,
-    /// Bytes of the messages buffered now (every provider's sink of a subscription shares
-    /// it; each message gives its share back when dropped), and their bound.
-    pub bytes: Arc<std::sync::atomic::AtomicUsize>,
-    pub max_bytes: usize,
-    pub dropped: Arc<AtomicU64>,
-    pub bell: Arc<crate::subscription::Doorbell>,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        // The sender goes first, so that a receiver woken by the bell can see the channel
-        // disconnected once every provider's sink is gone.
-        self.tx = None;
-        self.bell.ring();
-    }
-}
-
-impl Sink {
-    /// Queues `msg` for the subscription; `true` when queued (the sink's bell then needs a
-    /// ring, see [`crate::subscription::Doorbell`]).
-    pub fn deliver(&self, mut msg: Message) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        // One I/O thread per provider delivers to a sink: with several providers the buffer
-        // may exceed the capacity by at most one message per provider. The byte bound lets
-        // one message in even when it alone is larger (into an empty buffer).
-        let held = self.bytes.load(Ordering::Acquire);
-        let result = if tx.len() >= self.capacity
-            || (held > 0 && held.saturating_add(msg.size()) > self.max_bytes)
-        {
-            Err(crossbeam_channel::TrySendError::Full(msg))
-        } else {
-            msg.charge(&self.bytes);
-            tx.try_send(msg)
-        };
-        match result {
-            Ok(()) => true,
-            Err(crossbeam_channel::TrySendError::Full(msg)) => {
-                // A slow subscriber never stalls the I/O thread or other subscriptions: the
-                // message is counted as lost for this subscription and logged.
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n == 1 || n.is_power_of_two() {
-                    log::warn!(
-                        "subscription buffer full: dropped message on {:?} ({n} dropped so far on this subscription)",
-                        msg.topic()
-                    );
-                }
-                false
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
-        }
-    }
-}
-
-/// A request to the I/O thread.
-pub(crate) enum Command {
+/// A request to the I/O thread (made by [`Connection`]'s methods only).
+enum Command {
     Publish {
         topic: String,
         payload: Vec<u8>,
@@ -94,7 +34,7 @@ pub(crate) enum Command {
     Subscribe {
         id: u64,
         filters: Vec<(String, QoS)>,
-        sink: Sink,
+        sink: inbox::Sink,
         reply: Reply,
     },
     /// Removes subscription `id`; with `keep`, its filters stay on the broker (a persistent
@@ -109,16 +49,6 @@ pub(crate) enum Command {
     Flush { reply: Reply },
 }
 
-/// `now + timeout`, or a far-away instant when that does not fit (`Duration::MAX` means
-/// "no limit" wherever a timeout is taken).
-pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
-        .unwrap_or(now)
-}
-
 /// The caller's side of a provider connection.
 pub(crate) struct Connection {
     pub name: Arc<str>,
@@ -128,10 +58,12 @@ pub(crate) struct Connection {
     pub subscription_max_bytes: usize,
     pub offline_qos0: crate::options::OfflineQoS0,
     /// Whether the session is clean (a persistent one keeps subscriptions on drop).
-    pub clean_session: bool,
+    clean_session: bool,
     cmd_tx: queue::QueueSender<Command>,
     poller: Arc<Poller>,
     closing: Arc<AtomicBool>,
+    /// Set by the I/O thread when it ended with publishes unfinished (`close()` reports it).
+    unfinished: Arc<AtomicBool>,
     state: Arc<SharedState>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -145,6 +77,7 @@ impl Connection {
         })?);
         let (cmd_tx, cmd_rx) = queue::queue(spec.options.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
+        let unfinished = Arc::new(AtomicBool::new(false));
         let state = Arc::new(SharedState::new(ConnectionState::Connecting));
         let name: Arc<str> = spec.name.clone().into();
         let limits = spec.limits.clone();
@@ -159,6 +92,7 @@ impl Connection {
             cmd_rx,
             poller.clone(),
             closing.clone(),
+            unfinished.clone(),
             state.clone(),
             hub.clone(),
         );
@@ -209,13 +143,90 @@ impl Connection {
             cmd_tx,
             poller,
             closing,
+            unfinished,
             state,
             thread: Mutex::new(Some(thread)),
         })
     }
 
+    /// Starts a publish, blocking until `deadline` while the queue is full. QoS 1/2 give
+    /// the receiver of their acknowledgement.
+    pub fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        deadline: Instant,
+    ) -> Result<Option<Receiver<Result<()>>>> {
+        let (reply, rx) = if qos == QoS::AtMostOnce {
+            (None, None)
+        } else {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            (Some(tx), Some(rx))
+        };
+        let cmd = Command::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+            reply,
+        };
+        self.send(cmd, deadline, Operation::Publish)?;
+        Ok(rx)
+    }
+
+    /// Starts subscription `id` delivering into `sink`; the receiver gets the outcome once
+    /// every SUBACK is in.
+    pub fn subscribe(
+        &self,
+        id: u64,
+        filters: Vec<(String, QoS)>,
+        sink: inbox::Sink,
+        deadline: Instant,
+    ) -> Result<Receiver<Result<()>>> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        let cmd = Command::Subscribe {
+            id,
+            filters,
+            sink,
+            reply,
+        };
+        self.send(cmd, deadline, Operation::Subscribe)?;
+        Ok(rx)
+    }
+
+    /// Removes subscription `id` and UNSUBSCRIBEs what no one else wants, even on a
+    /// persistent session; the receiver hears when the I/O thread has done it.
+    pub fn unsubscribe(&self, id: u64) -> Result<Receiver<()>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send_control(Command::Unsubscribe {
+            id,
+            keep: false,
+            reply: Some(tx),
+        })?;
+        Ok(rx)
+    }
+
+    /// Removes subscription `id` in the background, without waiting; a persistent session
+    /// keeps its filters on the broker.
+    pub fn drop_subscription(&self, id: u64) {
+        let _ = self.send_control(Command::Unsubscribe {
+            id,
+            keep: !self.clean_session,
+            reply: None,
+        });
+    }
+
+    /// The receiver hears once every publish accepted before this call is done.
+    pub fn flush(&self) -> Result<Receiver<Result<()>>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send_control(Command::Flush { reply: tx })?;
+        Ok(rx)
+    }
+
     /// Queues a command, blocking until `deadline` while the queue is full.
-    pub fn send(&self, cmd: Command, deadline: Instant, op: Operation) -> Result<()> {
+    fn send(&self, cmd: Command, deadline: Instant, op: Operation) -> Result<()> {
         // Once Disconnected has been announced, nothing more is served (the thread may still
         // be draining its channel).
         if self.state.get() == ConnectionState::Disconnected {
@@ -236,7 +247,7 @@ impl Connection {
     /// Queues a control command (unsubscribe, flush) without waiting: these are not bounded
     /// by the queue's capacity (there are at most as many as there are subscriptions and
     /// flush calls), so they never block behind a full queue of publishes.
-    pub fn send_control(&self, cmd: Command) -> Result<()> {
+    fn send_control(&self, cmd: Command) -> Result<()> {
         if self.state.get() == ConnectionState::Disconnected {
             return Err(Error::Closed);
         }
@@ -261,6 +272,13 @@ impl Connection {
     pub fn begin_close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.poller.notify();
+    }
+
+    /// Whether the I/O thread ended with publishes it could not finish (after [`join`]).
+    ///
+    /// [`join`]: Connection::join
+    pub fn ended_unfinished(&self) -> bool {
+        self.unfinished.load(Ordering::SeqCst)
     }
 
     /// Waits for the I/O thread to end.

@@ -21,7 +21,7 @@ use mqtt::{Decodable, Encodable};
 use tungstenite::Bytes;
 
 use crate::error::Error;
-use crate::message::QoS;
+use crate::mqtt::QoS;
 
 /// An incoming PUBLISH, kept as the bytes it arrived in, its fields located and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,7 +215,7 @@ pub fn decode_frame(frame: &[u8]) -> Result<VariablePacket, Error> {
     let malformed = || {
         Error::Protocol(format!(
             "malformed {} packet of {} bytes",
-            super::session::packet_name(&packet),
+            packet_name(&packet),
             frame.len()
         ))
     };
@@ -413,6 +413,97 @@ pub fn encode<P: Encodable>(packet: &P, out: &mut Vec<u8>) {
     out.reserve(packet.encoded_length() as usize);
     // Writing into a Vec cannot fail.
     let _ = packet.encode(out);
+}
+
+/// The last will, as CONNECT carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Topic name (valid: checked when the provider was built).
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+}
+
+/// The fields of a CONNECT packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Connect<'a> {
+    /// Client identifier.
+    pub client_id: &'a str,
+    /// Keep-alive (whole seconds are sent, at most 65535).
+    pub keep_alive: std::time::Duration,
+    /// Clean session flag.
+    pub clean_session: bool,
+    /// User name.
+    pub username: Option<&'a str>,
+    /// Password.
+    pub password: Option<&'a str>,
+    /// Last will.
+    pub will: Option<&'a Will>,
+}
+
+/// Encodes a CONNECT packet.
+pub fn encode_connect(c: &Connect<'_>) -> Vec<u8> {
+    let mut p = mqtt::packet::ConnectPacket::new(c.client_id.to_string());
+    p.set_keep_alive(c.keep_alive.as_secs().min(u16::MAX as u64) as u16);
+    p.set_clean_session(c.clean_session);
+    p.set_user_name(c.username.map(String::from));
+    p.set_password(c.password.map(String::from));
+    if let Some(w) = c.will {
+        if let Ok(topic) = mqtt::TopicName::new(w.topic.clone()) {
+            p.set_will(Some((topic, w.payload.clone())));
+            p.set_will_qos(w.qos as u8);
+            p.set_will_retain(w.retain);
+        }
+    }
+    let mut out = Vec::new();
+    encode(&p, &mut out);
+    out
+}
+
+/// Reads a CONNACK: `Ok(session_present)` when accepted, the refusal or the protocol error
+/// otherwise.
+pub fn parse_connack(packet: &Inbound) -> Result<bool, Error> {
+    use mqtt::control::variable_header::ConnectReturnCode;
+    let packet = match packet {
+        Inbound::Other(p) => p,
+        Inbound::Publish(_) => return Err(Error::Protocol("expected CONNACK, got PUBLISH".into())),
+    };
+    match packet {
+        VariablePacket::ConnackPacket(c) => match c.connect_return_code() {
+            ConnectReturnCode::ConnectionAccepted => Ok(c.connack_flags().session_present),
+            code => Err(Error::ConnectionRefused(crate::error::ConnackCode(
+                code.to_u8(),
+            ))),
+        },
+        other => Err(Error::Protocol(format!(
+            "expected CONNACK, got {}",
+            packet_name(other)
+        ))),
+    }
+}
+
+/// The name of a packet's type, for messages.
+pub fn packet_name(p: &VariablePacket) -> &'static str {
+    match p {
+        VariablePacket::ConnectPacket(_) => "CONNECT",
+        VariablePacket::ConnackPacket(_) => "CONNACK",
+        VariablePacket::PublishPacket(_) => "PUBLISH",
+        VariablePacket::PubackPacket(_) => "PUBACK",
+        VariablePacket::PubrecPacket(_) => "PUBREC",
+        VariablePacket::PubrelPacket(_) => "PUBREL",
+        VariablePacket::PubcompPacket(_) => "PUBCOMP",
+        VariablePacket::SubscribePacket(_) => "SUBSCRIBE",
+        VariablePacket::SubackPacket(_) => "SUBACK",
+        VariablePacket::UnsubscribePacket(_) => "UNSUBSCRIBE",
+        VariablePacket::UnsubackPacket(_) => "UNSUBACK",
+        VariablePacket::PingreqPacket(_) => "PINGREQ",
+        VariablePacket::PingrespPacket(_) => "PINGRESP",
+        VariablePacket::DisconnectPacket(_) => "DISCONNECT",
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::message::QoS;
+use crate::mqtt::QoS;
 use crate::topic::topic_matches;
 
 #[derive(Debug)]

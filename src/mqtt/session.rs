@@ -10,15 +10,16 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use mqtt::control::variable_header::ConnectReturnCode;
 use mqtt::packet::suback::SubscribeReturnCode;
 use mqtt::packet::*;
-use mqtt::{TopicFilter, TopicName};
+use mqtt::TopicFilter;
 
-use crate::error::{ConnackCode, Error, Result};
-use crate::message::QoS;
-use crate::mqtt::codec::{encode, Inbound, Outgoing, PublishFrame};
-use crate::options::LastWill;
+use crate::error::{Error, Result};
+use crate::mqtt::codec::{
+    encode, encode_connect, packet_name, parse_connack, Connect, Inbound, Outgoing, PublishFrame,
+    Will,
+};
+use crate::mqtt::QoS;
 
 /// Packet identifiers kept beyond the publish window for SUBSCRIBE and UNSUBSCRIBE, so that
 /// a window full of unacknowledged publishes never holds back a resubscription: after a
@@ -48,7 +49,7 @@ pub struct SessionConfig {
     /// Password.
     pub password: Option<String>,
     /// Last will.
-    pub will: Option<LastWill>,
+    pub will: Option<Will>,
     /// Most unacknowledged QoS 1/2 publishes at once (1..=65503).
     pub max_inflight: u16,
     /// Most requests waiting for a packet identifier or for the connection.
@@ -217,41 +218,20 @@ impl<R> Session<R> {
 
     /// The CONNECT packet for this session, encoded.
     pub fn connect_packet(&self) -> Vec<u8> {
-        let mut p = ConnectPacket::new(self.cfg.client_id.clone());
-        p.set_keep_alive(self.cfg.keep_alive.as_secs().min(u16::MAX as u64) as u16);
-        p.set_clean_session(self.cfg.clean_session);
-        p.set_user_name(self.cfg.username.clone());
-        p.set_password(self.cfg.password.clone());
-        if let Some(w) = &self.cfg.will {
-            if let Ok(topic) = TopicName::new(w.topic.clone()) {
-                p.set_will(Some((topic, w.payload.clone())));
-                p.set_will_qos(w.qos as u8);
-                p.set_will_retain(w.retain);
-            }
-        }
-        let mut out = Vec::new();
-        encode(&p, &mut out);
-        out
+        let c = &self.cfg;
+        encode_connect(&Connect {
+            client_id: &c.client_id,
+            keep_alive: c.keep_alive,
+            clean_session: c.clean_session,
+            username: c.username.as_deref(),
+            password: c.password.as_deref(),
+            will: c.will.as_ref(),
+        })
     }
 
     /// Checks a CONNACK. `Ok(session_present)` when accepted.
     pub fn check_connack(packet: &Inbound) -> Result<bool> {
-        let packet = match packet {
-            Inbound::Other(p) => p,
-            Inbound::Publish(_) => {
-                return Err(Error::Protocol("expected CONNACK, got PUBLISH".into()))
-            }
-        };
-        match packet {
-            VariablePacket::ConnackPacket(c) => match c.connect_return_code() {
-                ConnectReturnCode::ConnectionAccepted => Ok(c.connack_flags().session_present),
-                code => Err(Error::ConnectionRefused(ConnackCode(code.to_u8()))),
-            },
-            other => Err(Error::Protocol(format!(
-                "expected CONNACK, got {}",
-                packet_name(other)
-            ))),
-        }
+        parse_connack(packet)
     }
 
     /// Whether the session is connected.
@@ -439,7 +419,7 @@ impl<R> Session<R> {
         match slot.kind {
             Pending::Publish { packet, reply, .. } => {
                 let what = format!(
-                    "PUBLISH to \"{}\" (QoS {}, {} bytes{})",
+                    "PUBLISH to \"{}\" (QoS {}, {} bytes{}), {STRIKES} times in a row",
                     crate::error::printable(&packet.topic),
                     packet.qos as u8,
                     packet.payload.len(),
@@ -1081,30 +1061,13 @@ fn subscribe_packet(id: u16, filters: &[(String, QoS)]) -> SubscribePacket {
     SubscribePacket::new(id, list)
 }
 
-/// The name of a packet's type, for messages.
-pub fn packet_name(p: &VariablePacket) -> &'static str {
-    match p {
-        VariablePacket::ConnectPacket(_) => "CONNECT",
-        VariablePacket::ConnackPacket(_) => "CONNACK",
-        VariablePacket::PublishPacket(_) => "PUBLISH",
-        VariablePacket::PubackPacket(_) => "PUBACK",
-        VariablePacket::PubrecPacket(_) => "PUBREC",
-        VariablePacket::PubrelPacket(_) => "PUBREL",
-        VariablePacket::PubcompPacket(_) => "PUBCOMP",
-        VariablePacket::SubscribePacket(_) => "SUBSCRIBE",
-        VariablePacket::SubackPacket(_) => "SUBACK",
-        VariablePacket::UnsubscribePacket(_) => "UNSUBSCRIBE",
-        VariablePacket::UnsubackPacket(_) => "UNSUBACK",
-        VariablePacket::PingreqPacket(_) => "PINGREQ",
-        VariablePacket::PingrespPacket(_) => "PINGRESP",
-        VariablePacket::DisconnectPacket(_) => "DISCONNECT",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ConnackCode;
     use crate::mqtt::codec::Framer;
+    use mqtt::control::variable_header::ConnectReturnCode;
+    use mqtt::TopicName;
 
     fn decode_all(bytes: &[u8]) -> Vec<VariablePacket> {
         let mut out = Vec::new();

@@ -37,37 +37,37 @@ fn build(
     for pem in extra_ca_pems {
         let mut found = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| Error::Tls(format!("bad CA certificate PEM: {e}")))?;
+            let cert = cert.map_err(|e| Error::tls(format!("bad CA certificate PEM: {e}"), e))?;
             roots
                 .add(cert)
-                .map_err(|e| Error::Tls(format!("unusable CA certificate: {e}")))?;
+                .map_err(|e| Error::tls(format!("unusable CA certificate: {e}"), e))?;
             found += 1;
         }
         if found == 0 {
-            return Err(Error::Tls("no certificate found in CA PEM".into()));
+            return Err(Error::tls_msg("no certificate found in CA PEM"));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(|e| Error::tls(e.to_string(), e))?
         .with_root_certificates(roots);
     let config = match client_cert {
         None => builder.with_no_client_auth(),
         Some((chain, key)) => {
             let chain = CertificateDer::pem_slice_iter(chain)
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::Tls(format!("bad client certificate PEM: {e}")))?;
+                .map_err(|e| Error::tls(format!("bad client certificate PEM: {e}"), e))?;
             if chain.is_empty() {
-                return Err(Error::Tls(
-                    "no certificate found in client certificate PEM".into(),
+                return Err(Error::tls_msg(
+                    "no certificate found in client certificate PEM",
                 ));
             }
             let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| Error::Tls(format!("bad client key PEM: {e}")))?;
+                .map_err(|e| Error::tls(format!("bad client key PEM: {e}"), e))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::Tls(format!("client certificate: {e}")))?
+                .map_err(|e| Error::tls(format!("client certificate: {e}"), e))?
         }
     };
     Ok(Arc::new(config))

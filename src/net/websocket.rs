@@ -256,7 +256,7 @@ pub fn parse_url(url: &str) -> Result<Url> {
 /// [`Error::Timeout`].
 pub fn map_io(context: &'static str, e: io::Error) -> Error {
     if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return Error::Tls(tls.to_string());
+        return Error::tls(tls.to_string(), tls.clone());
     }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
@@ -309,7 +309,10 @@ pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
         ) => Error::ConnectionLost(
             "the server closed the connection without a WebSocket close".into(),
         ),
-        other => Error::WebSocket(other.to_string()),
+        other => Error::WebSocket {
+            message: other.to_string(),
+            source: Some(Box::new(other)),
+        },
     }
 }
 
@@ -400,7 +403,7 @@ pub fn tls_handshake(
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let name =
         ServerName::try_from(bare.to_string()).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
-    let conn = ClientConnection::new(config, name).map_err(|e| Error::Tls(e.to_string()))?;
+    let conn = ClientConnection::new(config, name).map_err(|e| Error::tls(e.to_string(), e))?;
     let mut s = StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
         s.conn
@@ -512,20 +515,20 @@ fn upgrade(
     let connection_ok =
         field("connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
     if !upgrade_ok || !connection_ok {
-        return Err(Error::WebSocket(
-            "the 101 answer lacks Upgrade: websocket / Connection: Upgrade".into(),
+        return Err(Error::websocket_msg(
+            "the 101 answer lacks Upgrade: websocket / Connection: Upgrade",
         ));
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     if field("sec-websocket-accept") != Some(accept.as_str()) {
-        return Err(Error::WebSocket(
-            "the server's Sec-WebSocket-Accept does not match our key".into(),
+        return Err(Error::websocket_msg(
+            "the server's Sec-WebSocket-Accept does not match our key",
         ));
     }
     // The subprotocol may be left out (some brokers and proxies), but if named it must be ours.
     if let Some(p) = field("sec-websocket-protocol") {
         if !p.eq_ignore_ascii_case("mqtt") {
-            return Err(Error::WebSocket(format!(
+            return Err(Error::websocket_msg(format!(
                 "the server chose subprotocol {p:?}, not mqtt"
             )));
         }

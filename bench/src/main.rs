@@ -2,7 +2,7 @@
 //! WebSocket, with a raw ceiling, in the same run.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--url ws://127.0.0.1:PORT/mqtt] [--runs 5]
+//! cd bench && cargo run --release -- [--url ws://127.0.0.1:PORT/mqtt] [--runs 5]
 //!     [--messages 200000] [--only throughput,qos1,latency,idle,decode] [--idle-secs 30] [--json]
 //! ```
 //!
@@ -13,8 +13,10 @@
 //! figure); idle at most 3 (each round holds 100 connections for `--idle-secs`).
 //! 4 KiB payloads are 4000 bytes: mosquitto 2.0's websockets slow down past ~4112-byte packets.
 
-#[path = "support/broker.rs"]
-mod broker;
+mod broker {
+    //! `--flag value` parsing, the same as the examples'.
+    include!("../../examples/support/args.rs");
+}
 
 use std::collections::VecDeque;
 use std::net::TcpStream;
