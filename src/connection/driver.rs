@@ -282,10 +282,16 @@ impl Driver {
         // All MQTT data is framed by `Stream` (see `serve_registered`), CONNECT included; that
         // matters here because CONNECT carries the password and tungstenite logs every frame
         // it sends, payload included, at trace level.
-        let mut connect = self.session.connect_packet();
+        // CONNACK goes through the session like every packet; what it resumes with is the
+        // router's now (no command is taken while connecting).
+        let resubscribe = self.router.active();
+        let wanted = resubscribe.iter().map(|(f, _)| f.clone()).collect();
+        let mut connect = self.session.connecting(resubscribe, wanted);
+        let ready = websocket::flushed(&mut ws)
+            .map_err(|e| closed_if_aborted(map_ws("sending CONNECT", e)))?;
         let stream = ws.get_mut();
         stream
-            .send_binary(&mut connect)
+            .send_binary(&mut connect, ready)
             .and_then(|()| std::io::Write::flush(stream))
             .map_err(|e| closed_if_aborted(websocket::map_io("sending CONNECT", e)))?;
 
@@ -312,11 +318,10 @@ impl Driver {
         Ok(ws)
     }
 
-    /// Reads until CONNACK; the session resumes at once, and what follows CONNACK in the
-    /// same frames goes through the session as it is decoded (a frame of a million tiny
-    /// packets is never held as a list of them).
+    /// Reads until the session has its CONNACK; what follows it in the same frames goes
+    /// through the session as it is decoded (a frame of a million tiny packets is never held
+    /// as a list of them). `Ok(session_present)`.
     fn await_connack(&mut self, ws: &mut Ws, url: &url::Url) -> Result<bool> {
-        let mut session_present = None;
         loop {
             let bytes = match ws.read() {
                 Ok(tungstenite::Message::Binary(b)) => b,
@@ -342,38 +347,20 @@ impl Driver {
                 }
                 Err(e) => return Err(closed_if_aborted(map_ws("waiting for CONNACK", e))),
             };
-            let first = session_present.is_none();
+            // Bytes that do not start with a CONNACK (type 2) are not MQTT at all, most likely.
+            let not_connack =
+                !self.session.is_connected() && bytes.first().is_some_and(|b| b >> 4 != 2);
             let head: Vec<u8> = bytes.iter().take(8).copied().collect();
             let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
-            let fed = framer.feed_bytes(bytes, |p| match session_present {
-                None => {
-                    let sp = Session::<Reply>::check_connack(&p)?;
-                    if sp && self.options.clean_session {
-                        // [MQTT-3.2.2-1]: trusting it would leave us without our
-                        // subscriptions.
-                        return Err(Error::Protocol(
-                            "CONNACK says a session is present although we asked for a clean \
-                             session"
-                                .into(),
-                        ));
-                    }
-                    let resubscribe = if sp { Vec::new() } else { self.router.active() };
-                    let router = &self.router;
-                    self.session
-                        .on_connected(Instant::now(), sp, resubscribe, &|f| router.is_on_broker(f));
-                    session_present = Some(sp);
-                    Ok(())
-                }
-                Some(_) => self.inbound(p, Instant::now()),
-            });
+            let fed = framer.feed_bytes(bytes, |p| self.inbound(p, Instant::now()));
             self.framer = framer;
             match fed {
-                Err(e @ Error::Protocol(_)) if first => return Err(not_mqtt(url, &head, e)),
+                Err(e @ Error::Protocol(_)) if not_connack => return Err(not_mqtt(url, &head, e)),
                 other => other?,
             }
             self.dispatch_events();
-            if let Some(sp) = session_present {
-                return Ok(sp);
+            if self.session.is_connected() {
+                return Ok(self.session.session_present());
             }
         }
     }
@@ -440,18 +427,19 @@ impl Driver {
             self.dispatch_events();
             self.ring();
 
-            // Our frame in flight and whatever tungstenite holds (pongs) go first; `Ok` means
-            // both are out, so a new frame cannot split one of tungstenite's.
-            write_blocked = match ws.flush() {
-                Ok(()) => false,
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
+            // Our frame in flight and whatever tungstenite holds (pongs) go first; `Ready`
+            // means both are out, so a new frame cannot split one of tungstenite's.
+            let ready = match websocket::flushed(ws) {
+                Ok(ready) => Some(ready),
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
                 Err(e) => return Exit::Lost(map_ws("writing", e)),
             };
+            write_blocked = ready.is_none();
             let out = self.session.output();
-            if !write_blocked && !out.is_empty() {
+            if let (Some(ready), false) = (ready, out.is_empty()) {
                 // The batch becomes one binary frame, masked in place: the output buffer is
                 // swapped into the stream, not copied.
-                match ws.get_mut().send_binary(out) {
+                match ws.get_mut().send_binary(out, ready) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => write_blocked = true,
                     Err(e) => return Exit::Lost(websocket::map_io("writing", e)),

@@ -1,0 +1,538 @@
+//! What a new connection sends first, and what the session does when one is lost: the
+//! CONNACK that starts it, resubscription, resending with DUP, and packets the broker
+//! refuses by closing the connection (strikes).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mqtt::packet::PubrelPacket;
+
+use super::{Event, Pending, Phase, Request, Session};
+use crate::error::{Error, Result};
+use crate::mqtt::codec::{encode, parse_connack, Inbound};
+use crate::mqtt::QoS;
+
+/// A connection lost this soon after the oldest unacknowledged packet was (re)sent counts as
+/// a strike against that packet.
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Strikes after which a packet is taken to be refused by the broker (it closes the
+/// connection instead of answering, as NATS, mosquitto and AWS IoT do for some packets) and
+/// is dropped instead of being resent for ever.
+pub const STRIKES: u8 = 3;
+
+impl<R> Session<R> {
+    /// The first packet of a connection (phase `AwaitingConnack`): a CONNACK that accepts
+    /// resumes the session; anything else, or a refusal, is the attempt's error.
+    pub(super) fn connack(&mut self, packet: &Inbound, now: Instant) -> Result<()> {
+        let session_present = parse_connack(packet)?;
+        if session_present && self.cfg.clean_session {
+            // [MQTT-3.2.2-1]: trusting it would leave us without our subscriptions.
+            return Err(Error::Protocol(
+                "CONNACK says a session is present although we asked for a clean session".into(),
+            ));
+        }
+        let Phase::AwaitingConnack {
+            resubscribe,
+            wanted,
+        } = std::mem::replace(&mut self.phase, Phase::Disconnected)
+        else {
+            unreachable!("called in phase AwaitingConnack")
+        };
+        let resubscribe = if session_present {
+            Vec::new()
+        } else {
+            resubscribe
+        };
+        let wanted: HashSet<String> = wanted;
+        self.on_connected(now, session_present, resubscribe, &|f| wanted.contains(f));
+        Ok(())
+    }
+
+    /// The connection is up (CONNACK accepted): first `resubscribe` (without a stored session
+    /// the broker forgot our subscriptions, and a resent publish must find them) and the
+    /// subscribe/unsubscribe requests the lost connection left unanswered (only for filters
+    /// `still_wanted` says are wanted, resp. unwanted, so a subscription dropped meanwhile is
+    /// not resent), then what is unacknowledged, in the order it was first sent, with DUP
+    /// set, then what queued while offline.
+    pub fn on_connected(
+        &mut self,
+        now: Instant,
+        session_present: bool,
+        resubscribe: Vec<(String, QoS)>,
+        still_wanted: &dyn Fn(&str) -> bool,
+    ) {
+        self.phase = Phase::Connected;
+        self.session_present = session_present;
+        self.clock = now;
+        self.keepalive.restart(now);
+        if !session_present {
+            // The broker holds no QoS 2 state of ours: forget inbound ids [MQTT-4.3.3].
+            self.inbound_qos2.clear();
+        }
+        // Unanswered SUBSCRIBE/UNSUBSCRIBE become requests again, at the front.
+        let mut again: Vec<(u64, Request<R>)> = Vec::new();
+        let mut done_waiters = Vec::new();
+        let control: Vec<u16> = self
+            .ids
+            .iter()
+            .filter(|(_, e)| !e.is_publish())
+            .map(|(id, _)| id)
+            .collect();
+        for id in control {
+            let Some(slot) = self.free(id) else {
+                continue;
+            };
+            match slot.kind {
+                Pending::Subscribe {
+                    mut filters,
+                    waiter,
+                } => {
+                    filters.retain(|(f, _)| still_wanted(f));
+                    if filters.is_empty() {
+                        done_waiters.extend(waiter);
+                    } else {
+                        again.push((
+                            slot.seq,
+                            Request::Subscribe {
+                                filters,
+                                waiter,
+                                origin: Some(slot.seq),
+                            },
+                        ));
+                    }
+                }
+                Pending::Unsubscribe {
+                    mut filters,
+                    waiter,
+                } => {
+                    // Without a stored session the broker forgot the subscription anyway.
+                    filters.retain(|f| session_present && !still_wanted(f));
+                    if filters.is_empty() {
+                        done_waiters.extend(waiter);
+                    } else {
+                        again.push((
+                            slot.seq,
+                            Request::Unsubscribe {
+                                filters,
+                                waiter,
+                                origin: Some(slot.seq),
+                            },
+                        ));
+                    }
+                }
+                Pending::Publish { .. } => unreachable!("only control slots are taken"),
+            }
+        }
+        for w in done_waiters {
+            self.chunk_done(w);
+        }
+        again.sort_by_key(|(seq, _)| *seq);
+        // A filter that a request (re-queued above, or waiting in the queue) will subscribe is
+        // not resubscribed besides.
+        let resending: std::collections::HashSet<&str> = again
+            .iter()
+            .map(|(_, r)| r)
+            .chain(self.queue.iter())
+            .flat_map(|r| match r {
+                Request::Subscribe { filters, .. } => {
+                    filters.iter().map(|(f, _)| f.as_str()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let resubscribe: Vec<(String, QoS)> = resubscribe
+            .into_iter()
+            .filter(|(f, _)| !resending.contains(f.as_str()))
+            .collect();
+        for (_, req) in again.into_iter().rev() {
+            self.queue.push_front(req);
+        }
+        let chunk = self.cfg.max_filters_per_subscribe.max(1);
+        for part in resubscribe.chunks(chunk).rev() {
+            self.queue.push_front(Request::Subscribe {
+                filters: part.to_vec(),
+                waiter: None,
+                origin: None,
+            });
+        }
+        let resent_before = self.seq;
+        self.drain_queue_while(|r| {
+            matches!(r, Request::Subscribe { .. } | Request::Unsubscribe { .. })
+        });
+        let mut ids: Vec<(u64, u16)> = self
+            .ids
+            .iter()
+            .map(|(id, e)| (e.seq, id))
+            .filter(|(seq, _)| *seq <= resent_before)
+            .collect();
+        ids.sort_unstable();
+        for (_, id) in ids {
+            let Some(slot) = self.ids.get_mut(id) else {
+                continue;
+            };
+            slot.sent = now;
+            match &mut slot.kind {
+                Pending::Publish {
+                    packet,
+                    released: false,
+                    ..
+                } => packet.encode(id, true, &mut self.out),
+                Pending::Publish { released: true, .. } => {
+                    encode(&PubrelPacket::new(id), &mut self.out)
+                }
+                // Taken out above; the ones just sent are newer than `resent_before`.
+                Pending::Subscribe { .. } | Pending::Unsubscribe { .. } => {}
+            }
+        }
+        self.drain_queue();
+    }
+
+    /// The connection was lost (not closed by us) at `now`. If it died right after the
+    /// oldest unacknowledged packet was sent, for the [`STRIKES`]th time in a row, that packet
+    /// is dropped and reported ([`Event::PublishRefused`], or its filters are retried one by
+    /// one and then [`Event::FiltersRefused`]).
+    pub fn on_lost(&mut self, now: Instant) {
+        let oldest = self.ids.iter().map(|(id, e)| (e.seq, e.sent, id)).min();
+        self.suspect = match (oldest, self.suspect) {
+            (Some((seq, sent, _)), _) if now.saturating_duration_since(sent) > STRIKE_WINDOW => {
+                let _ = seq;
+                None
+            }
+            (Some((seq, _, _)), Some((s, n))) if s == seq => Some((seq, n.saturating_add(1))),
+            (Some((seq, _, _)), _) => Some((seq, 1)),
+            (None, _) => None,
+        };
+        if let (Some((seq, n)), Some((_, _, id))) = (self.suspect, oldest) {
+            if n >= STRIKES {
+                self.suspect = None;
+                log::debug!("packet {seq} struck {n} times: dropping it");
+                self.refuse(id);
+            }
+        }
+        self.on_disconnected();
+    }
+
+    fn refuse(&mut self, id: u16) {
+        let Some(slot) = self.free(id) else { return };
+        match slot.kind {
+            Pending::Publish { packet, reply, .. } => {
+                let what = format!(
+                    "PUBLISH to \"{}\" (QoS {}, {} bytes{}), {STRIKES} times in a row",
+                    crate::error::printable(&packet.topic),
+                    packet.qos as u8,
+                    packet.payload.len(),
+                    if packet.retain { ", retained" } else { "" }
+                );
+                self.events.push_back(Event::PublishRefused(reply, what));
+            }
+            Pending::Subscribe { filters, waiter } if filters.len() > 1 => {
+                // One of them is refused: try each alone to find which.
+                if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
+                    w.remaining += filters.len() - 1;
+                }
+                for f in filters.into_iter().rev() {
+                    self.queue.push_front(Request::Subscribe {
+                        filters: vec![f],
+                        waiter,
+                        origin: None,
+                    });
+                }
+            }
+            Pending::Subscribe { filters, waiter } => {
+                let names: Vec<String> = filters.into_iter().map(|(f, _)| f).collect();
+                if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
+                    w.refused.extend(names.iter().cloned());
+                }
+                self.events.push_back(Event::FiltersRefused(names));
+                if let Some(w) = waiter {
+                    self.chunk_done(w);
+                }
+            }
+            Pending::Unsubscribe { waiter, .. } => {
+                if let Some(w) = waiter {
+                    self.chunk_done(w);
+                }
+            }
+        }
+    }
+
+    /// The connection is gone: stop sending, keep what must be resent.
+    pub fn on_disconnected(&mut self) {
+        self.phase = Phase::Disconnected;
+        self.keepalive.stop();
+        // QoS 0 bytes not yet written are lost (at most once); QoS 1/2 stay in their slots.
+        self.out.clear();
+        if self.out.capacity() > 256 * 1024 {
+            self.out = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mqtt::control::variable_header::ConnectReturnCode;
+    use mqtt::packet::suback::SubscribeReturnCode;
+    use mqtt::packet::*;
+
+    use super::super::tests::{connected, decode_all, sent};
+    use super::super::SessionConfig;
+    use super::*;
+    use crate::error::ConnackCode;
+
+    /// A session that has sent CONNECT on a new connection.
+    fn connecting(clean: bool) -> Session<u32> {
+        let mut cfg = SessionConfig::new("c");
+        cfg.clean_session = clean;
+        let mut s = Session::new(cfg, Instant::now());
+        s.subscribe(vec![("queued".into(), QoS::AtMostOnce)], Some(1));
+        let connect = s.connecting(
+            vec![("kept".into(), QoS::AtLeastOnce)],
+            ["kept".to_string()].into_iter().collect(),
+        );
+        assert_eq!(connect[0] >> 4, 1, "CONNECT comes first");
+        assert!(!s.is_connected());
+        s
+    }
+
+    #[test]
+    fn the_connack_goes_through_the_session_and_resumes_it() {
+        let mut s = connecting(true);
+        let ok: VariablePacket =
+            ConnackPacket::new(false, ConnectReturnCode::ConnectionAccepted).into();
+        s.handle(ok, Instant::now()).unwrap();
+        assert!(s.is_connected() && !s.session_present());
+        let out = sent(&mut s);
+        // The resubscription first, then what queued while offline.
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            matches!(&out[0], VariablePacket::SubscribePacket(p) if p.subscribes()[0].0.to_string() == "kept")
+        );
+    }
+
+    #[test]
+    fn anything_but_an_accepting_connack_first_is_the_attempts_error() {
+        let mut s = connecting(true);
+        let err = s
+            .handle(PingrespPacket::new().into(), Instant::now())
+            .unwrap_err();
+        assert!(err.to_string().contains("expected CONNACK"), "{err}");
+        let mut s = connecting(true);
+        let refused: VariablePacket =
+            ConnackPacket::new(false, ConnectReturnCode::BadUserNameOrPassword).into();
+        assert!(matches!(
+            s.handle(refused, Instant::now()),
+            Err(Error::ConnectionRefused(ConnackCode(4)))
+        ));
+        // [MQTT-3.2.2-1]
+        let mut s = connecting(true);
+        let present: VariablePacket =
+            ConnackPacket::new(true, ConnectReturnCode::ConnectionAccepted).into();
+        assert!(s.handle(present.clone(), Instant::now()).is_err());
+        let mut s = connecting(false);
+        s.handle(present, Instant::now()).unwrap();
+        assert!(s.session_present());
+        assert!(s.check_invariants().is_ok());
+    }
+
+    #[test]
+    fn reconnect_resubscribes_then_resends_unacked_with_dup_then_sends_the_queue() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.max_inflight = 1;
+        let (mut s, now) = connected(cfg);
+        s.publish("a".into(), b"1".to_vec(), QoS::AtLeastOnce, false, Some(1))
+            .unwrap();
+        let _ = sent(&mut s);
+        s.on_disconnected();
+        s.publish("b".into(), b"2".to_vec(), QoS::AtMostOnce, false, None)
+            .unwrap();
+        assert!(s.output().is_empty(), "nothing is written while offline");
+        // The publish window (1) is full: the resubscription still goes out, first.
+        s.on_connected(now, false, vec![("f/#".into(), QoS::AtLeastOnce)], &|_| {
+            true
+        });
+        let bytes = std::mem::take(s.output());
+        let out = decode_all(&bytes);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(
+            matches!(out[0], VariablePacket::SubscribePacket(_)),
+            "{out:?}"
+        );
+        let VariablePacket::PublishPacket(p) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p.topic_name(), "a");
+        // mqtt-protocol's `dup()` reads the wrong bit; check the wire: DUP is bit 3 [MQTT-3.3.1-1].
+        let subscribe_len = {
+            let mut v = Vec::new();
+            encode(&out[0], &mut v);
+            v.len()
+        };
+        assert_eq!(
+            bytes[subscribe_len] & 0x08,
+            0x08,
+            "DUP set on the resent PUBLISH"
+        );
+        let VariablePacket::PublishPacket(q) = &out[2] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(q.topic_name(), "b");
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_publish_the_connection_dies_after_three_times_is_refused_and_dropped() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish(
+            "bad".into(),
+            b"x".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(1),
+        )
+        .unwrap();
+        s.publish(
+            "good".into(),
+            b"y".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(2),
+        )
+        .unwrap();
+        sent(&mut s);
+        let mut t = now;
+        for strike in 1..=STRIKES {
+            t += Duration::from_millis(100);
+            s.on_lost(t);
+            assert_eq!(
+                s.next_event().is_some(),
+                strike == STRIKES,
+                "strike {strike}"
+            );
+            if strike < STRIKES {
+                s.on_connected(t, true, Vec::new(), &|_| true);
+                let resent = sent(&mut s);
+                assert_eq!(resent.len(), 2, "both resent after strike {strike}");
+            }
+        }
+        s.on_connected(t, true, Vec::new(), &|_| true);
+        // Only the good one is left, and it completes.
+        let resent = sent(&mut s);
+        assert_eq!(resent.len(), 1);
+        let VariablePacket::PublishPacket(p) = &resent[0] else {
+            panic!("{resent:?}")
+        };
+        assert_eq!(p.topic_name(), "good");
+        assert_eq!(s.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn losses_long_after_sending_are_no_strikes() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.publish(
+            "slow".into(),
+            b"x".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(1),
+        )
+        .unwrap();
+        let mut t = now;
+        for _ in 0..5 {
+            t += STRIKE_WINDOW * 2;
+            s.on_lost(t);
+            assert!(s.next_event().is_none());
+            s.on_connected(t, true, Vec::new(), &|_| true);
+            // Resent at `t`, then the link lives long before dying again.
+            t += STRIKE_WINDOW * 2;
+            s.poll_timers(t).unwrap();
+        }
+        assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn a_refused_multi_filter_subscribe_is_split_to_find_the_culprit() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.subscribe(
+            vec![
+                ("ok".into(), QoS::AtMostOnce),
+                ("bad".into(), QoS::AtMostOnce),
+            ],
+            Some(9),
+        );
+        sent(&mut s);
+        let mut t = now;
+        let mut refused = Vec::new();
+        let mut done = None;
+        for _ in 0..10 {
+            t += Duration::from_millis(10);
+            s.on_lost(t);
+            while let Some(ev) = s.next_event() {
+                match ev {
+                    Event::FiltersRefused(f) => refused.extend(f),
+                    Event::Subscribed(r, list) => done = Some((r, list)),
+                    other => panic!("{other:?}"),
+                }
+            }
+            s.on_connected(t, true, Vec::new(), &|_| true);
+            // The broker answers "ok" alone and dies on anything with "bad".
+            for p in sent(&mut s) {
+                if let VariablePacket::SubscribePacket(p) = p {
+                    let names: Vec<_> = p.subscribes().iter().map(|(f, _)| f.to_string()).collect();
+                    if names == ["ok"] {
+                        s.handle(
+                            SubackPacket::new(
+                                p.packet_identifier(),
+                                vec![SubscribeReturnCode::MaximumQoSLevel0],
+                            )
+                            .into(),
+                            t,
+                        )
+                        .unwrap();
+                    }
+                }
+            }
+            if done.is_some() {
+                break;
+            }
+        }
+        assert_eq!(refused, vec!["bad".to_string()]);
+        assert_eq!(done, Some((9, vec!["bad".to_string()])));
+    }
+
+    #[test]
+    fn a_subscribe_no_longer_wanted_is_not_resent_and_its_waiter_ends() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.subscribe(vec![("gone".into(), QoS::AtMostOnce)], Some(3));
+        sent(&mut s);
+        s.on_disconnected();
+        s.on_connected(now, false, Vec::new(), &|f| f != "gone");
+        assert!(sent(&mut s).is_empty());
+        assert_eq!(s.next_event(), Some(Event::Subscribed(3, Vec::new())));
+        assert_eq!(s.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_pending_subscribe_is_not_sent_twice_after_a_reconnect() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        s.subscribe(vec![("a".into(), QoS::AtMostOnce)], Some(3));
+        sent(&mut s);
+        s.on_disconnected();
+        s.on_connected(now, false, vec![("a".into(), QoS::AtMostOnce)], &|_| true);
+        let again = sent(&mut s);
+        assert_eq!(again.len(), 1, "{again:?}");
+    }
+
+    #[test]
+    fn connack_codes_are_parsed() {
+        let refused = ConnackPacket::new(false, ConnectReturnCode::BadUserNameOrPassword).into();
+        assert!(matches!(
+            parse_connack(&Inbound::Other(refused)),
+            Err(Error::ConnectionRefused(ConnackCode(4)))
+        ));
+        let ok = ConnackPacket::new(true, ConnectReturnCode::ConnectionAccepted).into();
+        assert!(parse_connack(&Inbound::Other(ok)).unwrap());
+    }
+}

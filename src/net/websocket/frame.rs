@@ -1,0 +1,330 @@
+//! Our binary frames, written beside tungstenite's reader over one stream.
+//!
+//! Outgoing MQTT data does not go through tungstenite's `write`, which copies the payload into
+//! its own buffer and masks it there: [`Stream::send_binary`] takes the session's output
+//! buffer by swapping it, masks it in place and writes header and payload with one vectored
+//! write. The two writers must never interleave: a frame of ours may only start when
+//! tungstenite has nothing buffered, which is what a [`Ready`] proves ([`flushed`] is the only
+//! way to get one).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use rustls::{ClientConnection, StreamOwned};
+use tungstenite::WebSocket;
+
+use crate::net::tcp::Tcp;
+
+/// TCP or TLS over TCP.
+#[derive(Debug)]
+enum Transport {
+    /// `ws://`
+    Plain(Tcp),
+    /// `wss://`
+    Tls(Box<StreamOwned<ClientConnection, Tcp>>),
+}
+
+impl Transport {
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write_vectored(bufs),
+            Transport::Tls(s) => s.write_vectored(bufs),
+        }
+    }
+}
+
+/// The byte stream under tungstenite: TCP or TLS, plus the binary frame of ours being written.
+///
+/// Outgoing MQTT data does not go through tungstenite's `write`, which copies the payload into
+/// its own buffer and masks it there: [`Stream::send_binary`] takes the session's output
+/// buffer by swapping it, masks it in place and writes header and payload with one vectored
+/// write. Every write tungstenite makes (pongs, close) goes through this type, which finishes
+/// our frame first, so the two never interleave as long as a frame is only started when
+/// tungstenite has nothing buffered (its `flush` returned `Ok`).
+#[derive(Debug)]
+pub struct Stream {
+    transport: Transport,
+    header: [u8; MAX_HEADER],
+    header_len: usize,
+    body: Vec<u8>,
+    /// Bytes of header + body written so far.
+    written: usize,
+    /// Mask keys are a keyed hash (SipHash, random key) of a frame counter: unpredictable, as
+    /// RFC 6455 §5.3 asks, at the cost of one hash per frame.
+    mask_keys: RandomState,
+    frames: u64,
+}
+
+/// Largest client frame header: 2 + 8 (length) + 4 (mask key).
+const MAX_HEADER: usize = 14;
+/// A frame buffer grown past this by a burst is given back once written.
+const KEEP_CAPACITY: usize = 256 * 1024;
+
+impl Stream {
+    /// Over plain TCP (`ws://`).
+    pub(super) fn plain(tcp: Tcp) -> Stream {
+        Stream::new(Transport::Plain(tcp))
+    }
+
+    /// Over TLS (`wss://`).
+    pub(super) fn tls(tls: StreamOwned<ClientConnection, Tcp>) -> Stream {
+        Stream::new(Transport::Tls(Box::new(tls)))
+    }
+
+    fn new(transport: Transport) -> Stream {
+        Stream {
+            transport,
+            header: [0; MAX_HEADER],
+            header_len: 0,
+            body: Vec::new(),
+            written: 0,
+            mask_keys: RandomState::new(),
+            frames: 0,
+        }
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match &self.transport {
+            Transport::Plain(s) => s.socket(),
+            Transport::Tls(s) => s.sock.socket(),
+        }
+    }
+
+    /// Bounds every read and write by `deadline` (see [`Tcp`]); `None` for the connected,
+    /// non-blocking phase.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        match &mut self.transport {
+            Transport::Plain(s) => s.set_deadline(deadline),
+            Transport::Tls(s) => s.sock.set_deadline(deadline),
+        }
+    }
+
+    /// Whether a frame started by [`Stream::send_binary`] is not fully written yet.
+    pub fn frame_pending(&self) -> bool {
+        self.written < self.header_len + self.body.len()
+    }
+
+    /// Sends `payload` as one masked binary frame and leaves `payload` empty (holding a
+    /// spare buffer). Writes what the socket takes now; the rest goes out on the next
+    /// [`Write::write`] or [`Write::flush`] (a `WouldBlock` from either means "still
+    /// pending").
+    ///
+    /// `ready` proves that nothing is pending here nor in tungstenite (see [`flushed`]).
+    pub fn send_binary(&mut self, payload: &mut Vec<u8>, ready: Ready) -> io::Result<()> {
+        let Ready(()) = ready;
+        debug_assert!(!self.frame_pending(), "one frame at a time");
+        self.body.clear();
+        std::mem::swap(&mut self.body, payload);
+        self.frames = self.frames.wrapping_add(1);
+        let mut h = self.mask_keys.build_hasher();
+        h.write_u64(self.frames);
+        let key = (h.finish() as u32).to_ne_bytes();
+        self.header_len = frame_header(self.body.len(), key, &mut self.header);
+        mask(&mut self.body, key);
+        self.written = 0;
+        self.drain()
+    }
+
+    /// Writes what is left of our frame; `WouldBlock` if the socket does not take all of it.
+    fn drain(&mut self) -> io::Result<()> {
+        let total = self.header_len + self.body.len();
+        while self.written < total {
+            let result = if self.written < self.header_len {
+                self.transport.write_vectored(&[
+                    io::IoSlice::new(&self.header[self.written..self.header_len]),
+                    io::IoSlice::new(&self.body),
+                ])
+            } else {
+                let from = self.written - self.header_len;
+                self.transport
+                    .write_vectored(&[io::IoSlice::new(&self.body[from..])])
+            };
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if total > 0 {
+            self.header_len = 0;
+            self.written = 0;
+            if self.body.capacity() > KEEP_CAPACITY {
+                self.body = Vec::new();
+            } else {
+                self.body.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.transport {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.drain()?;
+        match &mut self.transport {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.drain()?;
+        match &mut self.transport {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Writes the header of a masked binary client frame carrying `len` bytes into `out` and
+/// returns its length [RFC 6455 §5.2].
+fn frame_header(len: usize, key: [u8; 4], out: &mut [u8; MAX_HEADER]) -> usize {
+    out[0] = 0x82; // FIN, binary
+    let n = if len < 126 {
+        out[1] = 0x80 | len as u8;
+        2
+    } else if len <= 0xffff {
+        out[1] = 0x80 | 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 0x80 | 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    out[n..n + 4].copy_from_slice(&key);
+    n + 4
+}
+
+/// XORs `buf` with the repeated mask `key` [RFC 6455 §5.3], eight bytes at a time.
+fn mask(buf: &mut [u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut words = buf.chunks_exact_mut(8);
+    for w in &mut words {
+        let v = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) ^ wide;
+        w.copy_from_slice(&v.to_ne_bytes());
+    }
+    // The remainder starts at a multiple of 8, so the key lines up from its first byte.
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
+}
+
+/// Proof that nothing is half-written below our next frame: tungstenite's buffer and our own
+/// previous frame are out. Made only by [`flushed`]; spent by [`Stream::send_binary`].
+#[derive(Debug)]
+pub struct Ready(());
+
+/// Flushes what tungstenite holds (pongs, a close) and our frame in flight; `Ok(Ready)` when
+/// both are out, so that a new frame may start. `WouldBlock` means "not yet".
+pub fn flushed(ws: &mut WebSocket<Stream>) -> tungstenite::Result<Ready> {
+    ws.flush()?;
+    Ok(Ready(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::protocol::WebSocketConfig;
+
+    /// Header and masked payload, as a server (tungstenite) reads them.
+    #[test]
+    fn frames_decode_as_tungstenite_sees_them() {
+        for len in [0usize, 1, 5, 7, 8, 9, 125, 126, 300, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let key = [0x12, 0x34, 0x56, 0x78];
+            let mut header = [0; MAX_HEADER];
+            let n = frame_header(len, key, &mut header);
+            let mut body = payload.clone();
+            mask(&mut body, key);
+            let mut bytes = header[..n].to_vec();
+            bytes.extend_from_slice(&body);
+            let mut server = tungstenite::WebSocket::from_raw_socket(
+                std::io::Cursor::new(bytes),
+                tungstenite::protocol::Role::Server,
+                None,
+            );
+            match server.read().unwrap() {
+                tungstenite::Message::Binary(b) => assert_eq!(&b[..], &payload[..], "len {len}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A frame the socket takes only in part is finished before anything tungstenite writes,
+    /// and the spare buffer handed back is empty.
+    #[test]
+    fn pending_frame_goes_out_before_later_writes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut stream = Stream::new(Transport::Plain(Tcp::from(client)));
+        // Far more than the socket buffers take at once.
+        let big: Vec<u8> = (0..8 << 20).map(|i| i as u8).collect();
+        let mut payload = big.clone();
+        match stream.send_binary(&mut payload, Ready(())) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("expected a partial write, got {other:?}"),
+        }
+        assert!(payload.is_empty());
+        assert!(stream.frame_pending());
+        let reader = std::thread::spawn(move || {
+            let mut ws = tungstenite::WebSocket::from_raw_socket(
+                server,
+                tungstenite::protocol::Role::Server,
+                Some(
+                    WebSocketConfig::default()
+                        .max_message_size(None)
+                        .max_frame_size(None),
+                ),
+            );
+            let first = ws.read().unwrap();
+            let second = ws.read().unwrap();
+            (first, second)
+        });
+        // What tungstenite would write (a pong, say) waits for our frame.
+        let pong = {
+            let mut header = [0; MAX_HEADER];
+            let n = frame_header(3, [1, 2, 3, 4], &mut header);
+            header[0] = 0x8a; // FIN, pong
+            let mut body = b"abc".to_vec();
+            mask(&mut body, [1, 2, 3, 4]);
+            let mut v = header[..n].to_vec();
+            v.extend_from_slice(&body);
+            v
+        };
+        let mut sent = 0;
+        while sent < pong.len() {
+            match stream.write(&pong[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(!stream.frame_pending());
+        let (first, second) = reader.join().unwrap();
+        match first {
+            tungstenite::Message::Binary(b) => assert!(b[..] == big[..], "payload intact"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(second, tungstenite::Message::Pong(b"abc".to_vec().into()));
+    }
+}

@@ -1,0 +1,215 @@
+//! The WebSocket upgrade (subprotocol `mqtt`) over TCP or TLS, with one deadline for all.
+
+use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls_pki_types::ServerName;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::WebSocket;
+use url::Url;
+
+use super::tcp::{self, Tcp};
+use crate::error::{Error, Operation, Result};
+
+mod frame;
+mod handshake;
+
+pub use frame::{flushed, Stream};
+
+/// Everything needed to open one connection. Providers make a fresh one per attempt (AWS IoT
+/// signs a new URL each time).
+#[derive(Clone)]
+pub struct OpenRequest {
+    /// `ws://` or `wss://` URL (its query may hold a signature: never log it whole).
+    pub url: Url,
+    /// Extra headers on the upgrade request.
+    pub headers: Vec<(String, String)>,
+    /// TLS settings for `wss://`.
+    pub tls: Arc<ClientConfig>,
+}
+
+/// The URL without its query and credentials, safe to log.
+pub fn redact(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port() {
+        Some(p) => format!("{}://{}:{}{}", url.scheme(), host, p, url.path()),
+        None => format!("{}://{}{}", url.scheme(), host, url.path()),
+    }
+}
+
+/// Parses and checks a broker URL: `ws://` or `wss://` with a host.
+pub fn parse_url(url: &str) -> Result<Url> {
+    let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
+    match parsed.scheme() {
+        "ws" | "wss" => {}
+        other => {
+            return Err(Error::InvalidUrl(format!(
+                "scheme {other:?} is not supported: use ws:// or wss://"
+            )))
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(Error::InvalidUrl("the URL has no host".into()));
+    }
+    Ok(parsed)
+}
+
+/// Maps an I/O error met while connecting: rustls errors become [`Error::Tls`], timeouts
+/// [`Error::Timeout`].
+pub fn map_io(context: &'static str, e: io::Error) -> Error {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return Error::tls(tls.to_string(), tls.clone());
+    }
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            Error::timeout(Operation::Connect, context)
+        }
+        _ => Error::Io { context, source: e },
+    }
+}
+
+/// The error for an upgrade answered with `status` instead of 101, with what the body says.
+pub fn rejected(status: u16, body: &[u8]) -> Error {
+    let mut hint = match status {
+        401 | 403 => "the server refused the credentials or signature",
+        404 => "wrong URL path (NATS and AWS IoT use /mqtt)",
+        _ => "",
+    }
+    .to_string();
+    // What the server said, briefly (AWS explains a refused signature in the body).
+    let said: String = String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let lower = said.to_ascii_lowercase();
+    if lower.contains("expired") || lower.contains("skew") || lower.contains("not yet valid") {
+        hint.push_str("; the server says the signature's time is off: check the system clock");
+    }
+    if !said.trim().is_empty() {
+        hint.push_str(&format!("; server said: {}", said.trim()));
+    }
+    Error::HandshakeRejected {
+        status,
+        hint: hint.trim_start_matches("; ").to_string(),
+    }
+}
+
+/// Maps a tungstenite error.
+pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
+    match e {
+        tungstenite::Error::Io(e) => map_io(context, e),
+        tungstenite::Error::Http(resp) => {
+            let body = resp.body().clone().unwrap_or_default();
+            rejected(resp.status().as_u16(), &body)
+        }
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            Error::ConnectionLost("the WebSocket is closed".into())
+        }
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => Error::ConnectionLost(
+            "the server closed the connection without a WebSocket close".into(),
+        ),
+        other => Error::WebSocket {
+            message: other.to_string(),
+            source: Some(Box::new(other)),
+        },
+    }
+}
+
+/// Opens TCP, TLS when `wss`, and upgrades to WebSocket with subprotocol `mqtt`, all before
+/// `deadline`. The returned socket is blocking with timeouts; the driver switches it to
+/// non-blocking.
+pub fn open(
+    req: &OpenRequest,
+    deadline: Instant,
+    abort: Option<Arc<AtomicBool>>,
+    config: WebSocketConfig,
+) -> Result<WebSocket<Stream>> {
+    let url = &req.url;
+    let host = url
+        .host_str()
+        .ok_or_else(|| Error::InvalidUrl("no host".into()))?;
+    let tls = url.scheme() == "wss";
+    let port = url.port().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = tcp::connect(host, port, deadline, abort)?;
+    let stream = if tls {
+        Stream::tls(tls_handshake(req.tls.clone(), host, tcp)?)
+    } else {
+        Stream::plain(tcp)
+    };
+    handshake::upgrade(stream, url, &req.headers, config).map_err(|e| scrub_error(e, req))
+}
+
+/// The secrets a request carries: query values (signatures, tokens), header values, and the
+/// URL's password; each as sent and percent-decoded.
+fn secrets(req: &OpenRequest) -> Vec<String> {
+    let mut s: Vec<String> = Vec::new();
+    for (k, v) in req.url.query_pairs() {
+        s.push(v.into_owned());
+        s.push(k.into_owned());
+    }
+    if let Some(q) = req.url.query() {
+        s.extend(
+            q.split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(_, v)| v.to_string()),
+        );
+    }
+    s.extend(req.headers.iter().map(|(_, v)| v.clone()));
+    s.extend(req.url.password().map(String::from));
+    // Short values (`1`, `true`) are not secrets and would blank out ordinary words.
+    s.retain(|v| v.len() >= 8);
+    s
+}
+
+/// `text` with every secret of `req` replaced, and control characters escaped: what a
+/// server echoes (a 403 body quoting the request line) must not put our token in a log.
+pub fn scrub(text: &str, req: &OpenRequest) -> String {
+    let mut out = crate::error::printable_max(text, 500);
+    for secret in secrets(req) {
+        out = out.replace(&secret, "<redacted>");
+    }
+    out
+}
+
+fn scrub_error(e: Error, req: &OpenRequest) -> Error {
+    match e {
+        Error::HandshakeRejected { status, hint } => Error::HandshakeRejected {
+            status,
+            hint: scrub(&hint, req),
+        },
+        other => other,
+    }
+}
+
+/// A URL given as text, safe to print: [`redact`] if it parses, else nothing of it.
+pub fn redact_text(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => redact(&u),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// The TLS handshake, completed now so that a certificate problem is reported as such.
+pub fn tls_handshake(
+    config: Arc<ClientConfig>,
+    host: &str,
+    tcp: Tcp,
+) -> Result<StreamOwned<ClientConnection, Tcp>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name =
+        ServerName::try_from(bare.to_string()).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
+    let conn = ClientConnection::new(config, name).map_err(|e| Error::tls(e.to_string(), e))?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .map_err(|e| map_io("TLS handshake", e))?;
+    }
+    Ok(s)
+}
