@@ -3,6 +3,8 @@
 //! changes the process environment.
 #![cfg(feature = "aws-iot")]
 
+// Only a part of the shared support is used here (it uses a part of the shared support).
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::io::Write;

@@ -1,6 +1,8 @@
 //! Creating and closing a `PubSub` many times leaks no thread and no file descriptor.
 //! Alone in its own test binary: other tests' threads would be counted too.
 
+// Only a part of the shared support is used here (it uses one broker of the shared support).
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use mqtt_pubsub::{MqttOverWsProvider, PubSub};

@@ -3,6 +3,8 @@
 //! Alone in its binary: it installs the process-wide logger.
 #![cfg(feature = "aws-iot")]
 
+// Only a part of the shared support is used here (it uses a part of the shared support).
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::sync::Mutex;

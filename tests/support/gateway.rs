@@ -31,7 +31,6 @@ struct Shared {
 
 pub struct Gateway {
     pub port: u16,
-    pub region: String,
     shared: Arc<Shared>,
 }
 
@@ -67,11 +66,7 @@ impl Gateway {
                 });
             }
         });
-        Gateway {
-            port,
-            region: region.to_string(),
-            shared,
-        }
+        Gateway { port, shared }
     }
 
     /// Accept these credentials.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use mqtt_pubsub::internals::codec::{decode_packet, Framer, Inbound};
 
-#[path = "../fuzz/fuzz_targets/chunking.rs"]
+#[path = "../../fuzz/fuzz_targets/chunking.rs"]
 mod chunking;
 
 fn inputs() -> Vec<(String, Vec<u8>)> {

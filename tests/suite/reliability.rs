@@ -2,19 +2,17 @@
 //! clean shutdown — proven by injecting faults on purpose: broker kills, a TCP proxy that
 //! black-holes, cuts or throttles, a hostile scripted server, a slow consumer.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::support::fake_server::{FakeServer, Misbehaviour};
+use crate::support::proxy::Proxy;
+use crate::support::{Mosquitto, Nats, Process, Rumqttd};
 use crossbeam_channel::Receiver;
 use mqtt_pubsub::{
     ConnackCode, ConnectionState, Error, MqttOverWsProvider, MqttOverWsProviderBuilder, Operation,
     PubSub, PublishOptions, QoS, ReconnectPolicy, StateEvent, SubscribeOptions,
 };
-use support::fake_server::{FakeServer, Misbehaviour};
-use support::proxy::Proxy;
-use support::{Mosquitto, Nats, Process, Rumqttd};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -326,14 +324,14 @@ macro_rules! through_proxy_on_brokers {
                 pub mod $scenario {
                     #[test]
                     fn mosquitto() {
-                        let Some(m) = crate::Mosquitto::start() else { return };
-                        crate::$scenario(m.ws_port, "/mqtt");
+                        let Some(m) = crate::support::Mosquitto::start() else { return };
+                        crate::reliability::$scenario(m.ws_port, "/mqtt");
                     }
 
                     #[test]
                     fn rumqttd() {
-                        let b = crate::Rumqttd::start();
-                        crate::$scenario(b.ws_port, "/mqtt");
+                        let b = crate::support::Rumqttd::start();
+                        crate::reliability::$scenario(b.ws_port, "/mqtt");
                     }
                 }
             )*
@@ -422,7 +420,7 @@ fn recovers_from(m: Misbehaviour, reason_contains: &str) {
         "{reason:?} should mention {reason_contains:?}"
     );
     wait_state(&states, ConnectionState::Connected);
-    support::assert_roundtrip(&ps, "after/recovery");
+    crate::support::assert_roundtrip(&ps, "after/recovery");
     assert_eq!(
         server.connections.load(std::sync::atomic::Ordering::SeqCst),
         3
@@ -511,7 +509,7 @@ fn hostile_acks_for_unknown_ids_are_ignored_and_the_connection_stays() {
     ps.add_provider(fast_reconnect(server.url()).build().unwrap())
         .unwrap();
     // Traffic after the stray acks flows on the same connection: they were read and ignored.
-    support::assert_roundtrip(&ps, "after/stray");
+    crate::support::assert_roundtrip(&ps, "after/stray");
     assert_eq!(
         server.connections.load(std::sync::atomic::Ordering::SeqCst),
         1
@@ -783,8 +781,8 @@ fn reconnect_disabled_ends_the_provider_on_loss() {
 #[test]
 #[ignore = "child process of the hostile memory tests"]
 fn child_hostile_memory() {
-    let url = support::child_env("CHILD_URL");
-    let mode = support::child_env("CHILD_MODE");
+    let url = crate::support::child_env("CHILD_URL");
+    let mode = crate::support::child_env("CHILD_MODE");
     let ps = PubSub::new();
     ps.add_provider(
         MqttOverWsProvider::builder(url)
@@ -801,7 +799,7 @@ fn child_hostile_memory() {
         // The server floods for a while without reading: watch for as long.
         "ack-flood" => std::thread::sleep(Duration::from_secs(4)),
         "publish-burst" => {
-            let count: u64 = support::child_env("CHILD_COUNT").parse().unwrap();
+            let count: u64 = crate::support::child_env("CHILD_COUNT").parse().unwrap();
             let sub = ps.subscribe("t").unwrap();
             let start = Instant::now();
             // No event says "the burst is processed": the counters are polled.
@@ -815,12 +813,12 @@ fn child_hostile_memory() {
         }
         other => panic!("unknown mode {other}"),
     }
-    println!("PEAK_KIB {}", support::peak_rss_kib());
+    println!("PEAK_KIB {}", crate::support::peak_rss_kib());
 }
 
 fn child_peak_kib(url: String, mode: &str, count: usize) -> u64 {
-    let out = support::run_child(
-        "child_hostile_memory",
+    let out = crate::support::run_child(
+        "reliability::child_hostile_memory",
         &[
             ("CHILD_URL", url),
             ("CHILD_MODE", mode.to_string()),
@@ -1154,4 +1152,31 @@ fn a_failed_handshake_does_not_leave_the_session_connected() {
         server.subscribes.load(std::sync::atomic::Ordering::SeqCst),
         2
     );
+}
+
+#[test]
+fn hostile_403_echoing_the_request_does_not_put_our_token_in_the_error() {
+    // Some servers and proxies quote the request line (with its `?token=`) in the body.
+    let server = FakeServer::start(vec![Misbehaviour::HttpStatusEcho(403)]);
+    let token = "s3cr3t-T0KEN-in-the-query";
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(format!(
+                "ws://127.0.0.1:{}/mqtt?token={token}",
+                server.port
+            ))
+            .build()
+            .unwrap(),
+        )
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(
+        matches!(err, Error::HandshakeRejected { status: 403, .. }),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("<redacted>"),
+        "the echo is shown, redacted: {shown}"
+    );
+    assert!(!shown.contains(token), "{shown}");
 }

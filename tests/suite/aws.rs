@@ -3,8 +3,6 @@
 //! errors through a stub (moto answers those with HTTP 500).
 #![cfg(feature = "aws-iot")]
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
@@ -12,14 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::support::gateway::{verify, Gateway};
+use crate::support::{make_certs, Mosquitto, Moto, TempDir};
 use mqtt_pubsub::aws::{
     parse_amz_date, CognitoCredentials, Credentials, CredentialsProvider, StaticCredentials,
 };
 use mqtt_pubsub::{
     AwsIotProvider, ConnectionState, Error, PubSub, PublishOptions, QoS, ReconnectPolicy,
 };
-use support::gateway::{verify, Gateway};
-use support::{make_certs, Mosquitto, Moto, TempDir};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -27,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(20);
 fn the_gateway_verifier_accepts_the_botocore_vectors() {
     // The verifier is independent of the signer: check it against the shared vectors first.
     let v: serde_json::Value =
-        serde_json::from_str(include_str!("vectors/aws-iot-presign.json")).unwrap();
+        serde_json::from_str(include_str!("../vectors/aws-iot-presign.json")).unwrap();
     for t in v["vectors"].as_array().unwrap() {
         let i = &t["inputs"];
         let url = t["expected_url"].as_str().unwrap();
@@ -86,7 +84,7 @@ fn provider(s: &Setup, creds: impl CredentialsProvider) -> AwsIotProvider {
 }
 
 fn roundtrip(ps: &PubSub) {
-    let m = support::assert_roundtrip(ps, "aws/test");
+    let m = crate::support::assert_roundtrip(ps, "aws/test");
     assert_eq!(m.provider(), "AWSIoTProvider");
 }
 
@@ -316,7 +314,7 @@ fn stub_server(answers: Vec<(u16, &'static str)>) -> String {
         for ((status, body), conn) in answers.into_iter().zip(listener.incoming()) {
             let mut conn = conn.unwrap();
             // The whole request first: closing with part of it unread resets the connection.
-            if support::http::read_request(&mut conn).is_err() {
+            if crate::support::http::read_request(&mut conn).is_err() {
                 continue;
             }
             let _ = write!(
@@ -370,7 +368,7 @@ fn cognito_errors_surface_their_type_and_message() {
     assert!(err.to_string().contains("HTTP 500"), "{err}");
 
     let err = CognitoCredentials::unauthenticated("us-east-1:pool")
-        .endpoint(format!("http://127.0.0.1:{}/", support::free_port()))
+        .endpoint(format!("http://127.0.0.1:{}/", crate::support::free_port()))
         .credentials()
         .unwrap_err();
     assert!(matches!(err, Error::Credentials(_)), "{err}");
@@ -427,7 +425,7 @@ fn a_cognito_that_never_answers_is_bounded_by_the_connect_deadline() {
         let mut held = Vec::new();
         for conn in listener.incoming().take(4) {
             let mut conn = conn.unwrap();
-            let _ = support::http::read_request(&mut conn);
+            let _ = crate::support::http::read_request(&mut conn);
             held.push(conn);
         }
     });

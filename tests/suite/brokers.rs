@@ -2,16 +2,14 @@
 //! free loopback ports; the lists at the bottom say which behaviour runs against which broker
 //! (brokers.md says where they differ).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::proxy::Proxy;
+use crate::support::{Aedes, Mosquitto, Nats, Rumqttd};
 use mqtt_pubsub::{
     ConnackCode, Error, LastWill, Message, MqttOverWsProvider, PubSub, PublishOptions, QoS,
     ReconnectPolicy, SubscribeOptions, TryRecvError,
 };
-use support::proxy::Proxy;
-use support::{Aedes, Mosquitto, Nats, Rumqttd};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -624,7 +622,7 @@ fn mosquitto_wss_with_the_test_ca() {
             .unwrap(),
     )
     .unwrap();
-    support::assert_roundtrip(&ps, "tls");
+    crate::support::assert_roundtrip(&ps, "tls");
 }
 
 #[test]
@@ -684,7 +682,7 @@ fn mosquitto_mutual_tls_needs_the_client_certificate() {
             .unwrap(),
     )
     .unwrap();
-    support::assert_roundtrip(&ps, "mtls");
+    crate::support::assert_roundtrip(&ps, "mtls");
 }
 
 #[test]
@@ -711,7 +709,7 @@ fn bad_urls_fail_before_connecting() {
 
 #[test]
 fn nothing_listening_is_an_io_error() {
-    let port = support::free_port();
+    let port = crate::support::free_port();
     let err = PubSub::new()
         .add_provider(
             MqttOverWsProvider::builder(format!("ws://127.0.0.1:{port}/mqtt"))

@@ -2,20 +2,18 @@
 //! after their calls, real brokers that refuse, a caller slower than the flood, timeouts of
 //! `Duration::MAX`. Each test failed before the fix it guards.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::proxy::Proxy;
+use crate::support::{assert_roundtrip, child_env, run_child, Mosquitto, Nats, Rumqttd};
 use crossbeam_channel::Receiver;
 use mqtt_pubsub::{
     ConnectionState, Error, LastWill, MqttOverWsProvider, MqttOverWsProviderBuilder, PubSub,
     PublishOptions, QoS, ReconnectPolicy, StateEvent, SubscribeOptions, Subscription,
 };
-use support::proxy::Proxy;
-use support::{assert_roundtrip, child_env, run_child, Mosquitto, Nats, Rumqttd};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -174,7 +172,10 @@ fn flush_then_process_exit_loses_nothing() {
     let sub = ps
         .subscribe_with("flushed/#", SubscribeOptions::default().capacity(5000))
         .unwrap();
-    run_child("child_publish_flush_exit", &[("CHILD_URL", m.ws_url())]);
+    run_child(
+        "correctness::child_publish_flush_exit",
+        &[("CHILD_URL", m.ws_url())],
+    );
     let got = receive(&sub, 1000);
     assert_eq!(got.first().map(String::as_str), Some("0"));
     assert_eq!(got.last().map(String::as_str), Some("999"));
@@ -209,8 +210,9 @@ fn flush_waits_for_what_is_queued_offline_and_times_out_without_losing_it() {
 #[test]
 fn flush_waits_for_qos1_acknowledgements() {
     // A server that never acknowledges: the flush must not say done.
-    let server =
-        support::fake_server::FakeServer::start(vec![support::fake_server::Misbehaviour::NoPuback]);
+    let server = crate::support::fake_server::FakeServer::start(vec![
+        crate::support::fake_server::Misbehaviour::NoPuback,
+    ]);
     let ps = PubSub::new();
     ps.add_provider(
         provider(&server.url())
@@ -293,7 +295,7 @@ fn child_persistent_late_subscriber() {
 
 fn persistent_session_across_processes(url: &str, id: &str) {
     let env = [("CHILD_URL", url.to_string()), ("CHILD_ID", id.to_string())];
-    run_child("child_persistent_subscribe_and_exit", &env);
+    run_child("correctness::child_persistent_subscribe_and_exit", &env);
     // While it is away, another client publishes: the broker stores them for the session.
     let other = connect(url);
     for i in 0..5 {
@@ -307,7 +309,7 @@ fn persistent_session_across_processes(url: &str, id: &str) {
     }
     let mut env = env.to_vec();
     env.push(("CHILD_COUNT", "5".to_string()));
-    let out = run_child("child_persistent_late_subscriber", &env);
+    let out = run_child("correctness::child_persistent_late_subscriber", &env);
     let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         // The test harness prints "test <name> ... " on the line of the first output.
@@ -339,7 +341,7 @@ fn unclaimed_messages_are_bounded_and_the_oldest_dropped() {
         ("CHILD_URL", url.clone()),
         ("CHILD_ID", "persist-bounded".to_string()),
     ];
-    run_child("child_persistent_subscribe_and_exit", &env);
+    run_child("correctness::child_persistent_subscribe_and_exit", &env);
     let other = connect(&url);
     for i in 0..10 {
         other
