@@ -43,6 +43,7 @@
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
 
 #[cfg(feature = "aws-iot")]
 pub mod aws;

@@ -249,6 +249,7 @@ pub(crate) struct Rings(Vec<Arc<Doorbell>>);
 
 impl Rings {
     /// Delivers `msg` to `sink`, scheduling its wake-up; `false` if it was dropped.
+    #[inline]
     pub fn deliver(&mut self, sink: &Sink, msg: Message) -> bool {
         let delivered = sink.deliver(msg);
         if delivered && sink.bell.schedule() {

@@ -54,13 +54,13 @@ impl PublishFrame {
         if body.len() < topic_end + id_len {
             return Err(bad("the topic runs past the packet"));
         }
+        if body[2..topic_end].contains(&0) {
+            return Err(bad("U+0000 in the topic")); // [MQTT-1.5.3-2]
+        }
         let topic =
             std::str::from_utf8(&body[2..topic_end]).map_err(|_| bad("the topic is not UTF-8"))?;
         if topic.is_empty() || topic.contains(['+', '#']) {
             return Err(bad("not a topic name")); // [MQTT-3.3.2-2], [MQTT-4.7.3-1]
-        }
-        if topic.contains('\0') {
-            return Err(bad("U+0000 in the topic")); // [MQTT-1.5.3-2]
         }
         let packet_id = if qos > 0 {
             u16::from_be_bytes([body[topic_end], body[topic_end + 1]])

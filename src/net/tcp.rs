@@ -57,6 +57,7 @@ impl Tcp {
         Ok(left.min(SLICE))
     }
 
+    #[inline]
     fn bounded<T>(
         &mut self,
         set: fn(&TcpStream, Option<Duration>) -> io::Result<()>,
@@ -92,6 +93,7 @@ impl From<TcpStream> for Tcp {
 }
 
 impl Read for Tcp {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.bounded(TcpStream::set_read_timeout, |s| s.read(buf))
     }

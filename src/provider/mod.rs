@@ -57,6 +57,16 @@ pub struct ProviderSpec {
     pub(crate) limits: Limits,
 }
 
+impl std::fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSpec")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) mod sealed {
     /// Turns a provider into what the engine runs.
     pub trait Sealed {

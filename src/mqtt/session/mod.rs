@@ -417,6 +417,7 @@ impl<R> Session<R> {
 
     /// The next event, if any. Once the queue is empty, memory a burst grew it to is given
     /// back.
+    #[inline]
     pub fn next_event(&mut self) -> Option<Event<R>> {
         let ev = self.events.pop_front();
         if ev.is_none() && self.events.capacity() > 1024 {
