@@ -223,6 +223,13 @@ pub fn decode_frame(frame: &[u8]) -> Result<VariablePacket, Error> {
     {
         return Err(malformed());
     }
+    if ack_packet_id(&packet) == Some(0) {
+        // [MQTT-2.3.1-1]: identifiers are non-zero.
+        return Err(Error::Protocol(format!(
+            "{} with packet identifier 0",
+            packet_name(&packet)
+        )));
+    }
     match &packet {
         // mqtt-protocol truncates a string that runs past the packet instead of failing: the
         // topic length on the wire must be the decoded topic's.
@@ -484,6 +491,20 @@ pub fn parse_connack(packet: &Inbound) -> Result<bool, Error> {
             packet_name(other)
         ))),
     }
+}
+
+/// The packet identifier of an acknowledgement a server sends (PUBACK, PUBREC, PUBREL,
+/// PUBCOMP, SUBACK, UNSUBACK); `None` for other packets.
+pub fn ack_packet_id(p: &VariablePacket) -> Option<u16> {
+    Some(match p {
+        VariablePacket::PubackPacket(a) => a.packet_identifier(),
+        VariablePacket::PubrecPacket(a) => a.packet_identifier(),
+        VariablePacket::PubrelPacket(a) => a.packet_identifier(),
+        VariablePacket::PubcompPacket(a) => a.packet_identifier(),
+        VariablePacket::SubackPacket(a) => a.packet_identifier(),
+        VariablePacket::UnsubackPacket(a) => a.packet_identifier(),
+        _ => return None,
+    })
 }
 
 /// The name of a packet's type, for messages.

@@ -23,7 +23,8 @@ use mqtt::TopicFilter;
 
 use crate::error::{Error, Result};
 use crate::mqtt::codec::{
-    encode, encode_connect, packet_name, Connect, Inbound, Outgoing, PublishFrame, Will,
+    ack_packet_id, encode, encode_connect, packet_name, Connect, Inbound, Outgoing, PublishFrame,
+    Will,
 };
 use crate::mqtt::QoS;
 
@@ -463,6 +464,13 @@ impl<R> Session<R> {
             }
             Inbound::Other(packet) => packet,
         };
+        if ack_packet_id(&packet) == Some(0) {
+            // [MQTT-2.3.1-1]; answering a PUBREL 0 would send a PUBCOMP 0.
+            return Err(Error::Protocol(format!(
+                "{} with packet identifier 0",
+                packet_name(&packet)
+            )));
+        }
         match packet {
             // `Inbound::from` keeps a PUBLISH as a packet only when `PublishFrame::parse`
             // refused it (packet id 0, U+0000 in the topic, DUP on QoS 0, ...).
@@ -1008,5 +1016,23 @@ pub(super) mod tests {
         assert!(s.oldest_unfinished().unwrap() >= mark);
         s.handle(PubackPacket::new(2).into(), now).unwrap();
         assert_eq!(s.oldest_unfinished(), None);
+    }
+
+    /// Found by the `session` fuzz target: a PUBREL with packet id 0 was answered with
+    /// PUBCOMP 0. Every acknowledgement with id 0 is a protocol error now.
+    #[test]
+    fn acknowledgements_with_packet_id_zero_are_protocol_errors() {
+        let (mut s, now) = connected(SessionConfig::new("c"));
+        for p in [
+            VariablePacket::from(PubrelPacket::new(0)),
+            PubackPacket::new(0).into(),
+            PubrecPacket::new(0).into(),
+            PubcompPacket::new(0).into(),
+            UnsubackPacket::new(0).into(),
+        ] {
+            let err = s.handle(p, now).unwrap_err();
+            assert!(err.to_string().contains("packet identifier 0"), "{err}");
+        }
+        assert!(sent(&mut s).is_empty(), "nothing answered");
     }
 }
