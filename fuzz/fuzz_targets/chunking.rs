@@ -1,5 +1,5 @@
 /// How the `decode` target cuts its input into WebSocket-frame-sized pieces: the first byte
-/// seeds the lengths (1 to 97 bytes). Shared with `tests/fuzz_regressions.rs`, which replays
+/// seeds the lengths (1 to 97 bytes). Shared with `tests/suite/fuzz_regressions.rs`, which replays
 /// saved inputs exactly as the target saw them.
 pub fn chunks(seed: u8, mut rest: &[u8]) -> Vec<&[u8]> {
     let mut chunks = Vec::new();
