@@ -15,7 +15,7 @@ use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS};
 #[derive(Parser, Debug)]
 #[command(name = "pub")]
 struct Args {
-    /// Broker URL: ws://host:port/path or wss://...
+    /// Broker URL: ws://host:port/path, wss://..., mqtt://host[:1883] or mqtts://host[:8883]
     #[arg(long)]
     url: String,
     /// Topic to publish to (repeat for several topics).

@@ -16,7 +16,7 @@ use mqtt_pubsub::{MqttOverWsProvider, PubSub, QoS, SubscribeOptions};
 #[derive(Parser, Debug)]
 #[command(name = "sub")]
 struct Args {
-    /// Broker URL: ws://host:port/path or wss://...
+    /// Broker URL: ws://host:port/path, wss://..., mqtt://host[:1883] or mqtts://host[:8883]
     #[arg(long)]
     url: String,
     /// Topic filter (`+` and `#` wildcards; repeat for several).

@@ -20,8 +20,9 @@
 //! ```
 //!
 //! ## In scope
-//! - MQTT 3.1.1 client over `ws://` and `wss://` (rustls, webpki roots, extra CAs, client
-//!   certificates), QoS 0, 1 and 2, retained messages, last will, persistent sessions.
+//! - MQTT 3.1.1 client over `ws://` and `wss://`, or on the plain stream with `mqtt://` and
+//!   `mqtts://` (rustls, webpki roots, extra CAs, client certificates), QoS 0, 1 and 2,
+//!   retained messages, last will, persistent sessions.
 //! - Several providers on one [`PubSub`]; publish and subscribe on all or one by name.
 //! - [`Subscription`]s that are bounded channels and `Iterator`s, pollable without blocking.
 //! - Blocking calls that return real outcomes: `subscribe` after SUBACK, QoS 1 `publish`
@@ -32,7 +33,7 @@
 //!   reconnect, credentials static, from the environment, profile files, or Cognito.
 //!
 //! ## Out of scope
-//! - A broker. Async APIs (use `rumqttc` with tokio). MQTT 5. MQTT over plain TCP.
+//! - A broker. Async APIs (use `rumqttc` with tokio). MQTT 5.
 //!
 //! ## Threads
 //! One I/O thread per provider, sleeping until its socket is ready, a command arrives, or a

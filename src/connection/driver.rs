@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TryRecvError};
 use polling::{Event, Events, PollMode, Poller};
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::WebSocket;
 
 use super::inbox::{Rings, Sink};
 use super::{backoff, deadline_after, Command, Reply};
@@ -24,7 +23,8 @@ use crate::mqtt::codec::{Framer, Inbound, Will};
 use crate::mqtt::router::{Changes, Router};
 use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
 use crate::mqtt::QoS;
-use crate::net::websocket::{self, map_ws, Stream};
+use crate::net::link::{self, Link};
+use crate::net::websocket::{self, map_ws};
 use crate::options::ConnectionOptions;
 use crate::provider::{Opener, ProviderSpec};
 use crate::state::{ConnectionState, SharedState, StateEvent, StateHub};
@@ -49,7 +49,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// that accepts and then drops us at once is retried with growing delays.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
-type Ws = WebSocket<Stream>;
+type Ws = Link;
 
 enum Exit {
     Close,
@@ -277,7 +277,7 @@ impl Driver {
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit))
             .max_write_buffer_size(OUTPUT_BATCH * 4 + self.options.max_packet_size.min(64 << 20));
-        let mut ws = websocket::open(&req, deadline, Some(self.closing.clone()), config)
+        let mut ws = link::open(&req, deadline, Some(self.closing.clone()), config)
             .map_err(closed_if_aborted)?;
         // All MQTT data is framed by `Stream` (see `serve_registered`), CONNECT included; that
         // matters here because CONNECT carries the password and tungstenite logs every frame
@@ -287,9 +287,10 @@ impl Driver {
         let resubscribe = self.router.active();
         let wanted = resubscribe.iter().map(|(f, _)| f.clone()).collect();
         let mut connect = self.session.connecting(resubscribe, wanted);
-        let ready = websocket::flushed(&mut ws)
+        let ready = ws
+            .flushed()
             .map_err(|e| closed_if_aborted(map_ws("sending CONNECT", e)))?;
-        let stream = ws.get_mut();
+        let stream = ws.stream_mut();
         stream
             .send_binary(&mut connect, ready)
             .and_then(|()| std::io::Write::flush(stream))
@@ -302,7 +303,7 @@ impl Driver {
             self.session.on_disconnected();
         }
         let session_present = result?;
-        let stream = ws.get_mut();
+        let stream = ws.stream_mut();
         stream.set_deadline(None);
         stream
             .tcp()
@@ -380,11 +381,8 @@ impl Driver {
         // SAFETY: the socket is deleted from the poller below, before `serve` returns, and
         // `ws` (which owns the socket) outlives this call.
         if let Err(e) = unsafe {
-            self.poller.add_with_mode(
-                ws.get_ref().tcp(),
-                Event::readable(SOCKET_KEY),
-                PollMode::Level,
-            )
+            self.poller
+                .add_with_mode(ws.tcp(), Event::readable(SOCKET_KEY), PollMode::Level)
         } {
             return Exit::Lost(Error::Io {
                 context: "registering the socket",
@@ -392,7 +390,7 @@ impl Driver {
             });
         }
         let exit = self.serve_registered(ws);
-        let _ = self.poller.delete(ws.get_ref().tcp());
+        let _ = self.poller.delete(ws.tcp());
         exit
     }
 
@@ -429,7 +427,7 @@ impl Driver {
 
             // Our frame in flight and whatever tungstenite holds (pongs) go first; `Ready`
             // means both are out, so a new frame cannot split one of tungstenite's.
-            let ready = match websocket::flushed(ws) {
+            let ready = match ws.flushed() {
                 Ok(ready) => Some(ready),
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
                 Err(e) => return Exit::Lost(map_ws("writing", e)),
@@ -439,7 +437,7 @@ impl Driver {
             if let (Some(ready), false) = (ready, out.is_empty()) {
                 // The batch becomes one binary frame, masked in place: the output buffer is
                 // swapped into the stream, not copied.
-                match ws.get_mut().send_binary(out, ready) {
+                match ws.stream_mut().send_binary(out, ready) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => write_blocked = true,
                     Err(e) => return Exit::Lost(websocket::map_io("writing", e)),
@@ -468,9 +466,9 @@ impl Driver {
                     (true, true) => Event::all(SOCKET_KEY),
                     (false, _) => Event::writable(SOCKET_KEY),
                 };
-                if let Err(e) =
-                    self.poller
-                        .modify_with_mode(ws.get_ref().tcp(), interest, PollMode::Level)
+                if let Err(e) = self
+                    .poller
+                    .modify_with_mode(ws.tcp(), interest, PollMode::Level)
                 {
                     return Exit::Lost(Error::Io {
                         context: "polling the socket",
@@ -517,7 +515,7 @@ impl Driver {
             self.closing_state = Closing::Draining(deadline_after(self.options.close_timeout));
         }
         let written =
-            !write_blocked && self.session.output().is_empty() && !ws.get_ref().frame_pending();
+            !write_blocked && self.session.output().is_empty() && !ws.stream().frame_pending();
         match self.closing_state {
             Closing::No => None,
             Closing::Draining(deadline) => {
@@ -800,8 +798,7 @@ impl Driver {
     fn shutdown(&mut self, ws: Option<Ws>) {
         if let Some(mut ws) = ws {
             // Best effort, non-blocking: the socket is closed when `ws` is dropped anyway.
-            let _ = ws.close(None);
-            let _ = ws.flush();
+            ws.close();
         }
         // Announced before draining: callers see Disconnected and stop sending.
         if self.state.get() != ConnectionState::Disconnected {
@@ -844,10 +841,25 @@ fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
     } else {
         ""
     };
+    let hint = if matches!(url.scheme(), "mqtt" | "mqtts") {
+        format!(
+            "Does port {} speak MQTT{}?",
+            url.port().unwrap_or(0),
+            if url.scheme() == "mqtts" {
+                " over TLS"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!(
+            "Is {:?} the server's MQTT-over-WebSocket path? NATS, AWS IoT and most brokers \
+             serve MQTT at /mqtt",
+            url.path()
+        )
+    };
     Error::Protocol(format!(
-        "the server's first bytes are not an MQTT CONNACK{nats}: {err}. Is {:?} the server's \
-         MQTT-over-WebSocket path? NATS, AWS IoT and most brokers serve MQTT at /mqtt",
-        url.path()
+        "the server's first bytes are not an MQTT CONNACK{nats}: {err}. {hint}"
     ))
 }
 

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "aws-iot")]
 pub mod http;
+pub mod link;
 pub mod tcp;
 pub mod tls;
 pub mod websocket;

@@ -12,7 +12,9 @@ use crate::net::websocket::{parse_url, OpenRequest};
 use crate::options::{connection_builder_methods, ConnectionOptions};
 
 /// Any MQTT 3.1.1 broker reachable over `ws://` or `wss://` (mosquitto, NATS, aedes, EMQX,
-/// HiveMQ, RabbitMQ, rumqttd, ...). Default name: `"MqttOverWSProvider"` (Amplify's).
+/// HiveMQ, RabbitMQ, rumqttd, ...), or without WebSocket over `mqtt://` (TCP, port 1883 by
+/// default) and `mqtts://` (TLS, 8883): the name is Amplify's, the schemes are all four.
+/// Default name: `"MqttOverWSProvider"` (Amplify's).
 ///
 /// ```no_run
 /// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
@@ -43,7 +45,8 @@ impl MqttOverWsProvider {
     /// The default provider name.
     pub const DEFAULT_NAME: &'static str = "MqttOverWSProvider";
 
-    /// Starts building a provider for `url` (`ws://host:port/path` or `wss://...`).
+    /// Starts building a provider for `url`: `ws://host:port/path`, `wss://...`,
+    /// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
     pub fn builder(url: impl Into<String>) -> MqttOverWsProviderBuilder {
         MqttOverWsProviderBuilder {
             name: Self::DEFAULT_NAME.to_string(),

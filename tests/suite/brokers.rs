@@ -61,6 +61,30 @@ fn target(kind: &str) -> Option<Target> {
                 _guard: Box::new(b),
             }
         }
+        // The same broker over plain MQTT, no WebSocket (`port`/`path` stay the WebSocket
+        // listener's, for the proxy tests, which only run over ws).
+        "mosquitto_tcp" => {
+            let b = Mosquitto::start()?;
+            Target {
+                url: b.mqtt_url(),
+                exact_qos: true,
+                qos2: true,
+                port: b.ws_port,
+                path: "/mqtt",
+                _guard: Box::new(b),
+            }
+        }
+        "nats_tcp" => {
+            let b = Nats::start()?;
+            Target {
+                url: b.mqtt_url(),
+                exact_qos: true,
+                qos2: false,
+                port: b.ws_port,
+                path: "/mqtt",
+                _guard: Box::new(b),
+            }
+        }
         "aedes" => {
             let b = Aedes::start(false)?;
             Target {
@@ -376,6 +400,14 @@ broker_tests!(mosquitto: roundtrip_qos0, roundtrip_qos1, roundtrip_qos2, json_an
 broker_tests!(nats: roundtrip_qos0, roundtrip_qos1, json_and_binary_payloads_arrive_as_sent, wildcards_and_multiple_topics,
     overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters, retained_message_reaches_a_later_subscriber,
     last_will_is_published_when_a_client_vanishes, one_mebibyte_payload, try_recv_polls_without_blocking);
+// The matrix over `mqtt://` (raw MQTT on the stream, no WebSocket).
+broker_tests!(mosquitto_tcp: roundtrip_qos0, roundtrip_qos1, roundtrip_qos2, json_and_binary_payloads_arrive_as_sent,
+    wildcards_and_multiple_topics, overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters,
+    retained_message_reaches_a_later_subscriber, last_will_is_published_when_a_client_vanishes,
+    try_recv_polls_without_blocking, one_mebibyte_payload);
+broker_tests!(nats_tcp: roundtrip_qos0, roundtrip_qos1, json_and_binary_payloads_arrive_as_sent, wildcards_and_multiple_topics,
+    overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters, retained_message_reaches_a_later_subscriber,
+    last_will_is_published_when_a_client_vanishes, one_mebibyte_payload, try_recv_polls_without_blocking);
 broker_tests!(aedes: roundtrip_qos0, roundtrip_qos1, roundtrip_qos2, json_and_binary_payloads_arrive_as_sent,
     wildcards_and_multiple_topics, overlapping_filters_deliver_once, unsubscribe_stops_delivery_and_shares_filters,
     retained_message_reaches_a_later_subscriber, last_will_is_published_when_a_client_vanishes, one_mebibyte_payload,
@@ -657,6 +689,42 @@ fn mosquitto_wss_without_the_ca_fails_with_a_tls_error() {
 }
 
 #[test]
+fn mosquitto_mqtts_works_with_the_test_ca_and_fails_without_it() {
+    let Some(m) = Mosquitto::start() else { return };
+    let url = format!("mqtts://localhost:{}", m.mqtts_port);
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(&url)
+            .ca_pem(m.ca_pem.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    crate::support::assert_roundtrip(&ps, "mqtts");
+    let err = PubSub::new()
+        .add_provider(MqttOverWsProvider::builder(&url).build().unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Tls { message, .. } if message.contains("UnknownIssuer")),
+        "{err}"
+    );
+    // A name the certificate does not cover.
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(format!("mqtts://127.0.0.2:{}", m.mqtts_port))
+                .ca_pem(m.ca_pem.clone())
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Tls { .. } | Error::Io { .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn mosquitto_mutual_tls_needs_the_client_certificate() {
     let Some(m) = Mosquitto::start() else { return };
     let url = format!("wss://localhost:{}/mqtt", m.mtls_port);
@@ -696,7 +764,13 @@ fn bad_tls_material_fails_when_building() {
 
 #[test]
 fn bad_urls_fail_before_connecting() {
-    for url in ["http://x/mqtt", "mqtt://x:1883", "not a url", "ws://"] {
+    for url in [
+        "http://x/mqtt",
+        "ftp://x:1883",
+        "not a url",
+        "ws://",
+        "mqtt://",
+    ] {
         assert!(
             matches!(
                 MqttOverWsProvider::builder(url).build(),

@@ -10,6 +10,10 @@ use super::{available, free_port, on_path, TempDir};
 /// alice/alicepw (bob/bobpw may only read test/#; test/secret is denied to alice).
 pub struct Mosquitto {
     pub process: Process,
+    /// The plain MQTT listener.
+    pub tcp_port: u16,
+    /// MQTT over TLS (test CA), no WebSocket.
+    pub mqtts_port: u16,
     pub ws_port: u16,
     pub wss_port: u16,
     pub auth_port: u16,
@@ -51,17 +55,19 @@ impl Mosquitto {
         assert!(st.status.success());
         std::fs::write(dir.path().join("acl"), "user alice\ntopic readwrite test/#\ntopic deny test/secret\nuser bob\ntopic read test/#\n").unwrap();
         let bin = bin.unwrap();
-        let (process, [ws_port, wss_port, auth_port, mtls_port]) = retry_start("mosquitto", || {
-            let (tcp, ws_port, wss_port, auth_port, mtls_port) = (
-                free_port(),
-                free_port(),
-                free_port(),
-                free_port(),
-                free_port(),
-            );
-            // mosquitto will not start with only websockets listeners: a plain one is needed too.
-            // `user root` keeps it able to read these files when the tests run as root.
-            let conf = format!(
+        let (process, [tcp_port, ws_port, wss_port, auth_port, mtls_port, mqtts_port]) =
+            retry_start("mosquitto", || {
+                let (tcp, ws_port, wss_port, auth_port, mtls_port, mqtts) = (
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                );
+                // mosquitto will not start with only websockets listeners: a plain one is needed too.
+                // `user root` keeps it able to read these files when the tests run as root.
+                let conf = format!(
             "user root\nper_listener_settings true\npersistence false\nlog_dest none\n{extra}\n\
              listener {tcp} 127.0.0.1\nallow_anonymous true\n\
              listener {ws_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
@@ -70,25 +76,32 @@ impl Mosquitto {
              listener {auth_port} 127.0.0.1\nprotocol websockets\nallow_anonymous false\n\
              password_file {d}/passwd\nacl_file {d}/acl\n\
              listener {mtls_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
-             cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n"
+             cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n\
+             listener {mqtts} 127.0.0.1\nallow_anonymous true\n\
+             cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
         );
-            let conf_path = dir.path().join("mosquitto.conf");
-            std::fs::write(&conf_path, conf).unwrap();
-            let mut process = Process::spawn(
-                &bin,
-                &["-c".into(), conf_path.display().to_string()],
-                &[tcp, ws_port, wss_port, auth_port, mtls_port],
-                None,
-            )?;
-            for p in [ws_port, auth_port] {
-                if !process.wait_ws(p, "/mqtt") {
-                    return None;
+                let conf_path = dir.path().join("mosquitto.conf");
+                std::fs::write(&conf_path, conf).unwrap();
+                let mut process = Process::spawn(
+                    &bin,
+                    &["-c".into(), conf_path.display().to_string()],
+                    &[tcp, ws_port, wss_port, auth_port, mtls_port, mqtts],
+                    None,
+                )?;
+                for p in [ws_port, auth_port] {
+                    if !process.wait_ws(p, "/mqtt") {
+                        return None;
+                    }
                 }
-            }
-            Some((process, [ws_port, wss_port, auth_port, mtls_port]))
-        });
+                Some((
+                    process,
+                    [tcp, ws_port, wss_port, auth_port, mtls_port, mqtts],
+                ))
+            });
         Some(Mosquitto {
             process,
+            tcp_port,
+            mqtts_port,
             ws_port,
             wss_port,
             auth_port,
@@ -101,6 +114,10 @@ impl Mosquitto {
 
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/mqtt", self.ws_port)
+    }
+    /// The plain MQTT listener (`mqtt://`), no WebSocket.
+    pub fn mqtt_url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.tcp_port)
     }
     pub fn wss_url(&self) -> String {
         format!("wss://localhost:{}/mqtt", self.wss_port)

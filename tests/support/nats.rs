@@ -3,10 +3,11 @@
 use super::process::{retry_start, Process};
 use super::{available, free_port, on_path, TempDir};
 
-/// nats-server with JetStream (needed for MQTT) and MQTT over ws on `/mqtt`.
+/// nats-server with JetStream (needed for MQTT), MQTT over ws on `/mqtt` and plain MQTT.
 pub struct Nats {
     pub process: Process,
     pub ws_port: u16,
+    pub mqtt_port: u16,
     _dir: TempDir,
 }
 
@@ -18,7 +19,7 @@ impl Nats {
         }
         let dir = TempDir::new("nats");
         let bin = bin.unwrap();
-        let (process, ws_port) = retry_start("nats-server", || {
+        let (process, (ws_port, mqtt_port)) = retry_start("nats-server", || {
             let (client, mqtt, ws_port) = (free_port(), free_port(), free_port());
             // ack_wait: NATS redelivers a QoS 1 message it sent to a connection that died only
             // after this long (default 30 s), not when the session reconnects; the broker-kill
@@ -40,16 +41,22 @@ impl Nats {
             )?;
             process
                 .wait_ws(ws_port, "/mqtt")
-                .then_some((process, ws_port))
+                .then_some((process, (ws_port, mqtt)))
         });
         Some(Nats {
             process,
             ws_port,
+            mqtt_port,
             _dir: dir,
         })
     }
 
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/mqtt", self.ws_port)
+    }
+
+    /// Plain MQTT (`mqtt://`), no WebSocket.
+    pub fn mqtt_url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.mqtt_port)
     }
 }

@@ -56,6 +56,9 @@ pub struct Stream {
     /// RFC 6455 §5.3 asks, at the cost of one hash per frame.
     mask_keys: RandomState,
     frames: u64,
+    /// `false` for a raw MQTT stream (`mqtt://`, `mqtts://`): the batch goes out as it is,
+    /// without a WebSocket header or mask.
+    websocket: bool,
 }
 
 /// Largest client frame header: 2 + 8 (length) + 4 (mask key).
@@ -74,8 +77,26 @@ impl Stream {
         Stream::new(Transport::Tls(Box::new(tls)))
     }
 
+    /// A raw MQTT byte stream over plain TCP (`mqtt://`): batches are written as they are,
+    /// with no WebSocket framing.
+    pub fn raw_plain(tcp: Tcp) -> Stream {
+        Stream {
+            websocket: false,
+            ..Stream::plain(tcp)
+        }
+    }
+
+    /// A raw MQTT byte stream over TLS (`mqtts://`).
+    pub fn raw_tls(tls: StreamOwned<ClientConnection, Tcp>) -> Stream {
+        Stream {
+            websocket: false,
+            ..Stream::tls(tls)
+        }
+    }
+
     fn new(transport: Transport) -> Stream {
         Stream {
+            websocket: true,
             transport,
             header: [0; MAX_HEADER],
             header_len: 0,
@@ -119,12 +140,16 @@ impl Stream {
         debug_assert!(!self.frame_pending(), "one frame at a time");
         self.body.clear();
         std::mem::swap(&mut self.body, payload);
-        self.frames = self.frames.wrapping_add(1);
-        let mut h = self.mask_keys.build_hasher();
-        h.write_u64(self.frames);
-        let key = (h.finish() as u32).to_ne_bytes();
-        self.header_len = frame_header(self.body.len(), key, &mut self.header);
-        mask(&mut self.body, key);
+        if self.websocket {
+            self.frames = self.frames.wrapping_add(1);
+            let mut h = self.mask_keys.build_hasher();
+            h.write_u64(self.frames);
+            let key = (h.finish() as u32).to_ne_bytes();
+            self.header_len = frame_header(self.body.len(), key, &mut self.header);
+            mask(&mut self.body, key);
+        } else {
+            self.header_len = 0;
+        }
         self.written = 0;
         self.drain()
     }
@@ -234,6 +259,12 @@ pub struct Ready(());
 /// both are out, so that a new frame may start. `WouldBlock` means "not yet".
 pub fn flushed(ws: &mut WebSocket<Stream>) -> tungstenite::Result<Ready> {
     ws.flush()?;
+    Ok(Ready(()))
+}
+
+/// [`flushed`] for a raw stream (no tungstenite above it): our frame in flight is out.
+pub fn flushed_raw(stream: &mut Stream) -> io::Result<Ready> {
+    stream.flush()?;
     Ok(Ready(()))
 }
 

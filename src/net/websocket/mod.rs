@@ -17,7 +17,7 @@ use crate::error::{Error, Operation, Result};
 mod frame;
 mod handshake;
 
-pub use frame::{flushed, Stream};
+pub use frame::{flushed, flushed_raw, Ready, Stream};
 
 /// Everything needed to open one connection. Providers make a fresh one per attempt (AWS IoT
 /// signs a new URL each time).
@@ -44,10 +44,10 @@ pub fn redact(url: &Url) -> String {
 pub fn parse_url(url: &str) -> Result<Url> {
     let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
     match parsed.scheme() {
-        "ws" | "wss" => {}
+        "ws" | "wss" | "mqtt" | "mqtts" => {}
         other => {
             return Err(Error::InvalidUrl(format!(
-                "scheme {other:?} is not supported: use ws:// or wss://"
+                "scheme {other:?} is not supported: use ws://, wss://, mqtt:// or mqtts://"
             )))
         }
     }
