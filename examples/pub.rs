@@ -9,15 +9,16 @@
 //! code 2 and a usage line; a failed publish with code 1.
 
 use clap::Parser;
-use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS};
+use mqtt_pubsub::{PubSub, PublishOptions, QoS};
 
-/// Publish one message (or `--count` copies) to an MQTT broker over WebSocket.
+include!("support/cli.rs");
+
+/// Publish one message (or `--count` copies) to an MQTT broker.
 #[derive(Parser, Debug)]
 #[command(name = "pub")]
 struct Args {
-    /// Broker URL: ws://host:port/path, wss://..., mqtt://host[:1883] or mqtts://host[:8883]
-    #[arg(long)]
-    url: String,
+    #[command(flatten)]
+    conn: Connection,
     /// Topic to publish to (repeat for several topics).
     #[arg(short, long, required = true)]
     topic: Vec<String>,
@@ -33,36 +34,20 @@ struct Args {
     /// How many times to publish it.
     #[arg(long, default_value_t = 1)]
     count: usize,
-    /// MQTT client identifier (default: random).
-    #[arg(short = 'i', long)]
-    client_id: Option<String>,
-    /// User name (with --password).
-    #[arg(short, long, requires = "password")]
-    username: Option<String>,
-    /// Password (with --username).
-    #[arg(short = 'P', long, requires = "username")]
-    password: Option<String>,
 }
 
 fn main() {
     let args = Args::parse();
     let qos = QoS::from_u8(args.qos).expect("checked by the parser");
     let options = PublishOptions::default().qos(qos).retain(args.retain);
-    let run = || -> Result<(), mqtt_pubsub::Error> {
-        let mut builder = MqttOverWsProvider::builder(&args.url);
-        if let Some(id) = &args.client_id {
-            builder = builder.client_id(id);
-        }
-        if let (Some(u), Some(p)) = (&args.username, &args.password) {
-            builder = builder.username_password(u, p);
-        }
+    let run = || -> Result<(), Box<dyn std::error::Error>> {
         let pubsub = PubSub::new();
-        pubsub.add_provider(builder.build()?)?;
+        pubsub.add_provider(args.conn.builder()?.build()?)?;
         for _ in 0..args.count {
             pubsub.publish_with(args.topic.clone(), args.message.as_str(), options.clone())?;
         }
         // Graceful: what was accepted above goes out before DISCONNECT.
-        pubsub.close()
+        Ok(pubsub.close()?)
     };
     if let Err(e) = run() {
         eprintln!("pub: {e}");

@@ -10,15 +10,16 @@
 use std::io::Write;
 
 use clap::Parser;
-use mqtt_pubsub::{MqttOverWsProvider, PubSub, QoS, SubscribeOptions};
+use mqtt_pubsub::{PubSub, QoS, SubscribeOptions};
 
-/// Subscribe to topic filters on an MQTT broker over WebSocket and print what arrives.
+include!("support/cli.rs");
+
+/// Subscribe to topic filters on an MQTT broker and print what arrives.
 #[derive(Parser, Debug)]
 #[command(name = "sub")]
 struct Args {
-    /// Broker URL: ws://host:port/path, wss://..., mqtt://host[:1883] or mqtts://host[:8883]
-    #[arg(long)]
-    url: String,
+    #[command(flatten)]
+    conn: Connection,
     /// Topic filter (`+` and `#` wildcards; repeat for several).
     #[arg(short, long, required = true)]
     topic: Vec<String>,
@@ -28,32 +29,17 @@ struct Args {
     /// Exit after this many messages; 0 means never.
     #[arg(short = 'C', long, default_value_t = 0)]
     count: usize,
-    /// MQTT client identifier (default: random).
-    #[arg(short = 'i', long)]
-    client_id: Option<String>,
     /// Persistent session: the broker keeps the subscription and stores messages while away
     /// (give a fixed --client-id).
     #[arg(short = 'c', long, requires = "client_id")]
     persistent: bool,
-    /// User name (with --password).
-    #[arg(short, long, requires = "password")]
-    username: Option<String>,
-    /// Password (with --username).
-    #[arg(short = 'P', long, requires = "username")]
-    password: Option<String>,
 }
 
 fn main() {
     let args = Args::parse();
     let qos = QoS::from_u8(args.qos).expect("checked by the parser");
-    let run = || -> Result<(), mqtt_pubsub::Error> {
-        let mut builder = MqttOverWsProvider::builder(&args.url).clean_session(!args.persistent);
-        if let Some(id) = &args.client_id {
-            builder = builder.client_id(id);
-        }
-        if let (Some(u), Some(p)) = (&args.username, &args.password) {
-            builder = builder.username_password(u, p);
-        }
+    let run = || -> Result<(), Box<dyn std::error::Error>> {
+        let builder = args.conn.builder()?.clean_session(!args.persistent);
         let pubsub = PubSub::new();
         pubsub.add_provider(builder.build()?)?;
         let sub =

@@ -848,3 +848,39 @@ fn sub_example_prints_topic_tab_payload_and_stops_at_its_count() {
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines.iter().all(|l| l.contains('\t')), "{text}");
 }
+
+#[test]
+fn pub_example_speaks_mqtts_with_a_cafile() {
+    let Some(m) = Mosquitto::start() else { return };
+    let dir = crate::support::TempDir::new("cafile");
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &m.ca_pem).unwrap();
+    let url = format!("mqtts://localhost:{}", m.mqtts_port);
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(&url)
+            .ca_pem(m.ca_pem.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("cli/tls").unwrap();
+    let out = Command::new(example("pub"))
+        .args(["--url", &url, "--cafile"])
+        .arg(&ca)
+        .args(["-t", "cli/tls", "-m", "over tls", "-q", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(receive(&sub, 1), ["over tls"]);
+    // Without the CA: a TLS error, exit code 1.
+    let out = Command::new(example("pub"))
+        .args(["--url", &url, "-t", "cli/tls", "-m", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TLS"),
+        "{out:?}"
+    );
+}

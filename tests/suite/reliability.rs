@@ -196,6 +196,23 @@ fn mosquitto_qos1_stream_survives_three_broker_kills() {
 }
 
 #[test]
+fn mosquitto_qos1_stream_survives_three_broker_kills_over_mqtt_tcp() {
+    // The same over `mqtt://`: reconnect and resend do not depend on the framing.
+    let Some(mut m) = Mosquitto::start_with("max_inflight_messages 0") else {
+        return;
+    };
+    let url = m.mqtt_url();
+    let r = qos1_stream_survives_broker_kills(
+        url,
+        &mut m.process,
+        10_000,
+        Duration::from_secs(2),
+        true,
+    );
+    assert_eq!(r.lost, 0);
+}
+
+#[test]
 fn nats_qos1_stream_survives_three_broker_kills() {
     let Some(mut n) = Nats::start() else { return };
     let url = n.ws_url();

@@ -1,0 +1,51 @@
+// The connection flags shared by the `pub` and `sub` examples (`include!`d), like
+// mosquitto_pub/sub's.
+
+/// Where and how to connect.
+#[derive(clap::Args, Debug)]
+struct Connection {
+    /// Broker URL: ws://host:port/path, wss://..., mqtt://host[:1883] or mqtts://host[:8883]
+    #[arg(long)]
+    url: String,
+    /// MQTT client identifier (default: random).
+    #[arg(short = 'i', long)]
+    client_id: Option<String>,
+    /// User name (with --password).
+    #[arg(short, long, requires = "password")]
+    username: Option<String>,
+    /// Password (with --username).
+    #[arg(short = 'P', long, requires = "username")]
+    password: Option<String>,
+    /// A CA certificate (PEM file) to trust besides the system's, for wss:// and mqtts://.
+    #[arg(long)]
+    cafile: Option<std::path::PathBuf>,
+    /// A client certificate chain (PEM file) for mutual TLS (with --key).
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM file) (with --cert).
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+}
+
+impl Connection {
+    /// The provider these flags describe.
+    fn builder(&self) -> Result<mqtt_pubsub::MqttOverWsProviderBuilder, Box<dyn std::error::Error>> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
+        };
+        let mut b = mqtt_pubsub::MqttOverWsProvider::builder(&self.url);
+        if let Some(id) = &self.client_id {
+            b = b.client_id(id);
+        }
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            b = b.username_password(u, p);
+        }
+        if let Some(ca) = &self.cafile {
+            b = b.ca_pem(read(ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            b = b.client_cert_pem(read(cert)?, read(key)?);
+        }
+        Ok(b)
+    }
+}
