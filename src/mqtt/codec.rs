@@ -102,6 +102,8 @@ impl PublishFrame {
     }
 
     /// The DUP flag.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn dup(&self) -> bool {
         self.flags & 0x08 != 0
     }
@@ -128,6 +130,8 @@ pub enum Inbound {
 
 impl Inbound {
     /// Appends the packet's encoding to `out`.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Inbound::Publish(p) => out.extend_from_slice(p.as_bytes()),
@@ -161,6 +165,8 @@ fn decode_inbound(frame: Bytes, header: usize) -> Result<Inbound, Error> {
 }
 
 /// Decodes exactly one complete packet, any type.
+// Used by the fuzz targets, the benchmark and the tests only.
+#[cfg_attr(not(feature = "__internals"), allow(dead_code))]
 pub fn decode_packet(frame: &[u8]) -> Result<Inbound, Error> {
     match parse_fixed_header(frame)? {
         Some((header, remaining)) if header + remaining == frame.len() => {
@@ -289,12 +295,16 @@ impl Framer {
     }
 
     /// Bytes of a partial packet held back.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
     /// Feeds bytes; calls `on_packet` for every complete packet, in order. After an error the
     /// stream is unusable and the connection must be closed.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn feed<F>(&mut self, data: &[u8], on_packet: F) -> Result<(), Error>
     where
         F: FnMut(Inbound) -> Result<(), Error>,

@@ -243,21 +243,6 @@ impl<S> Router<S> {
             .map(|r| &r.sink)
     }
 
-    /// Whether a local subscription takes messages on `topic`.
-    pub fn is_routed(&self, topic: &str) -> bool {
-        self.route(topic).next().is_some()
-    }
-
-    /// The sink of subscription `id`.
-    pub fn sink(&self, id: u64) -> Option<&S> {
-        self.routes.iter().find(|r| r.id == id).map(|r| &r.sink)
-    }
-
-    /// Whether `filter` is still on the broker's list (a request for it is worth resending).
-    pub fn is_on_broker(&self, filter: &str) -> bool {
-        self.on_broker.contains_key(filter)
-    }
-
     /// The filters the broker must hold, with their QoS (to resubscribe after a reconnect).
     pub fn active(&self) -> Vec<(String, QoS)> {
         let mut v: Vec<_> = self

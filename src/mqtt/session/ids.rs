@@ -31,6 +31,8 @@ impl<R> Ids<R> {
     }
 
     /// Requests in flight.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn inflight(&self) -> usize {
         self.inflight
     }
@@ -103,6 +105,8 @@ impl<R> Ids<R> {
     }
 
     /// The counts match the slots, the window holds, id 0 is unused.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn check(&self) -> Result<(), String> {
         let used = self.slots.iter().filter(|s| s.is_some()).count();
         if used != self.inflight {

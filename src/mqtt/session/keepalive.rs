@@ -101,6 +101,8 @@ impl KeepAlive {
     }
 
     /// The deadline is never before the ping it waits for.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn check(&self) -> std::result::Result<(), String> {
         if let (Some(sent), Some(deadline)) = (self.ping_sent, self.next_deadline()) {
             if deadline < sent {

@@ -58,6 +58,8 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// A configuration with the given client id and defaults suitable for tests.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn new(client_id: impl Into<String>) -> SessionConfig {
         SessionConfig {
             client_id: client_id.into(),
@@ -296,11 +298,15 @@ impl<R> Session<R> {
     }
 
     /// Unacknowledged requests.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn inflight(&self) -> usize {
         self.ids.inflight()
     }
 
     /// Requests waiting for an identifier or for the connection.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -341,11 +347,15 @@ impl<R> Session<R> {
     }
 
     /// Subscribes. With a reply handle, [`Event::Subscribed`] reports when every SUBACK is in.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn subscribe(&mut self, filters: Vec<(String, QoS)>, reply: Option<R>) {
         self.change(filters, Vec::new(), reply);
     }
 
     /// Unsubscribes (no reply: local delivery already stopped when this is called).
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn unsubscribe(&mut self, filters: Vec<String>) {
         self.change(Vec::new(), filters, None);
     }
@@ -433,6 +443,8 @@ impl<R> Session<R> {
     }
 
     /// Handles one packet from the broker.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn handle(&mut self, packet: VariablePacket, now: Instant) -> Result<()> {
         self.handle_inbound(Inbound::from(packet), now)
     }
@@ -637,6 +649,8 @@ impl<R> Session<R> {
     /// Checks the invariants (for tests and fuzzing): in-flight count matches the slots and
     /// stays within the window, id 0 is never used, and the ping deadline is never behind the
     /// ping.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         self.ids.check()?;
         self.keepalive.check()
