@@ -1190,3 +1190,34 @@ fn hostile_403_echoing_the_request_does_not_put_our_token_in_the_error() {
     );
     assert!(!shown.contains(token), "{shown}");
 }
+
+#[test]
+fn providers_close_in_parallel_each_within_its_close_timeout() {
+    // Two providers whose servers never acknowledge: each drains for its full close
+    // timeout. In parallel the close takes one timeout, not two.
+    let (a, b) = (
+        FakeServer::start(vec![Misbehaviour::NoPuback]),
+        FakeServer::start(vec![Misbehaviour::NoPuback]),
+    );
+    let ps = PubSub::new();
+    for (name, server) in [("a", &a), ("b", &b)] {
+        ps.add_provider(
+            fast_reconnect(server.url())
+                .name(name)
+                .close_timeout(Duration::from_millis(1500))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    let opts = PublishOptions::default()
+        .qos(QoS::AtLeastOnce)
+        .timeout(WAIT);
+    let receipt = ps.publish_nowait("x", "y", opts).unwrap();
+    let start = Instant::now();
+    assert!(ps.close().is_err(), "unacknowledged publishes are reported");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1500), "drained: {took:?}");
+    assert!(took < Duration::from_millis(2900), "in parallel: {took:?}");
+    assert!(matches!(receipt.wait(), Err(Error::Closed)));
+}
