@@ -97,6 +97,16 @@ pub enum Error {
         /// The underlying error (rustls', or the PEM parser's), when there is one.
         source: Option<BoxError>,
     },
+    /// The HTTP proxy could not be reached or refused the tunnel (`CONNECT`).
+    Proxy {
+        /// The proxy, as `http://[user@]host:port` (never its password).
+        proxy: String,
+        /// The status it answered `CONNECT` with (407: credentials wanted or refused, 403:
+        /// not allowed, 502: it could not reach the broker), when it answered.
+        status: Option<u16>,
+        /// What happened, in words.
+        message: String,
+    },
     /// The server answered the WebSocket upgrade with something other than `101`.
     HandshakeRejected {
         /// The HTTP status code (403 means the signature or policy was refused on AWS IoT).
@@ -183,6 +193,7 @@ impl fmt::Display for Error {
             Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Tls { message, .. } => write!(f, "TLS error: {message}"),
+            Error::Proxy { proxy, message, .. } => write!(f, "proxy {proxy}: {message}"),
             Error::HandshakeRejected { status, hint } => {
                 write!(f, "WebSocket upgrade refused with HTTP {status}")?;
                 if !hint.is_empty() {
@@ -312,6 +323,10 @@ impl Error {
             Error::ConnectionRefused(ConnackCode(4 | 5))
                 | Error::HandshakeRejected {
                     status: 401 | 403,
+                    ..
+                }
+                | Error::Proxy {
+                    status: Some(407),
                     ..
                 }
         )

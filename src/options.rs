@@ -231,6 +231,8 @@ pub(crate) struct ConnectionOptions {
     pub close_timeout: Duration,
     pub unclaimed_messages: usize,
     pub unclaimed_bytes: usize,
+    /// `None`: from the environment; `Some(None)`: none; `Some(Some(url))`: this one.
+    pub proxy: Option<Option<String>>,
 }
 
 /// The longest keep-alive MQTT 3.1.1 can say (a 16-bit number of seconds).
@@ -262,7 +264,18 @@ impl ConnectionOptions {
                 u16::MAX
             )));
         }
+        self.proxy_setting()?;
         Ok(())
+    }
+
+    /// The proxy setting, its URL checked.
+    pub fn proxy_setting(&self) -> crate::error::Result<crate::net::proxy::ProxySetting> {
+        use crate::net::proxy::{Proxy, ProxySetting};
+        Ok(match &self.proxy {
+            None => ProxySetting::FromEnv,
+            Some(None) => ProxySetting::Off,
+            Some(Some(url)) => ProxySetting::Use(Proxy::parse(url)?),
+        })
     }
 }
 
@@ -290,6 +303,7 @@ impl Default for ConnectionOptions {
             close_timeout: Duration::from_secs(10),
             unclaimed_messages: 1000,
             unclaimed_bytes: 16 * 1024 * 1024,
+            proxy: None,
         }
     }
 }
@@ -308,6 +322,16 @@ impl std::fmt::Debug for ConnectionOptions {
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
             .field("reconnect", &self.reconnect)
+            .field(
+                "proxy",
+                &match &self.proxy {
+                    None => "from the environment".to_string(),
+                    Some(None) => "none".to_string(),
+                    Some(Some(url)) => crate::net::proxy::Proxy::parse(url)
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|_| "<unparsable>".into()),
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -397,6 +421,22 @@ macro_rules! connection_builder_methods {
             private_key: impl Into<Vec<u8>>,
         ) -> Self {
             self.options.client_cert = Some((cert_chain.into(), private_key.into()));
+            self
+        }
+
+        /// Connect through this HTTP proxy (`http://[user:password@]host[:port]`, tunnelled
+        /// with `CONNECT`; the password is never logged or shown in errors), whatever the
+        /// environment says. Default: the proxy environment variables (`HTTPS_PROXY` for
+        /// `wss://`/`mqtts://`, `HTTP_PROXY` for `ws://`/`mqtt://`, else `ALL_PROXY`, each
+        /// also lower case; `NO_PROXY` exempts hosts and domains), read when `build()` runs.
+        pub fn proxy(mut self, url: impl Into<String>) -> Self {
+            self.options.proxy = Some(Some(url.into()));
+            self
+        }
+
+        /// Connect directly, whatever the proxy environment variables say.
+        pub fn no_proxy(mut self) -> Self {
+            self.options.proxy = Some(None);
             self
         }
 

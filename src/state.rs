@@ -59,6 +59,9 @@ pub struct StateEvent {
     pub state: ConnectionState,
     /// Why, when there is a reason (the error of a lost connection or failed attempt).
     pub reason: Option<String>,
+    /// On `Connected`: the URL connected to, without credentials or query (which of a
+    /// provider's URLs is in use).
+    pub url: Option<String>,
 }
 
 /// Fans state events out to every `state_changes()` receiver.

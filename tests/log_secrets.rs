@@ -15,6 +15,7 @@ use mqtt_pubsub::aws::{CognitoCredentials, CredentialsProvider, StaticCredential
 use mqtt_pubsub::{
     AwsIotProvider, CustomAuthorizer, MqttOverWsProvider, PubSub, PublishOptions, QoS,
 };
+use support::connect_proxy::ConnectProxy;
 use support::fake_server::{FakeServer, Misbehaviour};
 use support::gateway::Gateway;
 use support::{make_certs, Mosquitto, Rumqttd, TempDir};
@@ -40,6 +41,7 @@ impl log::Log for Capture {
 
 const PASSWORD: &str = "pw-7Hq2LmZx90";
 const SECRET_KEY: &str = "sk-Rt5Vn8Wc31";
+const PROXY_PASSWORD: &str = "pp-Hy3Qe7Zm52";
 const TOKEN: &str = "tk-Jd4Pg6Ys27";
 const LOGIN_TOKEN: &str = "lt-Bm3Xw9Qe58";
 const COGNITO_SECRET: &str = "cs-Nf6Ua2Hk74";
@@ -138,6 +140,26 @@ fn no_secret_in_any_log_line_at_any_level() {
         assert!(!err.to_string().contains(TOKEN));
     }
 
+    // An HTTP proxy's password: a tunnel made, then refused (the application logs the error),
+    // and the builder's Debug.
+    let proxy = ConnectProxy::start(Some(("puser", PROXY_PASSWORD)));
+    let via_proxy = || {
+        MqttOverWsProvider::builder(b.ws_url())
+            .username_password("alice", PASSWORD)
+            .proxy(proxy.url(Some(("puser", PROXY_PASSWORD))))
+    };
+    log::debug!("a builder with a proxy: {:?}", via_proxy());
+    let ps = PubSub::new();
+    ps.add_provider(via_proxy().build().unwrap()).unwrap();
+    ps.publish("log/proxy", "x").unwrap();
+    ps.close().unwrap();
+    assert_eq!(proxy.seen().len(), 1, "the tunnel was used");
+    proxy.refuse_with(403);
+    let err = PubSub::new()
+        .add_provider(via_proxy().build().unwrap())
+        .unwrap_err();
+    log::error!("the application logs the error: {err} / {err:?}");
+
     // Cognito: login tokens go out, secret keys and session tokens come back.
     let cognito = CognitoCredentials::authenticated(
         "us-east-1:pool",
@@ -233,6 +255,7 @@ fn no_secret_in_any_log_line_at_any_level() {
     let bare_lower = bare.to_ascii_lowercase();
     for secret in [
         PASSWORD,
+        PROXY_PASSWORD,
         SECRET_KEY,
         TOKEN,
         LOGIN_TOKEN,
@@ -258,6 +281,7 @@ fn no_secret_in_any_log_line_at_any_level() {
     for line in lines.iter() {
         for secret in [
             PASSWORD,
+            PROXY_PASSWORD,
             SECRET_KEY,
             TOKEN,
             "X-Amz-Signature",

@@ -25,6 +25,13 @@ struct Connection {
     /// The client certificate's private key (PEM file) (with --cert).
     #[arg(long, requires = "cert")]
     key: Option<std::path::PathBuf>,
+    /// An HTTP proxy to tunnel through: http://[user:password@]host[:port]
+    /// (default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, minus NO_PROXY).
+    #[arg(long, conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, whatever the proxy environment variables say.
+    #[arg(long)]
+    no_proxy: bool,
 }
 
 impl Connection {
@@ -45,6 +52,12 @@ impl Connection {
         }
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             b = b.client_cert_pem(read(cert)?, read(key)?);
+        }
+        if let Some(proxy) = &self.proxy {
+            b = b.proxy(proxy);
+        }
+        if self.no_proxy {
+            b = b.no_proxy();
         }
         Ok(b)
     }

@@ -33,6 +33,7 @@ pub struct CognitoCredentials {
     logins: BTreeMap<String, String>,
     endpoint: Option<String>,
     timeout: Duration,
+    proxy: Option<Option<String>>,
     state: Mutex<State>,
 }
 
@@ -63,6 +64,7 @@ impl CognitoCredentials {
             logins: BTreeMap::new(),
             endpoint: None,
             timeout: DEFAULT_TIMEOUT,
+            proxy: None,
             state: Mutex::new(State::default()),
         }
     }
@@ -87,6 +89,21 @@ impl CognitoCredentials {
     /// Overrides the endpoint URL (LocalStack, moto, a VPC endpoint).
     pub fn endpoint(mut self, url: impl Into<String>) -> CognitoCredentials {
         self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Calls Cognito through this HTTP proxy (`http://[user:password@]host[:port]`), whatever
+    /// the environment says. Default: the proxy environment variables, as the provider
+    /// builders (`HTTPS_PROXY`, else `ALL_PROXY`; `NO_PROXY` exempts hosts). A provider's own
+    /// `.proxy()` does not reach its credentials source: set both.
+    pub fn proxy(mut self, url: impl Into<String>) -> CognitoCredentials {
+        self.proxy = Some(Some(url.into()));
+        self
+    }
+
+    /// Calls Cognito directly, whatever the proxy environment variables say.
+    pub fn no_proxy(mut self) -> CognitoCredentials {
+        self.proxy = Some(None);
         self
     }
 
@@ -121,8 +138,19 @@ impl CognitoCredentials {
             .map_err(|e| Error::Credentials(format!("Cognito endpoint {url:?}: {e}")))?;
         let target = format!("AWSCognitoIdentityService.{action}");
         let tls = crate::net::tls::client_config(&[], None)?;
+        let proxy = match &self.proxy {
+            None => crate::net::proxy::ProxySetting::FromEnv,
+            Some(None) => crate::net::proxy::ProxySetting::Off,
+            Some(Some(p)) => crate::net::proxy::ProxySetting::Use(
+                crate::net::proxy::Proxy::parse(p)
+                    .map_err(|e| Error::Credentials(format!("Cognito: {e}")))?,
+            ),
+        }
+        .for_url(&parsed_url)
+        .map_err(|e| Error::Credentials(format!("Cognito: {e}")))?;
         let resp = crate::net::http::post(
             &parsed_url,
+            proxy.as_ref(),
             &[
                 ("X-Amz-Target", &target),
                 ("Content-Type", "application/x-amz-json-1.1"),

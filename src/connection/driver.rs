@@ -80,6 +80,8 @@ struct Unclaimed {
 pub(crate) struct Driver {
     name: Arc<str>,
     opener: Box<dyn Opener>,
+    /// The URL of the current (or last) connection, redacted.
+    url_in_use: Option<String>,
     options: ConnectionOptions,
     cmd_rx: super::queue::QueueReceiver<Command>,
     poller: Arc<Poller>,
@@ -136,6 +138,7 @@ impl Driver {
             name: spec.name.into(),
             framer: Framer::new(o.max_packet_size),
             opener: spec.opener,
+            url_in_use: None,
             options: spec.options,
             cmd_rx,
             poller,
@@ -165,6 +168,9 @@ impl Driver {
             provider: self.name.to_string(),
             state,
             reason,
+            url: (state == ConnectionState::Connected)
+                .then(|| self.url_in_use.clone())
+                .flatten(),
         });
     }
 
@@ -258,16 +264,39 @@ impl Driver {
         }
     }
 
-    /// One full connection attempt, its error explained by the provider.
+    /// One full connection attempt on each URL of the provider's plan in turn, until one
+    /// connects; the error (of the last URL tried) is explained by the provider.
     fn connect(&mut self) -> Result<Ws> {
-        self.try_connect().map_err(|e| self.opener.explain(e))
+        let plan = self.opener.plan();
+        let mut last = None;
+        for (n, url) in plan.iter().enumerate() {
+            match self.try_connect(*url) {
+                Ok(ws) => return Ok(ws),
+                Err(e) => {
+                    let e = self.opener.explain(e);
+                    if n + 1 < plan.len() && !self.closing() {
+                        log::warn!(
+                            "provider {}: URL {} of {}: {e}; trying the next",
+                            self.name,
+                            n + 1,
+                            plan.len()
+                        );
+                    }
+                    last = Some(e);
+                    if self.closing() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or(Error::Closed))
     }
 
     /// Transport, CONNECT, CONNACK, then the session resumes — all before one deadline
     /// (credentials, DNS, TCP, TLS, upgrade, CONNACK), and abandoned when `close()` is called.
-    fn try_connect(&mut self) -> Result<Ws> {
+    fn try_connect(&mut self, url: usize) -> Result<Ws> {
         let deadline = deadline_after(self.options.connect_timeout);
-        let req = self.opener.open_request(deadline)?;
+        let req = self.opener.open_request(url, deadline)?;
         let limit = self.options.max_packet_size.saturating_add(64 * 1024);
         // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
         // costs a 128 KiB memset per read and 128 KiB of resident memory per connection.
@@ -311,11 +340,12 @@ impl Driver {
             .and_then(|()| stream.tcp().set_write_timeout(None))
             .and_then(|()| stream.tcp().set_nonblocking(true))
             .map_err(|e| websocket::map_io("socket setup", e))?;
+        let shown = websocket::redact(&req.url);
         log::debug!(
-            "provider {}: connected to {} (session present: {session_present})",
+            "provider {}: connected to {shown} (session present: {session_present})",
             self.name,
-            websocket::redact(&req.url)
         );
+        self.url_in_use = Some(shown);
         Ok(ws)
     }
 
@@ -785,6 +815,7 @@ impl Driver {
             provider: self.name.to_string(),
             state: self.state.get(),
             reason: Some(reason),
+            url: None,
         });
     }
 

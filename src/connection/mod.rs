@@ -118,6 +118,7 @@ impl Connection {
                         provider: panic_name.to_string(),
                         state: ConnectionState::Disconnected,
                         reason: Some(reason.clone()),
+                        url: None,
                     });
                     let _ = panic_ready.try_send(Err(Error::ConnectionLost(reason)));
                 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use url::Url;
 
-use super::tcp::{self, Tcp};
+use super::tcp::Tcp;
 use super::websocket::{map_io, tls_handshake};
 use crate::error::{Error, Result};
 
@@ -62,6 +62,7 @@ impl Write for Conn {
 /// `max_body` bytes of body), everything before `deadline`.
 pub fn post(
     url: &Url,
+    proxy: Option<&super::proxy::Proxy>,
     headers: &[(&str, &str)],
     body: &[u8],
     tls: Arc<ClientConfig>,
@@ -79,7 +80,7 @@ pub fn post(
     let port = url
         .port_or_known_default()
         .unwrap_or(if secure { 443 } else { 80 });
-    let tcp = tcp::connect(host, port, deadline, None)?;
+    let tcp = super::proxy::connect(proxy, host, port, deadline, None)?;
     let mut conn = if secure {
         Conn::Tls(Box::new(tls_handshake(tls, host, tcp)?))
     } else {

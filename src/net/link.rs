@@ -11,7 +11,6 @@ use std::time::Instant;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Bytes, Message, WebSocket};
 
-use super::tcp;
 use super::websocket::{self, OpenRequest, Ready, Stream};
 use crate::error::Result;
 
@@ -47,7 +46,7 @@ pub fn open(
             let host = req.url.host_str().unwrap_or_default();
             let tls = req.url.scheme() == "mqtts";
             let port = req.url.port().unwrap_or(if tls { 8883 } else { 1883 });
-            let tcp = tcp::connect(host, port, deadline, abort)?;
+            let tcp = super::proxy::connect(req.proxy.as_ref(), host, port, deadline, abort)?;
             let stream = if tls {
                 let t = websocket::tls_handshake(req.tls.clone(), host, tcp)?;
                 Stream::raw_tls(t)

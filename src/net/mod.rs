@@ -3,6 +3,7 @@
 #[cfg(feature = "aws-iot")]
 pub mod http;
 pub mod link;
+pub mod proxy;
 pub mod tcp;
 pub mod tls;
 pub mod websocket;

@@ -18,6 +18,20 @@ pub fn client_config(
     extra_ca_pems: &[Vec<u8>],
     client_cert: Option<&(Vec<u8>, Vec<u8>)>,
 ) -> Result<Arc<ClientConfig>> {
+    client_config_alpn(extra_ca_pems, client_cert, &[])
+}
+
+/// [`client_config`] offering the ALPN protocols `alpn` (none: no ALPN extension).
+pub fn client_config_alpn(
+    extra_ca_pems: &[Vec<u8>],
+    client_cert: Option<&(Vec<u8>, Vec<u8>)>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>> {
+    if !alpn.is_empty() {
+        let mut config = (*build(extra_ca_pems, client_cert)?).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        return Ok(Arc::new(config));
+    }
     static DEFAULT: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
     if extra_ca_pems.is_empty() && client_cert.is_none() {
         if let Some(shared) = DEFAULT.get() {

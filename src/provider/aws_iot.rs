@@ -8,6 +8,7 @@ use rustls::ClientConfig;
 use super::{sealed, Limits, Opener, Provider, ProviderSpec};
 use crate::aws::{presign_url, CredentialsProvider, DefaultCredentials, PresignParams};
 use crate::error::{Error, Result};
+use crate::net::proxy::ProxySetting;
 use crate::net::tls;
 use crate::net::websocket::{parse_url, OpenRequest};
 use crate::options::{connection_builder_methods, ConnectionOptions};
@@ -81,7 +82,12 @@ enum Auth {
         expires: Option<Duration>,
     },
     Custom(CustomAuthorizer),
+    /// MQTT over TLS with an X.509 device certificate (the TLS configuration carries it).
+    Certificate,
 }
+
+/// The ALPN protocol AWS IoT expects for MQTT with a device certificate on port 443.
+pub(crate) const AWS_IOT_ALPN: &[u8] = b"x-amzn-mqtt-ca";
 
 /// AWS IoT Core (default name `"AWSIoTProvider"`, Amplify's).
 ///
@@ -97,7 +103,24 @@ enum Auth {
 /// # Ok::<(), mqtt_pubsub::Error>(())
 /// ```
 ///
-/// Limits of AWS IoT are checked before anything is sent: topics at most 256 bytes and 7
+/// Devices that hold an X.509 certificate registered with AWS IoT connect with it instead of
+/// SigV4: MQTT over mutual TLS to port 8883, or to 443 with the ALPN protocol
+/// `x-amzn-mqtt-ca` where only 443 is open:
+///
+/// ```no_run
+/// use mqtt_pubsub::{AwsIotProvider, PubSub};
+/// let pubsub = PubSub::new();
+/// pubsub.add_provider(
+///     AwsIotProvider::builder("abc123-ats.iot.eu-west-1.amazonaws.com")
+///         .client_certificate(std::fs::read("device.pem.crt")?, std::fs::read("private.pem.key")?)
+///         .port(443)
+///         .client_id("sensor-7")
+///         .build()?,
+/// )?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Limits of AWS IoT are checked before anything is sent, in every mode: topics at most 256 bytes and 7
 /// slashes, payloads at most 128 KiB, client ids at most 128 bytes, no QoS 2, keep-alive
 /// 30–1200 s; subscribe calls with more than 8 filters are split into several SUBSCRIBEs.
 pub struct AwsIotProvider {
@@ -109,6 +132,7 @@ pub struct AwsIotProvider {
     auth: Auth,
     options: ConnectionOptions,
     tls: Arc<ClientConfig>,
+    proxy: ProxySetting,
 }
 
 impl std::fmt::Debug for AwsIotProvider {
@@ -135,6 +159,9 @@ impl AwsIotProvider {
             endpoint: endpoint.into(),
             region: None,
             auth: None,
+            certificate: None,
+            port: None,
+            alpn: None,
             expires: None,
             options: ConnectionOptions {
                 // AWS IoT allows 30..=1200 s; Amplify uses 60.
@@ -144,7 +171,7 @@ impl AwsIotProvider {
         }
     }
 
-    /// The region it signs for.
+    /// The region it signs for (empty in certificate mode when none was given).
     pub fn region(&self) -> &str {
         &self.region
     }
@@ -180,12 +207,17 @@ struct AwsOpener {
     auth: Auth,
     headers: Vec<(String, String)>,
     tls: Arc<ClientConfig>,
+    proxy: ProxySetting,
 }
 
 impl Opener for AwsOpener {
-    fn open_request(&mut self, deadline: std::time::Instant) -> Result<OpenRequest> {
+    fn open_request(&mut self, _url: usize, deadline: std::time::Instant) -> Result<OpenRequest> {
         let mut headers = self.headers.clone();
         let url = match &self.auth {
+            Auth::Certificate => {
+                headers.clear();
+                format!("mqtts://{}:{}", self.host, self.port)
+            }
             Auth::SigV4 {
                 credentials,
                 expires,
@@ -234,8 +266,10 @@ impl Opener for AwsOpener {
                 url
             }
         };
+        let url = url::Url::parse(&url).map_err(|e| Error::InvalidUrl(e.to_string()))?;
         Ok(OpenRequest {
-            url: url::Url::parse(&url).map_err(|e| Error::InvalidUrl(e.to_string()))?,
+            proxy: self.proxy.for_url(&url)?,
+            url,
             headers,
             tls: self.tls.clone(),
         })
@@ -243,6 +277,14 @@ impl Opener for AwsOpener {
 
     fn explain(&self, err: Error) -> Error {
         match err {
+            Error::Tls { message, source } if matches!(self.auth, Auth::Certificate) => Error::Tls {
+                message: format!(
+                    "{message} (AWS IoT device certificate: check that the endpoint is your \
+                     account's *-ats endpoint, that the certificate is registered and ACTIVE, \
+                     and that its private key is the one given)"
+                ),
+                source,
+            },
             Error::HandshakeRejected { status: status @ (401 | 403), hint } => Error::HandshakeRejected {
                 status,
                 hint: format!(
@@ -271,6 +313,7 @@ impl sealed::Sealed for AwsIotProvider {
             auth: self.auth,
             headers: self.options.headers.clone(),
             tls: self.tls,
+            proxy: self.proxy,
         };
         ProviderSpec {
             name: self.name,
@@ -294,6 +337,9 @@ pub struct AwsIotProviderBuilder {
     endpoint: String,
     region: Option<String>,
     auth: Option<Auth>,
+    certificate: Option<(Vec<u8>, Vec<u8>)>,
+    port: Option<u16>,
+    alpn: Option<bool>,
     expires: Option<Duration>,
     options: ConnectionOptions,
 }
@@ -346,23 +392,78 @@ impl AwsIotProviderBuilder {
         self
     }
 
+    /// Connect with this X.509 device certificate (chain PEM) and its private key (PEM)
+    /// instead of SigV4: MQTT over mutual TLS to the endpoint's port 8883, or 443 with
+    /// [`port(443)`](Self::port) (ALPN `x-amzn-mqtt-ca`). No credentials source, custom
+    /// authorizer or region is used in this mode; configuring one as well is a `build()`
+    /// error.
+    pub fn client_certificate(
+        mut self,
+        cert_chain: impl Into<Vec<u8>>,
+        private_key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.certificate = Some((cert_chain.into(), private_key.into()));
+        self
+    }
+
+    /// The port (default: 443 for SigV4 and custom authorizers over `wss://`; 8883 with a
+    /// device certificate, or 443 where only 443 is open).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Whether a certificate-mode connection offers the ALPN protocol `x-amzn-mqtt-ca`
+    /// (default: when the port is 443, which is where AWS IoT needs it to tell MQTT from
+    /// HTTPS). For a gateway on another port that forwards to AWS IoT's 443.
+    pub fn alpn(mut self, offer: bool) -> Self {
+        self.alpn = Some(offer);
+        self
+    }
+
     /// Checks everything and makes the provider (nothing connects yet).
     pub fn build(self) -> Result<AwsIotProvider> {
         self.options.validate()?;
+        let certificate_mode = self.certificate.is_some();
+        if certificate_mode {
+            if self.auth.is_some() {
+                return Err(Error::InvalidConfig(
+                    "both a device certificate and a credentials source or custom authorizer \
+                     are configured: AWS IoT takes one of them per connection"
+                        .into(),
+                ));
+            }
+            if self.expires.is_some() {
+                return Err(Error::InvalidConfig(
+                    "expires() is for SigV4 URLs; a device certificate does not sign".into(),
+                ));
+            }
+        } else if self.alpn.is_some() {
+            return Err(Error::InvalidConfig(
+                "alpn() applies to device-certificate connections only".into(),
+            ));
+        }
+        let scheme = if certificate_mode { "mqtts" } else { "wss" };
         let url = if self.endpoint.contains("://") {
             let u = parse_url(&self.endpoint)?;
-            if u.scheme() != "wss" {
-                return Err(Error::InvalidUrl("AWS IoT needs wss://".into()));
+            if u.scheme() != scheme {
+                return Err(Error::InvalidUrl(if certificate_mode {
+                    "AWS IoT with a device certificate needs mqtts:// (or just the endpoint host)"
+                        .into()
+                } else {
+                    "AWS IoT needs wss:// (or just the endpoint host)".into()
+                }));
             }
             u
         } else {
             parse_url(&format!(
-                "wss://{}/mqtt",
+                "{scheme}://{}/mqtt",
                 self.endpoint.trim_end_matches('/')
             ))?
         };
         let host = url.host_str().unwrap_or_default().to_string();
-        let port = url.port().unwrap_or(443);
+        let default_port = if certificate_mode { 8883 } else { 443 };
+        let port = self.port.or(url.port()).unwrap_or(default_port);
         let path = if url.path().is_empty() {
             "/mqtt".to_string()
         } else {
@@ -370,6 +471,7 @@ impl AwsIotProviderBuilder {
         };
         let region = match self.region.or_else(|| region_from_host(&host)) {
             Some(r) => r,
+            None if certificate_mode => String::new(),
             None => {
                 return Err(Error::InvalidConfig(format!(
                     "no region given and none in the endpoint {host:?} (expected *.iot.<region>.amazonaws.com)"
@@ -390,7 +492,22 @@ impl AwsIotProviderBuilder {
                 )));
             }
         }
+        let mut client_cert = self.options.client_cert.clone();
+        if let Some((cert, key)) = self.certificate {
+            if cert.iter().all(u8::is_ascii_whitespace) {
+                return Err(Error::InvalidConfig(
+                    "client_certificate: the certificate PEM is empty".into(),
+                ));
+            }
+            if key.iter().all(u8::is_ascii_whitespace) {
+                return Err(Error::InvalidConfig(
+                    "client_certificate: a certificate without its private key".into(),
+                ));
+            }
+            client_cert = Some((cert, key));
+        }
         let auth = match self.auth {
+            _ if certificate_mode => Auth::Certificate,
             Some(Auth::SigV4 { credentials, .. }) => Auth::SigV4 {
                 credentials,
                 expires: self.expires,
@@ -401,7 +518,10 @@ impl AwsIotProviderBuilder {
                 expires: self.expires,
             },
         };
-        let tls = tls::client_config(&self.options.ca_pems, self.options.client_cert.as_ref())?;
+        let offer_alpn = certificate_mode && self.alpn.unwrap_or(port == 443);
+        let alpn: &[&[u8]] = if offer_alpn { &[AWS_IOT_ALPN] } else { &[] };
+        let tls = tls::client_config_alpn(&self.options.ca_pems, client_cert.as_ref(), alpn)?;
+        let proxy = self.options.proxy_setting()?;
         Ok(AwsIotProvider {
             name: self.name,
             host,
@@ -411,6 +531,7 @@ impl AwsIotProviderBuilder {
             auth,
             options: self.options,
             tls,
+            proxy,
         })
     }
 }
@@ -481,7 +602,7 @@ mod tests {
         let mut spec = sealed::Sealed::into_spec(p);
         let r = spec
             .opener
-            .open_request(std::time::Instant::now() + Duration::from_secs(10))
+            .open_request(0, std::time::Instant::now() + Duration::from_secs(10))
             .unwrap();
         let q = r.url.query().unwrap();
         assert!(q.contains("X-Amz-Credential=AKIDEXAMPLE%2F"), "{q}");
@@ -500,7 +621,7 @@ mod tests {
             .unwrap();
         let r = sealed::Sealed::into_spec(p)
             .opener
-            .open_request(std::time::Instant::now() + Duration::from_secs(10))
+            .open_request(0, std::time::Instant::now() + Duration::from_secs(10))
             .unwrap();
         assert!(r.url.query().is_none());
         assert!(r
@@ -513,7 +634,7 @@ mod tests {
             .unwrap();
         let r = sealed::Sealed::into_spec(p)
             .opener
-            .open_request(std::time::Instant::now() + Duration::from_secs(10))
+            .open_request(0, std::time::Instant::now() + Duration::from_secs(10))
             .unwrap();
         assert_eq!(r.url.query(), Some("x-amz-customauthorizer-name=my-auth&x-amz-customauthorizer-signature=c2ln&x-token=t0k"));
     }

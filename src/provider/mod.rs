@@ -14,9 +14,14 @@ use crate::options::ConnectionOptions;
 
 /// Opens a connection: gives a fresh request per attempt (AWS IoT re-signs each time).
 pub(crate) trait Opener: Send + 'static {
-    /// A request for one attempt; whatever it fetches (credentials) finishes before
-    /// `deadline`, the attempt's connect deadline.
-    fn open_request(&mut self, deadline: std::time::Instant) -> Result<OpenRequest>;
+    /// The URLs (by index) one connect tries, in order, until one connects.
+    fn plan(&mut self) -> Vec<usize> {
+        vec![0]
+    }
+
+    /// A request for one attempt on URL `url` of [`plan`](Self::plan); whatever it fetches
+    /// (credentials) finishes before `deadline`, the attempt's connect deadline.
+    fn open_request(&mut self, url: usize, deadline: std::time::Instant) -> Result<OpenRequest>;
 
     /// Adds what this provider knows about an error (e.g. what an AWS 403 means).
     fn explain(&self, err: crate::error::Error) -> crate::error::Error {

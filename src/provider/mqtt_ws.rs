@@ -1,4 +1,4 @@
-//! A provider for any MQTT-over-WebSocket broker.
+//! A provider for any MQTT broker over WebSocket or the raw stream.
 
 use std::sync::Arc;
 
@@ -6,7 +6,8 @@ use rustls::ClientConfig;
 use url::Url;
 
 use super::{sealed, Limits, Opener, Provider, ProviderSpec};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::net::proxy::ProxySetting;
 use crate::net::tls;
 use crate::net::websocket::{parse_url, OpenRequest};
 use crate::options::{connection_builder_methods, ConnectionOptions};
@@ -24,18 +25,31 @@ use crate::options::{connection_builder_methods, ConnectionOptions};
 /// )?;
 /// # Ok::<(), mqtt_pubsub::Error>(())
 /// ```
+///
+/// A cluster behind several addresses is one provider with
+/// [`fallback_urls`](MqttOverWsProviderBuilder::fallback_urls): every connect and reconnect
+/// tries the URLs in order until one answers.
 pub struct MqttOverWsProvider {
     name: String,
-    url: Url,
+    urls: Vec<Url>,
+    shuffle: bool,
     options: ConnectionOptions,
     tls: Arc<ClientConfig>,
+    proxy: ProxySetting,
 }
 
 impl std::fmt::Debug for MqttOverWsProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttOverWsProvider")
             .field("name", &self.name)
-            .field("url", &crate::net::websocket::redact(&self.url))
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(crate::net::websocket::redact)
+                    .collect::<Vec<_>>(),
+            )
             .field("options", &self.options)
             .finish()
     }
@@ -50,7 +64,8 @@ impl MqttOverWsProvider {
     pub fn builder(url: impl Into<String>) -> MqttOverWsProviderBuilder {
         MqttOverWsProviderBuilder {
             name: Self::DEFAULT_NAME.to_string(),
-            url: url.into(),
+            urls: vec![url.into()],
+            shuffle: false,
             options: ConnectionOptions::default(),
         }
     }
@@ -62,27 +77,58 @@ impl Provider for MqttOverWsProvider {
     }
 }
 
-struct StaticUrl {
-    req: OpenRequest,
+struct StaticUrls {
+    reqs: Vec<OpenRequest>,
+    shuffle: bool,
+    seed: u64,
 }
 
-impl Opener for StaticUrl {
-    fn open_request(&mut self, _deadline: std::time::Instant) -> Result<OpenRequest> {
-        Ok(self.req.clone())
+impl Opener for StaticUrls {
+    fn plan(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.reqs.len()).collect();
+        if self.shuffle {
+            // Fisher-Yates with xorshift: spreading clients over nodes needs no better dice.
+            for i in (1..order.len()).rev() {
+                self.seed ^= self.seed << 13;
+                self.seed ^= self.seed >> 7;
+                self.seed ^= self.seed << 17;
+                order.swap(i, (self.seed % (i as u64 + 1)) as usize);
+            }
+        }
+        order
+    }
+
+    fn open_request(&mut self, url: usize, _deadline: std::time::Instant) -> Result<OpenRequest> {
+        Ok(self.reqs[url].clone())
     }
 }
 
 impl sealed::Sealed for MqttOverWsProvider {
     fn into_spec(self) -> ProviderSpec {
-        let req = OpenRequest {
-            url: self.url,
-            headers: self.options.headers.clone(),
-            tls: self.tls,
-        };
+        let reqs = self
+            .urls
+            .into_iter()
+            .map(|url| OpenRequest {
+                // Checked by build().
+                proxy: self.proxy.for_url(&url).unwrap_or(None),
+                url,
+                headers: self.options.headers.clone(),
+                tls: self.tls.clone(),
+            })
+            .collect();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
         ProviderSpec {
             name: self.name,
             options: self.options,
-            opener: Box::new(StaticUrl { req }),
+            opener: Box::new(StaticUrls {
+                reqs,
+                shuffle: self.shuffle,
+                seed,
+            }),
             limits: Limits::default(),
         }
     }
@@ -91,7 +137,8 @@ impl sealed::Sealed for MqttOverWsProvider {
 /// Builds a [`MqttOverWsProvider`]; every setting has a documented default.
 pub struct MqttOverWsProviderBuilder {
     name: String,
-    url: String,
+    urls: Vec<String>,
+    shuffle: bool,
     options: ConnectionOptions,
 }
 
@@ -100,7 +147,14 @@ impl std::fmt::Debug for MqttOverWsProviderBuilder {
         // The URL may hold a password or a `?token=`: printed without them.
         f.debug_struct("MqttOverWsProviderBuilder")
             .field("name", &self.name)
-            .field("url", &crate::net::websocket::redact_text(&self.url))
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(|u| crate::net::websocket::redact_text(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("options", &self.options)
             .finish()
     }
@@ -109,16 +163,97 @@ impl std::fmt::Debug for MqttOverWsProviderBuilder {
 impl MqttOverWsProviderBuilder {
     connection_builder_methods!();
 
-    /// Checks the URL and TLS material and makes the provider (nothing connects yet).
+    /// More URLs of the same broker cluster, after the builder's: the first connect and every
+    /// reconnect try them in order until one connects (each attempt within its own
+    /// `connect_timeout`); the `Connected` state event names the one in use. Every scheme
+    /// may be mixed; the other settings (credentials, client id, TLS, proxy) apply to all.
+    /// The session (persistent or not) is the cluster's to keep: NATS, EMQX, HiveMQ and
+    /// VerneMQ share it between nodes.
+    pub fn fallback_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Try the URLs in a fresh random order on every connect instead of in the order given
+    /// (spreads many clients over a cluster's nodes). Default: in order.
+    pub fn shuffle_urls(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+
+    /// Checks the URLs and TLS material and makes the provider (nothing connects yet).
     pub fn build(self) -> Result<MqttOverWsProvider> {
         self.options.validate()?;
-        let url = parse_url(&self.url)?;
+        if self.urls.len() > 64 {
+            return Err(Error::InvalidConfig(format!(
+                "{} URLs for one provider; at most 64",
+                self.urls.len()
+            )));
+        }
+        let urls = self
+            .urls
+            .iter()
+            .map(|u| parse_url(u))
+            .collect::<Result<Vec<_>>>()?;
         let tls = tls::client_config(&self.options.ca_pems, self.options.client_cert.as_ref())?;
+        let proxy = self.options.proxy_setting()?;
+        for url in &urls {
+            proxy.for_url(url)?;
+        }
         Ok(MqttOverWsProvider {
             name: self.name,
-            url,
+            urls,
+            shuffle: self.shuffle,
             options: self.options,
             tls,
+            proxy,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_tried_in_order_or_shuffled() {
+        let b = MqttOverWsProvider::builder("mqtt://a")
+            .fallback_urls(["ws://b/mqtt", "mqtts://c"])
+            .no_proxy();
+        let mut spec = sealed::Sealed::into_spec(b.build().unwrap());
+        assert_eq!(spec.opener.plan(), vec![0, 1, 2]);
+        let at = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let hosts: Vec<String> = (0..3)
+            .map(|i| spec.opener.open_request(i, at).unwrap().url.to_string())
+            .collect();
+        assert_eq!(hosts, ["mqtt://a", "ws://b/mqtt", "mqtts://c"]);
+        let b = MqttOverWsProvider::builder("mqtt://a")
+            .fallback_urls(["mqtt://b", "mqtt://c", "mqtt://d"])
+            .shuffle_urls(true);
+        let mut spec = sealed::Sealed::into_spec(b.build().unwrap());
+        let plans: Vec<Vec<usize>> = (0..20).map(|_| spec.opener.plan()).collect();
+        for p in &plans {
+            let mut sorted = p.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![0, 1, 2, 3]);
+        }
+        assert!(plans.iter().any(|p| p != &plans[0]), "{plans:?}");
+        assert!(MqttOverWsProvider::builder("mqtt://a")
+            .fallback_urls(["ftp://b"])
+            .build()
+            .is_err());
+    }
+
+    #[test]
+    fn a_bad_proxy_is_a_build_error() {
+        let e = MqttOverWsProvider::builder("mqtt://a")
+            .proxy("socks5://p:1080")
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("only http://"), "{e}");
     }
 }

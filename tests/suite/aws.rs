@@ -266,7 +266,7 @@ fn aws_iot_limits_are_checked_before_sending() {
     assert_eq!(sub.recv_timeout(WAIT).unwrap().topic(), "many/11");
 }
 
-fn create_pool(moto: &Moto) -> String {
+pub(crate) fn create_pool(moto: &Moto) -> String {
     let mut resp = ureq::post(moto.url())
         .header(
             "X-Amz-Target",

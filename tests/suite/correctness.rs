@@ -55,7 +55,7 @@ fn drain(sub: &Subscription, quiet: Duration) -> Vec<String> {
 }
 
 /// The folder of this build's example binaries (`cargo test` builds them).
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
     let path = dir.join(name);

@@ -14,3 +14,4 @@ mod brokers;
 mod correctness;
 mod fuzz_regressions;
 mod reliability;
+mod transports;

@@ -205,10 +205,9 @@ fn mosquitto_qos1_stream_survives_three_broker_kills_over_mqtt_tcp() {
     mosquitto_stream_survives_kills(Mosquitto::mqtt_url);
 }
 
-#[test]
-fn nats_qos1_stream_survives_three_broker_kills() {
+fn nats_stream_survives_kills(url: fn(&Nats) -> String) {
     let Some(mut n) = Nats::start() else { return };
-    let url = n.ws_url();
+    let url = url(&n);
     // NATS sends PUBACK before it delivers the copy to subscribers: with a clean session a kill
     // in between loses that copy at the broker. A persistent session keeps it in JetStream,
     // and NATS redelivers it after the restart.
@@ -220,6 +219,16 @@ fn nats_qos1_stream_survives_three_broker_kills() {
         false,
     );
     assert_eq!(r.lost, 0);
+}
+
+#[test]
+fn nats_qos1_stream_survives_three_broker_kills() {
+    nats_stream_survives_kills(Nats::ws_url);
+}
+
+#[test]
+fn nats_qos1_stream_survives_three_broker_kills_over_mqtt_tcp() {
+    nats_stream_survives_kills(Nats::mqtt_url);
 }
 
 // ---- 2. A TCP proxy under test control ----

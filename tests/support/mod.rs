@@ -3,6 +3,7 @@
 
 mod aedes;
 mod certs;
+pub mod connect_proxy;
 pub mod fake_server;
 #[cfg(feature = "aws-iot")]
 pub mod gateway;
@@ -13,12 +14,14 @@ mod nats;
 mod process;
 pub mod proxy;
 mod rumqttd;
+#[cfg(feature = "aws-iot")]
+pub mod tls_gateway;
 
 pub use aedes::Aedes;
 pub use certs::{make_certs, Certs};
 pub use mosquitto::Mosquitto;
 pub use moto::Moto;
-pub use nats::Nats;
+pub use nats::{Nats, NatsCluster};
 pub use process::Process;
 pub use rumqttd::Rumqttd;
 

@@ -19,6 +19,8 @@ pub struct Mosquitto {
     pub auth_port: u16,
     /// wss that requires a client certificate from the test CA.
     pub mtls_port: u16,
+    /// mqtts (no WebSocket) that requires a client certificate from the test CA.
+    pub mqtts_mtls_port: u16,
     pub ca_pem: Vec<u8>,
     pub client_cert: (Vec<u8>, Vec<u8>),
     _dir: TempDir,
@@ -55,19 +57,22 @@ impl Mosquitto {
         assert!(st.status.success());
         std::fs::write(dir.path().join("acl"), "user alice\ntopic readwrite test/#\ntopic deny test/secret\nuser bob\ntopic read test/#\n").unwrap();
         let bin = bin.unwrap();
-        let (process, [tcp_port, ws_port, wss_port, auth_port, mtls_port, mqtts_port]) =
-            retry_start("mosquitto", || {
-                let (tcp, ws_port, wss_port, auth_port, mtls_port, mqtts) = (
-                    free_port(),
-                    free_port(),
-                    free_port(),
-                    free_port(),
-                    free_port(),
-                    free_port(),
-                );
-                // mosquitto will not start with only websockets listeners: a plain one is needed too.
-                // `user root` keeps it able to read these files when the tests run as root.
-                let conf = format!(
+        let (
+            process,
+            [tcp_port, ws_port, wss_port, auth_port, mtls_port, mqtts_port, mqtts_mtls_port],
+        ) = retry_start("mosquitto", || {
+            let (tcp, ws_port, wss_port, auth_port, mtls_port, mqtts, mqtts_mtls) = (
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            );
+            // mosquitto will not start with only websockets listeners: a plain one is needed too.
+            // `user root` keeps it able to read these files when the tests run as root.
+            let conf = format!(
             "user root\nper_listener_settings true\npersistence false\nlog_dest none\n{extra}\n\
              listener {tcp} 127.0.0.1\nallow_anonymous true\n\
              listener {ws_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
@@ -78,26 +83,32 @@ impl Mosquitto {
              listener {mtls_port} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
              cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n\
              listener {mqtts} 127.0.0.1\nallow_anonymous true\n\
-             cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
+             cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n\
+             listener {mqtts_mtls} 127.0.0.1\nallow_anonymous true\n\
+             cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n"
         );
-                let conf_path = dir.path().join("mosquitto.conf");
-                std::fs::write(&conf_path, conf).unwrap();
-                let mut process = Process::spawn(
-                    &bin,
-                    &["-c".into(), conf_path.display().to_string()],
-                    &[tcp, ws_port, wss_port, auth_port, mtls_port, mqtts],
-                    None,
-                )?;
-                for p in [ws_port, auth_port] {
-                    if !process.wait_ws(p, "/mqtt") {
-                        return None;
-                    }
+            let conf_path = dir.path().join("mosquitto.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let mut process = Process::spawn(
+                &bin,
+                &["-c".into(), conf_path.display().to_string()],
+                &[
+                    tcp, ws_port, wss_port, auth_port, mtls_port, mqtts, mqtts_mtls,
+                ],
+                None,
+            )?;
+            for p in [ws_port, auth_port] {
+                if !process.wait_ws(p, "/mqtt") {
+                    return None;
                 }
-                Some((
-                    process,
-                    [tcp, ws_port, wss_port, auth_port, mtls_port, mqtts],
-                ))
-            });
+            }
+            Some((
+                process,
+                [
+                    tcp, ws_port, wss_port, auth_port, mtls_port, mqtts, mqtts_mtls,
+                ],
+            ))
+        });
         Some(Mosquitto {
             process,
             tcp_port,
@@ -106,6 +117,7 @@ impl Mosquitto {
             wss_port,
             auth_port,
             mtls_port,
+            mqtts_mtls_port,
             client_cert: certs.client(),
             ca_pem: certs.ca_pem,
             _dir: dir,

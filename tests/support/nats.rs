@@ -60,3 +60,103 @@ impl Nats {
         format!("mqtt://127.0.0.1:{}", self.mqtt_port)
     }
 }
+
+/// Three nats-server nodes in one cluster with clustered JetStream, MQTT on each node.
+pub struct NatsCluster {
+    pub nodes: Vec<Process>,
+    pub mqtt_ports: Vec<u16>,
+    _dir: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes and waits until each accepts an MQTT session (the JetStream
+    /// meta leader is elected and the MQTT streams exist).
+    pub fn start() -> Option<NatsCluster> {
+        let bin = on_path("nats-server");
+        if !available("nats", bin.is_some()) {
+            return None;
+        }
+        let bin = bin.unwrap();
+        let dir = TempDir::new("nats-cluster");
+        let (nodes, mqtt_ports) = retry_start("a nats-server cluster", || {
+            let ports: Vec<[u16; 3]> = (0..3)
+                .map(|_| [free_port(), free_port(), free_port()])
+                .collect();
+            let mut nodes = Vec::new();
+            for (i, [client, route, mqtt]) in ports.iter().enumerate() {
+                let routes: Vec<String> = ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("\"nats-route://127.0.0.1:{}\"", p[1]))
+                    .collect();
+                // Every MQTT stream and consumer on all three nodes (`stream_replicas`):
+                // with one replica, a stream on the killed node stops the others too.
+                let conf = format!(
+                    "server_name: node{i}_{client}\nlisten: 127.0.0.1:{client}\n\
+                     jetstream {{ store_dir: \"{}\" }}\n\
+                     cluster {{ name: test_cluster_{}, listen: 127.0.0.1:{route}, routes: [{}] }}\n\
+                     mqtt {{ host: 127.0.0.1, port: {mqtt}, ack_wait: \"5s\", stream_replicas: 3 }}\nlog_file: \"{}.log\"\n",
+                    dir.path().join(format!("js{i}_{client}")).display(),
+                    ports[0][0],
+                    routes.join(", "),
+                    dir.path().join(format!("node{i}")).display()
+                );
+                let conf_path = dir.path().join(format!("node{i}.conf"));
+                std::fs::write(&conf_path, conf).unwrap();
+                // Only the client port is waited for here: MQTT opens once JetStream is up,
+                // which needs the other nodes.
+                nodes.push(Process::spawn(
+                    &bin,
+                    &["-c".into(), conf_path.display().to_string()],
+                    &[*client],
+                    None,
+                )?);
+            }
+            Some((nodes, ports.iter().map(|p| p[2]).collect::<Vec<u16>>()))
+        });
+        let cluster = NatsCluster {
+            nodes,
+            mqtt_ports,
+            _dir: dir,
+        };
+        for port in &cluster.mqtt_ports {
+            cluster.wait_mqtt(*port);
+        }
+        Some(cluster)
+    }
+
+    /// Waits (at most 60 s) until the node on `port` accepts an MQTT session.
+    fn wait_mqtt(&self, port: u16) {
+        let start = std::time::Instant::now();
+        loop {
+            let ps = mqtt_pubsub::PubSub::new();
+            let ok = ps
+                .add_provider(
+                    mqtt_pubsub::MqttOverWsProvider::builder(format!("mqtt://127.0.0.1:{port}"))
+                        .connect_timeout(std::time::Duration::from_secs(5))
+                        .no_proxy()
+                        .build()
+                        .unwrap(),
+                )
+                .is_ok();
+            let _ = ps.close();
+            if ok {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the NATS cluster node with MQTT on {port} is not ready after 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
+    /// `mqtt://` URLs of the nodes, in node order.
+    pub fn mqtt_urls(&self) -> Vec<String> {
+        self.mqtt_ports
+            .iter()
+            .map(|p| format!("mqtt://127.0.0.1:{p}"))
+            .collect()
+    }
+}

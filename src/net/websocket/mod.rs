@@ -11,7 +11,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 use url::Url;
 
-use super::tcp::{self, Tcp};
+use super::tcp::Tcp;
 use crate::error::{Error, Operation, Result};
 
 mod frame;
@@ -29,6 +29,8 @@ pub struct OpenRequest {
     pub headers: Vec<(String, String)>,
     /// TLS settings for `wss://`.
     pub tls: Arc<ClientConfig>,
+    /// The HTTP proxy to tunnel through.
+    pub proxy: Option<super::proxy::Proxy>,
 }
 
 /// The URL without its query and credentials, safe to log.
@@ -136,7 +138,7 @@ pub fn open(
         .ok_or_else(|| Error::InvalidUrl("no host".into()))?;
     let tls = url.scheme() == "wss";
     let port = url.port().unwrap_or(if tls { 443 } else { 80 });
-    let tcp = tcp::connect(host, port, deadline, abort)?;
+    let tcp = super::proxy::connect(req.proxy.as_ref(), host, port, deadline, abort)?;
     let stream = if tls {
         Stream::tls(tls_handshake(req.tls.clone(), host, tcp)?)
     } else {

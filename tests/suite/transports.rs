@@ -1,0 +1,572 @@
+//! Transports beyond one WebSocket URL: mutual TLS over `mqtts://`, AWS IoT device
+//! certificates (8883, and 443 with ALPN), HTTP CONNECT proxies (explicit and from the
+//! environment), and several URLs per provider (a dead address skipped, a NATS cluster node
+//! killed under a QoS 1 stream).
+
+use std::time::Duration;
+
+use mqtt_pubsub::{ConnectionState, Error, MqttOverWsProvider, PubSub, StateEvent};
+
+use crate::support::connect_proxy::ConnectProxy;
+use crate::support::{assert_roundtrip, child_env, free_port, run_child, Mosquitto};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The next state event of `state`, skipping others.
+fn wait_state(rx: &crossbeam_channel::Receiver<StateEvent>, state: ConnectionState) -> StateEvent {
+    loop {
+        let e = rx.recv_timeout(WAIT).expect("a state event");
+        if e.state == state {
+            return e;
+        }
+    }
+}
+
+#[test]
+fn mosquitto_mqtts_mutual_tls_needs_the_client_certificate() {
+    let Some(m) = Mosquitto::start() else { return };
+    let url = format!("mqtts://localhost:{}", m.mqtts_mtls_port);
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(&url)
+            .ca_pem(m.ca_pem.clone())
+            .client_cert_pem(m.client_cert.0.clone(), m.client_cert.1.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_roundtrip(&ps, "mtls/raw");
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(&url)
+                .ca_pem(m.ca_pem.clone())
+                .connect_timeout(Duration::from_secs(5))
+                .reconnect(mqtt_pubsub::ReconnectPolicy::disabled())
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    // mosquitto ends the handshake (TLS 1.3: after it, at the first read) without a
+    // certificate: an alert or a closed connection, never a session.
+    assert!(
+        matches!(
+            &err,
+            Error::Tls { .. } | Error::Io { .. } | Error::ConnectionLost(_)
+        ),
+        "{err:?}"
+    );
+}
+
+#[cfg(feature = "aws-iot")]
+mod aws_certificate {
+    use super::*;
+    use crate::support::tls_gateway::{Hello, TlsGateway};
+    use crate::support::{make_certs, TempDir};
+    use mqtt_pubsub::aws::StaticCredentials;
+    use mqtt_pubsub::AwsIotProvider;
+
+    fn gateway() -> Option<(Mosquitto, TlsGateway, crate::support::Certs, TempDir)> {
+        let m = Mosquitto::start()?;
+        let dir = TempDir::new("aws-cert");
+        let certs = make_certs(dir.path());
+        let gw = TlsGateway::start(&certs, m.tcp_port);
+        Some((m, gw, certs, dir))
+    }
+
+    /// Port-443 mode offers exactly `x-amzn-mqtt-ca`; a round trip completes through the
+    /// gateway (which needs the client certificate) to mosquitto.
+    #[test]
+    fn port_443_mode_offers_exactly_the_aws_alpn_and_a_round_trip_completes() {
+        let Some((_m, gw, certs, _dir)) = gateway() else {
+            return;
+        };
+        let (cert, key) = certs.client();
+        let ps = PubSub::new();
+        ps.add_provider(
+            // A loopback gateway cannot bind 443: `alpn(true)` is what `port(443)` implies.
+            AwsIotProvider::builder(format!("mqtts://localhost:{}", gw.port))
+                .client_certificate(cert, key)
+                .alpn(true)
+                .ca_pem(certs.ca_pem.clone())
+                .client_id("device-443")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_roundtrip(&ps, "devices/d443/telemetry");
+        ps.close().unwrap();
+        let hellos = gw.hellos();
+        assert_eq!(
+            hellos,
+            vec![Hello {
+                alpn: vec!["x-amzn-mqtt-ca".into()],
+                completed: true
+            }]
+        );
+    }
+
+    #[test]
+    fn port_8883_mode_offers_no_alpn_and_the_certificate_is_required() {
+        let Some((_m, gw, certs, _dir)) = gateway() else {
+            return;
+        };
+        let (cert, key) = certs.client();
+        let ps = PubSub::new();
+        ps.add_provider(
+            AwsIotProvider::builder(format!("mqtts://localhost:{}", gw.port))
+                .client_certificate(cert, key)
+                .ca_pem(certs.ca_pem.clone())
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_roundtrip(&ps, "devices/d8883/telemetry");
+        ps.close().unwrap();
+        assert_eq!(gw.hellos()[0].alpn, Vec::<String>::new());
+        assert!(gw.hellos()[0].completed);
+        // The same gateway without a client certificate: refused in the handshake.
+        let err = PubSub::new()
+            .add_provider(
+                MqttOverWsProvider::builder(format!("mqtts://localhost:{}", gw.port))
+                    .ca_pem(certs.ca_pem.clone())
+                    .connect_timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Tls { .. } | Error::Io { .. } | Error::ConnectionLost(_)
+            ),
+            "{err:?}"
+        );
+        assert!(!gw.hellos()[1].completed, "{:?}", gw.hellos());
+    }
+
+    /// The `aws_iot` example as a device: `--cert --key --ca` against the gateway.
+    #[test]
+    fn aws_iot_example_connects_with_a_device_certificate() {
+        let Some((_m, gw, certs, dir)) = gateway() else {
+            return;
+        };
+        let out = std::process::Command::new(crate::correctness::example("aws_iot"))
+            .args(["--endpoint", &format!("mqtts://localhost:{}", gw.port)])
+            .arg("--cert")
+            .arg(dir.path().join("client.crt"))
+            .arg("--key")
+            .arg(dir.path().join("client.key"))
+            .arg("--ca")
+            .arg(dir.path().join("ca.crt"))
+            .args([
+                "--client-id",
+                "example-device",
+                "--topic",
+                "devices/example",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains("received on devices/example"), "{stdout}");
+        assert!(gw.hellos().iter().all(|h| h.completed));
+        drop(certs);
+    }
+
+    #[test]
+    fn certificate_mode_is_validated_when_building() {
+        let b = || AwsIotProvider::builder("abc-ats.iot.eu-west-1.amazonaws.com");
+        let pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+        let both = b()
+            .client_certificate(pem.clone(), b"key".to_vec())
+            .credentials(StaticCredentials::new("AKID", "secret"))
+            .build()
+            .unwrap_err();
+        assert!(
+            both.to_string().contains("both a device certificate"),
+            "{both}"
+        );
+        let no_key = b()
+            .client_certificate(pem.clone(), Vec::new())
+            .build()
+            .unwrap_err();
+        assert!(
+            no_key.to_string().contains("without its private key"),
+            "{no_key}"
+        );
+        let alpn = b().alpn(true).build().unwrap_err();
+        assert!(alpn.to_string().contains("device-certificate"), "{alpn}");
+        let wss = AwsIotProvider::builder("wss://x.iot.eu-west-1.amazonaws.com/mqtt")
+            .client_certificate(pem, b"key".to_vec())
+            .build()
+            .unwrap_err();
+        assert!(wss.to_string().contains("mqtts://"), "{wss}");
+        // AWS IoT's limits hold in certificate mode too.
+        let dir = TempDir::new("aws-cert-limits");
+        let certs = make_certs(dir.path());
+        let (cert, key) = certs.client();
+        let ka = b()
+            .client_certificate(cert, key)
+            .keep_alive(Duration::from_secs(5))
+            .build()
+            .unwrap_err();
+        assert!(ka.to_string().contains("30 to 1200"), "{ka}");
+    }
+}
+
+mod proxy {
+    use super::*;
+
+    const USER: &str = "proxyuser";
+    const PASSWORD: &str = "Px-9sKw2Lq7";
+
+    /// Through a proxy with Basic auth, every scheme: `ws://`, `mqtt://`, `wss://`, `mqtts://`.
+    #[test]
+    fn every_scheme_tunnels_through_a_proxy_with_basic_auth() {
+        let Some(m) = Mosquitto::start() else { return };
+        let proxy = ConnectProxy::start(Some((USER, PASSWORD)));
+        let urls = [
+            (m.ws_url(), m.ws_port),
+            (m.mqtt_url(), m.tcp_port),
+            (m.wss_url(), m.wss_port),
+            (format!("mqtts://localhost:{}", m.mqtts_port), m.mqtts_port),
+        ];
+        for (i, (url, port)) in urls.iter().enumerate() {
+            let ps = PubSub::new();
+            ps.add_provider(
+                MqttOverWsProvider::builder(url)
+                    .proxy(proxy.url(Some((USER, PASSWORD))))
+                    .ca_pem(m.ca_pem.clone())
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_roundtrip(&ps, &format!("proxied/{i}"));
+            ps.close().unwrap();
+            let seen = proxy.seen();
+            let last = seen.last().unwrap();
+            assert!(
+                last.target.ends_with(&format!(":{port}")),
+                "{url}: {last:?}"
+            );
+            assert!(last.authorization.as_deref().unwrap().starts_with("Basic "));
+        }
+        assert_eq!(proxy.seen().len(), 4);
+    }
+
+    #[test]
+    fn a_407_403_or_502_is_a_clear_error_naming_the_proxy_never_its_password() {
+        let Some(m) = Mosquitto::start() else { return };
+        let proxy = ConnectProxy::start(Some((USER, PASSWORD)));
+        let try_with = |url: String| {
+            PubSub::new()
+                .add_provider(
+                    MqttOverWsProvider::builder(m.mqtt_url())
+                        .proxy(url)
+                        .connect_timeout(Duration::from_secs(5))
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap_err()
+        };
+        let wrong = try_with(proxy.url(Some((USER, "wrong-pw-123"))));
+        let text = wrong.to_string();
+        assert!(
+            matches!(
+                wrong,
+                Error::Proxy {
+                    status: Some(407),
+                    ..
+                }
+            ),
+            "{wrong:?}"
+        );
+        assert!(
+            text.contains(&format!("http://{USER}@127.0.0.1:{}", proxy.port))
+                && text.contains("refused the user name and password")
+                && !text.contains("wrong-pw-123"),
+            "{text}"
+        );
+        let none = try_with(proxy.url(None));
+        assert!(
+            none.to_string().contains("wants a user name and password"),
+            "{none}"
+        );
+        for status in [403, 502] {
+            proxy.refuse_with(status);
+            let e = try_with(proxy.url(Some((USER, PASSWORD))));
+            assert!(
+                matches!(e, Error::Proxy { status: Some(s), .. } if s == status),
+                "{e:?}"
+            );
+            assert!(!format!("{e} {e:?}").contains(PASSWORD), "{e:?}");
+        }
+        // Nothing listening where the proxy should be.
+        let e = try_with(format!("http://127.0.0.1:{}", free_port()));
+        assert!(
+            matches!(&e, Error::Proxy { status: None, message, .. } if message.contains("could not reach")),
+            "{e:?}"
+        );
+    }
+
+    /// A refusal while reconnecting goes through the normal backoff, and the connection
+    /// comes back once the proxy lets it through again.
+    #[test]
+    fn a_refusal_while_reconnecting_is_retried_with_backoff() {
+        let Some(mut m) = Mosquitto::start() else {
+            return;
+        };
+        let proxy = ConnectProxy::start(None);
+        let ps = PubSub::new();
+        let states = ps.state_changes();
+        ps.add_provider(
+            MqttOverWsProvider::builder(m.mqtt_url())
+                .proxy(proxy.url(None))
+                .reconnect(mqtt_pubsub::ReconnectPolicy::exponential(
+                    Duration::from_millis(100),
+                    Duration::from_millis(400),
+                ))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        wait_state(&states, ConnectionState::Connected);
+        proxy.refuse_with(403);
+        m.process.restart();
+        // Two refused attempts, each reported with the proxy's answer.
+        for _ in 0..2 {
+            let e = wait_state(&states, ConnectionState::ConnectionDisrupted);
+            let reason = e.reason.unwrap_or_default();
+            if reason.contains("403") {
+                assert!(
+                    reason.contains(&format!("127.0.0.1:{}", proxy.port)),
+                    "{reason}"
+                );
+            }
+        }
+        let refused = proxy.seen().len();
+        assert!(refused >= 2, "{refused} CONNECTs");
+        proxy.refuse_with(0);
+        wait_state(&states, ConnectionState::Connected);
+        assert_roundtrip(&ps, "proxied/back");
+    }
+
+    /// What a process gets from its environment: `HTTP_PROXY` for `mqtt://`, `NO_PROXY`
+    /// honoured, `HTTPS_PROXY` not used for a plain scheme, `.no_proxy()` overriding all.
+    #[test]
+    fn environment_variables_choose_the_proxy() {
+        let Some(m) = Mosquitto::start() else { return };
+        let proxy = ConnectProxy::start(None);
+        type Case<'a> = (&'a str, &'a [(&'a str, String)], usize);
+        let cases: [Case; 5] = [
+            ("env", &[("HTTP_PROXY", proxy.url(None))], 1),
+            ("env", &[("http_proxy", proxy.url(None))], 1),
+            ("env", &[("ALL_PROXY", proxy.url(None))], 1),
+            (
+                "env",
+                &[
+                    ("HTTP_PROXY", proxy.url(None)),
+                    ("NO_PROXY", "example.com, 127.0.0.1".into()),
+                ],
+                0,
+            ),
+            ("env", &[("HTTPS_PROXY", proxy.url(None))], 0),
+        ];
+        let mut expected = 0;
+        for (i, (mode, vars, through)) in cases.iter().enumerate() {
+            let mut env: Vec<(&str, String)> = vars.to_vec();
+            env.push(("BROKER_URL", m.mqtt_url()));
+            env.push(("MODE", mode.to_string()));
+            run_child("transports::proxy::child_connects_from_environment", &env);
+            expected += through;
+            assert_eq!(proxy.seen().len(), expected, "case {i}: {vars:?}");
+        }
+        let env = vec![
+            ("HTTP_PROXY", proxy.url(None)),
+            ("BROKER_URL", m.mqtt_url()),
+            ("MODE", "no_proxy".to_string()),
+        ];
+        run_child("transports::proxy::child_connects_from_environment", &env);
+        assert_eq!(proxy.seen().len(), expected, ".no_proxy() wins");
+    }
+
+    #[test]
+    #[ignore = "run by environment_variables_choose_the_proxy in a process of its own"]
+    fn child_connects_from_environment() {
+        let mut b = MqttOverWsProvider::builder(child_env("BROKER_URL"));
+        if child_env("MODE") == "no_proxy" {
+            b = b.no_proxy();
+        }
+        let ps = PubSub::new();
+        ps.add_provider(b.build().unwrap()).unwrap();
+        assert_roundtrip(&ps, "proxied/env");
+        ps.close().unwrap();
+    }
+
+    /// The `pub` example's `--proxy` flag, with credentials.
+    #[test]
+    fn pub_example_tunnels_through_its_proxy_flag() {
+        let Some(m) = Mosquitto::start() else { return };
+        let proxy = ConnectProxy::start(Some((USER, PASSWORD)));
+        let ps = PubSub::new();
+        ps.add_provider(MqttOverWsProvider::builder(m.mqtt_url()).build().unwrap())
+            .unwrap();
+        let sub = ps.subscribe("cli/proxy").unwrap();
+        let out = std::process::Command::new(crate::correctness::example("pub"))
+            .args(["--url", &m.mqtt_url(), "--proxy"])
+            .arg(proxy.url(Some((USER, PASSWORD))))
+            .args(["-t", "cli/proxy", "-m", "tunnelled", "-q", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let m = sub.recv_timeout(WAIT).unwrap();
+        assert_eq!(m.payload(), b"tunnelled");
+        assert_eq!(proxy.seen().len(), 1);
+    }
+
+    #[cfg(feature = "aws-iot")]
+    #[test]
+    fn cognito_calls_go_through_the_proxy() {
+        use mqtt_pubsub::aws::{CognitoCredentials, CredentialsProvider};
+        let Some(moto) = crate::support::Moto::start() else {
+            return;
+        };
+        let proxy = ConnectProxy::start(Some((USER, PASSWORD)));
+        let pool = crate::aws::create_pool(&moto);
+        let cognito = CognitoCredentials::unauthenticated(pool)
+            .endpoint(moto.url())
+            .proxy(proxy.url(Some((USER, PASSWORD))));
+        let creds = cognito.credentials().unwrap();
+        assert!(creds.session_token().is_some());
+        let seen = proxy.seen();
+        let port = url::Url::parse(&moto.url()).unwrap().port().unwrap();
+        assert_eq!(
+            seen.len(),
+            2,
+            "GetId and GetCredentialsForIdentity: {seen:?}"
+        );
+        assert!(seen.iter().all(|s| s.target.ends_with(&format!(":{port}"))));
+    }
+}
+
+mod clusters {
+    use super::*;
+
+    /// A first URL where nothing listens is skipped on the first connect; the `Connected`
+    /// event names the URL in use.
+    #[test]
+    fn a_dead_first_url_is_skipped_and_the_state_names_the_url_in_use() {
+        let Some(m) = Mosquitto::start() else { return };
+        let dead = format!("mqtt://127.0.0.1:{}", free_port());
+        let ps = PubSub::new();
+        let states = ps.state_changes();
+        ps.add_provider(
+            MqttOverWsProvider::builder(&dead)
+                .fallback_urls([m.ws_url()])
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let e = wait_state(&states, ConnectionState::Connected);
+        assert_eq!(e.url.as_deref(), Some(m.ws_url().as_str()));
+        assert_roundtrip(&ps, "cluster/first-dead");
+    }
+
+    /// A real three-node NATS cluster (clustered JetStream, MQTT on each node): the node
+    /// the subscriber is on is killed during a QoS 1 stream; the subscriber's persistent
+    /// session moves to another node and every number arrives (duplicates allowed).
+    #[test]
+    fn a_nats_cluster_node_killed_under_a_qos1_stream_loses_nothing() {
+        use mqtt_pubsub::{PublishOptions, QoS, SubscribeOptions};
+        let Some(mut cluster) = crate::support::NatsCluster::start() else {
+            return;
+        };
+        let urls = cluster.mqtt_urls();
+        const N: usize = 600;
+        let fast = mqtt_pubsub::ReconnectPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        );
+        let sub_ps = PubSub::new();
+        let states = sub_ps.state_changes();
+        sub_ps
+            .add_provider(
+                MqttOverWsProvider::builder(&urls[0])
+                    .fallback_urls(urls[1..].to_vec())
+                    .client_id("cluster-subscriber")
+                    .clean_session(false)
+                    .reconnect(fast)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            wait_state(&states, ConnectionState::Connected)
+                .url
+                .as_deref(),
+            Some(urls[0].as_str())
+        );
+        let sub = sub_ps
+            .subscribe_with(
+                "cluster/stream",
+                SubscribeOptions::default()
+                    .qos(QoS::AtLeastOnce)
+                    .capacity(N * 4),
+            )
+            .unwrap();
+        // The publisher is on another node, so only the subscriber's node dies.
+        let pub_ps = PubSub::new();
+        pub_ps
+            .add_provider(
+                MqttOverWsProvider::builder(&urls[2])
+                    .fallback_urls([urls[1].clone()])
+                    .client_id("cluster-publisher")
+                    .reconnect(fast)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+        let publisher = std::thread::spawn(move || {
+            for i in 0..N {
+                pub_ps
+                    .publish_with(
+                        "cluster/stream",
+                        i.to_string(),
+                        PublishOptions::default()
+                            .qos(QoS::AtLeastOnce)
+                            .timeout(Duration::from_secs(60)),
+                    )
+                    .unwrap_or_else(|e| panic!("publish {i}: {e}"));
+            }
+            pub_ps.close().unwrap();
+        });
+        let mut got = vec![0u32; N];
+        let mut killed = false;
+        let mut distinct = 0;
+        while distinct < N {
+            let m = sub
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| {
+                    let seen: Vec<StateEvent> = states.try_iter().collect();
+                    panic!("{distinct} of {N} arrived, then: {e:?}; states: {seen:#?}")
+                });
+            let i: usize = m.text().unwrap().parse().unwrap();
+            if got[i] == 0 {
+                distinct += 1;
+            }
+            got[i] += 1;
+            if !killed && distinct == N / 4 {
+                cluster.nodes[0].kill();
+                killed = true;
+            }
+        }
+        publisher.join().unwrap();
+        let moved = wait_state(&states, ConnectionState::Connected);
+        assert_ne!(moved.url.as_deref(), Some(urls[0].as_str()), "{moved:?}");
+        let duplicates: u32 = got.iter().map(|c| c - 1).sum();
+        eprintln!(
+            "{N} messages, node 0 killed after {}, {duplicates} duplicates",
+            N / 4
+        );
+    }
+}
