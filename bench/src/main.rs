@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! cd bench && cargo run --release -- [--url ws://127.0.0.1:PORT/mqtt] [--runs 5]
-//!     [--messages 200000] [--only throughput,qos1,latency,idle,decode] [--idle-secs 30] [--json]
+//!     [--transport ws|tcp|both] [--messages 200000]
+//!     [--only throughput,qos1,latency,idle,decode] [--idle-secs 30] [--json]
 //! ```
 //!
-//! Without `--url` it starts mosquitto (must be installed) on a free loopback port. Every
+//! Without `--url` it starts mosquitto (must be installed) on free loopback ports, and runs
+//! the throughput, QoS 1 and latency scenarios over WebSocket and again over plain TCP
+//! (`--transport`, default both; TCP rows are marked `TCP:`), both clients on each. Every
 //! measurement runs in a fresh child process (so `getrusage` sees only that client), clients
 //! alternate within each run, and the table shows medians and the ratio ours / rumqttc.
 //! Rounds: `--runs` (default 5); latency at least 7 (its 99th percentile is the noisiest
@@ -250,10 +253,17 @@ mod peer {
     use rumqttc::{Client, Event, MqttOptions, Packet, QoS, Transport};
 
     fn options(url: &str, window: u16) -> MqttOptions {
-        let port = url::Url::parse(url).unwrap().port().unwrap_or(80);
+        let u = url::Url::parse(url).unwrap();
+        let port = u.port().unwrap_or(80);
         let id = format!("rumqttc-{}-{}", std::process::id(), mqtt_pubsub_id());
-        let mut o = MqttOptions::new(id, url, port);
-        o.set_transport(Transport::Ws);
+        let mut o = if u.scheme() == "mqtt" {
+            // rumqttc's TCP transport takes the host; its WebSocket transport the whole URL.
+            MqttOptions::new(id, u.host_str().unwrap(), port)
+        } else {
+            let mut o = MqttOptions::new(id, url, port);
+            o.set_transport(Transport::Ws);
+            o
+        };
         o.set_keep_alive(Duration::from_secs(60));
         o.set_inflight(window);
         o.set_max_packet_size(1 << 20, 1 << 20);
@@ -466,25 +476,84 @@ mod raw {
         }
     }
 
-    fn connect(url: &str, id: &str) -> tungstenite::WebSocket<TcpStream> {
+    /// The raw client's connection: MQTT in WebSocket frames, or on the TCP stream.
+    #[allow(clippy::large_enum_variant)]
+    enum Conn {
+        Ws(tungstenite::WebSocket<TcpStream>),
+        Tcp(TcpStream),
+    }
+
+    impl Conn {
+        /// Sends `bytes` (one frame on WebSocket), unflushed.
+        fn write(&mut self, bytes: bytes::Bytes) {
+            match self {
+                Conn::Ws(ws) => ws.write(Message::Binary(bytes)).unwrap(),
+                Conn::Tcp(t) => std::io::Write::write_all(t, &bytes).unwrap(),
+            }
+        }
+
+        fn flush(&mut self) {
+            match self {
+                Conn::Ws(ws) => ws.flush().unwrap(),
+                Conn::Tcp(t) => std::io::Write::flush(t).unwrap(),
+            }
+        }
+
+        /// The next bytes received (a frame's, or one read's), `None` at the end or a
+        /// timeout.
+        fn read(&mut self) -> Option<Vec<u8>> {
+            match self {
+                Conn::Ws(ws) => loop {
+                    match ws.read() {
+                        Ok(Message::Binary(b)) => return Some(b.to_vec()),
+                        Ok(_) => continue,
+                        Err(_) => return None,
+                    }
+                },
+                Conn::Tcp(t) => {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    match std::io::Read::read(t, &mut buf) {
+                        Ok(0) | Err(_) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some(buf)
+                        }
+                    }
+                }
+            }
+        }
+
+        fn tcp(&self) -> &TcpStream {
+            match self {
+                Conn::Ws(ws) => ws.get_ref(),
+                Conn::Tcp(t) => t,
+            }
+        }
+    }
+
+    fn connect(url: &str, id: &str) -> Conn {
         let u = url::Url::parse(url).unwrap();
         let tcp = TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).unwrap();
         tcp.set_nodelay(true).unwrap();
-        let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-        let (mut ws, _) = tungstenite::client::client(req, tcp).unwrap();
+        let mut conn = if u.scheme() == "mqtt" {
+            Conn::Tcp(tcp)
+        } else {
+            let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+            Conn::Ws(tungstenite::client::client(req, tcp).unwrap().0)
+        };
         let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, id.len() as u8];
         body.extend_from_slice(id.as_bytes());
         let mut connect = vec![0x10];
         rl(body.len(), &mut connect);
         connect.extend(body);
-        ws.send(Message::Binary(connect.into())).unwrap();
-        loop {
-            if let Message::Binary(_) = ws.read().unwrap() {
-                return ws; // CONNACK (mosquitto sends it in one frame)
-            }
-        }
+        conn.write(connect.into());
+        conn.flush();
+        // CONNACK: four bytes, in one frame or one read.
+        let ack = conn.read().expect("CONNACK");
+        assert_eq!(ack.first(), Some(&0x20), "CONNACK");
+        conn
     }
 
     /// Pre-encoded PUBLISH packets pushed as fast as the socket takes them (packed into
@@ -498,14 +567,9 @@ mod raw {
         body.push(0);
         rl(body.len(), &mut sub);
         sub.extend(body);
-        reader.send(Message::Binary(sub.into())).unwrap();
-        loop {
-            if let Message::Binary(b) = reader.read().unwrap() {
-                if b[0] == 0x90 {
-                    break;
-                }
-            }
-        }
+        reader.write(sub.into());
+        reader.flush();
+        while reader.read().expect("SUBACK")[0] != 0x90 {}
         let mut writer = connect(url, &format!("raw-w-{}", std::process::id()));
         let mut one = vec![0x30];
         rl(2 + topic.len() + size, &mut one);
@@ -524,22 +588,22 @@ mod raw {
         let w = std::thread::spawn(move || {
             let mut sent = 0;
             while sent < n {
-                writer.write(Message::Binary(frame.clone())).unwrap();
+                writer.write(frame.clone());
                 sent += per_frame;
                 if sent % (per_frame * 16) == 0 {
-                    writer.flush().unwrap();
+                    writer.flush();
                 }
             }
-            writer.flush().unwrap();
+            writer.flush();
             writer
         });
         let (mut got, mut buf) = (0usize, Vec::<u8>::new());
         reader
-            .get_ref()
+            .tcp()
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         while got < n {
-            let Ok(Message::Binary(b)) = reader.read() else {
+            let Some(b) = reader.read() else {
                 break;
             };
             buf.extend_from_slice(&b);
@@ -647,7 +711,8 @@ fn run_child(args: &[String]) -> Value {
     }
 }
 
-fn start_mosquitto() -> (String, std::process::Child, std::path::PathBuf) {
+/// mosquitto with a WebSocket and a plain listener: `(ws://, mqtt://, process, dir)`.
+fn start_mosquitto() -> (String, String, std::process::Child, std::path::PathBuf) {
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -681,7 +746,12 @@ fn start_mosquitto() -> (String, std::process::Child, std::path::PathBuf) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    (format!("ws://127.0.0.1:{ws}/mqtt"), child, dir)
+    (
+        format!("ws://127.0.0.1:{ws}/mqtt"),
+        format!("mqtt://127.0.0.1:{tcp}"),
+        child,
+        dir,
+    )
 }
 
 struct Row {
@@ -709,18 +779,28 @@ fn main() {
         .value("--only")
         .unwrap_or_else(|| "throughput,qos1,latency,idle,decode".into());
     let want = |s: &str| only.split(',').any(|o| o == s);
-    let (url, mut broker, dir) = match args.value("--url") {
-        Some(u) => (u, None, None),
+    let transport = args.value("--transport").unwrap_or_else(|| "both".into());
+    let (urls, mut broker, dir) = match args.value("--url") {
+        Some(u) => (vec![u], None, None),
         None => {
-            let (u, c, d) = start_mosquitto();
-            (u, Some(c), Some(d))
+            let (ws, tcp, c, d) = start_mosquitto();
+            let urls = match transport.as_str() {
+                "ws" => vec![ws],
+                "tcp" => vec![tcp],
+                "both" => vec![ws, tcp],
+                other => panic!("--transport {other}: ws, tcp or both"),
+            };
+            (urls, Some(c), Some(d))
         }
     };
-    eprintln!("broker {url}; {runs} runs, clients alternating, each measurement a fresh process");
+    eprintln!(
+        "broker {urls:?}; {runs} runs, clients alternating, each measurement a fresh process"
+    );
     let mut rows: Vec<Row> = Vec::new();
     // One child process per (scenario, client, round); every metric of a scenario is read from
     // the same runs.
-    let mut measure = |base: Vec<String>,
+    let mut measure = |url: &str,
+                       base: Vec<String>,
                        rounds: usize,
                        with_ceiling: bool,
                        metrics: &[(&str, &'static str, &str, bool)]| {
@@ -738,7 +818,7 @@ fn main() {
             let k = run % order.len();
             order.rotate_left(k);
             for client in order {
-                let mut a = vec![base[0].clone(), client.to_string(), url.clone()];
+                let mut a = vec![base[0].clone(), client.to_string(), url.to_string()];
                 a.extend(base[1..].iter().cloned());
                 let v = run_child(&a);
                 if let Some(r) = v["received"].as_u64() {
@@ -758,9 +838,15 @@ fn main() {
                     .collect()
             };
             let (o, p, c) = (pick("ours"), pick("rumqttc"), pick("ceiling"));
+            // Rows over plain TCP are marked; WebSocket is the default transport.
+            let name = if url.starts_with("mqtt://") {
+                format!("TCP: {name}")
+            } else {
+                name.to_string()
+            };
             eprintln!("  {name}: ours {o:.2?} rumqttc {p:.2?} ceiling {c:.2?}");
             rows.push(Row {
-                name: name.to_string(),
+                name,
                 unit,
                 ours: median(o),
                 peer: median(p),
@@ -771,78 +857,88 @@ fn main() {
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let n_s = n.to_string();
-    if want("throughput") {
-        for size in ["64", "4000"] {
-            let (t, c) = (
-                format!("QoS 0 {size} B throughput"),
-                format!("QoS 0 {size} B client CPU"),
-            );
+    for (i, url) in urls.iter().enumerate() {
+        let url = url.as_str();
+        // Idle and decode do not depend on the transport: measured once, on the first.
+        let first = i == 0;
+        if want("throughput") {
+            for size in ["64", "4000"] {
+                let (t, c) = (
+                    format!("QoS 0 {size} B throughput"),
+                    format!("QoS 0 {size} B client CPU"),
+                );
+                measure(
+                    url,
+                    s(&["throughput", "0", size, &n_s, "100"]),
+                    runs,
+                    true,
+                    &[
+                        (&t, "msg/s", "msgs_per_sec", false),
+                        (&c, "µs/msg", "cpu_us_per_msg", true),
+                    ],
+                );
+            }
+        }
+        if want("qos1") {
+            let q1 = (n / 4).to_string();
             measure(
-                s(&["throughput", "0", size, &n_s, "100"]),
+                url,
+                s(&["throughput", "1", "64", &q1, "100"]),
                 runs,
-                true,
+                false,
                 &[
-                    (&t, "msg/s", "msgs_per_sec", false),
-                    (&c, "µs/msg", "cpu_us_per_msg", true),
+                    (
+                        "QoS 1 64 B pipelined (window 100)",
+                        "msg/s",
+                        "msgs_per_sec",
+                        false,
+                    ),
+                    ("QoS 1 64 B client CPU", "µs/msg", "cpu_us_per_msg", true),
                 ],
             );
         }
-    }
-    if want("qos1") {
-        let q1 = (n / 4).to_string();
-        measure(
-            s(&["throughput", "1", "64", &q1, "100"]),
-            runs,
-            false,
-            &[
-                (
-                    "QoS 1 64 B pipelined (window 100)",
-                    "msg/s",
-                    "msgs_per_sec",
-                    false,
-                ),
-                ("QoS 1 64 B client CPU", "µs/msg", "cpu_us_per_msg", true),
-            ],
-        );
-    }
-    if want("latency") {
-        measure(
-            s(&["latency", "10000"]),
-            // A 99th percentile moves by ±30 % between runs on two shared cores, for both
-            // clients; more rounds (a run is ~2 s) make its median steadier.
-            runs.max(7),
-            false,
-            &[
-                ("round trip p50", "µs", "p50_us", true),
-                ("round trip p99", "µs", "p99_us", true),
-                ("round trip max", "µs", "max_us", true),
-            ],
-        );
-    }
-    if want("idle") {
-        let secs = idle_secs.to_string();
-        let cpu = format!("100 idle conns, CPU over {secs} s");
-        measure(
-            s(&["idle", "100", &secs]),
-            runs.min(3),
-            false,
-            &[
-                (&cpu, "s", "cpu_seconds", true),
-                ("idle wake-ups (all threads)", "", "wakeups", true),
-                ("idle RSS per connection", "KiB", "rss_kib_per_conn", true),
-                ("idle threads added", "", "threads", true),
-            ],
-        );
-    }
-    if want("decode") {
-        for size in ["64", "4096"] {
-            let name = format!("decode PUBLISH {size} B");
+        if want("latency") {
             measure(
-                s(&["decode", size]),
-                runs,
+                url,
+                s(&["latency", "10000"]),
+                // A 99th percentile moves by ±30 % between runs on two shared cores, for both
+                // clients; more rounds (a run is ~2 s) make its median steadier.
+                runs.max(7),
                 false,
-                &[(&name, "MB/s", "mb_per_sec", false)],
+                &[
+                    ("round trip p50", "µs", "p50_us", true),
+                    ("round trip p99", "µs", "p99_us", true),
+                    ("round trip max", "µs", "max_us", true),
+                ],
             );
+        }
+        if want("idle") && first {
+            let secs = idle_secs.to_string();
+            let cpu = format!("100 idle conns, CPU over {secs} s");
+            measure(
+                url,
+                s(&["idle", "100", &secs]),
+                runs.min(3),
+                false,
+                &[
+                    (&cpu, "s", "cpu_seconds", true),
+                    ("idle wake-ups (all threads)", "", "wakeups", true),
+                    ("idle RSS per connection", "KiB", "rss_kib_per_conn", true),
+                    ("idle threads added", "", "threads", true),
+                ],
+            );
+        }
+        if want("decode") && first {
+            for size in ["64", "4096"] {
+                let name = format!("decode PUBLISH {size} B");
+                measure(
+                    url,
+                    s(&["decode", size]),
+                    runs,
+                    false,
+                    &[(&name, "MB/s", "mb_per_sec", false)],
+                );
+            }
         }
     }
     if let Some(b) = broker.as_mut() {
