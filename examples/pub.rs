@@ -4,9 +4,12 @@
 //! cargo run --example pub -- --url ws://localhost:8080/mqtt -t a/b -m hello [-q 1] [-r] [--count 3]
 //! ```
 //!
-//! Everything accepted is delivered before the program exits: `close()` sends what is
-//! queued (QoS 0 written, QoS 1/2 acknowledged) before DISCONNECT. Bad arguments exit with
-//! code 2 and a usage line; a failed publish with code 1.
+//! Everything accepted is delivered before the program exits: `flush` waits until what was
+//! published is out (QoS 0 written, QoS 1/2 acknowledged), then `close()` sends DISCONNECT.
+//! With `--outbox DIR -i ID`, QoS 1/2 messages are on disk before each publish returns: if
+//! the broker is unreachable, or the program is killed, the next run with the same outbox
+//! and client id sends them (`--count 0` sends only those). Bad arguments exit with code 2
+//! and a usage line; a failed publish or flush with code 1.
 
 use clap::Parser;
 use mqtt_pubsub::{PubSub, PublishOptions, QoS};
@@ -31,9 +34,16 @@ struct Args {
     /// Ask the broker to retain the message.
     #[arg(short, long)]
     retain: bool,
-    /// How many times to publish it.
+    /// How many times to publish it (0: only what an outbox kept from an earlier run).
     #[arg(long, default_value_t = 1)]
     count: usize,
+    /// Keep QoS 1/2 messages in a durable outbox in this directory until acknowledged
+    /// (needs -i/--client-id).
+    #[arg(long, requires = "client_id")]
+    outbox: Option<std::path::PathBuf>,
+    /// How long to wait for the broker's acknowledgements before exiting, in seconds.
+    #[arg(long, default_value_t = 30)]
+    flush_timeout: u64,
 }
 
 fn main() {
@@ -42,11 +52,16 @@ fn main() {
     let options = PublishOptions::default().qos(qos).retain(args.retain);
     let run = || -> Result<(), Box<dyn std::error::Error>> {
         let pubsub = PubSub::new();
-        pubsub.add_provider(args.conn.builder()?.build()?)?;
+        let mut builder = args.conn.builder()?;
+        if let Some(dir) = &args.outbox {
+            builder = builder.outbox(dir);
+        }
+        pubsub.add_provider(builder.build()?)?;
         for _ in 0..args.count {
             pubsub.publish_with(args.topic.clone(), args.message.as_str(), options.clone())?;
         }
-        // Graceful: what was accepted above goes out before DISCONNECT.
+        // Everything accepted above is out (QoS 1/2: acknowledged) before DISCONNECT.
+        pubsub.flush(std::time::Duration::from_secs(args.flush_timeout))?;
         Ok(pubsub.close()?)
     };
     if let Err(e) = run() {

@@ -184,6 +184,22 @@ pub enum Error {
     Json(serde_json::Error),
     /// AWS credentials could not be obtained.
     Credentials(String),
+    /// The durable outbox cannot be used: locked by another process, corrupt, bound to
+    /// another client id or broker, or a write or fsync failed.
+    Outbox {
+        /// The outbox directory.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The durable outbox holds its maximum of unfinished publishes: this one was not
+    /// accepted (nothing is dropped to make room).
+    OutboxFull {
+        /// The outbox directory.
+        path: String,
+        /// Its bound, in bytes.
+        max_bytes: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -194,6 +210,12 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Tls { message, .. } => write!(f, "TLS error: {message}"),
             Error::Proxy { proxy, message, .. } => write!(f, "proxy {proxy}: {message}"),
+            Error::Outbox { path, message } => write!(f, "outbox {path}: {message}"),
+            Error::OutboxFull { path, max_bytes } => write!(
+                f,
+                "outbox {path} is full ({max_bytes} bytes of unfinished publishes): \
+                 not accepted; wait for acknowledgements (flush) or raise outbox_max_bytes"
+            ),
             Error::HandshakeRejected { status, hint } => {
                 write!(f, "WebSocket upgrade refused with HTTP {status}")?;
                 if !hint.is_empty() {

@@ -55,6 +55,7 @@ mod message;
 mod mqtt;
 mod net;
 mod options;
+mod outbox;
 mod provider;
 mod pubsub;
 mod state;
@@ -69,6 +70,7 @@ pub use error::{ConnackCode, Error, Operation, Result};
 pub use message::{Message, Payload, Topics};
 pub use mqtt::QoS;
 pub use options::{LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, SubscribeOptions};
+pub use outbox::OutboxSync;
 #[cfg(feature = "aws-iot")]
 pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
 pub use provider::{MqttOverWsProvider, MqttOverWsProviderBuilder, Provider};
@@ -82,4 +84,6 @@ pub use subscription::{Iter, Subscription, TryIter};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::mqtt::{codec, router, session};
+    pub use crate::outbox::log as outbox_log;
+    pub use crate::outbox::SYNCS as OUTBOX_SYNCS;
 }

@@ -233,6 +233,10 @@ pub(crate) struct ConnectionOptions {
     pub unclaimed_bytes: usize,
     /// `None`: from the environment; `Some(None)`: none; `Some(Some(url))`: this one.
     pub proxy: Option<Option<String>>,
+    /// The durable outbox's directory, when there is one, its bound and sync mode.
+    pub outbox_dir: Option<std::path::PathBuf>,
+    pub outbox_max_bytes: u64,
+    pub outbox_sync: crate::outbox::OutboxSync,
 }
 
 /// The longest keep-alive MQTT 3.1.1 can say (a 16-bit number of seconds).
@@ -265,7 +269,33 @@ impl ConnectionOptions {
             )));
         }
         self.proxy_setting()?;
+        if let Some(o) = self.outbox() {
+            if self.client_id.is_none() {
+                return Err(crate::error::Error::InvalidConfig(
+                    "an outbox needs a fixed client_id: it belongs to one client, and the \
+                     next process must connect as the same client to resend"
+                        .into(),
+                ));
+            }
+            if o.max_bytes < 1024 {
+                return Err(crate::error::Error::InvalidConfig(format!(
+                    "outbox_max_bytes must be at least 1024, not {}",
+                    o.max_bytes
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The outbox settings, when there is an outbox.
+    pub fn outbox(&self) -> Option<crate::outbox::OutboxOptions> {
+        self.outbox_dir
+            .as_ref()
+            .map(|dir| crate::outbox::OutboxOptions {
+                dir: dir.clone(),
+                max_bytes: self.outbox_max_bytes,
+                sync: self.outbox_sync,
+            })
     }
 
     /// The proxy setting, its URL checked.
@@ -304,6 +334,9 @@ impl Default for ConnectionOptions {
             unclaimed_messages: 1000,
             unclaimed_bytes: 16 * 1024 * 1024,
             proxy: None,
+            outbox_dir: None,
+            outbox_max_bytes: 64 * 1024 * 1024,
+            outbox_sync: crate::outbox::OutboxSync::Always,
         }
     }
 }
@@ -431,6 +464,32 @@ macro_rules! connection_builder_methods {
         /// also lower case; `NO_PROXY` exempts hosts and domains), read when `build()` runs.
         pub fn proxy(mut self, url: impl Into<String>) -> Self {
             self.options.proxy = Some(Some(url.into()));
+            self
+        }
+
+        /// Keep QoS 1 and 2 publishes in a durable outbox in directory `dir` (created if
+        /// missing): a publish is on stable storage before `publish` returns `Ok` (and
+        /// `publish_nowait`'s receipt completes), stays there until acknowledged (PUBACK, or
+        /// PUBCOMP for QoS 2), and a later process that opens the same outbox resends it, in
+        /// order. Needs a fixed [`client_id`](Self::client_id); one process per outbox.
+        /// `PubSub::flush` still waits for the broker's acknowledgements. See the README's
+        /// "Durable outbox" for exactly what survives what.
+        pub fn outbox(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+            self.options.outbox_dir = Some(dir.into());
+            self
+        }
+
+        /// Most bytes of unfinished publishes the outbox holds (topic + payload + 64 each;
+        /// default 64 MiB); a publish beyond it is refused with `Error::OutboxFull`.
+        pub fn outbox_max_bytes(mut self, bytes: u64) -> Self {
+            self.options.outbox_max_bytes = bytes;
+            self
+        }
+
+        /// When the outbox forces writes to storage (default
+        /// [`OutboxSync::Always`](crate::OutboxSync::Always)).
+        pub fn outbox_sync(mut self, sync: $crate::OutboxSync) -> Self {
+            self.options.outbox_sync = sync;
             self
         }
 

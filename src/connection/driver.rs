@@ -26,6 +26,7 @@ use crate::mqtt::QoS;
 use crate::net::link::{self, Link};
 use crate::net::websocket::{self, map_ws};
 use crate::options::ConnectionOptions;
+use crate::outbox::Outbox;
 use crate::provider::{Opener, ProviderSpec};
 use crate::state::{ConnectionState, SharedState, StateEvent, StateHub};
 
@@ -101,6 +102,12 @@ pub(crate) struct Driver {
     closing_state: Closing,
     /// Messages and subscriptions dropped because the broker refused them by disconnecting.
     refused: u64,
+    /// The durable outbox, once opened ([`Driver::open_outbox`]).
+    outbox: Option<Outbox>,
+    /// What the outbox is bound to besides the client id.
+    binding_url: String,
+    /// Publishes recorded in the outbox, answered `Ok` once it is committed.
+    accepted: Vec<Reply>,
 }
 
 impl Driver {
@@ -155,6 +162,62 @@ impl Driver {
             unclaimed: Unclaimed::default(),
             closing_state: Closing::No,
             refused: 0,
+            outbox: None,
+            binding_url: spec.binding_url,
+            accepted: Vec::new(),
+        }
+    }
+
+    /// Opens the outbox (when configured) and gives the session what it kept.
+    fn open_outbox(&mut self) -> Result<()> {
+        let Some(options) = self.options.outbox() else {
+            return Ok(());
+        };
+        let client_id = self.options.client_id.clone().unwrap_or_default();
+        let (outbox, kept) = Outbox::open(&options, &client_id, &self.binding_url)?;
+        if !kept.publishes.is_empty() || !kept.inbound_qos2.is_empty() {
+            log::info!(
+                "provider {}: outbox {} kept {} unfinished publishes and {} incoming QoS 2 \
+                 identifiers from an earlier process; resending",
+                self.name,
+                outbox.path().display(),
+                kept.publishes.len(),
+                kept.inbound_qos2.len()
+            );
+        }
+        self.session
+            .restore(kept.publishes, kept.inbound_qos2, kept.next_ticket);
+        self.session.enable_journal();
+        self.outbox = Some(outbox);
+        Ok(())
+    }
+
+    /// Makes what the session recorded durable (as the outbox's mode promises), then tells
+    /// the callers whose publishes it accepted. Called after taking commands and before
+    /// writing output.
+    fn commit_outbox(&mut self) {
+        let Some(outbox) = self.outbox.as_mut() else {
+            return;
+        };
+        outbox.journal(self.session.take_journal());
+        if !outbox.dirty() && self.accepted.is_empty() {
+            return;
+        }
+        match outbox.commit() {
+            Ok(()) => {
+                for reply in self.accepted.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                log::error!("provider {}: {e}", self.name);
+                for reply in self.accepted.drain(..) {
+                    let _ = reply.send(Err(Error::Outbox {
+                        path: outbox.path().display().to_string(),
+                        message: format!("{e} (the publish may still be sent)"),
+                    }));
+                }
+            }
         }
     }
 
@@ -180,6 +243,11 @@ impl Driver {
 
     pub fn run(mut self, ready: Sender<Result<()>>) {
         self.set_state(ConnectionState::Connecting, None);
+        if let Err(e) = self.open_outbox() {
+            self.set_state(ConnectionState::Disconnected, Some(e.to_string()));
+            let _ = ready.send(Err(e));
+            return;
+        }
         let mut ws = match self.connect() {
             Ok(ws) => {
                 let _ = ready.send(Ok(()));
@@ -249,7 +317,13 @@ impl Driver {
                     break;
                 }
                 self.events.clear();
-                let _ = self.poller.wait(&mut self.events, Some(deadline - now));
+                self.commit_outbox();
+                let wake = self
+                    .outbox
+                    .as_ref()
+                    .and_then(Outbox::next_sync)
+                    .map_or(deadline, |s| s.max(now).min(deadline));
+                let _ = self.poller.wait(&mut self.events, Some(wake - now));
             }
             self.set_state(ConnectionState::Connecting, None);
             match self.connect() {
@@ -463,6 +537,9 @@ impl Driver {
                 Err(e) => return Exit::Lost(map_ws("writing", e)),
             };
             write_blocked = ready.is_none();
+            // What the output below answers or assigns (PUBREC, PUBREL, a QoS 2 packet
+            // id) is recorded first.
+            self.commit_outbox();
             let out = self.session.output();
             if let (Some(ready), false) = (ready, out.is_empty()) {
                 // The batch becomes one binary frame, masked in place: the output buffer is
@@ -511,7 +588,8 @@ impl Driver {
                 Closing::No => None,
                 Closing::Draining(d) | Closing::Disconnecting(d) => Some(d),
             };
-            let timeout = [self.session.next_deadline(), close_deadline]
+            let outbox_sync = self.outbox.as_ref().and_then(Outbox::next_sync);
+            let timeout = [self.session.next_deadline(), close_deadline, outbox_sync]
                 .into_iter()
                 .flatten()
                 .min()
@@ -579,15 +657,20 @@ impl Driver {
 
     /// Takes commands while the session can accept them and the output batch has room.
     fn take_commands(&mut self) -> std::result::Result<(), TryRecvError> {
+        let mut result = Ok(());
         while self.session.can_accept() && self.session.output().len() < OUTPUT_BATCH {
-            let cmd = self.cmd_rx.try_recv();
-            match cmd {
+            match self.cmd_rx.try_recv() {
                 Ok(cmd) => self.command(cmd),
-                Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => return Err(TryRecvError::Disconnected),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    result = Err(TryRecvError::Disconnected);
+                    break;
+                }
             }
         }
-        Ok(())
+        // One commit (one fsync) for the whole batch: group commit.
+        self.commit_outbox();
+        result
     }
 
     fn command(&mut self, cmd: Command) {
@@ -599,6 +682,27 @@ impl Driver {
                 retain,
                 reply,
             } => {
+                if qos != QoS::AtMostOnce {
+                    if let Some(outbox) = self.outbox.as_mut() {
+                        // Durable: recorded now, answered once committed.
+                        let ticket = self.session.next_ticket();
+                        let accepted = if topic.len() > crate::topic::MAX_TOPIC_LEN {
+                            Err(Error::invalid_topic(&topic, "longer than 65535 bytes"))
+                        } else {
+                            outbox.accept(ticket, &topic, &payload, qos, retain)
+                        };
+                        let accepted = accepted
+                            .and_then(|()| self.session.publish(topic, payload, qos, retain, None));
+                        match (accepted, reply) {
+                            (Ok(()), Some(r)) => self.accepted.push(r),
+                            (Err(e), Some(r)) => {
+                                let _ = r.send(Err(e));
+                            }
+                            _ => {}
+                        }
+                        return;
+                    }
+                }
                 let (reply_now, session_reply) = if qos == QoS::AtMostOnce {
                     (reply, None)
                 } else {
@@ -839,6 +943,15 @@ impl Driver {
             self.unfinished.store(true, Ordering::SeqCst);
         }
         self.session.on_disconnected();
+        self.commit_outbox();
+        if let Some(outbox) = self.outbox.as_mut() {
+            if let Err(e) = outbox.sync_now() {
+                log::error!("provider {}: {e}", self.name);
+            }
+        }
+        for reply in self.accepted.drain(..) {
+            let _ = reply.send(Err(Error::Closed));
+        }
         for reply in self.session.take_waiting() {
             let _ = reply.send(Err(Error::Closed));
         }

@@ -305,6 +305,12 @@ impl Opener for AwsOpener {
 
 impl sealed::Sealed for AwsIotProvider {
     fn into_spec(self) -> ProviderSpec {
+        let scheme = if matches!(self.auth, Auth::Certificate) {
+            "mqtts"
+        } else {
+            "wss"
+        };
+        let binding_url = format!("{scheme}://{}:{}{}", self.host, self.port, self.path);
         let opener = AwsOpener {
             host: self.host,
             port: self.port,
@@ -327,6 +333,7 @@ impl sealed::Sealed for AwsIotProvider {
                 max_filters_per_subscribe: 8,
                 max_client_id: Some(128),
             },
+            binding_url,
         }
     }
 }

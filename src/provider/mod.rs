@@ -60,6 +60,8 @@ pub struct ProviderSpec {
     pub(crate) options: ConnectionOptions,
     pub(crate) opener: Box<dyn Opener>,
     pub(crate) limits: Limits,
+    /// The broker as a durable outbox records it (its first URL, without credentials).
+    pub(crate) binding_url: String,
 }
 
 impl std::fmt::Debug for ProviderSpec {

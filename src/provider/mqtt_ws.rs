@@ -105,6 +105,7 @@ impl Opener for StaticUrls {
 
 impl sealed::Sealed for MqttOverWsProvider {
     fn into_spec(self) -> ProviderSpec {
+        let binding_url = crate::net::websocket::redact(&self.urls[0]);
         let reqs = self
             .urls
             .into_iter()
@@ -130,6 +131,7 @@ impl sealed::Sealed for MqttOverWsProvider {
                 seed,
             }),
             limits: Limits::default(),
+            binding_url,
         }
     }
 }

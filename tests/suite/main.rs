@@ -13,5 +13,6 @@ mod aws;
 mod brokers;
 mod correctness;
 mod fuzz_regressions;
+mod outbox;
 mod reliability;
 mod transports;

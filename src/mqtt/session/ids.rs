@@ -30,6 +30,11 @@ impl<R> Ids<R> {
         }
     }
 
+    /// The largest identifier of the table.
+    pub fn max_id(&self) -> u16 {
+        (self.slots.len() - 1) as u16
+    }
+
     /// Requests in flight.
     // Used by the fuzz targets, the benchmark and the tests only.
     #[cfg_attr(not(feature = "__internals"), allow(dead_code))]

@@ -75,6 +75,58 @@ impl SessionConfig {
     }
 }
 
+/// What a durable outbox must record, in this order, before the session's output written
+/// after it reaches the socket (see [`Session::enable_journal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Journal {
+    /// QoS 2 publish `ticket` took packet identifier `pid` (its PUBLISH follows).
+    Assigned {
+        /// The publish.
+        ticket: u64,
+        /// Its packet identifier.
+        pid: u16,
+    },
+    /// QoS 2 publish `ticket` got its PUBREC: PUBREL follows, never the PUBLISH again.
+    Released {
+        /// The publish.
+        ticket: u64,
+    },
+    /// Publish `ticket` is finished: acknowledged, or refused and dropped.
+    Finished {
+        /// The publish.
+        ticket: u64,
+    },
+    /// An incoming QoS 2 message `pid` was delivered; its PUBREL has not come yet.
+    InboundReceived {
+        /// Its packet identifier.
+        pid: u16,
+    },
+    /// The PUBREL of incoming `pid` came.
+    InboundReleased {
+        /// Its packet identifier.
+        pid: u16,
+    },
+}
+
+/// A QoS 1/2 publish an outbox kept from an earlier process, given back to a new session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Its ticket (the outbox's record id).
+    pub ticket: u64,
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS 1 or 2.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// For QoS 2: the packet identifier it was sent with, if it was.
+    pub pid: Option<u16>,
+    /// For QoS 2: whether its PUBREC came (PUBREL is what is resent).
+    pub released: bool,
+}
+
 /// What the session reports to its driver.
 #[derive(Debug, PartialEq)]
 pub enum Event<R> {
@@ -195,6 +247,8 @@ pub struct Session<R> {
     /// The packet (by `seq`) that the last lost connections died right after, and how many
     /// times in a row.
     suspect: Option<(u64, u8)>,
+    /// What a durable outbox must record ([`Session::enable_journal`]); `None`: no outbox.
+    journal: Option<Vec<Journal>>,
 }
 
 impl<R> Session<R> {
@@ -220,6 +274,81 @@ impl<R> Session<R> {
             clock: now,
             next_ticket: 0,
             suspect: None,
+            journal: None,
+        }
+    }
+
+    /// From now on, records what a durable outbox needs ([`Journal`]); the driver takes the
+    /// records with [`Session::take_journal`] and makes them durable before it writes the
+    /// output produced with them.
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The records since the last call.
+    pub fn take_journal(&mut self) -> Vec<Journal> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn record(&mut self, entry: Journal) {
+        if let Some(j) = self.journal.as_mut() {
+            j.push(entry);
+        }
+    }
+
+    /// Takes back what an outbox kept: publishes in their original order ahead of anything
+    /// new (QoS 2 ones that had a packet identifier resume under it, PUBREL when released,
+    /// else PUBLISH with DUP), and incoming QoS 2 identifiers still awaiting PUBREL. Tickets
+    /// continue after the largest restored one. Call before the first connection.
+    pub fn restore(&mut self, publishes: Vec<Restored>, inbound_qos2: Vec<u16>, next_ticket: u64) {
+        self.inbound_qos2.extend(inbound_qos2);
+        self.next_ticket = self.next_ticket.max(next_ticket);
+        for r in publishes {
+            self.next_ticket = self.next_ticket.max(r.ticket + 1);
+            let packet = Outgoing {
+                topic: r.topic,
+                payload: r.payload,
+                qos: r.qos,
+                retain: r.retain,
+            };
+            let free = |ids: &ids::Ids<R>, pid: u16| {
+                pid != 0 && pid <= ids.max_id() && ids.get(pid).is_none()
+            };
+            match r.pid {
+                Some(pid) if r.qos == QoS::ExactlyOnce && free(&self.ids, pid) => {
+                    self.seq += 1;
+                    self.ids.insert(
+                        pid,
+                        Inflight {
+                            seq: self.seq,
+                            sent: self.clock,
+                            kind: Pending::Publish {
+                                packet,
+                                reply: None,
+                                released: r.released,
+                                ticket: r.ticket,
+                            },
+                        },
+                    );
+                }
+                pid => {
+                    if pid.is_some() {
+                        log::warn!(
+                            "outbox: QoS 2 message {} cannot resume under packet id {pid:?} \
+                             (max_inflight is smaller than when it was sent); sent anew",
+                            r.ticket
+                        );
+                    }
+                    self.queue.push_back(Request::Publish {
+                        packet,
+                        reply: None,
+                        ticket: r.ticket,
+                    });
+                }
+            }
         }
     }
 
@@ -467,6 +596,7 @@ impl<R> Session<R> {
                         // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3].
                         if self.inbound_qos2.insert(id) {
                             self.events.push_back(Event::Message(p));
+                            self.record(Journal::InboundReceived { pid: id });
                         }
                         encode(&PubrecPacket::new(id), &mut self.out);
                     }
@@ -492,7 +622,11 @@ impl<R> Session<R> {
                 ))
             }
             VariablePacket::PubrelPacket(p) => {
-                self.inbound_qos2.remove(&p.packet_identifier());
+                if self.inbound_qos2.remove(&p.packet_identifier()) {
+                    self.record(Journal::InboundReleased {
+                        pid: p.packet_identifier(),
+                    });
+                }
                 encode(&PubcompPacket::new(p.packet_identifier()), &mut self.out);
             }
             VariablePacket::PubackPacket(p) => {
@@ -505,21 +639,28 @@ impl<R> Session<R> {
             }
             VariablePacket::PubrecPacket(p) => {
                 let id = p.packet_identifier();
-                let mut known = false;
+                let mut known = None;
                 if let Some(Inflight {
                     kind:
                         Pending::Publish {
-                            packet, released, ..
+                            packet,
+                            released,
+                            ticket,
+                            ..
                         },
                     ..
                 }) = self.ids.get_mut(id)
                 {
                     if packet.qos == QoS::ExactlyOnce {
+                        // A repeated PUBREC is answered again, recorded once.
+                        known = Some((*ticket, !*released));
                         *released = true;
-                        known = true;
                     }
                 }
-                if known {
+                if let Some((ticket, first)) = known {
+                    if first {
+                        self.record(Journal::Released { ticket });
+                    }
                     encode(&PubrelPacket::new(id), &mut self.out);
                 } else {
                     log::warn!("ignoring PUBREC for unknown packet id {id}");
@@ -672,11 +813,14 @@ impl<R> Session<R> {
 
     fn complete_publish(&mut self, id: u16) {
         if let Some(Inflight {
-            kind: Pending::Publish { reply: Some(r), .. },
+            kind: Pending::Publish { reply, ticket, .. },
             ..
         }) = self.free(id)
         {
-            self.events.push_back(Event::Published(r));
+            self.record(Journal::Finished { ticket });
+            if let Some(r) = reply {
+                self.events.push_back(Event::Published(r));
+            }
         }
         self.drain_queue();
     }
@@ -745,6 +889,9 @@ impl<R> Session<R> {
                     reply,
                     ticket,
                 } => {
+                    if packet.qos == QoS::ExactlyOnce {
+                        self.record(Journal::Assigned { ticket, pid: id });
+                    }
                     packet.encode(id, false, &mut self.out);
                     Pending::Publish {
                         packet,

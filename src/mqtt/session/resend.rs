@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mqtt::packet::PubrelPacket;
 
-use super::{Event, Pending, Phase, Request, Session};
+use super::{Event, Journal, Pending, Phase, Request, Session};
 use crate::error::{Error, Result};
 use crate::mqtt::codec::{encode, parse_connack, Inbound};
 use crate::mqtt::QoS;
@@ -216,7 +216,13 @@ impl<R> Session<R> {
     fn refuse(&mut self, id: u16) {
         let Some(slot) = self.free(id) else { return };
         match slot.kind {
-            Pending::Publish { packet, reply, .. } => {
+            Pending::Publish {
+                packet,
+                reply,
+                ticket,
+                ..
+            } => {
+                self.record(Journal::Finished { ticket });
                 let what = format!(
                     "PUBLISH to \"{}\" (QoS {}, {} bytes{}), {STRIKES} times in a row",
                     crate::error::printable(&packet.topic),
@@ -274,6 +280,7 @@ mod tests {
     use std::time::Duration;
 
     use mqtt::control::variable_header::ConnectReturnCode;
+    use mqtt::packet::publish::QoSWithPacketIdentifier;
     use mqtt::packet::suback::SubscribeReturnCode;
     use mqtt::packet::*;
 
@@ -334,6 +341,94 @@ mod tests {
         let mut s = connecting(false);
         s.handle(present, Instant::now()).unwrap();
         assert!(s.session_present());
+        assert!(s.check_invariants().is_ok());
+    }
+
+    /// What an outbox kept resumes: a released QoS 2 publish as PUBREL under its old id, an
+    /// assigned one as PUBLISH with DUP under its old id, the rest in order as new
+    /// publishes; the journal records the new id, the PUBREC and the finish.
+    #[test]
+    fn restored_publishes_resume_under_their_ids_and_are_journaled() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.clean_session = false;
+        let mut s: Session<u32> = Session::new(cfg, Instant::now());
+        let r = |ticket, qos, pid, released| super::super::Restored {
+            ticket,
+            topic: format!("t{ticket}"),
+            payload: vec![],
+            qos,
+            retain: false,
+            pid,
+            released,
+        };
+        s.restore(
+            vec![
+                r(3, QoS::ExactlyOnce, Some(7), true),
+                r(4, QoS::ExactlyOnce, Some(8), false),
+                r(5, QoS::AtLeastOnce, None, false),
+                r(6, QoS::ExactlyOnce, None, false),
+            ],
+            vec![42],
+            9,
+        );
+        s.enable_journal();
+        assert_eq!(s.next_ticket(), 9);
+        let _ = s.connecting(Vec::new(), Default::default());
+        let mut connack = Vec::new();
+        encode(
+            &ConnackPacket::new(true, ConnectReturnCode::ConnectionAccepted),
+            &mut connack,
+        );
+        let mut framer = crate::mqtt::codec::Framer::new(1 << 20);
+        framer
+            .feed_bytes(connack.into(), |p| s.handle_inbound(p, Instant::now()))
+            .unwrap();
+        let out = decode_all(&std::mem::take(s.output()));
+        let ids: Vec<(String, u16)> = out
+            .iter()
+            .map(|p| match p {
+                VariablePacket::PubrelPacket(p) => ("PUBREL".into(), p.packet_identifier()),
+                VariablePacket::PublishPacket(p) => {
+                    let id = match p.qos() {
+                        QoSWithPacketIdentifier::Level1(id)
+                        | QoSWithPacketIdentifier::Level2(id) => id,
+                        QoSWithPacketIdentifier::Level0 => 0,
+                    };
+                    (p.topic_name().to_string(), id)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids[0], ("PUBREL".to_string(), 7));
+        assert_eq!(ids[1], ("t4".to_string(), 8));
+        assert_eq!((ids[2].0.as_str(), ids[3].0.as_str()), ("t5", "t6"));
+        let new_id = ids[3].1;
+        assert_eq!(
+            s.take_journal(),
+            vec![Journal::Assigned {
+                ticket: 6,
+                pid: new_id
+            }]
+        );
+        // A duplicate of incoming 42 (delivered by the earlier process) is not delivered
+        // again; its PUBREL is journaled.
+        s.handle(
+            VariablePacket::PubcompPacket(PubcompPacket::new(7)),
+            Instant::now(),
+        )
+        .unwrap();
+        s.handle(
+            VariablePacket::PubrelPacket(PubrelPacket::new(42)),
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.take_journal(),
+            vec![
+                Journal::Finished { ticket: 3 },
+                Journal::InboundReleased { pid: 42 }
+            ]
+        );
         assert!(s.check_invariants().is_ok());
     }
 

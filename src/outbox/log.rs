@@ -1,0 +1,474 @@
+//! The outbox's on-disk format: an append-only log of checksummed records, and the reader
+//! that replays it (pure: bytes in, state out; fuzzed).
+//!
+//! File: `MQPSOBX1` (8 bytes), then records. Record: body length (u32 LE), CRC-32 of the
+//! body (u32 LE), body. Body: a type byte and its fields (integers little-endian, strings
+//! and payloads with a u32 length). The first record binds the file to a client id and a
+//! broker URL.
+//!
+//! A record that runs past the end of the file, or the last record when its checksum is
+//! wrong, is a torn write (power lost while appending): it and anything after it are
+//! dropped. A wrong checksum with more records after it is corruption: an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The file's first bytes.
+pub const MAGIC: &[u8; 8] = b"MQPSOBX1";
+/// Bytes before a record's body.
+pub const RECORD_HEADER: usize = 8;
+
+const BINDING: u8 = 1;
+const PUBLISH: u8 = 2;
+const ASSIGNED: u8 = 3;
+const RELEASED: u8 = 4;
+const FINISHED: u8 = 5;
+const INBOUND_RECEIVED: u8 = 6;
+const INBOUND_RELEASED: u8 = 7;
+
+/// One record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Which client and broker the file belongs to (first record).
+    Binding {
+        /// Client identifier.
+        client_id: String,
+        /// Broker URL, without credentials or query.
+        url: String,
+    },
+    /// A QoS 1/2 publish accepted.
+    Publish {
+        /// Its id (the session's ticket).
+        ticket: u64,
+        /// 1 or 2.
+        qos: u8,
+        /// Retain flag.
+        retain: bool,
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+    /// A QoS 2 publish took a packet identifier.
+    Assigned {
+        /// The publish.
+        ticket: u64,
+        /// Its packet identifier.
+        pid: u16,
+    },
+    /// A QoS 2 publish got its PUBREC.
+    Released {
+        /// The publish.
+        ticket: u64,
+    },
+    /// A publish is finished (acknowledged, or refused and dropped).
+    Finished {
+        /// The publish.
+        ticket: u64,
+    },
+    /// An incoming QoS 2 message awaits PUBREL.
+    InboundReceived {
+        /// Its packet identifier.
+        pid: u16,
+    },
+    /// Its PUBREL came.
+    InboundReleased {
+        /// Its packet identifier.
+        pid: u16,
+    },
+}
+
+/// Appends `record`, framed, to `out`.
+pub fn encode(record: &Record, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER]);
+    let str_field = |out: &mut Vec<u8>, b: &[u8]| {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    };
+    match record {
+        Record::Binding { client_id, url } => {
+            out.push(BINDING);
+            str_field(out, client_id.as_bytes());
+            str_field(out, url.as_bytes());
+        }
+        Record::Publish {
+            ticket,
+            qos,
+            retain,
+            topic,
+            payload,
+        } => {
+            out.push(PUBLISH);
+            out.extend_from_slice(&ticket.to_le_bytes());
+            out.push(*qos);
+            out.push(u8::from(*retain));
+            str_field(out, topic.as_bytes());
+            str_field(out, payload);
+        }
+        Record::Assigned { ticket, pid } => {
+            out.push(ASSIGNED);
+            out.extend_from_slice(&ticket.to_le_bytes());
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+        Record::Released { ticket } => {
+            out.push(RELEASED);
+            out.extend_from_slice(&ticket.to_le_bytes());
+        }
+        Record::Finished { ticket } => {
+            out.push(FINISHED);
+            out.extend_from_slice(&ticket.to_le_bytes());
+        }
+        Record::InboundReceived { pid } => {
+            out.push(INBOUND_RECEIVED);
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+        Record::InboundReleased { pid } => {
+            out.push(INBOUND_RELEASED);
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+    }
+    let body = &out[start + RECORD_HEADER..];
+    let (len, crc) = (body.len() as u32, crc32(body));
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A publish the log still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// 1 or 2.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// For QoS 2: the packet identifier it took.
+    pub pid: Option<u16>,
+    /// For QoS 2: PUBREC received.
+    pub released: bool,
+}
+
+impl Live {
+    /// Bytes it counts against the outbox's bound.
+    pub fn size(&self) -> u64 {
+        (self.topic.len() + self.payload.len() + 64) as u64
+    }
+}
+
+/// What a log says, replayed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct State {
+    /// `(client id, URL)` of the binding record.
+    pub binding: Option<(String, String)>,
+    /// Unfinished publishes by ticket (ticket order is acceptance order).
+    pub publishes: BTreeMap<u64, Live>,
+    /// Incoming QoS 2 identifiers awaiting PUBREL.
+    pub inbound: BTreeSet<u16>,
+    /// The largest ticket ever recorded (tickets continue after it).
+    pub last_ticket: Option<u64>,
+    /// The length of the valid part of the file (a torn tail is cut here).
+    pub valid_len: usize,
+    /// Bytes of a torn tail that were dropped.
+    pub torn: usize,
+}
+
+/// Replays a whole log file. `Err` is corruption (not a torn tail), in words.
+pub fn replay(bytes: &[u8]) -> Result<State, String> {
+    if bytes.len() < MAGIC.len() {
+        // Power lost while the file was being created.
+        return Ok(State {
+            torn: bytes.len(),
+            ..State::default()
+        });
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err("not an mqtt-pubsub outbox (wrong magic bytes)".into());
+    }
+    let mut state = State::default();
+    let mut at = MAGIC.len();
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < RECORD_HEADER {
+            break; // torn header
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER.saturating_add(len)) else {
+            break; // runs past the end: torn
+        };
+        let end = at + RECORD_HEADER + len;
+        if crc32(body) != crc {
+            if end == bytes.len() {
+                break; // the last record, garbled: torn
+            }
+            return Err(format!(
+                "record at byte {at} has a wrong checksum and {} bytes follow it",
+                bytes.len() - end
+            ));
+        }
+        let record = decode(body).map_err(|e| format!("record at byte {at}: {e}"))?;
+        apply(&mut state, record).map_err(|e| format!("record at byte {at}: {e}"))?;
+        at = end;
+    }
+    state.valid_len = at;
+    state.torn = bytes.len() - at;
+    Ok(state)
+}
+
+fn apply(state: &mut State, record: Record) -> Result<(), String> {
+    if state.binding.is_none() && !matches!(record, Record::Binding { .. }) {
+        return Err("the first record is not the binding".into());
+    }
+    match record {
+        Record::Binding { client_id, url } => {
+            if state.binding.is_some() {
+                return Err("a second binding record".into());
+            }
+            state.binding = Some((client_id, url));
+        }
+        Record::Publish {
+            ticket,
+            qos,
+            retain,
+            topic,
+            payload,
+        } => {
+            if state.last_ticket.is_some_and(|t| ticket <= t) {
+                return Err(format!("publish {ticket} is out of order"));
+            }
+            if !(1..=2).contains(&qos) {
+                return Err(format!("publish {ticket} has QoS {qos}"));
+            }
+            state.last_ticket = Some(ticket);
+            state.publishes.insert(
+                ticket,
+                Live {
+                    qos,
+                    retain,
+                    topic,
+                    payload,
+                    pid: None,
+                    released: false,
+                },
+            );
+        }
+        Record::Assigned { ticket, pid } => {
+            if let Some(p) = state.publishes.get_mut(&ticket) {
+                p.pid = Some(pid);
+            }
+        }
+        Record::Released { ticket } => {
+            if let Some(p) = state.publishes.get_mut(&ticket) {
+                p.released = true;
+            }
+        }
+        Record::Finished { ticket } => {
+            state.publishes.remove(&ticket);
+        }
+        Record::InboundReceived { pid } => {
+            state.inbound.insert(pid);
+        }
+        Record::InboundReleased { pid } => {
+            state.inbound.remove(&pid);
+        }
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.b.len() < n {
+            return Err("record shorter than its fields".into());
+        }
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Result<String, String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "text that is not UTF-8".into())
+    }
+}
+
+fn decode(body: &[u8]) -> Result<Record, String> {
+    let mut r = Reader { b: body };
+    let record = match r.u8()? {
+        BINDING => Record::Binding {
+            client_id: r.string()?,
+            url: r.string()?,
+        },
+        PUBLISH => Record::Publish {
+            ticket: r.u64()?,
+            qos: r.u8()?,
+            retain: r.u8()? != 0,
+            topic: r.string()?,
+            payload: r.bytes()?.to_vec(),
+        },
+        ASSIGNED => Record::Assigned {
+            ticket: r.u64()?,
+            pid: r.u16()?,
+        },
+        RELEASED => Record::Released { ticket: r.u64()? },
+        FINISHED => Record::Finished { ticket: r.u64()? },
+        INBOUND_RECEIVED => Record::InboundReceived { pid: r.u16()? },
+        INBOUND_RELEASED => Record::InboundReleased { pid: r.u16()? },
+        other => return Err(format!("unknown record type {other}")),
+    };
+    if !r.b.is_empty() {
+        return Err("bytes after the record's fields".into());
+    }
+    Ok(record)
+}
+
+/// CRC-32 (IEEE 802.3, as zlib and gzip), table-driven.
+pub fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    let mut c = !0u32;
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(records: &[Record]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for r in records {
+            encode(r, &mut out);
+        }
+        out
+    }
+
+    fn binding() -> Record {
+        Record::Binding {
+            client_id: "c".into(),
+            url: "mqtt://b:1883".into(),
+        }
+    }
+
+    fn publish(ticket: u64) -> Record {
+        Record::Publish {
+            ticket,
+            qos: 1,
+            retain: false,
+            topic: "t".into(),
+            payload: vec![ticket as u8; 3],
+        }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn replay_keeps_what_is_unfinished_in_order() {
+        let bytes = file(&[
+            binding(),
+            publish(1),
+            publish(2),
+            Record::Finished { ticket: 1 },
+            Record::Publish {
+                ticket: 3,
+                qos: 2,
+                retain: true,
+                topic: "q2".into(),
+                payload: vec![],
+            },
+            Record::Assigned { ticket: 3, pid: 7 },
+            Record::Released { ticket: 3 },
+            Record::InboundReceived { pid: 9 },
+            Record::InboundReceived { pid: 10 },
+            Record::InboundReleased { pid: 9 },
+        ]);
+        let s = replay(&bytes).unwrap();
+        assert_eq!(s.publishes.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        let q2 = &s.publishes[&3];
+        assert_eq!((q2.pid, q2.released, q2.retain), (Some(7), true, true));
+        assert_eq!(s.inbound.iter().copied().collect::<Vec<_>>(), [10]);
+        assert_eq!(
+            (s.last_ticket, s.valid_len, s.torn),
+            (Some(3), bytes.len(), 0)
+        );
+    }
+
+    /// Cut anywhere inside the last record: the earlier ones survive, the tail is torn.
+    #[test]
+    fn a_torn_last_record_is_dropped_at_every_offset() {
+        let before = file(&[binding(), publish(1)]);
+        let bytes = file(&[binding(), publish(1), publish(2)]);
+        for cut in before.len()..bytes.len() {
+            let s = replay(&bytes[..cut]).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!(
+                s.publishes.keys().copied().collect::<Vec<_>>(),
+                [1],
+                "cut {cut}"
+            );
+            assert_eq!((s.valid_len, s.torn), (before.len(), cut - before.len()));
+        }
+        // A garbled (not short) last record is torn too; garbled in the middle is corrupt.
+        let mut garbled = bytes.clone();
+        *garbled.last_mut().unwrap() ^= 0xff;
+        assert_eq!(replay(&garbled).unwrap().publishes.len(), 1);
+        let mut middle = bytes.clone();
+        middle[before.len() - 1] ^= 0xff;
+        assert!(replay(&middle).unwrap_err().contains("checksum"));
+    }
+
+    #[test]
+    fn wrong_files_are_errors_not_panics() {
+        assert!(replay(b"NOTANOUTBOX").is_err());
+        assert!(replay(&file(&[publish(1)]))
+            .unwrap_err()
+            .contains("binding"));
+        assert!(replay(&file(&[binding(), publish(2), publish(1)]))
+            .unwrap_err()
+            .contains("out of order"));
+        // A length that claims 4 GiB is a torn tail, not an allocation.
+        let mut huge = file(&[binding()]);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&[0; 12]);
+        assert_eq!(replay(&huge).unwrap().torn, 16);
+        assert_eq!(replay(b"MQP").unwrap().torn, 3);
+    }
+}

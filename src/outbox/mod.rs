@@ -1,0 +1,491 @@
+//! The durable outbox: QoS 1/2 publishes on stable storage from acceptance to acknowledgement,
+//! so that a later process resends what an earlier one could not.
+//!
+//! One append-only log per outbox directory ([`log`]), locked by one process at a time.
+//! Records are appended to a buffer as the I/O thread works and written with one `write`
+//! and (in [`OutboxSync::Always`]) one `fsync` per batch: group commit. Records that only
+//! shorten the resend list (a publish finished, an incoming PUBREL) are written but wait for
+//! the next fsync: losing them resends an acknowledged message once (a duplicate), never
+//! loses one. When the log is mostly finished records it is rewritten with only the live
+//! ones (a new file, fsynced, renamed over the old).
+
+pub mod log;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use self::log::{Live, Record, State};
+use crate::error::{Error, Result};
+use crate::mqtt::session::{Journal, Restored};
+use crate::mqtt::QoS;
+
+/// The log's file name in the outbox directory.
+const LOG: &str = "outbox.log";
+/// The lock file's name.
+const LOCK: &str = "outbox.lock";
+/// Rewrite the log once it is this much larger than what it holds live.
+const COMPACT_OVER: u64 = 4 * 1024 * 1024;
+
+/// fsyncs made by every outbox of the process (the benchmark reports them per message).
+pub static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// When the outbox forces its writes to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OutboxSync {
+    /// Before a QoS 1/2 publish is reported accepted (one fsync per batch of publishes taken
+    /// together). Survives a process kill, a crash and a power loss. The default.
+    #[default]
+    Always,
+    /// At most once per interval: a publish is reported accepted once written to the
+    /// operating system, which survives a process kill or crash; a power loss or kernel
+    /// crash can lose what was accepted in the last interval. For flash that wears.
+    Every(Duration),
+}
+
+/// How a provider's outbox is set up.
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    /// The directory (created if missing).
+    pub dir: PathBuf,
+    /// Most bytes of unfinished publishes (topic + payload + 64 each).
+    pub max_bytes: u64,
+    /// When writes are forced to storage.
+    pub sync: OutboxSync,
+}
+
+/// An open outbox.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    file: File,
+    /// Held (locked) while open.
+    _lock: File,
+    binding: Record,
+    /// Records not yet written.
+    pending: Vec<u8>,
+    /// Whether `pending` (or what was written since the last fsync) holds a record that
+    /// must be durable before the next acceptance or output.
+    must_sync: bool,
+    written_unsynced: bool,
+    sync: OutboxSync,
+    last_sync: Instant,
+    /// Unfinished publishes: ticket → size.
+    live: std::collections::HashMap<u64, u64>,
+    live_bytes: u64,
+    max_bytes: u64,
+    file_len: u64,
+}
+
+/// What an outbox kept from an earlier process.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Unfinished publishes, in acceptance order.
+    pub publishes: Vec<Restored>,
+    /// Incoming QoS 2 identifiers awaiting PUBREL.
+    pub inbound_qos2: Vec<u16>,
+    /// Where tickets continue.
+    pub next_ticket: u64,
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `options.dir` for `client_id` at `url`: locks it,
+    /// checks the binding, cuts a torn tail, and returns what it kept.
+    pub fn open(options: &OutboxOptions, client_id: &str, url: &str) -> Result<(Outbox, Kept)> {
+        let dir = options.dir.clone();
+        let err = |message: String| Error::Outbox {
+            path: dir.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating the directory: {e}")))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK))
+            .map_err(|e| err(format!("opening the lock file: {e}")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(err(
+                    "in use by another process (one process per outbox)".into()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(format!("locking: {e}"))),
+        }
+        let path = dir.join(LOG);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(err(format!("reading {LOG}: {e}"))),
+        };
+        let state = log::replay(&bytes).map_err(|e| err(format!("{LOG} is corrupt: {e}")))?;
+        let binding = Record::Binding {
+            client_id: client_id.to_string(),
+            url: url.to_string(),
+        };
+        if let Some((c, u)) = &state.binding {
+            if c != client_id || u != url {
+                return Err(err(format!(
+                    "it belongs to client {c:?} at {u}, not to client {client_id:?} at {url}"
+                )));
+            }
+        }
+        if state.torn > 0 {
+            ::log::warn!(
+                "outbox {}: dropped a torn last record ({} bytes; power lost while writing)",
+                dir.display(),
+                state.torn
+            );
+        }
+        let mut outbox = Outbox {
+            file: File::open(&path)
+                .or_else(|_| File::create(&path))
+                .map_err(|e| err(format!("opening {LOG}: {e}")))?,
+            dir: dir.clone(),
+            _lock: lock,
+            binding,
+            pending: Vec::new(),
+            must_sync: false,
+            written_unsynced: false,
+            sync: options.sync,
+            last_sync: Instant::now(),
+            live: Default::default(),
+            live_bytes: 0,
+            max_bytes: options.max_bytes,
+            file_len: 0,
+        };
+        // Always start from a clean file: the live records only, no torn tail.
+        outbox
+            .rewrite(&state)
+            .map_err(|e| err(format!("rewriting {LOG}: {e}")))?;
+        let kept = Kept {
+            publishes: state
+                .publishes
+                .iter()
+                .map(|(ticket, p)| Restored {
+                    ticket: *ticket,
+                    topic: p.topic.clone(),
+                    payload: p.payload.clone(),
+                    qos: if p.qos == 2 {
+                        QoS::ExactlyOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    },
+                    retain: p.retain,
+                    pid: p.pid,
+                    released: p.released,
+                })
+                .collect(),
+            inbound_qos2: state.inbound.iter().copied().collect(),
+            next_ticket: state.last_ticket.map_or(0, |t| t + 1),
+        };
+        Ok((outbox, kept))
+    }
+
+    /// The directory, for errors.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a QoS 1/2 publish being accepted (written at the next [`Outbox::commit`]);
+    /// [`Error::OutboxFull`] if it does not fit.
+    pub fn accept(
+        &mut self,
+        ticket: u64,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+    ) -> Result<()> {
+        let size = (topic.len() + payload.len() + 64) as u64;
+        if self.live_bytes + size > self.max_bytes {
+            return Err(Error::OutboxFull {
+                path: self.dir.display().to_string(),
+                max_bytes: self.max_bytes,
+            });
+        }
+        log::encode(
+            &Record::Publish {
+                ticket,
+                qos: qos as u8,
+                retain,
+                topic: topic.to_string(),
+                payload: payload.to_vec(),
+            },
+            &mut self.pending,
+        );
+        self.live.insert(ticket, size);
+        self.live_bytes += size;
+        self.must_sync = true;
+        Ok(())
+    }
+
+    /// Records what the session reported.
+    pub fn journal(&mut self, entries: Vec<Journal>) {
+        for entry in entries {
+            let record = match entry {
+                Journal::Assigned { ticket, pid } => {
+                    self.must_sync = true;
+                    Record::Assigned { ticket, pid }
+                }
+                Journal::Released { ticket } => {
+                    self.must_sync = true;
+                    Record::Released { ticket }
+                }
+                Journal::InboundReceived { pid } => {
+                    self.must_sync = true;
+                    Record::InboundReceived { pid }
+                }
+                Journal::Finished { ticket } => {
+                    if let Some(size) = self.live.remove(&ticket) {
+                        self.live_bytes -= size;
+                    }
+                    Record::Finished { ticket }
+                }
+                Journal::InboundReleased { pid } => Record::InboundReleased { pid },
+            };
+            log::encode(&record, &mut self.pending);
+        }
+    }
+
+    /// Whether [`Outbox::commit`] has anything to do.
+    pub fn dirty(&self) -> bool {
+        !self.pending.is_empty() || (self.written_unsynced && self.sync_due())
+    }
+
+    fn sync_due(&self) -> bool {
+        match self.sync {
+            OutboxSync::Always => true,
+            OutboxSync::Every(d) => self.last_sync.elapsed() >= d,
+        }
+    }
+
+    /// When a relaxed outbox next wants an fsync of what it wrote (`None`: nothing waits).
+    pub fn next_sync(&self) -> Option<Instant> {
+        match self.sync {
+            OutboxSync::Every(d) if self.written_unsynced => Some(self.last_sync + d),
+            _ => None,
+        }
+    }
+
+    /// Writes what is pending, and fsyncs when a record needs it (every time in
+    /// [`OutboxSync::Always`], at most once per interval in [`OutboxSync::Every`]). Once it
+    /// returns `Ok`, what was accepted survives what the mode promises.
+    pub fn commit(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let io = |e: std::io::Error| Error::Outbox {
+                path: self.dir.display().to_string(),
+                message: format!("writing: {e}"),
+            };
+            self.file.write_all(&self.pending).map_err(io)?;
+            self.file_len += self.pending.len() as u64;
+            self.pending.clear();
+            self.written_unsynced = true;
+        }
+        let wanted = match self.sync {
+            OutboxSync::Always => self.must_sync,
+            OutboxSync::Every(_) => self.sync_due(),
+        };
+        if self.written_unsynced && wanted {
+            self.file.sync_data().map_err(|e| Error::Outbox {
+                path: self.dir.display().to_string(),
+                message: format!("fsync: {e}"),
+            })?;
+            SYNCS.fetch_add(1, Ordering::Relaxed);
+            self.written_unsynced = false;
+            self.must_sync = false;
+            self.last_sync = Instant::now();
+        }
+        if self.file_len > COMPACT_OVER.max(self.live_bytes * 4) && !self.written_unsynced {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and fsyncs whatever is not yet on storage, whatever the mode
+    /// (when the provider closes).
+    pub fn sync_now(&mut self) -> Result<()> {
+        self.must_sync = true;
+        self.last_sync = Instant::now() - Duration::from_secs(3600 * 24);
+        self.commit()
+    }
+
+    /// Rewrites the log with only its live records.
+    fn compact(&mut self) -> Result<()> {
+        let path = self.dir.display().to_string();
+        let err = |message: String| Error::Outbox {
+            path: path.clone(),
+            message,
+        };
+        let bytes = std::fs::read(self.dir.join(LOG))
+            .map_err(|e| err(format!("reading {LOG} to compact it: {e}")))?;
+        let state = log::replay(&bytes).map_err(|e| err(format!("{LOG} is corrupt: {e}")))?;
+        self.rewrite(&state)
+            .map_err(|e| err(format!("compacting {LOG}: {e}")))
+    }
+
+    /// Replaces the log by `state`'s live records: a new file, fsynced, renamed over the old
+    /// one, the directory fsynced; then appends go to it.
+    fn rewrite(&mut self, state: &State) -> std::io::Result<()> {
+        let mut out = log::MAGIC.to_vec();
+        log::encode(&self.binding, &mut out);
+        self.live.clear();
+        self.live_bytes = 0;
+        for (ticket, p) in &state.publishes {
+            let Live {
+                qos,
+                retain,
+                topic,
+                payload,
+                pid,
+                released,
+            } = p;
+            log::encode(
+                &Record::Publish {
+                    ticket: *ticket,
+                    qos: *qos,
+                    retain: *retain,
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                },
+                &mut out,
+            );
+            if let Some(pid) = pid {
+                log::encode(
+                    &Record::Assigned {
+                        ticket: *ticket,
+                        pid: *pid,
+                    },
+                    &mut out,
+                );
+            }
+            if *released {
+                log::encode(&Record::Released { ticket: *ticket }, &mut out);
+            }
+            self.live.insert(*ticket, p.size());
+            self.live_bytes += p.size();
+        }
+        for pid in &state.inbound {
+            log::encode(&Record::InboundReceived { pid: *pid }, &mut out);
+        }
+        let tmp = self.dir.join(format!("{LOG}.tmp"));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join(LOG))?;
+        File::open(&self.dir)?.sync_all()?;
+        SYNCS.fetch_add(2, Ordering::Relaxed);
+        self.file = OpenOptions::new().append(true).open(self.dir.join(LOG))?;
+        self.file_len = out.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "mqtt-pubsub-outbox-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn options(d: &Path) -> OutboxOptions {
+        OutboxOptions {
+            dir: d.to_path_buf(),
+            max_bytes: 1 << 20,
+            sync: OutboxSync::Always,
+        }
+    }
+
+    #[test]
+    fn what_is_unfinished_comes_back_and_the_binding_is_checked() {
+        let d = dir("reopen");
+        {
+            let (mut o, kept) = Outbox::open(&options(&d), "c", "mqtt://b").unwrap();
+            assert!(kept.publishes.is_empty());
+            for t in 0..5 {
+                o.accept(t, "t", &[t as u8], QoS::AtLeastOnce, false)
+                    .unwrap();
+            }
+            o.journal(vec![
+                Journal::Finished { ticket: 1 },
+                Journal::Finished { ticket: 3 },
+            ]);
+            o.commit().unwrap();
+            // A second opener in this process is refused too (the lock is per open file).
+            let e = Outbox::open(&options(&d), "c", "mqtt://b").unwrap_err();
+            assert!(e.to_string().contains("in use"), "{e}");
+        }
+        let (_o, kept) = Outbox::open(&options(&d), "c", "mqtt://b").unwrap();
+        let tickets: Vec<u64> = kept.publishes.iter().map(|p| p.ticket).collect();
+        assert_eq!((tickets, kept.next_ticket), (vec![0, 2, 4], 5));
+        drop(_o);
+        let e = Outbox::open(&options(&d), "other", "mqtt://b").unwrap_err();
+        assert!(e.to_string().contains("belongs to client"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn full_is_an_error_and_finishing_makes_room() {
+        let d = dir("full");
+        let mut opts = options(&d);
+        opts.max_bytes = 1000;
+        let (mut o, _) = Outbox::open(&opts, "c", "u").unwrap();
+        o.accept(0, "t", &[0; 800], QoS::AtLeastOnce, false)
+            .unwrap();
+        let e = o
+            .accept(1, "t", &[0; 800], QoS::AtLeastOnce, false)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::OutboxFull {
+                    max_bytes: 1000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        o.journal(vec![Journal::Finished { ticket: 0 }]);
+        o.accept(1, "t", &[0; 800], QoS::AtLeastOnce, false)
+            .unwrap();
+        drop(o);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn compaction_keeps_only_live_records() {
+        let d = dir("compact");
+        let mut opts = options(&d);
+        opts.max_bytes = 64 << 20;
+        let (mut o, _) = Outbox::open(&opts, "c", "u").unwrap();
+        let payload = vec![7u8; 64 * 1024];
+        for t in 0..100 {
+            o.accept(t, "t", &payload, QoS::AtLeastOnce, false).unwrap();
+            if t < 99 {
+                o.journal(vec![Journal::Finished { ticket: t }]);
+            }
+            o.commit().unwrap();
+        }
+        let len = std::fs::metadata(d.join(LOG)).unwrap().len();
+        assert!(len < COMPACT_OVER, "{len}");
+        drop(o);
+        let (_o, kept) = Outbox::open(&opts, "c", "u").unwrap();
+        assert_eq!(kept.publishes.len(), 1);
+        assert_eq!(kept.publishes[0].ticket, 99);
+        drop(_o);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
