@@ -111,28 +111,54 @@ mod ours {
     use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS, SubscribeOptions};
 
     fn connect(url: &str, window: u16) -> PubSub {
+        connect_with(url, window, None)
+    }
+
+    fn connect_with(url: &str, window: u16, outbox: Option<&std::path::Path>) -> PubSub {
         let ps = PubSub::new();
-        ps.add_provider(
-            MqttOverWsProvider::builder(url)
-                .max_inflight(window)
-                .queue_capacity(4096)
-                .subscription_capacity(1 << 20)
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+        let mut b = MqttOverWsProvider::builder(url)
+            .max_inflight(window)
+            .queue_capacity(4096)
+            .subscription_capacity(1 << 20);
+        if let Some(dir) = outbox {
+            b = b
+                .outbox(dir)
+                .client_id(format!("bench-durable-{}", std::process::id()));
+        }
+        ps.add_provider(b.build().unwrap()).unwrap();
         ps
     }
 
     pub fn throughput(url: &str, qos: u8, size: usize, n: usize, window: u16) -> Value {
+        throughput_with(url, qos, size, n, window, false)
+    }
+
+    /// QoS 1/2 with a durable outbox on the publisher (a fresh directory under the system's
+    /// temporary directory, on whatever disk that is).
+    pub fn throughput_durable(url: &str, qos: u8, size: usize, n: usize, window: u16) -> Value {
+        throughput_with(url, qos, size, n, window, true)
+    }
+
+    fn throughput_with(
+        url: &str,
+        qos: u8,
+        size: usize,
+        n: usize,
+        window: u16,
+        durable: bool,
+    ) -> Value {
         let q = QoS::from_u8(qos).unwrap();
         let sub_ps = connect(url, window);
         let topic = format!("bench/{}", std::process::id());
         let sub = sub_ps
             .subscribe_with(topic.as_str(), SubscribeOptions::default().qos(q))
             .unwrap();
-        let pub_ps = connect(url, window);
+        let dir =
+            std::env::temp_dir().join(format!("mqtt-pubsub-bench-outbox-{}", std::process::id()));
+        let pub_ps = connect_with(url, window, durable.then_some(dir.as_path()));
         let payload = vec![b'x'; size];
+        let syncs0 =
+            mqtt_pubsub::internals::OUTBOX_SYNCS.load(std::sync::atomic::Ordering::Relaxed);
         let (cpu0, t0) = (cpu_secs(), Instant::now());
         let publisher = {
             let topic = topic.clone();
@@ -171,8 +197,12 @@ mod ours {
         let elapsed = t0.elapsed().as_secs_f64();
         let cpu = cpu_secs() - cpu0;
         let pub_ps = publisher.join().unwrap();
+        let syncs = mqtt_pubsub::internals::OUTBOX_SYNCS.load(std::sync::atomic::Ordering::Relaxed)
+            - syncs0;
         drop((pub_ps, sub, sub_ps));
-        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
+        let _ = std::fs::remove_dir_all(&dir);
+        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64,
+               "fsyncs_per_1000": syncs as f64 * 1000.0 / got.max(1) as f64})
     }
 
     pub fn latency(url: &str, n: usize) -> Value {
@@ -677,6 +707,13 @@ fn child(args: &[String]) -> Value {
             peer::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
         }
         ("throughput", "ceiling") => raw::throughput(&url, num(4), num(5)),
+        // rumqttc has no durable mode: its in-memory figure is the comparison.
+        ("throughput-durable", "ours") => {
+            ours::throughput_durable(&url, num(3) as u8, num(4), num(5), num(6) as u16)
+        }
+        ("throughput-durable", "rumqttc") => {
+            peer::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
+        }
         ("latency", "ours") => ours::latency(&url, num(3)),
         ("latency", "rumqttc") => peer::latency(&url, num(3)),
         ("idle", "ours") => ours::idle(&url, num(3), num(4) as u64),
@@ -804,7 +841,7 @@ fn main() {
                        rounds: usize,
                        with_ceiling: bool,
                        metrics: &[(&str, &'static str, &str, bool)]| {
-        let expected: usize = if base[0] == "throughput" {
+        let expected: usize = if base[0].starts_with("throughput") {
             base[3].parse().unwrap_or(0)
         } else {
             0
@@ -894,6 +931,32 @@ fn main() {
                         false,
                     ),
                     ("QoS 1 64 B client CPU", "µs/msg", "cpu_us_per_msg", true),
+                ],
+            );
+            measure(
+                url,
+                s(&["throughput-durable", "1", "64", &q1, "100"]),
+                runs,
+                false,
+                &[
+                    (
+                        "QoS 1 64 B pipelined, durable outbox (rumqttc: in memory)",
+                        "msg/s",
+                        "msgs_per_sec",
+                        false,
+                    ),
+                    (
+                        "QoS 1 durable: client CPU (rumqttc: in memory)",
+                        "µs/msg",
+                        "cpu_us_per_msg",
+                        true,
+                    ),
+                    (
+                        "QoS 1 durable: fsyncs per 1000 msgs",
+                        "",
+                        "fsyncs_per_1000",
+                        true,
+                    ),
                 ],
             );
         }
