@@ -86,4 +86,5 @@ pub mod internals {
     pub use crate::mqtt::{codec, router, session};
     pub use crate::outbox::log as outbox_log;
     pub use crate::outbox::SYNCS as OUTBOX_SYNCS;
+    pub use crate::outbox::{Outbox, OutboxOptions};
 }
