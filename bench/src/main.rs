@@ -4,7 +4,7 @@
 //! ```text
 //! cd bench && cargo run --release -- [--url ws://127.0.0.1:PORT/mqtt] [--runs 5]
 //!     [--transport ws|tcp|both] [--messages 200000]
-//!     [--only throughput,qos1,latency,idle,decode] [--idle-secs 30] [--json]
+//!     [--only throughput,qos1,latency,connect,idle,decode] [--idle-secs 30] [--json]
 //! ```
 //!
 //! Without `--url` it starts mosquitto (must be installed) on free loopback ports, and runs
@@ -218,6 +218,21 @@ mod ours {
             if i >= 100 {
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
+        }
+        summarize_latency(samples)
+    }
+
+    /// Connection set-up: from the call to `add_provider` returning (CONNACK received),
+    /// `n` times one after another, each connection closed before the next.
+    pub fn connect_time(url: &str, n: usize) -> Value {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let ps = PubSub::new();
+            ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+                .unwrap();
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+            ps.close().unwrap();
         }
         summarize_latency(samples)
     }
@@ -436,6 +451,20 @@ mod peer {
             if i >= 100 {
                 samples.push(t.elapsed().as_secs_f64() * 1e6);
             }
+        }
+        summarize_latency(samples)
+    }
+
+    /// Connection set-up: from `Client::new` to the CONNACK event, as a user of the sync
+    /// client waits for it (its event loop on its own thread, as in every scenario).
+    pub fn connect_time(url: &str, n: usize) -> Value {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let (client, handle) = start(url, 10, |_| true);
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+            let _ = client.disconnect();
+            let _ = handle.join();
         }
         summarize_latency(samples)
     }
@@ -716,6 +745,8 @@ fn child(args: &[String]) -> Value {
         }
         ("latency", "ours") => ours::latency(&url, num(3)),
         ("latency", "rumqttc") => peer::latency(&url, num(3)),
+        ("connect", "ours") => ours::connect_time(&url, num(3)),
+        ("connect", "rumqttc") => peer::connect_time(&url, num(3)),
         ("idle", "ours") => ours::idle(&url, num(3), num(4) as u64),
         ("idle", "rumqttc") => peer::idle(&url, num(3), num(4) as u64),
         ("decode", "ours") => ours::decode(num(3)),
@@ -814,7 +845,7 @@ fn main() {
     let idle_secs: u64 = args.value("--idle-secs").map_or(30, |v| v.parse().unwrap());
     let only = args
         .value("--only")
-        .unwrap_or_else(|| "throughput,qos1,latency,idle,decode".into());
+        .unwrap_or_else(|| "throughput,qos1,latency,connect,idle,decode".into());
     let want = |s: &str| only.split(',').any(|o| o == s);
     let transport = args.value("--transport").unwrap_or_else(|| "both".into());
     let (urls, mut broker, dir) = match args.value("--url") {
@@ -972,6 +1003,18 @@ fn main() {
                     ("round trip p50", "µs", "p50_us", true),
                     ("round trip p99", "µs", "p99_us", true),
                     ("round trip max", "µs", "max_us", true),
+                ],
+            );
+        }
+        if want("connect") {
+            measure(
+                url,
+                s(&["connect", "50"]),
+                runs,
+                false,
+                &[
+                    ("connect (to CONNACK) p50", "µs", "p50_us", true),
+                    ("connect (to CONNACK) p99", "µs", "p99_us", true),
                 ],
             );
         }

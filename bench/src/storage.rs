@@ -48,7 +48,11 @@ impl Store for OurLog {
     }
     fn commit(&mut self, add: &[(u64, Vec<u8>)], ack: &[u64]) {
         let o = self.outbox.as_mut().unwrap();
-        o.journal(ack.iter().map(|t| Journal::Finished { ticket: *t }).collect());
+        o.journal(
+            ack.iter()
+                .map(|t| Journal::Finished { ticket: *t })
+                .collect(),
+        );
         for (t, p) in add {
             o.accept(*t, TOPIC, p, QoS::AtLeastOnce, false).unwrap();
         }
@@ -86,7 +90,9 @@ impl Store for Sqlite {
         let c = self.conn.as_mut().unwrap();
         let tx = c.transaction().unwrap();
         {
-            let mut del = tx.prepare_cached("DELETE FROM outbox WHERE ticket = ?1").unwrap();
+            let mut del = tx
+                .prepare_cached("DELETE FROM outbox WHERE ticket = ?1")
+                .unwrap();
             for t in ack {
                 del.execute([*t as i64]).unwrap();
             }
@@ -107,7 +113,11 @@ impl Store for Sqlite {
             .unwrap();
         let rows = q
             .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
             })
             .unwrap();
         rows.count()
@@ -217,7 +227,10 @@ fn run(store: &str, base: &Path, n: u64, batch: u64) -> (f64, f64, u64) {
     let live = s.replay();
     let replay_ms = t1.elapsed().as_secs_f64() * 1e3;
     let size = dir_size(&dir);
-    eprintln!("  {name}: {:.0} msg/s, replay {replay_ms:.1} ms ({live} live), {size} bytes", n as f64 / secs);
+    eprintln!(
+        "  {name}: {:.0} msg/s, replay {replay_ms:.1} ms ({live} live), {size} bytes",
+        n as f64 / secs
+    );
     let _ = std::fs::remove_dir_all(&dir);
     (n as f64 / secs, replay_ms, size)
 }
@@ -230,9 +243,16 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .map_or(default, |v| v.parse().unwrap())
     };
-    let (n, batch, runs) = (get("--messages", 20_000), get("--batch", 100), get("--runs", 3));
+    let (n, batch, runs) = (
+        get("--messages", 20_000),
+        get("--batch", 100),
+        get("--runs", 3),
+    );
     let base = std::env::temp_dir().join(format!("mqtt-pubsub-storage-{}", std::process::id()));
-    eprintln!("{n} messages of 64 B, batches of {batch}, {runs} rounds, stores alternating, in {}", base.display());
+    eprintln!(
+        "{n} messages of 64 B, batches of {batch}, {runs} rounds, stores alternating, in {}",
+        base.display()
+    );
     let stores = ["log", "sqlite", "redb"];
     let mut results: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); stores.len()];
     for round in 0..runs as usize {
