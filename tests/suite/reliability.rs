@@ -233,6 +233,8 @@ fn nats_qos1_stream_survives_three_broker_kills_over_mqtt_tcp() {
 
 // ---- 2. A TCP proxy under test control ----
 
+/// A provider connected to `port` through a TCP proxy under test control: over WebSocket at
+/// `path`, or over plain MQTT (`mqtt://`) when `path` is empty.
 fn through_proxy(
     port: u16,
     path: &str,
@@ -241,13 +243,13 @@ fn through_proxy(
     let proxy = Proxy::start(port);
     let ps = PubSub::new();
     let states = ps.state_changes();
-    ps.add_provider(
-        fast_reconnect(proxy.url(path))
-            .keep_alive(keep_alive)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let url = if path.is_empty() {
+        format!("mqtt://127.0.0.1:{}", proxy.port)
+    } else {
+        proxy.url(path)
+    };
+    ps.add_provider(fast_reconnect(url).keep_alive(keep_alive).build().unwrap())
+        .unwrap();
     wait_state(&states, ConnectionState::Connected);
     (proxy, ps, states)
 }
@@ -335,7 +337,8 @@ fn throttled_link_still_delivers_everything(port: u16, path: &str) {
     assert_eq!(got, (0..50).collect::<Vec<u8>>(), "in order, none lost");
 }
 
-/// `#[test]`s running each proxy scenario against mosquitto and the embedded rumqttd.
+/// `#[test]`s running each proxy scenario against mosquitto and the embedded rumqttd over
+/// WebSocket, and against mosquitto and NATS over `mqtt://`.
 macro_rules! through_proxy_on_brokers {
     ($($scenario:ident),* $(,)?) => {
         mod proxied {
@@ -351,6 +354,18 @@ macro_rules! through_proxy_on_brokers {
                     fn rumqttd() {
                         let b = crate::support::Rumqttd::start();
                         crate::reliability::$scenario(b.ws_port, "/mqtt");
+                    }
+
+                    #[test]
+                    fn mosquitto_tcp() {
+                        let Some(m) = crate::support::Mosquitto::start() else { return };
+                        crate::reliability::$scenario(m.tcp_port, "");
+                    }
+
+                    #[test]
+                    fn nats_tcp() {
+                        let Some(n) = crate::support::Nats::start() else { return };
+                        crate::reliability::$scenario(n.mqtt_port, "");
                     }
                 }
             )*
