@@ -156,6 +156,16 @@ impl Stream {
 
     /// Writes what is left of our frame; `WouldBlock` if the socket does not take all of it.
     fn drain(&mut self) -> io::Result<()> {
+        if self.header_len > 0 && self.written == 0 && matches!(self.transport, Transport::Tls(_)) {
+            // rustls seals each slice of a vectored write as a TLS record of its own: the
+            // header would go out as a 6-byte record ahead of its payload, and mosquitto's
+            // TLS WebSocket listener waits a turn of its event loop (up to 100 ms) for the
+            // second one. One slice, one record: the header joins the body (rustls copies
+            // the plaintext to encrypt it anyway).
+            let h = self.header_len;
+            self.body.splice(0..0, self.header[..h].iter().copied());
+            self.header_len = 0;
+        }
         let total = self.header_len + self.body.len();
         while self.written < total {
             let result = if self.written < self.header_len {
