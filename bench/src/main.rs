@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! cd bench && cargo run --release -- [--url ws://127.0.0.1:PORT/mqtt] [--runs 5]
-//!     [--transport ws|tcp|both] [--messages 200000]
+//!     [--transport ws|tcp|wss|both|all] [--messages 200000]
 //!     [--only throughput,qos1,latency,connect,idle,decode] [--idle-secs 30] [--json]
 //! ```
 //!
 //! Without `--url` it starts mosquitto (must be installed) on free loopback ports, and runs
-//! the throughput, QoS 1 and latency scenarios over WebSocket and again over plain TCP
-//! (`--transport`, default both; TCP rows are marked `TCP:`), both clients on each. Every
+//! the throughput, QoS 1, latency and connect scenarios over WebSocket, again over plain TCP
+//! and again over TLS WebSocket with a certificate it makes with openssl (`--transport
+//! ws|tcp|wss|both|all`, default all; TCP rows are marked `TCP:`, TLS rows `TLS:`), both
+//! clients on each. Every
 //! measurement runs in a fresh child process (so `getrusage` sees only that client), clients
 //! alternate within each run, and the table shows medians and the ratio ours / rumqttc.
 //! Rounds: `--runs` (default 5); latency at least 7 (its 99th percentile is the noisiest
@@ -114,9 +116,18 @@ mod ours {
         connect_with(url, window, None)
     }
 
+    /// A builder for `url`, trusting the benchmark's CA on `wss://`.
+    fn builder(url: &str) -> mqtt_pubsub::MqttOverWsProviderBuilder {
+        let b = MqttOverWsProvider::builder(url);
+        match bench_ca() {
+            Some(ca) if url.starts_with("wss://") => b.ca_pem(ca),
+            _ => b,
+        }
+    }
+
     fn connect_with(url: &str, window: u16, outbox: Option<&std::path::Path>) -> PubSub {
         let ps = PubSub::new();
-        let mut b = MqttOverWsProvider::builder(url)
+        let mut b = builder(url)
             .max_inflight(window)
             .queue_capacity(4096)
             .subscription_capacity(1 << 20);
@@ -229,8 +240,7 @@ mod ours {
         for _ in 0..n {
             let t = Instant::now();
             let ps = PubSub::new();
-            ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
-                .unwrap();
+            ps.add_provider(builder(url).build().unwrap()).unwrap();
             samples.push(t.elapsed().as_secs_f64() * 1e6);
             ps.close().unwrap();
         }
@@ -244,8 +254,7 @@ mod ours {
         let handles: Vec<_> = (0..conns)
             .map(|_| {
                 let ps = PubSub::new();
-                ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
-                    .unwrap();
+                ps.add_provider(builder(url).build().unwrap()).unwrap();
                 ps
             })
             .collect();
@@ -304,6 +313,18 @@ mod peer {
         let mut o = if u.scheme() == "mqtt" {
             // rumqttc's TCP transport takes the host; its WebSocket transport the whole URL.
             MqttOptions::new(id, u.host_str().unwrap(), port)
+        } else if u.scheme() == "wss" {
+            // ring as the process's rustls provider (rumqttc is built without one).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mut o = MqttOptions::new(id, url, port);
+            o.set_transport(Transport::wss_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca: bench_ca().expect("the benchmark's CA"),
+                    alpn: None,
+                    client_auth: None,
+                },
+            ));
+            o
         } else {
             let mut o = MqttOptions::new(id, url, port);
             o.set_transport(Transport::Ws);
@@ -779,8 +800,87 @@ fn run_child(args: &[String]) -> Value {
     }
 }
 
-/// mosquitto with a WebSocket and a plain listener: `(ws://, mqtt://, process, dir)`.
-fn start_mosquitto() -> (String, String, std::process::Child, std::path::PathBuf) {
+/// The CA certificate (PEM) the benchmark's `wss://` listener is signed by, from
+/// `BENCH_CA_FILE` (set by the parent for its children).
+fn bench_ca() -> Option<Vec<u8>> {
+    std::fs::read(std::env::var_os("BENCH_CA_FILE")?).ok()
+}
+
+/// A CA and a server certificate for `localhost`, made with openssl in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bench CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// mosquitto with a WebSocket, a plain and a TLS WebSocket listener (a certificate made
+/// here): `(ws://, mqtt://, wss://, process, dir)`.
+fn start_mosquitto() -> (
+    String,
+    String,
+    String,
+    std::process::Child,
+    std::path::PathBuf,
+) {
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -788,16 +888,20 @@ fn start_mosquitto() -> (String, String, std::process::Child, std::path::PathBuf
             .unwrap()
             .port()
     };
-    let (tcp, ws) = (free(), free());
+    let (tcp, ws, wss) = (free(), free(), free());
     let dir = std::env::temp_dir().join(format!("mqtt-pubsub-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir);
+    let d = dir.display();
     let conf = dir.join("mosquitto.conf");
     // Unlimited in-flight and queue so that the broker never drops or throttles a client.
     std::fs::write(
         &conf,
         format!(
             "user root\npersistence false\nlog_dest none\nmax_inflight_messages 0\nmax_queued_messages 0\n\
-             listener {tcp} 127.0.0.1\nallow_anonymous true\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n"
+             listener {tcp} 127.0.0.1\nallow_anonymous true\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
+             listener {wss} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n\
+             certfile {d}/server.crt\nkeyfile {d}/server.key\n"
         ),
     )
     .unwrap();
@@ -807,7 +911,9 @@ fn start_mosquitto() -> (String, String, std::process::Child, std::path::PathBuf
         .expect("mosquitto is not installed (apt-get install mosquitto), or pass --url");
     let child = Command::new(bin).arg("-c").arg(&conf).spawn().unwrap();
     let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", ws)).is_err() {
+    while TcpStream::connect(("127.0.0.1", ws)).is_err()
+        || TcpStream::connect(("127.0.0.1", wss)).is_err()
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "mosquitto did not start"
@@ -817,6 +923,7 @@ fn start_mosquitto() -> (String, String, std::process::Child, std::path::PathBuf
     (
         format!("ws://127.0.0.1:{ws}/mqtt"),
         format!("mqtt://127.0.0.1:{tcp}"),
+        format!("wss://localhost:{wss}/mqtt"),
         child,
         dir,
     )
@@ -847,16 +954,21 @@ fn main() {
         .value("--only")
         .unwrap_or_else(|| "throughput,qos1,latency,connect,idle,decode".into());
     let want = |s: &str| only.split(',').any(|o| o == s);
-    let transport = args.value("--transport").unwrap_or_else(|| "both".into());
+    let transport = args.value("--transport").unwrap_or_else(|| "all".into());
     let (urls, mut broker, dir) = match args.value("--url") {
         Some(u) => (vec![u], None, None),
         None => {
-            let (ws, tcp, c, d) = start_mosquitto();
+            let (ws, tcp, wss, c, d) = start_mosquitto();
+            // The children read the CA of the wss:// listener from here (edition 2021: safe;
+            // no other thread runs yet).
+            std::env::set_var("BENCH_CA_FILE", d.join("ca.crt"));
             let urls = match transport.as_str() {
                 "ws" => vec![ws],
                 "tcp" => vec![tcp],
+                "wss" => vec![wss],
                 "both" => vec![ws, tcp],
-                other => panic!("--transport {other}: ws, tcp or both"),
+                "all" => vec![ws, tcp, wss],
+                other => panic!("--transport {other}: ws, tcp, wss, both (ws, tcp) or all"),
             };
             (urls, Some(c), Some(d))
         }
@@ -906,9 +1018,11 @@ fn main() {
                     .collect()
             };
             let (o, p, c) = (pick("ours"), pick("rumqttc"), pick("ceiling"));
-            // Rows over plain TCP are marked; WebSocket is the default transport.
+            // Rows over plain TCP and over TLS are marked; WebSocket is the default.
             let name = if url.starts_with("mqtt://") {
                 format!("TCP: {name}")
+            } else if url.starts_with("wss://") {
+                format!("TLS: {name}")
             } else {
                 name.to_string()
             };
@@ -939,7 +1053,8 @@ fn main() {
                     url,
                     s(&["throughput", "0", size, &n_s, "100"]),
                     runs,
-                    true,
+                    // The raw ceiling speaks ws:// and mqtt://, not TLS.
+                    !url.starts_with("wss://"),
                     &[
                         (&t, "msg/s", "msgs_per_sec", false),
                         (&c, "µs/msg", "cpu_us_per_msg", true),
