@@ -806,71 +806,11 @@ fn bench_ca() -> Option<Vec<u8>> {
     std::fs::read(std::env::var_os("BENCH_CA_FILE")?).ok()
 }
 
-/// A CA and a server certificate for `localhost`, made with openssl in `dir`.
-fn make_certs(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=bench CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        "server.ext",
-    ]);
-}
+/// The test suite's certificate maker (a CA, a server certificate for `localhost` and
+/// `127.0.0.1`, a client certificate), made with openssl.
+#[allow(dead_code)]
+#[path = "../../tests/support/certs.rs"]
+mod certs;
 
 /// mosquitto with a WebSocket, a plain and a TLS WebSocket listener (a certificate made
 /// here): `(ws://, mqtt://, wss://, process, dir)`.
@@ -891,7 +831,7 @@ fn start_mosquitto() -> (
     let (tcp, ws, wss) = (free(), free(), free());
     let dir = std::env::temp_dir().join(format!("mqtt-pubsub-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    make_certs(&dir);
+    certs::make_certs(&dir);
     let d = dir.display();
     let conf = dir.join("mosquitto.conf");
     // Unlimited in-flight and queue so that the broker never drops or throttles a client.

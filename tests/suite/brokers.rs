@@ -727,30 +727,34 @@ fn mosquitto_mqtts_works_with_the_test_ca_and_fails_without_it() {
 #[test]
 fn mosquitto_mutual_tls_needs_the_client_certificate() {
     let Some(m) = Mosquitto::start() else { return };
-    let url = format!("wss://localhost:{}/mqtt", m.mtls_port);
-    let err = PubSub::new()
-        .add_provider(
+    for url in [
+        format!("wss://localhost:{}/mqtt", m.mtls_port),
+        format!("mqtts://localhost:{}", m.mqtts_mtls_port),
+    ] {
+        let err = PubSub::new()
+            .add_provider(
+                MqttOverWsProvider::builder(url.as_str())
+                    .ca_pem(m.ca_pem.clone())
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap_err();
+        // TLS 1.3: the broker answers with a CertificateRequired alert.
+        assert!(matches!(err, Error::Tls { .. }), "{url}: {err}");
+        // The cause is kept, not only its text.
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+        let (cert, key) = m.client_cert.clone();
+        let ps = PubSub::new();
+        ps.add_provider(
             MqttOverWsProvider::builder(url.as_str())
                 .ca_pem(m.ca_pem.clone())
+                .client_cert_pem(cert, key)
                 .build()
                 .unwrap(),
         )
-        .unwrap_err();
-    // TLS 1.3: the broker answers with a CertificateRequired alert.
-    assert!(matches!(err, Error::Tls { .. }), "{err}");
-    // The cause is kept, not only its text.
-    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
-    let (cert, key) = m.client_cert.clone();
-    let ps = PubSub::new();
-    ps.add_provider(
-        MqttOverWsProvider::builder(url.as_str())
-            .ca_pem(m.ca_pem.clone())
-            .client_cert_pem(cert, key)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    crate::support::assert_roundtrip(&ps, "mtls");
+        .unwrap();
+        crate::support::assert_roundtrip(&ps, "mtls");
+    }
 }
 
 #[test]

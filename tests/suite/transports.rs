@@ -1,4 +1,4 @@
-//! Transports beyond one WebSocket URL: mutual TLS over `mqtts://`, AWS IoT device
+//! Transports beyond one WebSocket URL: one TLS record per frame over `wss://`, AWS IoT device
 //! certificates (8883, and 443 with ALPN), HTTP CONNECT proxies (explicit and from the
 //! environment), and several URLs per provider (a dead address skipped, a NATS cluster node
 //! killed under a QoS 1 stream).
@@ -20,41 +20,6 @@ fn wait_state(rx: &crossbeam_channel::Receiver<StateEvent>, state: ConnectionSta
             return e;
         }
     }
-}
-
-#[test]
-fn mosquitto_mqtts_mutual_tls_needs_the_client_certificate() {
-    let Some(m) = Mosquitto::start() else { return };
-    let url = format!("mqtts://localhost:{}", m.mqtts_mtls_port);
-    let ps = PubSub::new();
-    ps.add_provider(
-        MqttOverWsProvider::builder(&url)
-            .ca_pem(m.ca_pem.clone())
-            .client_cert_pem(m.client_cert.0.clone(), m.client_cert.1.clone())
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_roundtrip(&ps, "mtls/raw");
-    let err = PubSub::new()
-        .add_provider(
-            MqttOverWsProvider::builder(&url)
-                .ca_pem(m.ca_pem.clone())
-                .connect_timeout(Duration::from_secs(5))
-                .reconnect(mqtt_pubsub::ReconnectPolicy::disabled())
-                .build()
-                .unwrap(),
-        )
-        .unwrap_err();
-    // mosquitto ends the handshake (TLS 1.3: after it, at the first read) without a
-    // certificate: an alert or a closed connection, never a session.
-    assert!(
-        matches!(
-            &err,
-            Error::Tls { .. } | Error::Io { .. } | Error::ConnectionLost(_)
-        ),
-        "{err:?}"
-    );
 }
 
 /// Each WebSocket frame goes out as one TLS record. Our frame header and payload used to

@@ -167,37 +167,9 @@ fn serve(
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     let forwarded = text.replacen(&target, "/mqtt", 1);
     up.write_all(forwarded.as_bytes())?;
-    up.set_read_timeout(Some(Duration::from_millis(5)))?;
-    tls.sock.set_read_timeout(Some(Duration::from_millis(5)))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let idle = |e: &std::io::Error| {
-        matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        )
-    };
-    loop {
-        if s.generation.load(Ordering::SeqCst) != generation || s.stop.load(Ordering::SeqCst) {
-            let _ = tls.sock.shutdown(std::net::Shutdown::Both);
-            let _ = up.shutdown(std::net::Shutdown::Both);
-            return Ok(());
-        }
-        match tls.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => up.write_all(&buf[..n])?,
-            Err(e) if idle(&e) => {}
-            Err(e) => return Err(e),
-        }
-        match up.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                tls.write_all(&buf[..n])?;
-                tls.flush()?;
-            }
-            Err(e) if idle(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    super::tls_gateway::relay(&mut tls, &mut up, || {
+        s.generation.load(Ordering::SeqCst) != generation || s.stop.load(Ordering::SeqCst)
+    })
 }
 
 // ---- The independent SigV4 verifier ----

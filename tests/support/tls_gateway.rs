@@ -113,9 +113,19 @@ fn serve(
     hellos.lock().unwrap()[index].completed = true;
     let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
     let mut tls = StreamOwned::new(conn, tcp);
+    relay(&mut tls, &mut upstream, || false)
+}
+
+/// Relays decrypted bytes between a TLS server stream and a plain upstream socket, both
+/// ways, until either side ends or `stop()` says so (then both are shut down).
+pub(crate) fn relay(
+    tls: &mut StreamOwned<ServerConnection, TcpStream>,
+    up: &mut TcpStream,
+    stop: impl Fn() -> bool,
+) -> io::Result<()> {
     tls.sock.set_read_timeout(Some(Duration::from_millis(5)))?;
-    upstream.set_read_timeout(Some(Duration::from_millis(5)))?;
-    let mut buf = vec![0u8; 16 * 1024];
+    up.set_read_timeout(Some(Duration::from_millis(5)))?;
+    let mut buf = vec![0u8; 64 * 1024];
     let idle = |e: &io::Error| {
         matches!(
             e.kind(),
@@ -123,13 +133,18 @@ fn serve(
         )
     };
     loop {
+        if stop() {
+            let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+            let _ = up.shutdown(std::net::Shutdown::Both);
+            return Ok(());
+        }
         match tls.read(&mut buf) {
             Ok(0) => return Ok(()),
-            Ok(n) => upstream.write_all(&buf[..n])?,
+            Ok(n) => up.write_all(&buf[..n])?,
             Err(e) if idle(&e) => {}
             Err(e) => return Err(e),
         }
-        match upstream.read(&mut buf) {
+        match up.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => {
                 tls.write_all(&buf[..n])?;
