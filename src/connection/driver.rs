@@ -46,6 +46,10 @@ const FRAMES_PER_WAKE: usize = 256;
 const READ_BUFFER: usize = 8 * 1024;
 /// How long DISCONNECT may take to leave on close, after the close timeout's drain.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+/// Output smaller than this waits (Nagle-like) while acknowledgements are outstanding...
+const COALESCE_BYTES: usize = 8 * 1024;
+/// ...for at most this long: a QoS 1/2 stream goes out in fewer, larger writes.
+const COALESCE_FOR: Duration = Duration::from_micros(200);
 /// A connection that lived shorter than this does not reset the reconnect backoff: a broker
 /// that accepts and then drops us at once is retried with growing delays.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -108,6 +112,8 @@ pub(crate) struct Driver {
     binding_url: String,
     /// Publishes recorded in the outbox, answered `Ok` once it is committed.
     accepted: Vec<Reply>,
+    /// Since when small output has been held back ([`Driver::coalescing`]).
+    holding_since: Option<Instant>,
 }
 
 impl Driver {
@@ -165,6 +171,7 @@ impl Driver {
             outbox: None,
             binding_url: spec.binding_url,
             accepted: Vec::new(),
+            holding_since: None,
         }
     }
 
@@ -540,8 +547,9 @@ impl Driver {
             // What the output below answers or assigns (PUBREC, PUBREL, a QoS 2 packet
             // id) is recorded first.
             self.commit_outbox();
+            let hold = self.coalescing(now);
             let out = self.session.output();
-            if let (Some(ready), false) = (ready, out.is_empty()) {
+            if let (Some(ready), false, false) = (ready, out.is_empty(), hold) {
                 // The batch becomes one binary frame, masked in place: the output buffer is
                 // swapped into the stream, not copied.
                 match ws.stream_mut().send_binary(out, ready) {
@@ -589,11 +597,17 @@ impl Driver {
                 Closing::Draining(d) | Closing::Disconnecting(d) => Some(d),
             };
             let outbox_sync = self.outbox.as_ref().and_then(Outbox::next_sync);
-            let timeout = [self.session.next_deadline(), close_deadline, outbox_sync]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let held_until = self.holding_since.map(|t| t + COALESCE_FOR);
+            let timeout = [
+                self.session.next_deadline(),
+                close_deadline,
+                outbox_sync,
+                held_until,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.saturating_duration_since(Instant::now()));
             self.events.clear();
             if let Err(e) = self.poller.wait(&mut self.events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -607,6 +621,30 @@ impl Driver {
     }
 
     /// Whether `close()` was called and the drain has not started yet.
+    /// Whether to hold small output back for now (Nagle's idea, bounded by
+    /// [`COALESCE_FOR`]): while publishes await acknowledgements, their arrival wakes this
+    /// thread anyway, and the publishes taken meanwhile join the same write. Never while
+    /// nothing is in flight (a lone publish or a round trip goes at once), nor while
+    /// flushing or closing.
+    fn coalescing(&mut self, now: Instant) -> bool {
+        let out = self.session.output().len();
+        if out == 0
+            || out >= COALESCE_BYTES
+            || self.session.inflight() == 0
+            || !self.flushes.is_empty()
+            || !matches!(self.closing_state, Closing::No)
+        {
+            self.holding_since = None;
+            return false;
+        }
+        let since = *self.holding_since.get_or_insert(now);
+        if now.duration_since(since) >= COALESCE_FOR {
+            self.holding_since = None;
+            return false;
+        }
+        true
+    }
+
     fn close_requested(&self) -> bool {
         matches!(self.closing_state, Closing::No) && self.closing()
     }

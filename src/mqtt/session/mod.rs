@@ -427,8 +427,6 @@ impl<R> Session<R> {
     }
 
     /// Unacknowledged requests.
-    // Used by the fuzz targets, the benchmark and the tests only.
-    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn inflight(&self) -> usize {
         self.ids.inflight()
     }
