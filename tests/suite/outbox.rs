@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mqtt_pubsub::{
-    Error, MqttOverWsProvider, PubSub, PublishOptions, QoS, ReconnectPolicy, SubscribeOptions,
+    Error, MqttOverWsProvider, OutboxSync, PubSub, PublishOptions, QoS, ReconnectPolicy,
+    SubscribeOptions,
 };
 
 use crate::support::proxy::Proxy;
@@ -55,12 +56,18 @@ fn child_outbox_publisher() {
     } else {
         QoS::AtLeastOnce
     };
+    // `SYNC=every`: the relaxed mode, which must lose nothing to a process kill either.
+    let sync = match std::env::var("SYNC").as_deref() {
+        Ok("every") => OutboxSync::Every(Duration::from_millis(100)),
+        _ => OutboxSync::Always,
+    };
     let ps = PubSub::new();
     ps.add_provider(
         MqttOverWsProvider::builder(child_env("BROKER_URL"))
             .client_id(child_env("CLIENT_ID"))
             .clean_session(child_env("CLEAN") == "1")
             .outbox(child_env("OUTBOX_DIR"))
+            .outbox_sync(sync)
             .reconnect(ReconnectPolicy::exponential(
                 Duration::from_millis(50),
                 Duration::from_millis(200),
@@ -94,6 +101,16 @@ fn child_outbox_publisher() {
 /// subscriber (`sub_url`, persistent session) must receive every number a child printed.
 /// Returns `(printed, duplicates)`.
 fn kill_rounds(tcp_port: u16, sub_url: String, qos: QoS, clean: bool) -> (usize, usize) {
+    kill_rounds_with(tcp_port, sub_url, qos, clean, "always")
+}
+
+fn kill_rounds_with(
+    tcp_port: u16,
+    sub_url: String,
+    qos: QoS,
+    clean: bool,
+    sync: &str,
+) -> (usize, usize) {
     let proxy = Proxy::start(tcp_port);
     let dir = TempDir::new("outbox-kills");
     let tag = format!("{}-{}", std::process::id(), random(0, 1 << 30));
@@ -122,6 +139,7 @@ fn kill_rounds(tcp_port: u16, sub_url: String, qos: QoS, clean: bool) -> (usize,
             ("CLEAN", if clean { "1" } else { "0" }.to_string()),
             ("START", start.to_string()),
             ("COUNT", count.to_string()),
+            ("SYNC", sync.to_string()),
         ]
     };
     let mut printed = Vec::new();
@@ -216,6 +234,16 @@ fn a_killed_publisher_loses_nothing_it_reported_accepted_mosquitto() {
 fn a_killed_publisher_loses_nothing_it_reported_accepted_nats() {
     let Some(n) = Nats::start() else { return };
     kill_rounds(n.mqtt_port, n.mqtt_url(), QoS::AtLeastOnce, true);
+}
+
+/// The relaxed mode (`OutboxSync::Every`) writes before the call returns and fsyncs later:
+/// a process kill (not a power loss) must still lose nothing.
+#[test]
+fn a_killed_publisher_with_relaxed_sync_loses_nothing_mosquitto() {
+    let Some(m) = Mosquitto::start_with("max_inflight_messages 0") else {
+        return;
+    };
+    kill_rounds_with(m.tcp_port, m.mqtt_url(), QoS::AtLeastOnce, true, "every");
 }
 
 /// QoS 2 end to end on a real broker: with the outbox and a persistent session, killed
