@@ -138,6 +138,10 @@ pub enum Error {
         operation: Operation,
         /// Additional context (e.g. "the message may still be delivered").
         detail: &'static str,
+        /// For a flush: how many publishes were still unfinished (queued, or awaiting
+        /// acknowledgement, on every provider; commands not yet taken by a provider's
+        /// thread count too).
+        unfinished: Option<usize>,
     },
     /// The broker refused a subscription (SUBACK return code 0x80).
     SubscriptionRefused {
@@ -232,8 +236,16 @@ impl fmt::Display for Error {
                     "incoming packet of {size} bytes exceeds the limit of {max} bytes"
                 )
             }
-            Error::Timeout { operation, detail } => {
+            Error::Timeout {
+                operation,
+                detail,
+                unfinished,
+            } => {
                 write!(f, "{operation} timed out")?;
+                if let Some(n) = unfinished {
+                    let noun = if *n == 1 { "publish" } else { "publishes" };
+                    write!(f, " with {n} {noun} unfinished")?;
+                }
                 if !detail.is_empty() {
                     write!(f, " ({detail})")?;
                 }
@@ -333,7 +345,11 @@ impl Error {
     }
 
     pub(crate) fn timeout(operation: Operation, detail: &'static str) -> Error {
-        Error::Timeout { operation, detail }
+        Error::Timeout {
+            operation,
+            detail,
+            unfinished: None,
+        }
     }
 
     /// Whether retrying the connection later could succeed (used by the reconnect loop to

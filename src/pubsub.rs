@@ -376,7 +376,8 @@ impl PubSub {
     /// Waits until every publish accepted so far, on every provider, is done: QoS 0 written
     /// to the socket, QoS 1 and 2 acknowledged. Publishes queued while a provider is offline
     /// count (they are done once the reconnect sends them). At the timeout it fails with
-    /// [`Error::Timeout`] (`Operation::Flush`); nothing is dropped by that.
+    /// [`Error::Timeout`] (`Operation::Flush`) naming how many publishes were still
+    /// unfinished; nothing is dropped by that.
     ///
     /// ```no_run
     /// # use mqtt_pubsub::{MqttOverWsProvider, PubSub};
@@ -400,12 +401,18 @@ impl PubSub {
             waits.push(c.flush()?);
         }
         for rx in &waits {
-            wait_reply(
-                rx,
-                deadline,
-                Operation::Flush,
-                "publishes still unfinished; none was dropped",
-            )?;
+            match wait_reply(rx, deadline, Operation::Flush, "none was dropped") {
+                Err(Error::Timeout {
+                    operation, detail, ..
+                }) => {
+                    return Err(Error::Timeout {
+                        operation,
+                        detail,
+                        unfinished: Some(targets.iter().map(|c| c.pending()).sum()),
+                    })
+                }
+                other => other?,
+            }
         }
         Ok(())
     }

@@ -114,15 +114,21 @@ pub(crate) struct Driver {
     accepted: Vec<Reply>,
     /// Since when small output has been held back ([`Driver::coalescing`]).
     holding_since: Option<Instant>,
+    /// What a flush timeout reports (see `Connection::pending`).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Driver {
+    // Each handle is shared with `Connection` for one purpose; a struct of them would only
+    // be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: ProviderSpec,
         cmd_rx: super::queue::QueueReceiver<Command>,
         poller: Arc<Poller>,
         closing: Arc<AtomicBool>,
         unfinished: Arc<AtomicBool>,
+        pending: Arc<std::sync::atomic::AtomicUsize>,
         state: Arc<SharedState>,
         hub: StateHub,
     ) -> Driver {
@@ -172,6 +178,7 @@ impl Driver {
             binding_url: spec.binding_url,
             accepted: Vec::new(),
             holding_since: None,
+            pending,
         }
     }
 
@@ -708,6 +715,11 @@ impl Driver {
         }
         // One commit (one fsync) for the whole batch: group commit.
         self.commit_outbox();
+        if !self.flushes.is_empty() {
+            // Counted only while someone may ask (a flush that times out names it).
+            let n = self.session.unfinished_publishes() + self.cmd_rx.len();
+            self.pending.store(n, Ordering::Relaxed);
+        }
         result
     }
 

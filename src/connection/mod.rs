@@ -64,6 +64,9 @@ pub(crate) struct Connection {
     closing: Arc<AtomicBool>,
     /// Set by the I/O thread when it ended with publishes unfinished (`close()` reports it).
     unfinished: Arc<AtomicBool>,
+    /// While a flush waits: publishes queued or in flight, and commands not yet taken, as
+    /// the I/O thread last counted them (what a flush timeout reports).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
     state: Arc<SharedState>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -78,6 +81,7 @@ impl Connection {
         let (cmd_tx, cmd_rx) = queue::queue(spec.options.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
         let unfinished = Arc::new(AtomicBool::new(false));
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let state = Arc::new(SharedState::new(ConnectionState::Connecting));
         let name: Arc<str> = spec.name.clone().into();
         let limits = spec.limits.clone();
@@ -93,6 +97,7 @@ impl Connection {
             poller.clone(),
             closing.clone(),
             unfinished.clone(),
+            pending.clone(),
             state.clone(),
             hub.clone(),
         );
@@ -145,6 +150,7 @@ impl Connection {
             poller,
             closing,
             unfinished,
+            pending,
             state,
             thread: Mutex::new(Some(thread)),
         })
@@ -224,6 +230,11 @@ impl Connection {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send_control(Command::Flush { reply: tx })?;
         Ok(rx)
+    }
+
+    /// What is unfinished, as the I/O thread last counted it while a flush waited.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// Queues a command, blocking until `deadline` while the queue is full.

@@ -131,6 +131,11 @@ impl<T> QueueReceiver<T> {
     }
 
     /// Whether no command waits.
+    /// Commands waiting.
+    pub fn len(&self) -> usize {
+        self.bound.len.load(Ordering::Acquire)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rx.is_empty()
     }

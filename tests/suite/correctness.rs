@@ -195,13 +195,23 @@ fn flush_waits_for_what_is_queued_offline_and_times_out_without_losing_it() {
     proxy.cut_all();
     wait_state(&states, ConnectionState::ConnectionDisrupted);
     ps.publish("offline/x", "queued").unwrap();
-    assert!(matches!(
-        ps.flush(Duration::from_millis(300)),
-        Err(Error::Timeout {
-            operation: mqtt_pubsub::Operation::Flush,
-            ..
-        })
-    ));
+    // The timeout names what is left: the one publish queued offline.
+    let err = ps.flush(Duration::from_millis(300)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: mqtt_pubsub::Operation::Flush,
+                unfinished: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("with 1 publish unfinished"),
+        "{err}"
+    );
     proxy.refuse(false);
     ps.flush(WAIT).unwrap();
     assert_eq!(receive(&sub, 1), ["queued"]);

@@ -30,6 +30,11 @@ impl<R> Ids<R> {
         }
     }
 
+    /// Publishes in flight.
+    pub fn publishes(&self) -> usize {
+        self.publishes
+    }
+
     /// The largest identifier of the table.
     pub fn max_id(&self) -> u16 {
         (self.slots.len() - 1) as u16

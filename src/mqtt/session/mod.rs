@@ -426,6 +426,16 @@ impl<R> Session<R> {
         }
     }
 
+    /// Publishes not finished: queued, or awaiting their acknowledgement.
+    pub fn unfinished_publishes(&self) -> usize {
+        let queued = self
+            .queue
+            .iter()
+            .filter(|r| matches!(r, Request::Publish { .. }))
+            .count();
+        queued + self.ids.publishes()
+    }
+
     /// Unacknowledged requests.
     pub fn inflight(&self) -> usize {
         self.ids.inflight()
