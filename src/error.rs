@@ -34,7 +34,8 @@ impl fmt::Display for Operation {
     }
 }
 
-/// The return code of a refused CONNACK (MQTT 3.1.1 §3.2.2.3).
+/// The return code of a refused CONNACK (MQTT 3.1.1 §3.2.2.3: 1–5; MQTT 5 §3.2.2.2: the
+/// reason codes from 0x80 on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnackCode(pub u8);
 
@@ -48,6 +49,7 @@ impl ConnackCode {
             3 => "server unavailable",
             4 => "bad user name or password",
             5 => "not authorized",
+            c @ 0x80.. => crate::mqtt::v5::ReasonCode(c).meaning(),
             _ => "unknown return code",
         }
     }
@@ -123,8 +125,30 @@ pub enum Error {
     },
     /// The broker refused the connection in its CONNACK.
     ConnectionRefused(ConnackCode),
-    /// The broker sent bytes that are not valid MQTT 3.1.1, or a packet it must never send.
+    /// The broker sent bytes that are not valid MQTT, or a packet it must never send.
     Protocol(String),
+    /// MQTT 5: the server refused a publish with a failure reason code in PUBACK or PUBREC
+    /// (e.g. 0x87 not authorized, 0x97 quota exceeded). Nothing is resent.
+    Rejected {
+        /// Which publish.
+        what: String,
+        /// The reason code.
+        code: crate::mqtt::v5::ReasonCode,
+        /// The server's reason string, if it sent one.
+        reason: Option<String>,
+    },
+    /// MQTT 5: the server closed the connection with a DISCONNECT packet, naming why (e.g.
+    /// 0x8b server shutting down, 0x9c use another server, 0x9d server moved: then
+    /// `server_reference` says where). The connection comes back by itself like after any
+    /// other loss.
+    ServerDisconnect {
+        /// The reason code.
+        code: crate::mqtt::v5::ReasonCode,
+        /// The server's reason string, if it sent one.
+        reason: Option<String>,
+        /// The server reference ("use another server", "server moved"), if it sent one.
+        server_reference: Option<String>,
+    },
     /// An incoming packet is larger than the configured maximum.
     PacketTooLarge {
         /// Its announced size in bytes.
@@ -143,12 +167,14 @@ pub enum Error {
         /// thread count too).
         unfinished: Option<usize>,
     },
-    /// The broker refused a subscription (SUBACK return code 0x80).
+    /// The broker refused a subscription (SUBACK return code 0x80 and above).
     SubscriptionRefused {
         /// The refused filter.
         filter: String,
         /// The provider that refused it.
         provider: String,
+        /// MQTT 5: the reason code, and the server's reason string when it sent one.
+        reason: Option<String>,
     },
     /// A topic name or filter is not valid.
     InvalidTopic {
@@ -230,6 +256,27 @@ impl fmt::Display for Error {
             Error::WebSocket { message, .. } => write!(f, "WebSocket error: {message}"),
             Error::ConnectionRefused(code) => write!(f, "broker refused the connection: {code}"),
             Error::Protocol(s) => write!(f, "MQTT protocol error: {s}"),
+            Error::Rejected { what, code, reason } => {
+                write!(f, "the server refused {what} with reason code {code}")?;
+                if let Some(r) = reason {
+                    write!(f, ": {r}")?;
+                }
+                Ok(())
+            }
+            Error::ServerDisconnect {
+                code,
+                reason,
+                server_reference,
+            } => {
+                write!(f, "the server disconnected with reason code {code}")?;
+                if let Some(r) = reason {
+                    write!(f, ": {r}")?;
+                }
+                if let Some(s) = server_reference {
+                    write!(f, " (server reference: {s})")?;
+                }
+                Ok(())
+            }
             Error::PacketTooLarge { size, max } => {
                 write!(
                     f,
@@ -251,11 +298,19 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::SubscriptionRefused { filter, provider } => {
+            Error::SubscriptionRefused {
+                filter,
+                provider,
+                reason,
+            } => {
                 write!(
                     f,
                     "provider {provider} refused the subscription to {filter:?}"
-                )
+                )?;
+                if let Some(r) = reason {
+                    write!(f, " ({r})")?;
+                }
+                Ok(())
             }
             Error::InvalidTopic { topic, reason } => write!(f, "invalid topic {topic:?}: {reason}"),
             Error::PayloadTooLarge { size, max } => {
@@ -358,7 +413,7 @@ impl Error {
     pub(crate) fn is_auth_refusal(&self) -> bool {
         matches!(
             self,
-            Error::ConnectionRefused(ConnackCode(4 | 5))
+            Error::ConnectionRefused(ConnackCode(4 | 5 | 0x86 | 0x87 | 0x8a | 0x8c))
                 | Error::HandshakeRejected {
                     status: 401 | 403,
                     ..

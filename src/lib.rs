@@ -68,8 +68,11 @@ pub use crossbeam_channel;
 pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 pub use error::{ConnackCode, Error, Operation, Result};
 pub use message::{Message, Payload, Topics};
+pub use mqtt::v5::{MqttVersion, ReasonCode};
 pub use mqtt::QoS;
-pub use options::{LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, SubscribeOptions};
+pub use options::{
+    LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, RetainHandling, SubscribeOptions,
+};
 pub use outbox::OutboxSync;
 #[cfg(feature = "aws-iot")]
 pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
@@ -83,7 +86,7 @@ pub use subscription::{Iter, Subscription, TryIter};
 #[cfg(feature = "__internals")]
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::mqtt::{codec, router, session};
+    pub use crate::mqtt::{codec, router, session, v5};
     pub use crate::outbox::log as outbox_log;
     pub use crate::outbox::SYNCS as OUTBOX_SYNCS;
     pub use crate::outbox::{Outbox, OutboxOptions};

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mqtt::codec::PublishFrame;
@@ -113,6 +114,53 @@ impl Message {
     /// The name of the provider it came through.
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+
+    fn props(&self) -> Option<&crate::mqtt::v5::Properties> {
+        self.publish.properties()
+    }
+
+    /// MQTT 5: the user properties it came with, in the order they were sent (keys may
+    /// repeat). Empty for 3.1.1.
+    pub fn user_properties(&self) -> Vec<(&str, &str)> {
+        self.props().map(|p| p.user().collect()).unwrap_or_default()
+    }
+
+    /// MQTT 5: its content type.
+    pub fn content_type(&self) -> Option<&str> {
+        self.props()?.str(crate::mqtt::v5::id::CONTENT_TYPE)
+    }
+
+    /// MQTT 5: its payload format indicator (`Some(true)`: the sender says it is UTF-8).
+    pub fn payload_format_utf8(&self) -> Option<bool> {
+        self.props()?
+            .byte(crate::mqtt::v5::id::PAYLOAD_FORMAT_INDICATOR)
+            .map(|b| b == 1)
+    }
+
+    /// MQTT 5: what is left of its message expiry interval (the server counts down the time
+    /// it held the message).
+    pub fn message_expiry(&self) -> Option<Duration> {
+        self.props()?
+            .int(crate::mqtt::v5::id::MESSAGE_EXPIRY_INTERVAL)
+            .map(|s| Duration::from_secs(u64::from(s)))
+    }
+
+    /// MQTT 5: the topic the sender wants a response on.
+    pub fn response_topic(&self) -> Option<&str> {
+        self.props()?.str(crate::mqtt::v5::id::RESPONSE_TOPIC)
+    }
+
+    /// MQTT 5: the correlation data the sender wants copied into the response.
+    pub fn correlation_data(&self) -> Option<&[u8]> {
+        self.props()?.bin(crate::mqtt::v5::id::CORRELATION_DATA)
+    }
+
+    /// MQTT 5: the subscription identifiers of the subscriptions it matched on the server.
+    pub fn subscription_identifiers(&self) -> Vec<u32> {
+        self.props()
+            .map(|p| p.subscription_ids().collect())
+            .unwrap_or_default()
     }
 }
 

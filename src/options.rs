@@ -125,6 +125,8 @@ pub struct PublishOptions {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) timeout: Option<Duration>,
+    /// MQTT 5 properties (a provider speaking 3.1.1 refuses a publish that has any).
+    pub(crate) props: crate::mqtt::v5::Properties,
 }
 
 impl PublishOptions {
@@ -151,6 +153,67 @@ impl PublishOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    fn property(mut self, id: u8, value: crate::mqtt::v5::Value) -> Self {
+        use crate::mqtt::v5::id::USER_PROPERTY;
+        if id != USER_PROPERTY {
+            self.props.0.retain(|p| p.id != id);
+        }
+        self.props.push(id, value);
+        self
+    }
+
+    /// MQTT 5: a user property (may be repeated, also with the same key; order is kept).
+    pub fn user_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let v = crate::mqtt::v5::Value::Pair(key.into(), value.into());
+        self.property(crate::mqtt::v5::id::USER_PROPERTY, v)
+    }
+
+    /// MQTT 5: the content type (a MIME type such as `application/json`, by convention).
+    pub fn content_type(self, content_type: impl Into<String>) -> Self {
+        let v = crate::mqtt::v5::Value::Str(content_type.into());
+        self.property(crate::mqtt::v5::id::CONTENT_TYPE, v)
+    }
+
+    /// MQTT 5: the payload format indicator: `true` says the payload is UTF-8 text (the
+    /// server may check it and refuse a payload that is not: reason code 0x99).
+    pub fn payload_format_utf8(self, utf8: bool) -> Self {
+        let v = crate::mqtt::v5::Value::Byte(u8::from(utf8));
+        self.property(crate::mqtt::v5::id::PAYLOAD_FORMAT_INDICATOR, v)
+    }
+
+    /// MQTT 5: the message expiry interval (whole seconds): the server drops the message
+    /// (retained or queued for a subscriber) once it is older.
+    pub fn message_expiry(self, expiry: Duration) -> Self {
+        let secs = expiry.as_secs().min(u64::from(u32::MAX)) as u32;
+        let v = crate::mqtt::v5::Value::U32(secs);
+        self.property(crate::mqtt::v5::id::MESSAGE_EXPIRY_INTERVAL, v)
+    }
+
+    /// MQTT 5: the topic a responder should publish its response to (request/response).
+    pub fn response_topic(self, topic: impl Into<String>) -> Self {
+        let v = crate::mqtt::v5::Value::Str(topic.into());
+        self.property(crate::mqtt::v5::id::RESPONSE_TOPIC, v)
+    }
+
+    /// MQTT 5: correlation data, which a responder copies into its response.
+    pub fn correlation_data(self, data: impl Into<Vec<u8>>) -> Self {
+        let v = crate::mqtt::v5::Value::Bin(data.into());
+        self.property(crate::mqtt::v5::id::CORRELATION_DATA, v)
+    }
+}
+
+/// MQTT 5 retain handling of a subscription: whether the server sends retained messages when
+/// it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetainHandling {
+    /// Send the retained messages on every SUBSCRIBE (the default, and 3.1.1's behaviour).
+    #[default]
+    SendOnSubscribe,
+    /// Send them only when the subscription is new on the server.
+    SendIfNew,
+    /// Never send retained messages for this subscription.
+    DoNotSend,
 }
 
 /// Options of one subscribe call: the default is QoS 0, every provider.
@@ -170,9 +233,35 @@ pub struct SubscribeOptions {
     pub(crate) capacity: Option<usize>,
     pub(crate) max_bytes: Option<usize>,
     pub(crate) timeout: Option<Duration>,
+    /// MQTT 5 option bits: no local 0x04, retain as published 0x08, retain handling 0x30.
+    pub(crate) v5_bits: u8,
 }
 
 impl SubscribeOptions {
+    /// MQTT 5: do not send this client its own publishes on this subscription (No Local).
+    pub fn no_local(mut self, no_local: bool) -> Self {
+        self.v5_bits = (self.v5_bits & !0x04) | (u8::from(no_local) << 2);
+        self
+    }
+
+    /// MQTT 5: keep the retain flag as the publisher set it on forwarded messages (Retain As
+    /// Published); otherwise only messages sent because of the subscription are retained.
+    pub fn retain_as_published(mut self, keep: bool) -> Self {
+        self.v5_bits = (self.v5_bits & !0x08) | (u8::from(keep) << 3);
+        self
+    }
+
+    /// MQTT 5: when the server sends retained messages for this subscription.
+    pub fn retain_handling(mut self, handling: RetainHandling) -> Self {
+        let bits = match handling {
+            RetainHandling::SendOnSubscribe => 0,
+            RetainHandling::SendIfNew => 1,
+            RetainHandling::DoNotSend => 2,
+        };
+        self.v5_bits = (self.v5_bits & !0x30) | (bits << 4);
+        self
+    }
+
     /// How many bytes of messages the subscription buffers before it counts losses
     /// (default: the provider's `subscription_max_bytes`, 64 MiB).
     pub fn max_bytes(mut self, bytes: usize) -> Self {
@@ -237,6 +326,12 @@ pub(crate) struct ConnectionOptions {
     pub outbox_dir: Option<std::path::PathBuf>,
     pub outbox_max_bytes: u64,
     pub outbox_sync: crate::outbox::OutboxSync,
+    /// The MQTT version, and the MQTT 5 CONNECT settings (`None`: not set by the user).
+    pub mqtt_version: crate::MqttVersion,
+    pub session_expiry: Option<Duration>,
+    pub receive_maximum: Option<u16>,
+    pub topic_alias_maximum: Option<u16>,
+    pub connect_user_properties: Vec<(String, String)>,
 }
 
 /// The longest keep-alive MQTT 3.1.1 can say (a 16-bit number of seconds).
@@ -269,6 +364,27 @@ impl ConnectionOptions {
             )));
         }
         self.proxy_setting()?;
+        if self.mqtt_version == crate::MqttVersion::V3_1_1 {
+            let v5_only = [
+                ("session_expiry", self.session_expiry.is_some()),
+                ("receive_maximum", self.receive_maximum.is_some()),
+                ("topic_alias_maximum", self.topic_alias_maximum.is_some()),
+                (
+                    "connect_user_property",
+                    !self.connect_user_properties.is_empty(),
+                ),
+            ];
+            if let Some((name, _)) = v5_only.iter().find(|(_, set)| *set) {
+                return Err(crate::error::Error::InvalidConfig(format!(
+                    "{name} is an MQTT 5 setting: add .mqtt_version(MqttVersion::V5)"
+                )));
+            }
+        }
+        if self.receive_maximum == Some(0) {
+            return Err(crate::error::Error::InvalidConfig(
+                "receive_maximum must be at least 1".into(),
+            ));
+        }
         if let Some(o) = self.outbox() {
             if self.client_id.is_none() {
                 return Err(crate::error::Error::InvalidConfig(
@@ -337,6 +453,32 @@ impl Default for ConnectionOptions {
             outbox_dir: None,
             outbox_max_bytes: 64 * 1024 * 1024,
             outbox_sync: crate::outbox::OutboxSync::Always,
+            mqtt_version: crate::MqttVersion::V3_1_1,
+            session_expiry: None,
+            receive_maximum: None,
+            topic_alias_maximum: None,
+            connect_user_properties: Vec::new(),
+        }
+    }
+}
+
+impl ConnectionOptions {
+    /// The MQTT 5 CONNECT properties these options make.
+    pub fn v5_connect(&self) -> crate::mqtt::v5::ConnectProperties {
+        let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
+        crate::mqtt::v5::ConnectProperties {
+            // A persistent session (clean_session(false)) outlives the connection as in
+            // 3.1.1 unless told otherwise; a clean one ends with it.
+            session_expiry: match (self.session_expiry, self.clean_session) {
+                (Some(d), _) => Some(secs(d)),
+                (None, false) => Some(u32::MAX),
+                (None, true) => None,
+            },
+            receive_maximum: self.receive_maximum,
+            maximum_packet_size: Some(self.max_packet_size.min(u32::MAX as usize) as u32),
+            topic_alias_maximum: self.topic_alias_maximum.unwrap_or(64),
+            request_response_information: false,
+            user: self.connect_user_properties.clone(),
         }
     }
 }
@@ -549,6 +691,47 @@ macro_rules! connection_builder_methods {
         /// empty buffer.
         pub fn subscription_max_bytes(mut self, bytes: usize) -> Self {
             self.options.subscription_max_bytes = bytes;
+            self
+        }
+
+        /// The MQTT version to speak (default [`MqttVersion::V3_1_1`](crate::MqttVersion)).
+        /// With [`MqttVersion::V5`](crate::MqttVersion) the same calls work, and the MQTT 5
+        /// settings and options become available (see the README's MQTT 5 section).
+        pub fn mqtt_version(mut self, version: $crate::MqttVersion) -> Self {
+            self.options.mqtt_version = version;
+            self
+        }
+
+        /// MQTT 5: how long the server keeps the session after the connection ends (Session
+        /// Expiry Interval, whole seconds, at most `u32::MAX`: never). Default: 0 with
+        /// `clean_session(true)`, never with `clean_session(false)` (as in 3.1.1).
+        pub fn session_expiry(mut self, expiry: std::time::Duration) -> Self {
+            self.options.session_expiry = Some(expiry);
+            self
+        }
+
+        /// MQTT 5: most unacknowledged QoS 1/2 messages the server may send us at once
+        /// (Receive Maximum, 1..=65535; default: not sent, i.e. 65535).
+        pub fn receive_maximum(mut self, n: u16) -> Self {
+            self.options.receive_maximum = Some(n);
+            self
+        }
+
+        /// MQTT 5: most topic aliases the server may define towards us (default 64; 0: none).
+        pub fn topic_alias_maximum(mut self, n: u16) -> Self {
+            self.options.topic_alias_maximum = Some(n);
+            self
+        }
+
+        /// MQTT 5: a user property sent in CONNECT (may be repeated; order is kept).
+        pub fn connect_user_property(
+            mut self,
+            key: impl Into<String>,
+            value: impl Into<String>,
+        ) -> Self {
+            self.options
+                .connect_user_properties
+                .push((key.into(), value.into()));
             self
         }
 

@@ -244,6 +244,13 @@ impl PubSub {
                 check_topic_limits(&c.limits, f)?;
             }
             check_qos(&c.limits, options.qos, &c.name)?;
+            if options.v5_bits != 0 && c.version != crate::MqttVersion::V5 {
+                return Err(Error::Unsupported(format!(
+                    "no_local, retain_as_published and retain_handling are MQTT 5 options; \
+                     provider {} speaks 3.1.1",
+                    c.name
+                )));
+            }
         }
         let capacity = options.capacity.unwrap_or(targets[0].subscription_capacity);
         if capacity == 0 {
@@ -263,7 +270,13 @@ impl PubSub {
         let with_qos: Vec<(String, QoS)> = filters.into_iter().map(|f| (f, options.qos)).collect();
         let mut waits = Vec::with_capacity(targets.len());
         for c in targets.iter() {
-            waits.push(c.subscribe(id, with_qos.clone(), sinks.sink(), deadline)?);
+            waits.push(c.subscribe(
+                id,
+                with_qos.clone(),
+                options.v5_bits,
+                sinks.sink(),
+                deadline,
+            )?);
         }
         drop(sinks);
         for rx in &waits {
@@ -324,8 +337,23 @@ impl PubSub {
         }
         let payload = payload.into().0;
         let targets = self.targets(options.provider.as_deref())?;
+        if let Some(t) = options.props.str(crate::mqtt::v5::id::RESPONSE_TOPIC) {
+            validate_topic_name(t)?;
+        }
+        let props = {
+            let mut out = Vec::with_capacity(options.props.encoded_len());
+            options.props.encode_body(&mut out);
+            out
+        };
         for c in targets.iter() {
             check_qos(&c.limits, options.qos, &c.name)?;
+            if !props.is_empty() && c.version != crate::MqttVersion::V5 {
+                return Err(Error::Unsupported(format!(
+                    "MQTT 5 publish properties (user properties, content type, expiry, \
+                     response topic, correlation data); provider {} speaks 3.1.1",
+                    c.name
+                )));
+            }
             if options.qos == QoS::AtMostOnce
                 && c.offline_qos0 == OfflineQoS0::FailFast
                 && c.state() != ConnectionState::Connected
@@ -366,7 +394,14 @@ impl PubSub {
                 } else {
                     t.clone()
                 };
-                let ack = c.publish(topic, bytes, options.qos, options.retain, deadline)?;
+                let ack = c.publish(
+                    topic,
+                    bytes,
+                    options.qos,
+                    options.retain,
+                    props.clone(),
+                    deadline,
+                )?;
                 waits.extend(ack);
             }
         }

@@ -1,7 +1,9 @@
 //! The sans-IO session fed an arbitrary sequence of inbound packets, commands and clock
 //! ticks: never panics, and its invariants hold after every step (in-flight counts match the
 //! slots and stay within the window, packet id 0 is never used, the keep-alive deadline is
-//! never before the ping), and an acknowledgement completes only what was asked.
+//! never before the ping), and an acknowledgement completes only what was asked. The first
+//! flag picks MQTT 5: CONNACKs with receive maximum and topic alias maximum, acknowledgements
+//! with reason codes, and raw bytes through the v5 decoder.
 #![no_main]
 
 use std::collections::HashSet;
@@ -12,9 +14,10 @@ use libfuzzer_sys::fuzz_target;
 use mqtt::packet::suback::SubscribeReturnCode;
 use mqtt::packet::*;
 use mqtt::TopicName;
-use mqtt_pubsub::internals::codec::decode_frame;
+use mqtt_pubsub::internals::codec::{decode_packet_as, Inbound};
 use mqtt_pubsub::internals::session::{Event, Session, SessionConfig};
-use mqtt_pubsub::QoS;
+use mqtt_pubsub::internals::v5::{id, Ack, Control, Properties, ReasonCode, Value};
+use mqtt_pubsub::{MqttVersion, QoS};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -33,6 +36,10 @@ enum Op {
     Tick(u16),
     Disconnect,
     Connect { session_present: bool },
+    /// v5: a CONNACK (after CONNECT) with these limits.
+    Connack5 { receive_max: u16, alias_max: u8, max_qos: u8 },
+    /// v5: PUBACK, PUBREC or PUBCOMP with a reason code.
+    Ack5 { kind: u8, id: u16, code: u8 },
     TakeOutput,
 }
 
@@ -40,9 +47,12 @@ fn qos(q: u8) -> QoS {
     QoS::from_u8(q % 3).unwrap()
 }
 
-fuzz_target!(|input: (u8, u16, Vec<Op>)| {
-    let (window, keep_alive, ops) = input;
+fuzz_target!(|input: (u8, u16, bool, Vec<Op>)| {
+    let (window, keep_alive, v5, ops) = input;
+    let version = if v5 { MqttVersion::V5 } else { MqttVersion::V3_1_1 };
     let mut cfg = SessionConfig::new("fuzz");
+    cfg.version = version;
+    cfg.v5.topic_alias_maximum = 4;
     cfg.max_inflight = (window % 8) as u16 + 1;
     cfg.max_queued = 16;
     cfg.max_filters_per_subscribe = 2;
@@ -106,10 +116,34 @@ fuzz_target!(|input: (u8, u16, Vec<Op>)| {
                 };
                 s.handle(PublishPacket::new(TopicName::new("in").unwrap(), q, b"x".to_vec()).into(), now)
             }
-            Op::Raw(bytes) => match decode_frame(&bytes) {
-                Ok(p) => s.handle(p, now),
+            Op::Raw(bytes) => match decode_packet_as(&bytes, version) {
+                Ok(p) => s.handle_inbound(p, now),
                 Err(_) => Ok(()),
             },
+            Op::Connack5 { receive_max, alias_max, max_qos } => {
+                if !v5 || s.is_connected() {
+                    continue;
+                }
+                let _ = s.connecting(vec![("f/1".into(), QoS::AtLeastOnce)], HashSet::new());
+                let mut props = Properties::new();
+                props.push(id::RECEIVE_MAXIMUM, Value::U16(receive_max.max(1)));
+                props.push(id::TOPIC_ALIAS_MAXIMUM, Value::U16(alias_max as u16));
+                props.push(id::MAXIMUM_QOS, Value::Byte(max_qos % 2));
+                let connack = Control::Connack { session_present: false, code: 0, props };
+                s.handle_inbound(Inbound::Control(connack), now)
+            }
+            Op::Ack5 { kind, id, code } => {
+                if !v5 {
+                    continue;
+                }
+                let a = Ack { id, code: ReasonCode(code), props: Properties::new() };
+                let c = match kind % 3 {
+                    0 => Control::Puback(a),
+                    1 => Control::Pubrec(a),
+                    _ => Control::Pubcomp(a),
+                };
+                s.handle_inbound(Inbound::Control(c), now)
+            }
             Op::Tick(ms) => {
                 now += Duration::from_millis(ms as u64);
                 s.poll_timers(now)
@@ -135,6 +169,25 @@ fuzz_target!(|input: (u8, u16, Vec<Op>)| {
                 s.mark_sent(now);
                 // The bytes the session writes are valid packets.
                 let mut framer = mqtt_pubsub::internals::codec::Framer::new(1 << 20);
+                if v5 {
+                    // The v5 framer decodes what a server sends; the session writes client
+                    // packets: check the PUBLISHes parse and the acknowledgements' ids.
+                    let mut rest = &out[..];
+                    while !rest.is_empty() {
+                        let (h, len) = mqtt_pubsub::internals::codec::parse_fixed_header(rest)
+                            .expect("valid header")
+                            .expect("whole packets");
+                        let packet = &rest[..h + len];
+                        if packet[0] >> 4 == 3 {
+                            decode_packet_as(packet, version).expect("a valid v5 PUBLISH");
+                        }
+                        if matches!(packet[0] >> 4, 4 | 5 | 6 | 7) {
+                            assert_ne!(&packet[h..h + 2], &[0, 0], "acknowledged packet id 0");
+                        }
+                        rest = &rest[h + len..];
+                    }
+                    Ok(())
+                } else {
                 framer
                     .feed(&out, |p| {
                         // Never an acknowledgement of packet id 0 (an inbound QoS 1/2 PUBLISH
@@ -153,6 +206,7 @@ fuzz_target!(|input: (u8, u16, Vec<Op>)| {
                     })
                     .expect("the session writes valid MQTT");
                 Ok(())
+                }
             }
         };
         if r.is_err() {
@@ -170,10 +224,14 @@ fuzz_target!(|input: (u8, u16, Vec<Op>)| {
                 Event::Published(r)
                 | Event::Subscribed(r, _)
                 | Event::PublishRefused(Some(r), _)
+                | Event::PublishRejected(Some(r), ..)
                 | Event::Failed(r, _) => {
                     assert!(waiting.remove(&r), "completion {r} that nobody waits for, or twice");
                 }
-                Event::PublishRefused(None, _) | Event::FiltersRefused(_) | Event::Message(_) => {}
+                Event::PublishRefused(None, _)
+                | Event::PublishRejected(None, ..)
+                | Event::FiltersRefused(_)
+                | Event::Message(_) => {}
             }
         }
     }

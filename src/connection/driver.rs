@@ -152,10 +152,12 @@ impl Driver {
             max_inflight: o.max_inflight,
             max_queued: o.queue_capacity,
             max_filters_per_subscribe: spec.limits.max_filters_per_subscribe,
+            version: o.mqtt_version,
+            v5: o.v5_connect(),
         };
         Driver {
             name: spec.name.into(),
-            framer: Framer::new(o.max_packet_size),
+            framer: Framer::with_version(o.max_packet_size, o.mqtt_version),
             opener: spec.opener,
             url_in_use: None,
             options: spec.options,
@@ -730,10 +732,21 @@ impl Driver {
                 payload,
                 qos,
                 retain,
+                props,
                 reply,
             } => {
                 if qos != QoS::AtMostOnce {
                     if let Some(outbox) = self.outbox.as_mut() {
+                        if !props.is_empty() {
+                            if let Some(r) = reply {
+                                let _ = r.send(Err(Error::Unsupported(
+                                    "MQTT 5 publish properties with an outbox: the outbox \
+                                     does not keep them yet"
+                                        .into(),
+                                )));
+                            }
+                            return;
+                        }
                         // Durable: recorded now, answered once committed.
                         let ticket = self.session.next_ticket();
                         let accepted = if topic.len() > crate::topic::MAX_TOPIC_LEN {
@@ -758,10 +771,14 @@ impl Driver {
                 } else {
                     (None, reply)
                 };
-                if let Err(e) = self
-                    .session
-                    .publish(topic, payload, qos, retain, session_reply)
-                {
+                let packet = crate::mqtt::codec::Outgoing {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                    props,
+                };
+                if let Err(e) = self.session.publish_packet(packet, session_reply) {
                     if let Some(r) = reply_now {
                         let _ = r.send(Err(e));
                     }
@@ -772,9 +789,13 @@ impl Driver {
             Command::Subscribe {
                 id,
                 filters,
+                options,
                 sink,
                 reply,
             } => {
+                for (f, _) in &filters {
+                    self.session.set_subscription_options(f, options);
+                }
                 self.claim_unclaimed(&filters, &sink);
                 let changes = self.router.add(id, &filters, sink);
                 self.session
@@ -926,9 +947,10 @@ impl Driver {
                 SessionEvent::Subscribed(reply, refused) => {
                     let result = match refused.into_iter().next() {
                         None => Ok(()),
-                        Some(filter) => Err(Error::SubscriptionRefused {
+                        Some((filter, reason)) => Err(Error::SubscriptionRefused {
                             filter,
                             provider: self.name.to_string(),
+                            reason,
                         }),
                     };
                     let _ = reply.send(result);
@@ -938,6 +960,13 @@ impl Driver {
                 }
                 SessionEvent::PublishRefused(reply, what) => {
                     let err = Error::Refused(what);
+                    self.report_refusal(&err);
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(err));
+                    }
+                }
+                SessionEvent::PublishRejected(reply, code, reason, what) => {
+                    let err = Error::Rejected { what, code, reason };
                     self.report_refusal(&err);
                     if let Some(r) = reply {
                         let _ = r.send(Err(err));

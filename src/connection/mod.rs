@@ -29,11 +29,15 @@ enum Command {
         payload: Vec<u8>,
         qos: QoS,
         retain: bool,
+        /// MQTT 5 properties, encoded (empty: none).
+        props: Vec<u8>,
         reply: Option<Reply>,
     },
     Subscribe {
         id: u64,
         filters: Vec<(String, QoS)>,
+        /// MQTT 5 subscription option bits (no local, retain as published, retain handling).
+        options: u8,
         sink: inbox::Sink,
         reply: Reply,
     },
@@ -52,6 +56,8 @@ enum Command {
 /// The caller's side of a provider connection.
 pub(crate) struct Connection {
     pub name: Arc<str>,
+    /// The MQTT version it speaks.
+    pub version: crate::MqttVersion,
     pub limits: Limits,
     pub operation_timeout: Duration,
     pub subscription_capacity: usize,
@@ -90,6 +96,7 @@ impl Connection {
         let subscription_max_bytes = spec.options.subscription_max_bytes;
         let offline_qos0 = spec.options.offline_qos0;
         let clean_session = spec.options.clean_session;
+        let version = spec.options.mqtt_version;
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let driver = driver::Driver::new(
             spec,
@@ -140,6 +147,7 @@ impl Connection {
         }
         Ok(Connection {
             name,
+            version,
             limits,
             operation_timeout,
             subscription_capacity,
@@ -164,6 +172,7 @@ impl Connection {
         payload: Vec<u8>,
         qos: QoS,
         retain: bool,
+        props: Vec<u8>,
         deadline: Instant,
     ) -> Result<Option<Receiver<Result<()>>>> {
         let (reply, rx) = if qos == QoS::AtMostOnce {
@@ -177,6 +186,7 @@ impl Connection {
             payload,
             qos,
             retain,
+            props,
             reply,
         };
         self.send(cmd, deadline, Operation::Publish)?;
@@ -189,6 +199,7 @@ impl Connection {
         &self,
         id: u64,
         filters: Vec<(String, QoS)>,
+        options: u8,
         sink: inbox::Sink,
         deadline: Instant,
     ) -> Result<Receiver<Result<()>>> {
@@ -196,6 +207,7 @@ impl Connection {
         let cmd = Command::Subscribe {
             id,
             filters,
+            options,
             sink,
             reply,
         };

@@ -20,7 +20,10 @@ use mqtt::packet::VariablePacket;
 use mqtt::{Decodable, Encodable};
 use tungstenite::Bytes;
 
+use std::sync::Arc;
+
 use crate::error::Error;
+use crate::mqtt::v5::{self, MqttVersion, Properties};
 use crate::mqtt::QoS;
 
 /// An incoming PUBLISH, kept as the bytes it arrived in, its fields located and checked.
@@ -31,11 +34,27 @@ pub struct PublishFrame {
     payload_start: u32,
     flags: u8,
     packet_id: u16,
+    /// v5: the topic alias it carried (0: none).
+    alias: u16,
+    /// v5: its properties other than a topic alias, when it had any.
+    props: Option<Arc<Properties>>,
+    /// v5: the topic its alias stands for, when it came with an empty topic.
+    aliased_topic: Option<Arc<str>>,
 }
 
 impl PublishFrame {
-    /// Parses one complete PUBLISH packet whose fixed header is `header` bytes long.
+    /// Parses one complete MQTT 3.1.1 PUBLISH packet whose fixed header is `header` bytes
+    /// long.
     pub fn parse(bytes: Bytes, header: usize) -> Result<PublishFrame, Error> {
+        PublishFrame::parse_as(bytes, header, MqttVersion::V3_1_1)
+    }
+
+    /// Parses one complete PUBLISH packet of `version`.
+    pub fn parse_as(
+        bytes: Bytes,
+        header: usize,
+        version: MqttVersion,
+    ) -> Result<PublishFrame, Error> {
         let bad = |why: &str| Error::Protocol(format!("malformed PUBLISH packet: {why}"));
         let flags = bytes[0] & 0x0f;
         let qos = (flags >> 1) & 3;
@@ -59,7 +78,7 @@ impl PublishFrame {
         }
         let topic =
             std::str::from_utf8(&body[2..topic_end]).map_err(|_| bad("the topic is not UTF-8"))?;
-        if topic.is_empty() || topic.contains(['+', '#']) {
+        if topic.contains(['+', '#']) {
             return Err(bad("not a topic name")); // [MQTT-3.3.2-2], [MQTT-4.7.3-1]
         }
         let packet_id = if qos > 0 {
@@ -70,17 +89,52 @@ impl PublishFrame {
         if qos > 0 && packet_id == 0 {
             return Err(bad("packet identifier 0")); // [MQTT-2.3.1-1]
         }
+        let (props, alias, props_len) = match version {
+            MqttVersion::V3_1_1 => (None, 0, 0),
+            MqttVersion::V5 => v5::parse_publish(&body[topic_end + id_len..])?,
+        };
+        if topic.is_empty() && alias == 0 {
+            // [MQTT-4.7.3-1]; in v5 an empty topic needs a topic alias [MQTT-3.3.2-8].
+            return Err(bad("not a topic name"));
+        }
         Ok(PublishFrame {
             topic: ((header + 2) as u32, (header + topic_end) as u32),
-            payload_start: (header + topic_end + id_len) as u32,
+            payload_start: (header + topic_end + id_len + props_len) as u32,
             flags,
             packet_id,
             bytes,
+            alias,
+            props,
+            aliased_topic: None,
         })
+    }
+
+    /// v5: the topic alias it carried (0: none).
+    pub fn topic_alias(&self) -> u16 {
+        self.alias
+    }
+
+    /// v5: the topic its alias stands for (the session resolves aliases).
+    pub fn set_aliased_topic(&mut self, topic: Arc<str>) {
+        self.aliased_topic = Some(topic);
+    }
+
+    /// The topic as it is on the wire (empty when a v5 topic alias stands for it).
+    pub fn wire_topic(&self) -> &str {
+        std::str::from_utf8(&self.bytes[self.topic.0 as usize..self.topic.1 as usize])
+            .unwrap_or_default()
+    }
+
+    /// v5: the properties it came with (none: `None`).
+    pub fn properties(&self) -> Option<&Properties> {
+        self.props.as_deref()
     }
 
     /// The topic name.
     pub fn topic(&self) -> &str {
+        if let Some(t) = &self.aliased_topic {
+            return t;
+        }
         // Checked as UTF-8 when parsed.
         std::str::from_utf8(&self.bytes[self.topic.0 as usize..self.topic.1 as usize])
             .unwrap_or_default()
@@ -124,8 +178,10 @@ impl PublishFrame {
 pub enum Inbound {
     /// An application message.
     Publish(PublishFrame),
-    /// Every other packet type.
+    /// Every other packet type (MQTT 3.1.1).
     Other(VariablePacket),
+    /// Every other packet type (MQTT 5).
+    Control(v5::Control),
 }
 
 impl Inbound {
@@ -136,6 +192,7 @@ impl Inbound {
         match self {
             Inbound::Publish(p) => out.extend_from_slice(p.as_bytes()),
             Inbound::Other(p) => encode(p, out),
+            Inbound::Control(p) => p.encode(out),
         }
     }
 }
@@ -156,21 +213,28 @@ impl From<VariablePacket> for Inbound {
 }
 
 /// Decodes one complete packet held in `frame`, whose fixed header is `header` bytes long.
-fn decode_inbound(frame: Bytes, header: usize) -> Result<Inbound, Error> {
-    if frame[0] >> 4 == 3 {
-        PublishFrame::parse(frame, header).map(Inbound::Publish)
-    } else {
-        decode_frame(&frame).map(Inbound::Other)
+fn decode_inbound(frame: Bytes, header: usize, version: MqttVersion) -> Result<Inbound, Error> {
+    match (frame[0] >> 4, version) {
+        (3, _) => PublishFrame::parse_as(frame, header, version).map(Inbound::Publish),
+        (_, MqttVersion::V3_1_1) => decode_frame(&frame).map(Inbound::Other),
+        (_, MqttVersion::V5) => v5::decode_control(&frame, header).map(Inbound::Control),
     }
 }
 
-/// Decodes exactly one complete packet, any type.
+/// Decodes exactly one complete MQTT 3.1.1 packet, any type.
 // Used by the fuzz targets, the benchmark and the tests only.
 #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
 pub fn decode_packet(frame: &[u8]) -> Result<Inbound, Error> {
+    decode_packet_as(frame, MqttVersion::V3_1_1)
+}
+
+/// Decodes exactly one complete packet of `version`, any type.
+// Used by the fuzz targets, the benchmark and the tests only.
+#[cfg_attr(not(feature = "__internals"), allow(dead_code))]
+pub fn decode_packet_as(frame: &[u8], version: MqttVersion) -> Result<Inbound, Error> {
     match parse_fixed_header(frame)? {
         Some((header, remaining)) if header + remaining == frame.len() => {
-            decode_inbound(Bytes::copy_from_slice(frame), header)
+            decode_inbound(Bytes::copy_from_slice(frame), header, version)
         }
         _ => Err(Error::Protocol(format!(
             "not one complete packet ({} bytes)",
@@ -275,14 +339,22 @@ fn remaining_length_len(frame: &[u8]) -> usize {
 pub struct Framer {
     buf: Vec<u8>,
     max_packet_size: usize,
+    version: MqttVersion,
 }
 
 impl Framer {
-    /// A framer refusing packets whose total size exceeds `max_packet_size` bytes.
+    /// An MQTT 3.1.1 framer refusing packets whose total size exceeds `max_packet_size`
+    /// bytes.
     pub fn new(max_packet_size: usize) -> Framer {
+        Framer::with_version(max_packet_size, MqttVersion::V3_1_1)
+    }
+
+    /// A framer of packets of `version`.
+    pub fn with_version(max_packet_size: usize, version: MqttVersion) -> Framer {
         Framer {
             buf: Vec::new(),
             max_packet_size,
+            version,
         }
     }
 
@@ -326,7 +398,7 @@ impl Framer {
                     let total = self.check_size(header + remaining)?;
                     if self.buf.len() == total {
                         let frame = Bytes::from(std::mem::take(&mut self.buf));
-                        on_packet(decode_inbound(frame, header)?)?;
+                        on_packet(decode_inbound(frame, header, self.version)?)?;
                         continue;
                     }
                     if pos == data.len() {
@@ -360,7 +432,7 @@ impl Framer {
                         Bytes::copy_from_slice(&data[pos..pos + total])
                     };
                     pos += total;
-                    on_packet(decode_inbound(frame, header)?)?;
+                    on_packet(decode_inbound(frame, header, self.version)?)?;
                 }
                 None => break,
             }
@@ -397,6 +469,8 @@ pub struct Outgoing {
     pub qos: QoS,
     /// Retain flag.
     pub retain: bool,
+    /// v5: the encoded properties (without their length); empty: none. Never sent in 3.1.1.
+    pub props: Vec<u8>,
 }
 
 impl Outgoing {
@@ -481,24 +555,84 @@ pub fn encode_connect(c: &Connect<'_>) -> Vec<u8> {
     out
 }
 
+impl v5::Control {
+    /// A 3.1.1 packet as the session handles it; a packet a server never sends (or a PUBLISH
+    /// `PublishFrame::parse` refused) is a protocol error.
+    pub fn from_v311(p: VariablePacket) -> Result<v5::Control, Error> {
+        use v5::{Ack, Control, ReasonCode};
+        let ack = |id| Ack {
+            id,
+            code: ReasonCode(0),
+            props: Properties::new(),
+        };
+        Ok(match p {
+            VariablePacket::ConnackPacket(c) => Control::Connack {
+                session_present: c.connack_flags().session_present,
+                code: c.connect_return_code().to_u8(),
+                props: Properties::new(),
+            },
+            VariablePacket::PubackPacket(a) => Control::Puback(ack(a.packet_identifier())),
+            VariablePacket::PubrecPacket(a) => Control::Pubrec(ack(a.packet_identifier())),
+            VariablePacket::PubrelPacket(a) => Control::Pubrel(ack(a.packet_identifier())),
+            VariablePacket::PubcompPacket(a) => Control::Pubcomp(ack(a.packet_identifier())),
+            VariablePacket::SubackPacket(a) => Control::Suback {
+                id: a.packet_identifier(),
+                codes: a
+                    .subscribes()
+                    .iter()
+                    .map(|c| match c {
+                        mqtt::packet::suback::SubscribeReturnCode::MaximumQoSLevel0 => 0,
+                        mqtt::packet::suback::SubscribeReturnCode::MaximumQoSLevel1 => 1,
+                        mqtt::packet::suback::SubscribeReturnCode::MaximumQoSLevel2 => 2,
+                        mqtt::packet::suback::SubscribeReturnCode::Failure => 0x80,
+                    })
+                    .collect(),
+                props: Properties::new(),
+            },
+            VariablePacket::UnsubackPacket(a) => Control::Unsuback {
+                id: a.packet_identifier(),
+                codes: Vec::new(),
+                props: Properties::new(),
+            },
+            VariablePacket::PingrespPacket(_) => Control::Pingresp,
+            // `Inbound::from` keeps a PUBLISH as a packet only when `PublishFrame::parse`
+            // refused it (packet id 0, U+0000 in the topic, DUP on QoS 0, ...).
+            VariablePacket::PublishPacket(_) => {
+                return Err(Error::Protocol(
+                    "a PUBLISH that breaks the protocol's rules".into(),
+                ))
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "the broker sent {}, which a server never sends to a client",
+                    packet_name(&other)
+                )))
+            }
+        })
+    }
+}
+
 /// Reads a CONNACK: `Ok(session_present)` when accepted, the refusal or the protocol error
 /// otherwise.
-pub fn parse_connack(packet: &Inbound) -> Result<bool, Error> {
-    use mqtt::control::variable_header::ConnectReturnCode;
-    let packet = match packet {
-        Inbound::Other(p) => p,
-        Inbound::Publish(_) => return Err(Error::Protocol("expected CONNACK, got PUBLISH".into())),
-    };
+pub fn parse_connack(packet: &v5::Control) -> Result<bool, Error> {
     match packet {
-        VariablePacket::ConnackPacket(c) => match c.connect_return_code() {
-            ConnectReturnCode::ConnectionAccepted => Ok(c.connack_flags().session_present),
-            code => Err(Error::ConnectionRefused(crate::error::ConnackCode(
-                code.to_u8(),
-            ))),
-        },
+        v5::Control::Connack {
+            session_present,
+            code: 0,
+            ..
+        } => Ok(*session_present),
+        v5::Control::Connack { code, props, .. } => {
+            if let Some(r) = props.reason() {
+                log::warn!(
+                    "CONNACK refused with reason code {code:#04x}: {}",
+                    crate::error::printable(r)
+                );
+            }
+            Err(Error::ConnectionRefused(crate::error::ConnackCode(*code)))
+        }
         other => Err(Error::Protocol(format!(
             "expected CONNACK, got {}",
-            packet_name(other)
+            other.name()
         ))),
     }
 }
@@ -682,6 +816,7 @@ mod tests {
                 payload: vec![7; size],
                 qos,
                 retain: true,
+                props: Vec::new(),
             };
             let mut ours = Vec::new();
             o.encode(513, false, &mut ours);

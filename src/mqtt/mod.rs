@@ -1,4 +1,4 @@
-//! MQTT 3.1.1: framing and codec, the sans-IO session, and the subscription router.
+//! MQTT 3.1.1 and 5: framing and codecs, the sans-IO session, and the subscription router.
 //!
 //! The protocol layer: it depends on nothing above it (only `error` and `topic`), so that it
 //! can be read, tested and fuzzed alone.
@@ -7,5 +7,6 @@ pub mod codec;
 mod qos;
 pub mod router;
 pub mod session;
+pub mod v5;
 
 pub use qos::QoS;

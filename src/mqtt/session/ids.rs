@@ -15,6 +15,8 @@ pub(super) struct Ids<R> {
     publishes: usize,
     /// Most publishes in flight at once (the rest of the ids serve SUBSCRIBE/UNSUBSCRIBE).
     window: usize,
+    /// Most publishes sent now (the server's receive maximum, at most `window`).
+    limit: usize,
     next: u16,
 }
 
@@ -26,8 +28,14 @@ impl<R> Ids<R> {
             inflight: 0,
             publishes: 0,
             window: window as usize,
+            limit: window as usize,
             next: 1,
         }
+    }
+
+    /// Sends at most `n` publishes at once from now on (never more than the window).
+    pub fn set_limit(&mut self, n: u16) {
+        self.limit = (n as usize).clamp(1, self.window);
     }
 
     /// Publishes in flight.
@@ -51,7 +59,7 @@ impl<R> Ids<R> {
     /// one given, so that a late acknowledgement of a freed id rarely meets a new request.
     pub fn take(&mut self, publish: bool) -> Option<u16> {
         let max = (self.slots.len() - 1) as u16;
-        if self.inflight >= max as usize || (publish && self.publishes >= self.window) {
+        if self.inflight >= max as usize || (publish && self.publishes >= self.limit) {
             return None;
         }
         for _ in 0..max {

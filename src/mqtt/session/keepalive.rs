@@ -39,7 +39,12 @@ impl KeepAlive {
         (self.interval / 2).max(Duration::from_millis(100))
     }
 
-    /// A new connection: the clock starts again.
+    /// Uses `interval` from now on (a server's keep-alive; zero disables).
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+    }
+
+    /// Starts over at `now` (a new connection).
     pub fn restart(&mut self, now: Instant) {
         self.last_in = now;
         self.last_out = now;

@@ -11,21 +11,20 @@
 mod ids;
 mod keepalive;
 mod resend;
+mod wire;
 
 pub use resend::STRIKES;
+pub use wire::ServerLimits;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use mqtt::packet::suback::SubscribeReturnCode;
+#[cfg(test)]
 use mqtt::packet::*;
-use mqtt::TopicFilter;
 
 use crate::error::{Error, Result};
-use crate::mqtt::codec::{
-    ack_packet_id, encode, encode_connect, packet_name, Connect, Inbound, Outgoing, PublishFrame,
-    Will,
-};
+use crate::mqtt::codec::{encode_connect, Connect, Inbound, Outgoing, PublishFrame, Will};
+use crate::mqtt::v5::{self, Control, MqttVersion, ReasonCode};
 use crate::mqtt::QoS;
 
 /// Packet identifiers kept beyond the publish window for SUBSCRIBE and UNSUBSCRIBE, so that
@@ -54,6 +53,10 @@ pub struct SessionConfig {
     pub max_queued: usize,
     /// Most filters in one SUBSCRIBE packet (AWS IoT allows 8); larger requests are split.
     pub max_filters_per_subscribe: usize,
+    /// The protocol version.
+    pub version: MqttVersion,
+    /// MQTT 5 CONNECT properties.
+    pub v5: v5::ConnectProperties,
 }
 
 impl SessionConfig {
@@ -71,6 +74,8 @@ impl SessionConfig {
             max_inflight: 100,
             max_queued: 1000,
             max_filters_per_subscribe: 64,
+            version: MqttVersion::V3_1_1,
+            v5: v5::ConnectProperties::default(),
         }
     }
 }
@@ -134,11 +139,15 @@ pub enum Event<R> {
     Message(PublishFrame),
     /// A QoS 1 publish got its PUBACK, or a QoS 2 publish its PUBCOMP.
     Published(R),
-    /// All SUBACKs of a subscribe request arrived; the refused filters are listed.
-    Subscribed(R, Vec<String>),
+    /// All SUBACKs of a subscribe request arrived; the refused filters are listed, each with
+    /// the reason (MQTT 5: reason code and string).
+    Subscribed(R, Vec<(String, Option<String>)>),
     /// A QoS 1/2 publish was dropped: the connection died right after it [`STRIKES`] times.
     /// The text says which message.
     PublishRefused(Option<R>, String),
+    /// MQTT 5: the server refused a publish with a reason code in PUBACK or PUBREC (and
+    /// perhaps a reason string); the text says which message.
+    PublishRejected(Option<R>, ReasonCode, Option<String>, String),
     /// Filters dropped for the same reason; they are no longer subscribed.
     FiltersRefused(Vec<String>),
     /// A subscribe request failed: the broker broke the protocol answering it (the text
@@ -219,7 +228,7 @@ enum Phase {
 struct SubWaiter<R> {
     id: u64,
     remaining: usize,
-    refused: Vec<String>,
+    refused: Vec<(String, Option<String>)>,
     reply: R,
 }
 
@@ -249,12 +258,22 @@ pub struct Session<R> {
     suspect: Option<(u64, u8)>,
     /// What a durable outbox must record ([`Session::enable_journal`]); `None`: no outbox.
     journal: Option<Vec<Journal>>,
+    /// How packets are written, and what the server allows.
+    wire: wire::Wire,
+    /// MQTT 5 subscription option bits (no local, retain as published, retain handling) by
+    /// filter.
+    sub_options: HashMap<String, u8>,
 }
 
 impl<R> Session<R> {
     /// A disconnected session.
     pub fn new(cfg: SessionConfig, now: Instant) -> Session<R> {
         let max = cfg.max_inflight.clamp(1, u16::MAX - CONTROL_IDS);
+        let cfg_version = cfg.version;
+        let cfg_aliases = match cfg.version {
+            MqttVersion::V3_1_1 => 0,
+            MqttVersion::V5 => cfg.v5.topic_alias_maximum,
+        };
         Session {
             ids: ids::Ids::new(max, CONTROL_IDS),
             keepalive: keepalive::KeepAlive::new(cfg.keep_alive, now),
@@ -275,6 +294,8 @@ impl<R> Session<R> {
             next_ticket: 0,
             suspect: None,
             journal: None,
+            wire: wire::Wire::new(cfg_version, cfg_aliases),
+            sub_options: HashMap::new(),
         }
     }
 
@@ -313,6 +334,7 @@ impl<R> Session<R> {
                 payload: r.payload,
                 qos: r.qos,
                 retain: r.retain,
+                props: Vec::new(),
             };
             let free = |ids: &ids::Ids<R>, pid: u16| {
                 pid != 0 && pid <= ids.max_id() && ids.get(pid).is_none()
@@ -355,14 +377,42 @@ impl<R> Session<R> {
     /// The CONNECT packet for this session, encoded.
     pub fn connect_packet(&self) -> Vec<u8> {
         let c = &self.cfg;
-        encode_connect(&Connect {
+        let connect = Connect {
             client_id: &c.client_id,
             keep_alive: c.keep_alive,
             clean_session: c.clean_session,
             username: c.username.as_deref(),
             password: c.password.as_deref(),
             will: c.will.as_ref(),
-        })
+        };
+        match c.version {
+            MqttVersion::V3_1_1 => encode_connect(&connect),
+            MqttVersion::V5 => v5::encode_connect(&connect, &c.v5),
+        }
+    }
+
+    /// The protocol version.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
+    pub fn version(&self) -> MqttVersion {
+        self.cfg.version
+    }
+
+    /// What the server allows, as its last CONNACK said.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
+    pub fn server_limits(&self) -> &ServerLimits {
+        &self.wire.limits
+    }
+
+    /// MQTT 5 subscription option bits for `filter` (sent with its next SUBSCRIBE): no
+    /// local 0x04, retain as published 0x08, retain handling 0x10/0x20.
+    pub fn set_subscription_options(&mut self, filter: &str, bits: u8) {
+        if bits == 0 {
+            self.sub_options.remove(filter);
+        } else {
+            self.sub_options.insert(filter.to_string(), bits & 0x3c);
+        }
     }
 
     /// A connection is being made: returns the CONNECT packet to send first, and waits for
@@ -458,20 +508,37 @@ impl<R> Session<R> {
         retain: bool,
         reply: Option<R>,
     ) -> Result<()> {
+        self.publish_packet(
+            Outgoing {
+                topic,
+                payload,
+                qos,
+                retain,
+                props: Vec::new(),
+            },
+            reply,
+        )
+    }
+
+    /// Publishes `packet` (with MQTT 5 properties, ignored in 3.1.1), like
+    /// [`Session::publish`]. What the server said it does not take (QoS above its maximum,
+    /// retain, a packet above its maximum size) is refused here.
+    pub fn publish_packet(&mut self, packet: Outgoing, reply: Option<R>) -> Result<()> {
         // The caller validated the topic; only what would corrupt the encoding is checked here.
-        if topic.len() > crate::topic::MAX_TOPIC_LEN {
-            return Err(Error::invalid_topic(&topic, "longer than 65535 bytes"));
+        if packet.topic.len() > crate::topic::MAX_TOPIC_LEN {
+            return Err(Error::invalid_topic(
+                &packet.topic,
+                "longer than 65535 bytes",
+            ));
         }
-        let packet = Outgoing {
-            topic,
-            payload,
-            qos,
-            retain,
-        };
+        if self.cfg.version == MqttVersion::V5 {
+            self.wire.limits.check(&packet)?;
+        }
+        let qos = packet.qos;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         if qos == QoS::AtMostOnce && self.is_connected() && self.queue.is_empty() {
-            packet.encode(0, false, &mut self.out);
+            self.wire.publish(&packet, 0, false, &mut self.out);
             return Ok(());
         }
         self.queue.push_back(Request::Publish {
@@ -546,7 +613,7 @@ impl<R> Session<R> {
     /// Writes DISCONNECT; nothing is sent after it.
     pub fn disconnect(&mut self) {
         if self.is_connected() {
-            encode(&DisconnectPacket::new(), &mut self.out);
+            self.out.extend_from_slice(&[0xe0, 0]);
             self.phase = Phase::Disconnected;
             self.keepalive.stop();
         }
@@ -582,7 +649,7 @@ impl<R> Session<R> {
     /// Handles one packet from the broker.
     // Used by the fuzz targets, the benchmark and the tests only.
     #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
-    pub fn handle(&mut self, packet: VariablePacket, now: Instant) -> Result<()> {
+    pub fn handle(&mut self, packet: mqtt::packet::VariablePacket, now: Instant) -> Result<()> {
         self.handle_inbound(Inbound::from(packet), now)
     }
 
@@ -590,63 +657,46 @@ impl<R> Session<R> {
     pub fn handle_inbound(&mut self, packet: Inbound, now: Instant) -> Result<()> {
         self.keepalive.received(now);
         self.clock = now;
-        if let Phase::AwaitingConnack { .. } = self.phase {
-            return self.connack(&packet, now);
-        }
         let packet = match packet {
-            Inbound::Publish(p) => {
-                match (p.qos(), p.packet_id()) {
-                    (QoS::AtLeastOnce, Some(id)) => {
-                        self.events.push_back(Event::Message(p));
-                        encode(&PubackPacket::new(id), &mut self.out);
-                    }
-                    (QoS::ExactlyOnce, Some(id)) => {
-                        // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3].
-                        if self.inbound_qos2.insert(id) {
-                            self.events.push_back(Event::Message(p));
-                            self.record(Journal::InboundReceived { pid: id });
-                        }
-                        encode(&PubrecPacket::new(id), &mut self.out);
-                    }
-                    _ => self.events.push_back(Event::Message(p)),
-                }
-                return Ok(());
-            }
-            Inbound::Other(packet) => packet,
+            Inbound::Publish(p) if self.is_connected() => return self.inbound_publish(p),
+            Inbound::Publish(_) => Err(Error::Protocol("expected CONNACK, got PUBLISH".into()))?,
+            Inbound::Other(p) => Control::from_v311(p)?,
+            Inbound::Control(c) => c,
         };
-        if ack_packet_id(&packet) == Some(0) {
+        if packet.packet_id() == Some(0) {
             // [MQTT-2.3.1-1]; answering a PUBREL 0 would send a PUBCOMP 0.
             return Err(Error::Protocol(format!(
                 "{} with packet identifier 0",
-                packet_name(&packet)
+                packet.name()
             )));
         }
+        if let Phase::AwaitingConnack { .. } = self.phase {
+            return self.connack(packet, now);
+        }
         match packet {
-            // `Inbound::from` keeps a PUBLISH as a packet only when `PublishFrame::parse`
-            // refused it (packet id 0, U+0000 in the topic, DUP on QoS 0, ...).
-            VariablePacket::PublishPacket(_) => {
-                return Err(Error::Protocol(
-                    "a PUBLISH that breaks the protocol's rules".into(),
-                ))
-            }
-            VariablePacket::PubrelPacket(p) => {
-                if self.inbound_qos2.remove(&p.packet_identifier()) {
-                    self.record(Journal::InboundReleased {
-                        pid: p.packet_identifier(),
-                    });
+            Control::Pubrel(a) => {
+                if self.inbound_qos2.remove(&a.id) {
+                    self.record(Journal::InboundReleased { pid: a.id });
                 }
-                encode(&PubcompPacket::new(p.packet_identifier()), &mut self.out);
+                wire::ack(0x70, a.id, &mut self.out);
             }
-            VariablePacket::PubackPacket(p) => {
-                let id = p.packet_identifier();
+            Control::Puback(a) => {
+                let id = a.id;
                 if self.slot_is(id, |k| matches!(k, Pending::Publish { packet, .. } if packet.qos == QoS::AtLeastOnce)) {
-                    self.complete_publish(id);
+                    self.complete_publish(id, a.code, a.props.reason());
                 } else {
                     log::warn!("ignoring PUBACK for unknown packet id {id}");
                 }
             }
-            VariablePacket::PubrecPacket(p) => {
-                let id = p.packet_identifier();
+            Control::Pubrec(a) => {
+                let id = a.id;
+                if a.code.is_failure()
+                    && self.slot_is(id, |k| matches!(k, Pending::Publish { packet, released: false, .. } if packet.qos == QoS::ExactlyOnce))
+                {
+                    // A refusal ends the exchange: no PUBREL [MQTT-4.3.3].
+                    self.complete_publish(id, a.code, a.props.reason());
+                    return Ok(());
+                }
                 let mut known = None;
                 if let Some(Inflight {
                     kind:
@@ -669,21 +719,21 @@ impl<R> Session<R> {
                     if first {
                         self.record(Journal::Released { ticket });
                     }
-                    encode(&PubrelPacket::new(id), &mut self.out);
+                    wire::ack(0x62, id, &mut self.out);
                 } else {
                     log::warn!("ignoring PUBREC for unknown packet id {id}");
                 }
             }
-            VariablePacket::PubcompPacket(p) => {
-                let id = p.packet_identifier();
+            Control::Pubcomp(a) => {
+                let id = a.id;
                 if self.slot_is(id, |k| matches!(k, Pending::Publish { released: true, .. })) {
-                    self.complete_publish(id);
+                    // 0x92 (packet identifier not found): the server has finished it too.
+                    self.complete_publish(id, ReasonCode(0), None);
                 } else {
                     log::warn!("ignoring PUBCOMP for unknown packet id {id}");
                 }
             }
-            VariablePacket::SubackPacket(p) => {
-                let id = p.packet_identifier();
+            Control::Suback { id, codes, props } => {
                 if !self.slot_is(id, |k| matches!(k, Pending::Subscribe { .. })) {
                     log::warn!("ignoring SUBACK for unknown packet id {id}");
                     return Ok(());
@@ -695,10 +745,10 @@ impl<R> Session<R> {
                 else {
                     unreachable!("checked above")
                 };
-                if p.subscribes().len() != filters.len() {
+                if codes.len() != filters.len() {
                     let msg = format!(
                         "SUBACK has {} return codes for {} filters",
-                        p.subscribes().len(),
+                        codes.len(),
                         filters.len()
                     );
                     // The caller hears it now, not at its timeout.
@@ -710,47 +760,93 @@ impl<R> Session<R> {
                     }
                     return Err(Error::Protocol(msg));
                 }
-                let refused = filters
+                let v5 = self.cfg.version == MqttVersion::V5;
+                let refused: Vec<(String, Option<String>)> = filters
                     .into_iter()
-                    .zip(p.subscribes())
-                    .filter(|(_, c)| **c == SubscribeReturnCode::Failure)
-                    .map(|((f, _), _)| f);
+                    .zip(&codes)
+                    .filter(|(_, c)| **c >= 0x80)
+                    .map(|((f, _), c)| {
+                        let why = v5.then(|| reason_text(ReasonCode(*c), props.reason()));
+                        (f, why)
+                    })
+                    .collect();
                 if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
                     w.refused.extend(refused);
                     let id = w.id;
                     self.chunk_done(id);
                 } else {
-                    for f in refused {
-                        log::warn!("broker refused the subscription to {f:?} on resubscribe");
+                    for (f, why) in refused {
+                        log::warn!(
+                            "broker refused the subscription to {f:?} on resubscribe{}",
+                            why.map(|w| format!(": {w}")).unwrap_or_default()
+                        );
                     }
                 }
                 self.drain_queue();
             }
-            VariablePacket::UnsubackPacket(p) => {
-                let id = p.packet_identifier();
+            Control::Unsuback { id, codes, props } => {
                 if self.slot_is(id, |k| matches!(k, Pending::Unsubscribe { .. })) {
                     if let Some(Inflight {
-                        kind:
-                            Pending::Unsubscribe {
-                                waiter: Some(w), ..
-                            },
+                        kind: Pending::Unsubscribe { filters, waiter },
                         ..
                     }) = self.free(id)
                     {
-                        self.chunk_done(w);
+                        for (f, c) in filters.iter().zip(&codes) {
+                            if *c >= 0x80 {
+                                log::warn!(
+                                    "broker refused to unsubscribe {:?}: {}",
+                                    crate::error::printable(f),
+                                    reason_text(ReasonCode(*c), props.reason())
+                                );
+                            }
+                        }
+                        if let Some(w) = waiter {
+                            self.chunk_done(w);
+                        }
                     }
                     self.drain_queue();
                 } else {
                     log::warn!("ignoring UNSUBACK for unknown packet id {id}");
                 }
             }
-            VariablePacket::PingrespPacket(_) => self.keepalive.pong(),
+            Control::Pingresp => self.keepalive.pong(),
+            Control::Disconnect { code, props } => {
+                return Err(Error::ServerDisconnect {
+                    code,
+                    reason: props.reason().map(crate::error::printable),
+                    server_reference: props
+                        .str(v5::id::SERVER_REFERENCE)
+                        .map(crate::error::printable),
+                })
+            }
             other => {
                 return Err(Error::Protocol(format!(
                     "the broker sent {}, which a server never sends to a connected client",
-                    packet_name(&other)
+                    other.name()
                 )))
             }
+        }
+        Ok(())
+    }
+
+    fn inbound_publish(&mut self, mut p: PublishFrame) -> Result<()> {
+        if self.cfg.version == MqttVersion::V5 {
+            self.wire.resolve(&mut p)?;
+        }
+        match (p.qos(), p.packet_id()) {
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.events.push_back(Event::Message(p));
+                wire::ack(0x40, id, &mut self.out);
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3].
+                if self.inbound_qos2.insert(id) {
+                    self.events.push_back(Event::Message(p));
+                    self.record(Journal::InboundReceived { pid: id });
+                }
+                wire::ack(0x50, id, &mut self.out);
+            }
+            _ => self.events.push_back(Event::Message(p)),
         }
         Ok(())
     }
@@ -762,7 +858,7 @@ impl<R> Session<R> {
             return Ok(());
         }
         if self.keepalive.poll(now)? == keepalive::Tick::Ping {
-            encode(&PingreqPacket::new(), &mut self.out);
+            self.out.extend_from_slice(&[0xc0, 0]);
         }
         Ok(())
     }
@@ -819,14 +915,31 @@ impl<R> Session<R> {
         self.ids.free(id)
     }
 
-    fn complete_publish(&mut self, id: u16) {
+    /// Publish `id` is finished: acknowledged, or (`code` a failure) refused by the server.
+    fn complete_publish(&mut self, id: u16, code: ReasonCode, reason: Option<&str>) {
         if let Some(Inflight {
-            kind: Pending::Publish { reply, ticket, .. },
+            kind:
+                Pending::Publish {
+                    reply,
+                    ticket,
+                    packet,
+                    ..
+                },
             ..
         }) = self.free(id)
         {
             self.record(Journal::Finished { ticket });
-            if let Some(r) = reply {
+            if code.is_failure() {
+                let what = format!(
+                    "the QoS {} publish to \"{}\" ({} bytes)",
+                    packet.qos as u8,
+                    crate::error::printable(&packet.topic),
+                    packet.payload.len()
+                );
+                let reason = reason.map(crate::error::printable);
+                self.events
+                    .push_back(Event::PublishRejected(reply, code, reason, what));
+            } else if let Some(r) = reply {
                 self.events.push_back(Event::Published(r));
             }
         }
@@ -870,7 +983,7 @@ impl<R> Session<R> {
             };
             if !needs_id {
                 if let Some(Request::Publish { packet, .. }) = self.queue.pop_front() {
-                    packet.encode(0, false, &mut self.out);
+                    self.wire.publish(&packet, 0, false, &mut self.out);
                 }
                 continue;
             }
@@ -900,7 +1013,7 @@ impl<R> Session<R> {
                     if packet.qos == QoS::ExactlyOnce {
                         self.record(Journal::Assigned { ticket, pid: id });
                     }
-                    packet.encode(id, false, &mut self.out);
+                    self.wire.publish(&packet, id, false, &mut self.out);
                     Pending::Publish {
                         packet,
                         reply,
@@ -911,17 +1024,14 @@ impl<R> Session<R> {
                 Request::Subscribe {
                     filters, waiter, ..
                 } => {
-                    encode(&subscribe_packet(id, &filters), &mut self.out);
+                    self.wire
+                        .subscribe(id, &filters, &self.sub_options, &mut self.out);
                     Pending::Subscribe { filters, waiter }
                 }
                 Request::Unsubscribe {
                     filters, waiter, ..
                 } => {
-                    let list = filters
-                        .iter()
-                        .filter_map(|f| TopicFilter::new(f.clone()).ok())
-                        .collect();
-                    encode(&UnsubscribePacket::new(id, list), &mut self.out);
+                    self.wire.unsubscribe(id, &filters, &mut self.out);
                     Pending::Unsubscribe { filters, waiter }
                 }
             };
@@ -937,12 +1047,12 @@ impl<R> Session<R> {
     }
 }
 
-fn subscribe_packet(id: u16, filters: &[(String, QoS)]) -> SubscribePacket {
-    let list = filters
-        .iter()
-        .filter_map(|(f, q)| TopicFilter::new(f.clone()).ok().map(|f| (f, q.to_mqtt())))
-        .collect();
-    SubscribePacket::new(id, list)
+/// A reason code and the server's reason string, in words.
+fn reason_text(code: ReasonCode, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("reason code {code}: {}", crate::error::printable(r)),
+        None => format!("reason code {code}"),
+    }
 }
 
 #[cfg(test)]
@@ -950,6 +1060,7 @@ pub(super) mod tests {
     use super::*;
     use crate::mqtt::codec::Framer;
     use mqtt::control::variable_header::ConnectReturnCode;
+    use mqtt::packet::suback::SubscribeReturnCode;
     use mqtt::TopicName;
 
     pub(super) fn decode_all(bytes: &[u8]) -> Vec<VariablePacket> {
@@ -959,6 +1070,7 @@ pub(super) mod tests {
                 out.push(match p {
                     Inbound::Other(v) => v,
                     Inbound::Publish(f) => crate::mqtt::codec::decode_frame(f.as_bytes()).unwrap(),
+                    Inbound::Control(c) => unreachable!("a 3.1.1 framer made {c:?}"),
                 });
                 Ok(())
             })
@@ -1066,7 +1178,7 @@ pub(super) mod tests {
         .unwrap();
         assert_eq!(
             s.next_event(),
-            Some(Event::Subscribed(9, vec!["c".to_string()]))
+            Some(Event::Subscribed(9, vec![("c".to_string(), None)]))
         );
     }
 

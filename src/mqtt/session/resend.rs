@@ -5,11 +5,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use mqtt::packet::PubrelPacket;
-
+use super::wire::{self, ServerLimits};
 use super::{Event, Journal, Pending, Phase, Request, Session};
 use crate::error::{Error, Result};
-use crate::mqtt::codec::{encode, parse_connack, Inbound};
+use crate::mqtt::codec::parse_connack;
+use crate::mqtt::v5::{Control, MqttVersion};
 use crate::mqtt::QoS;
 
 /// A connection lost this soon after the oldest unacknowledged packet was (re)sent counts as
@@ -24,8 +24,27 @@ pub const STRIKES: u8 = 3;
 impl<R> Session<R> {
     /// The first packet of a connection (phase `AwaitingConnack`): a CONNACK that accepts
     /// resumes the session; anything else, or a refusal, is the attempt's error.
-    pub(super) fn connack(&mut self, packet: &Inbound, now: Instant) -> Result<()> {
-        let session_present = parse_connack(packet)?;
+    pub(super) fn connack(&mut self, packet: Control, now: Instant) -> Result<()> {
+        let session_present = parse_connack(&packet)?;
+        if let Control::Connack { props, .. } = &packet {
+            let limits = match self.cfg.version {
+                MqttVersion::V3_1_1 => ServerLimits::default(),
+                MqttVersion::V5 => ServerLimits::from_connack(props),
+            };
+            // The server's keep-alive replaces ours on this connection [MQTT-3.2.2-21].
+            let interval = limits
+                .server_keep_alive
+                .map_or(self.cfg.keep_alive, |s| Duration::from_secs(u64::from(s)));
+            self.keepalive.set_interval(interval);
+            if let Some(id) = &limits.assigned_client_id {
+                if self.cfg.client_id.is_empty() {
+                    // Reconnecting resumes the session under the name it was given.
+                    self.cfg.client_id = id.clone();
+                }
+            }
+            self.ids.set_limit(limits.receive_maximum);
+            self.wire.reset(limits);
+        }
         if session_present && self.cfg.clean_session {
             // [MQTT-3.2.2-1]: trusting it would leave us without our subscriptions.
             return Err(Error::Protocol(
@@ -177,10 +196,8 @@ impl<R> Session<R> {
                     packet,
                     released: false,
                     ..
-                } => packet.encode(id, true, &mut self.out),
-                Pending::Publish { released: true, .. } => {
-                    encode(&PubrelPacket::new(id), &mut self.out)
-                }
+                } => self.wire.publish(packet, id, true, &mut self.out),
+                Pending::Publish { released: true, .. } => wire::ack(0x62, id, &mut self.out),
                 // Taken out above; the ones just sent are newer than `resent_before`.
                 Pending::Subscribe { .. } | Pending::Unsubscribe { .. } => {}
             }
@@ -248,7 +265,7 @@ impl<R> Session<R> {
             Pending::Subscribe { filters, waiter } => {
                 let names: Vec<String> = filters.into_iter().map(|(f, _)| f).collect();
                 if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
-                    w.refused.extend(names.iter().cloned());
+                    w.refused.extend(names.iter().map(|n| (n.clone(), None)));
                 }
                 self.events.push_back(Event::FiltersRefused(names));
                 if let Some(w) = waiter {
@@ -288,6 +305,7 @@ mod tests {
     use super::super::SessionConfig;
     use super::*;
     use crate::error::ConnackCode;
+    use crate::mqtt::codec::encode;
 
     /// A session that has sent CONNECT on a new connection.
     fn connecting(clean: bool) -> Session<u32> {
@@ -594,7 +612,7 @@ mod tests {
             }
         }
         assert_eq!(refused, vec!["bad".to_string()]);
-        assert_eq!(done, Some((9, vec!["bad".to_string()])));
+        assert_eq!(done, Some((9, vec![("bad".to_string(), None)])));
     }
 
     #[test]
@@ -624,10 +642,10 @@ mod tests {
     fn connack_codes_are_parsed() {
         let refused = ConnackPacket::new(false, ConnectReturnCode::BadUserNameOrPassword).into();
         assert!(matches!(
-            parse_connack(&Inbound::Other(refused)),
+            parse_connack(&Control::from_v311(refused).unwrap()),
             Err(Error::ConnectionRefused(ConnackCode(4)))
         ));
         let ok = ConnackPacket::new(true, ConnectReturnCode::ConnectionAccepted).into();
-        assert!(parse_connack(&Inbound::Other(ok)).unwrap());
+        assert!(parse_connack(&Control::from_v311(ok).unwrap()).unwrap());
     }
 }

@@ -1,0 +1,443 @@
+//! The packets the session writes, per protocol version, and what the server's CONNACK said
+//! about them (MQTT 5: receive maximum, maximum packet size, topic aliases, maximum QoS,
+//! retain availability, keep-alive).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::mqtt::codec::Outgoing;
+use crate::mqtt::v5::{self, id, Alias, MqttVersion, Properties};
+use crate::mqtt::QoS;
+
+/// What the server allows on this connection (3.1.1: everything, as far as we can know).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Most unacknowledged QoS 1/2 publishes it accepts.
+    pub receive_maximum: u16,
+    /// Largest packet it accepts.
+    pub maximum_packet_size: Option<u32>,
+    /// Highest topic alias it accepts (0: none).
+    pub topic_alias_maximum: u16,
+    /// Highest QoS it supports.
+    pub maximum_qos: QoS,
+    /// Whether it supports retained messages.
+    pub retain_available: bool,
+    /// Whether it supports wildcard subscriptions.
+    pub wildcard_available: bool,
+    /// Whether it supports shared subscriptions.
+    pub shared_available: bool,
+    /// Whether it supports subscription identifiers.
+    pub subscription_ids_available: bool,
+    /// The keep-alive it imposes (seconds), if any.
+    pub server_keep_alive: Option<u16>,
+    /// The client identifier it assigned, if any.
+    pub assigned_client_id: Option<String>,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            receive_maximum: u16::MAX,
+            maximum_packet_size: None,
+            topic_alias_maximum: 0,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_available: true,
+            shared_available: true,
+            subscription_ids_available: true,
+            server_keep_alive: None,
+            assigned_client_id: None,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// Reads a v5 CONNACK's properties.
+    pub fn from_connack(p: &Properties) -> ServerLimits {
+        let flag = |i| p.byte(i).is_none_or(|b| b == 1);
+        ServerLimits {
+            receive_maximum: p.int(id::RECEIVE_MAXIMUM).map_or(u16::MAX, |v| v as u16),
+            maximum_packet_size: p.int(id::MAXIMUM_PACKET_SIZE),
+            topic_alias_maximum: p.int(id::TOPIC_ALIAS_MAXIMUM).unwrap_or(0) as u16,
+            maximum_qos: p
+                .byte(id::MAXIMUM_QOS)
+                .and_then(QoS::from_u8)
+                .unwrap_or(QoS::ExactlyOnce),
+            retain_available: flag(id::RETAIN_AVAILABLE),
+            wildcard_available: flag(id::WILDCARD_SUBSCRIPTION_AVAILABLE),
+            shared_available: flag(id::SHARED_SUBSCRIPTION_AVAILABLE),
+            subscription_ids_available: flag(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE),
+            server_keep_alive: p.int(id::SERVER_KEEP_ALIVE).map(|v| v as u16),
+            assigned_client_id: p.str(id::ASSIGNED_CLIENT_IDENTIFIER).map(String::from),
+        }
+    }
+
+    /// Whether the server takes `packet` (QoS, retain, size), or the error naming why not.
+    pub fn check(&self, packet: &Outgoing) -> Result<()> {
+        if packet.qos > self.maximum_qos {
+            return Err(Error::Unsupported(format!(
+                "QoS {} publish: the server's maximum QoS is {} (CONNACK)",
+                packet.qos as u8, self.maximum_qos as u8
+            )));
+        }
+        if packet.retain && !self.retain_available {
+            return Err(Error::Unsupported(
+                "retained publish: the server has no retained messages (CONNACK)".into(),
+            ));
+        }
+        if let Some(max) = self.maximum_packet_size {
+            let size = encoded_size(packet);
+            if size > max as usize {
+                return Err(Error::PayloadTooLarge {
+                    size,
+                    max: max as usize,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The size of `packet`'s v5 PUBLISH without a topic alias.
+fn encoded_size(p: &Outgoing) -> usize {
+    let id_len = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let props = v5::varint_len(p.props.len()) + p.props.len();
+    let remaining = 2 + p.topic.len() + id_len + props + p.payload.len();
+    1 + v5::varint_len(remaining) + remaining
+}
+
+/// How packets are written on the current connection.
+#[derive(Debug, Default)]
+pub struct Wire {
+    /// The protocol version.
+    pub version: MqttVersion,
+    /// What the server allows (reset on every CONNACK).
+    pub limits: ServerLimits,
+    /// Outgoing topic aliases defined on this connection.
+    aliases: HashMap<Arc<str>, u16>,
+    /// Incoming topic aliases the server defined on this connection.
+    incoming: HashMap<u16, Arc<str>>,
+    /// Most incoming aliases we accept (what CONNECT announced).
+    pub incoming_max: u16,
+}
+
+impl Wire {
+    /// Packets of `version`, accepting up to `incoming_max` topic aliases from the server.
+    pub fn new(version: MqttVersion, incoming_max: u16) -> Wire {
+        Wire {
+            version,
+            incoming_max,
+            ..Default::default()
+        }
+    }
+
+    /// A new connection: aliases start over [MQTT-3.3.2-7].
+    pub fn reset(&mut self, limits: ServerLimits) {
+        self.limits = limits;
+        self.aliases.clear();
+        self.incoming.clear();
+    }
+
+    /// Appends `packet` as PUBLISH with id `id` and DUP `dup`; in v5 with a topic alias
+    /// when the server allows them (the first `topic_alias_maximum` topics get one).
+    pub fn publish(&mut self, packet: &Outgoing, id: u16, dup: bool, out: &mut Vec<u8>) {
+        match self.version {
+            MqttVersion::V3_1_1 => packet.encode(id, dup, out),
+            MqttVersion::V5 => {
+                let alias = self.alias_for(&packet.topic);
+                v5::encode_publish(packet, id, dup, alias, out)
+            }
+        }
+    }
+
+    fn alias_for(&mut self, topic: &str) -> Alias {
+        if self.limits.topic_alias_maximum == 0 || topic.len() < 8 {
+            return Alias::None;
+        }
+        if let Some(&n) = self.aliases.get(topic) {
+            return Alias::Use(n);
+        }
+        let next = self.aliases.len() + 1;
+        if next > self.limits.topic_alias_maximum as usize {
+            return Alias::None;
+        }
+        self.aliases.insert(topic.into(), next as u16);
+        Alias::Set(next as u16)
+    }
+
+    /// Resolves an incoming v5 topic alias: a new mapping is kept, an empty topic gets the
+    /// alias's topic; an alias out of range or never defined is a protocol error.
+    pub fn resolve(&mut self, p: &mut crate::mqtt::codec::PublishFrame) -> Result<()> {
+        let alias = p.topic_alias();
+        if alias == 0 {
+            return Ok(());
+        }
+        if alias > self.incoming_max {
+            return Err(Error::Protocol(format!(
+                "PUBLISH with topic alias {alias}, above the {} the client allowed",
+                self.incoming_max
+            )));
+        }
+        if p.wire_topic().is_empty() {
+            let Some(topic) = self.incoming.get(&alias) else {
+                return Err(Error::Protocol(format!(
+                    "PUBLISH with topic alias {alias}, which the server never defined"
+                )));
+            };
+            p.set_aliased_topic(topic.clone());
+        } else {
+            self.incoming.insert(alias, p.wire_topic().into());
+        }
+        Ok(())
+    }
+
+    /// Appends a SUBSCRIBE of `filters` (with their v5 option bits in `options`).
+    pub fn subscribe(
+        &self,
+        id: u16,
+        filters: &[(String, QoS)],
+        options: &HashMap<String, u8>,
+        out: &mut Vec<u8>,
+    ) {
+        match self.version {
+            MqttVersion::V3_1_1 => {
+                let list = filters
+                    .iter()
+                    .filter_map(|(f, q)| {
+                        mqtt::TopicFilter::new(f.clone())
+                            .ok()
+                            .map(|f| (f, q.to_mqtt()))
+                    })
+                    .collect();
+                crate::mqtt::codec::encode(&mqtt::packet::SubscribePacket::new(id, list), out);
+            }
+            MqttVersion::V5 => {
+                let list: Vec<(&str, u8)> = filters
+                    .iter()
+                    .map(|(f, q)| (f.as_str(), *q as u8 | options.get(f).copied().unwrap_or(0)))
+                    .collect();
+                v5::encode_subscribe(id, &list, 0, out);
+            }
+        }
+    }
+
+    /// Appends an UNSUBSCRIBE of `filters`.
+    pub fn unsubscribe(&self, id: u16, filters: &[String], out: &mut Vec<u8>) {
+        match self.version {
+            MqttVersion::V3_1_1 => {
+                let list = filters
+                    .iter()
+                    .filter_map(|f| mqtt::TopicFilter::new(f.clone()).ok())
+                    .collect();
+                crate::mqtt::codec::encode(&mqtt::packet::UnsubscribePacket::new(id, list), out);
+            }
+            MqttVersion::V5 => {
+                let list: Vec<&str> = filters.iter().map(String::as_str).collect();
+                v5::encode_unsubscribe(id, &list, out);
+            }
+        }
+    }
+}
+
+/// Appends a PUBACK (0x40), PUBREC (0x50), PUBREL (0x62) or PUBCOMP (0x70) of `id` with
+/// success: the same two-byte body in both versions.
+pub fn ack(first: u8, id: u16, out: &mut Vec<u8>) {
+    let [a, b] = id.to_be_bytes();
+    out.extend_from_slice(&[first, 2, a, b]);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::mqtt::codec::{Framer, Inbound};
+    use crate::mqtt::session::{Event, Session, SessionConfig};
+    use crate::mqtt::v5::{Ack, Control, ReasonCode, Value};
+
+    fn v5_session(connack: Properties) -> (Session<u32>, Instant) {
+        let mut cfg = SessionConfig::new("c");
+        cfg.version = MqttVersion::V5;
+        cfg.v5.topic_alias_maximum = 4;
+        let now = Instant::now();
+        let mut s = Session::new(cfg, now);
+        let _ = s.connecting(Vec::new(), Default::default());
+        let c = Control::Connack {
+            session_present: false,
+            code: 0,
+            props: connack,
+        };
+        s.handle_inbound(Inbound::Control(c), now).unwrap();
+        s.output().clear();
+        (s, now)
+    }
+
+    fn sent(s: &mut Session<u32>) -> Vec<Inbound> {
+        let bytes = std::mem::take(s.output());
+        let mut out = Vec::new();
+        Framer::with_version(1 << 20, MqttVersion::V5)
+            .feed(&bytes, |p| {
+                out.push(p);
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    fn ack(id: u16, code: u8, reason: Option<&str>) -> Inbound {
+        let mut props = Properties::new();
+        if let Some(r) = reason {
+            props.push(id::REASON_STRING, Value::Str(r.into()));
+        }
+        Inbound::Control(Control::Puback(Ack {
+            id,
+            code: ReasonCode(code),
+            props,
+        }))
+    }
+
+    #[test]
+    fn the_server_receive_maximum_bounds_what_is_in_flight() {
+        let mut p = Properties::new();
+        p.push(id::RECEIVE_MAXIMUM, Value::U16(2));
+        let (mut s, now) = v5_session(p);
+        for i in 0..5 {
+            s.publish("t".into(), vec![i], QoS::AtLeastOnce, false, Some(i as u32))
+                .unwrap();
+        }
+        assert_eq!(sent(&mut s).len(), 2);
+        s.handle_inbound(ack(1, 0, None), now).unwrap();
+        assert_eq!(sent(&mut s).len(), 1, "one acknowledged, one more sent");
+        assert_eq!(s.inflight(), 2);
+    }
+
+    #[test]
+    fn a_refusing_puback_fails_that_publish_with_its_reason() {
+        let (mut s, now) = v5_session(Properties::new());
+        s.publish("t".into(), vec![1], QoS::AtLeastOnce, false, Some(7))
+            .unwrap();
+        let _ = sent(&mut s);
+        s.handle_inbound(ack(1, 0x87, Some("no")), now).unwrap();
+        match s.next_event() {
+            Some(Event::PublishRejected(Some(7), code, reason, what)) => {
+                assert_eq!(code, ReasonCode(0x87));
+                assert_eq!(reason.as_deref(), Some("no"));
+                assert!(what.contains("\"t\""), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.inflight(), 0);
+        // 0x10 (no matching subscribers) is a success.
+        s.publish("t".into(), vec![1], QoS::AtLeastOnce, false, Some(8))
+            .unwrap();
+        let _ = sent(&mut s);
+        s.handle_inbound(ack(2, 0x10, None), now).unwrap();
+        assert_eq!(s.next_event(), Some(Event::Published(8)));
+    }
+
+    #[test]
+    fn connack_limits_are_honoured() {
+        let mut p = Properties::new();
+        p.push(id::MAXIMUM_QOS, Value::Byte(1));
+        p.push(id::RETAIN_AVAILABLE, Value::Byte(0));
+        p.push(id::MAXIMUM_PACKET_SIZE, Value::U32(100));
+        p.push(id::SERVER_KEEP_ALIVE, Value::U16(5));
+        let (mut s, now) = v5_session(p);
+        let e = s.publish("t".into(), vec![], QoS::ExactlyOnce, false, None);
+        assert!(matches!(e, Err(Error::Unsupported(m)) if m.contains("maximum QoS is 1")));
+        let e = s.publish("t".into(), vec![], QoS::AtMostOnce, true, None);
+        assert!(matches!(e, Err(Error::Unsupported(m)) if m.contains("retain")));
+        let e = s.publish("t".into(), vec![0; 100], QoS::AtMostOnce, false, None);
+        assert!(
+            matches!(e, Err(Error::PayloadTooLarge { max: 100, .. })),
+            "{e:?}"
+        );
+        assert!(s
+            .publish("t".into(), vec![0; 50], QoS::AtMostOnce, false, None)
+            .is_ok());
+        // The server's keep-alive of 5 s replaces our 60 s.
+        assert!(s.next_deadline().unwrap() <= now + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn topic_aliases_are_used_out_and_resolved_in() {
+        let mut p = Properties::new();
+        p.push(id::TOPIC_ALIAS_MAXIMUM, Value::U16(1));
+        let (mut s, now) = v5_session(p);
+        for t in [
+            "devices/one/state",
+            "devices/one/state",
+            "devices/two/state",
+        ] {
+            s.publish(t.into(), vec![1], QoS::AtMostOnce, false, None)
+                .unwrap();
+        }
+        let out: Vec<(String, u16)> = sent(&mut s)
+            .into_iter()
+            .map(|p| match p {
+                Inbound::Publish(f) => (f.wire_topic().to_string(), f.topic_alias()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            out,
+            [
+                ("devices/one/state".to_string(), 1),
+                (String::new(), 1),
+                ("devices/two/state".to_string(), 0)
+            ]
+        );
+        // Incoming: defined, then used; an undefined one is a protocol error.
+        let publish = |topic: &str, alias: u16| {
+            let o = Outgoing {
+                topic: topic.into(),
+                payload: b"x".to_vec(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                props: Vec::new(),
+            };
+            let a = if topic.is_empty() {
+                Alias::Use(alias)
+            } else {
+                Alias::Set(alias)
+            };
+            let mut b = Vec::new();
+            v5::encode_publish(&o, 0, false, a, &mut b);
+            crate::mqtt::codec::decode_packet_as(&b, MqttVersion::V5).unwrap()
+        };
+        s.handle_inbound(publish("in/topic", 2), now).unwrap();
+        s.handle_inbound(publish("", 2), now).unwrap();
+        let topics: Vec<String> = std::iter::from_fn(|| s.next_event())
+            .map(|e| match e {
+                Event::Message(m) => m.topic().to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(topics, ["in/topic", "in/topic"]);
+        let e = s.handle_inbound(publish("", 3), now).unwrap_err();
+        assert!(e.to_string().contains("never defined"), "{e}");
+        let e = s.handle_inbound(publish("x/y", 5), now).unwrap_err();
+        assert!(e.to_string().contains("above the 4"), "{e}");
+    }
+
+    #[test]
+    fn a_server_disconnect_names_its_reason_and_reference() {
+        let (mut s, now) = v5_session(Properties::new());
+        let mut p = Properties::new();
+        p.push(id::REASON_STRING, Value::Str("maintenance".into()));
+        p.push(id::SERVER_REFERENCE, Value::Str("b.example:443".into()));
+        let d = Control::Disconnect {
+            code: ReasonCode(0x9d),
+            props: p,
+        };
+        let e = s.handle_inbound(Inbound::Control(d), now).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("0x9d (server moved)")
+                && text.contains("maintenance")
+                && text.contains("b.example:443"),
+            "{text}"
+        );
+    }
+}

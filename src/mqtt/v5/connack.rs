@@ -1,0 +1,28 @@
+//! CONNACK (§3.2): acknowledge flags, reason code, properties.
+
+use super::properties::allowed;
+use super::{malformed, put_header, Control, Properties, Reader};
+use crate::error::Error;
+
+pub(super) fn decode(r: &mut Reader<'_>) -> Result<Control, Error> {
+    let flags = r.u8().ok_or_else(|| malformed("CONNACK", "no flags"))?;
+    if flags & 0xfe != 0 {
+        return Err(malformed("CONNACK", "reserved flags set")); // [MQTT-3.2.2-1]
+    }
+    let code = r
+        .u8()
+        .ok_or_else(|| malformed("CONNACK", "no reason code"))?;
+    let props = Properties::read(r, allowed::CONNACK, "CONNACK")?;
+    Ok(Control::Connack {
+        session_present: flags == 1,
+        code,
+        props,
+    })
+}
+
+pub(super) fn encode(session_present: bool, code: u8, props: &Properties, out: &mut Vec<u8>) {
+    put_header(0x20, 2 + props.wire_len(), out);
+    out.push(u8::from(session_present));
+    out.push(code);
+    props.encode(out);
+}
