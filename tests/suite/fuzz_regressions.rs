@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use mqtt_pubsub::internals::codec::{decode_packet, Framer, Inbound};
+use mqtt_pubsub::internals::codec::{decode_packet_as, Framer, Inbound};
+use mqtt_pubsub::MqttVersion;
 
 #[path = "../../fuzz/fuzz_targets/chunking.rs"]
 mod chunking;
@@ -26,8 +27,8 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn run(max: usize, chunks: &[&[u8]]) -> (Vec<Inbound>, bool) {
-    let mut framer = Framer::new(max);
+fn run(max: usize, chunks: &[&[u8]], version: MqttVersion) -> (Vec<Inbound>, bool) {
+    let mut framer = Framer::with_version(max, version);
     let mut packets = Vec::new();
     for c in chunks {
         let r = framer.feed(c, |p| {
@@ -50,25 +51,31 @@ fn seeds_and_regressions_hold_the_decode_and_roundtrip_properties() {
         "the committed seed corpus is there ({} files)",
         all.len()
     );
-    let mut decoded = 0;
+    let (mut decoded, mut decoded_v5) = (0, 0);
     for (name, data) in all {
-        // decode: the first byte picks the chunking, as in the target.
-        if let Some((&seed, bytes)) = data.split_first() {
-            let whole = run(4096, &[bytes]);
-            let chunks = chunking::chunks(seed, bytes);
-            assert_eq!(whole, run(4096, &chunks), "{name}");
+        for version in [MqttVersion::V3_1_1, MqttVersion::V5] {
+            // decode: the first byte picks the chunking, as in the target.
+            if let Some((&seed, bytes)) = data.split_first() {
+                let whole = run(4096, &[bytes], version);
+                let chunks = chunking::chunks(seed, bytes);
+                assert_eq!(whole, run(4096, &chunks, version), "{name}");
+            }
+            // roundtrip: every accepted packet re-encodes to an equal packet.
+            let mut framer = Framer::with_version(1 << 16, version);
+            let _ = framer.feed(&data, |p| {
+                let mut bytes = Vec::new();
+                p.encode(&mut bytes);
+                assert_eq!(decode_packet_as(&bytes, version).unwrap(), p, "{name}");
+                match version {
+                    MqttVersion::V3_1_1 => decoded += 1,
+                    MqttVersion::V5 => decoded_v5 += 1,
+                }
+                Ok(())
+            });
         }
-        // roundtrip: every accepted packet re-encodes to an equal packet.
-        let mut framer = Framer::new(1 << 16);
-        let _ = framer.feed(&data, |p| {
-            let mut bytes = Vec::new();
-            p.encode(&mut bytes);
-            assert_eq!(decode_packet(&bytes).unwrap(), p, "{name}");
-            decoded += 1;
-            Ok(())
-        });
     }
     assert!(decoded >= 17, "every seed packet type decodes ({decoded})");
+    assert!(decoded_v5 >= 20, "the v5 seeds decode as v5 ({decoded_v5})");
 }
 
 /// The outbox reader's seeds: a full log, the same log torn in its last record, a log with
@@ -86,4 +93,33 @@ fn outbox_seeds_replay_as_written() {
     assert_eq!(torn.publishes, full.publishes);
     let empty = replay(&std::fs::read(dir.join("empty.log")).unwrap()).unwrap();
     assert!(empty.publishes.is_empty() && empty.binding.is_some());
+}
+
+/// The MQTT 5 seeds (`fuzz/seeds/v5_seeds.py`): every packet a server sends decodes whole as
+/// v5; the hostile ones and the client's packets are refused.
+#[test]
+fn v5_seeds_decode_or_are_refused_as_named() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/packets");
+    let mut checked = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(kind) = name.strip_prefix("v5_") else {
+            continue;
+        };
+        let data = std::fs::read(e.path()).unwrap();
+        let mut packets = 0;
+        let r = Framer::with_version(1 << 16, MqttVersion::V5).feed(&data, |_| {
+            packets += 1;
+            Ok(())
+        });
+        let refused =
+            kind.starts_with("hostile") || ["connect", "subscribe", "unsubscribe"].contains(&kind);
+        if refused {
+            assert!(r.is_err(), "{name} was accepted");
+        } else {
+            assert!(r.is_ok() && packets > 0, "{name}: {r:?}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 28, "{checked} v5 seeds");
 }

@@ -13,6 +13,7 @@ mod aws;
 mod brokers;
 mod correctness;
 mod fuzz_regressions;
+mod mqtt5;
 mod outbox;
 mod reliability;
 mod transports;

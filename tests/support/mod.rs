@@ -16,6 +16,7 @@ pub mod proxy;
 mod rumqttd;
 #[cfg(feature = "aws-iot")]
 pub mod tls_gateway;
+pub mod v5_server;
 
 pub use aedes::Aedes;
 pub use certs::{make_certs, Certs};

@@ -31,6 +31,25 @@ impl Rumqttd {
         Rumqttd { ws_port }
     }
 
+    /// rumqttd with one MQTT 5 listener (plain TCP: rumqttd's v5 has no WebSocket); returns
+    /// its `mqtt://` URL.
+    pub fn start_v5() -> String {
+        let port = free_port();
+        let mut config = embedded_config(free_port());
+        let mut v5 = config.ws.take().unwrap();
+        for s in v5.values_mut() {
+            s.name = "v5".into();
+            s.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        }
+        config.v5 = Some(v5);
+        std::thread::spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            let _ = broker.start();
+        });
+        wait_port(port, Duration::from_secs(10));
+        format!("mqtt://127.0.0.1:{port}")
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/mqtt", self.ws_port)
     }

@@ -1,0 +1,480 @@
+//! MQTT 5 end to end: against mosquitto 2 (ws and tcp) and rumqttd's v5 listener, and a
+//! scripted v5 server for what no broker does on demand (receive maximum 2, topic aliases
+//! towards the client, a DISCONNECT naming another server).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::v5_server::{self, Peer};
+use crate::support::{Mosquitto, Rumqttd};
+use mqtt_pubsub::{
+    ConnackCode, Error, Message, MqttOverWsProvider, MqttVersion, PubSub, PublishOptions, QoS,
+    ReasonCode, ReconnectPolicy, RetainHandling, SubscribeOptions, Subscription,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn v5(url: &str) -> PubSub {
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(url)
+            .mqtt_version(MqttVersion::V5)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    ps
+}
+
+fn recv(sub: &Subscription) -> Message {
+    sub.recv_timeout(WAIT)
+        .expect("a message within the timeout")
+}
+
+fn properties_survive_the_round_trip(url: &str) {
+    let ps = v5(url);
+    let sub = ps
+        .subscribe_with(
+            "v5/props",
+            SubscribeOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    let opts = PublishOptions::default()
+        .qos(QoS::AtLeastOnce)
+        .user_property("k", "1")
+        .user_property("other", "x")
+        .user_property("k", "2")
+        .content_type("application/json")
+        .payload_format_utf8(true)
+        .response_topic("v5/replies")
+        .correlation_data(vec![0, 1, 2, 255])
+        .message_expiry(Duration::from_secs(600));
+    ps.publish_with("v5/props", r#"{"a":1}"#, opts).unwrap();
+    let m = recv(&sub);
+    assert_eq!(m.payload(), br#"{"a":1}"#);
+    assert_eq!(
+        m.user_properties(),
+        [("k", "1"), ("other", "x"), ("k", "2")],
+        "user properties in order"
+    );
+    assert_eq!(m.content_type(), Some("application/json"));
+    assert_eq!(m.payload_format_utf8(), Some(true));
+    assert_eq!(m.response_topic(), Some("v5/replies"));
+    assert_eq!(m.correlation_data(), Some(&[0u8, 1, 2, 255][..]));
+    let left = m.message_expiry().expect("expiry");
+    assert!(
+        left <= Duration::from_secs(600) && left >= Duration::from_secs(590),
+        "{left:?}"
+    );
+    // Without properties, a v5 message has none.
+    ps.publish_with(
+        "v5/props",
+        "plain",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let m = recv(&sub);
+    assert_eq!(m.payload(), b"plain");
+    assert!(m.user_properties().is_empty() && m.content_type().is_none());
+}
+
+#[test]
+fn properties_survive_the_round_trip_mosquitto_ws() {
+    let Some(m) = Mosquitto::start() else { return };
+    properties_survive_the_round_trip(&m.ws_url());
+}
+
+#[test]
+fn properties_survive_the_round_trip_mosquitto_tcp() {
+    let Some(m) = Mosquitto::start() else { return };
+    properties_survive_the_round_trip(&m.mqtt_url());
+}
+
+#[test]
+fn properties_survive_the_round_trip_rumqttd_v5() {
+    properties_survive_the_round_trip(&Rumqttd::start_v5());
+}
+
+#[test]
+fn v5_options_on_a_3_1_1_provider_are_a_clear_error() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = PubSub::new();
+    ps.add_provider(MqttOverWsProvider::builder(m.ws_url()).build().unwrap())
+        .unwrap();
+    let err = ps
+        .publish_with("a", "x", PublishOptions::default().user_property("k", "v"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported(m) if m.contains("3.1.1")),
+        "{err}"
+    );
+    let err = ps
+        .subscribe_with("a", SubscribeOptions::default().no_local(true))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported(m) if m.contains("3.1.1")),
+        "{err}"
+    );
+    let err = MqttOverWsProvider::builder(m.ws_url())
+        .session_expiry(Duration::from_secs(60))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidConfig(m) if m.contains("MQTT 5")),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_local_suppresses_our_own_messages() {
+    let Some(m) = Mosquitto::start() else { return };
+    let me = v5(&m.ws_url());
+    let other = v5(&m.ws_url());
+    let sub = me
+        .subscribe_with("v5/chat", SubscribeOptions::default().no_local(true))
+        .unwrap();
+    let q1 = PublishOptions::default().qos(QoS::AtLeastOnce);
+    // Ours is routed before its PUBACK; the other's is published after that.
+    me.publish_with("v5/chat", "mine", q1.clone()).unwrap();
+    other.publish_with("v5/chat", "theirs", q1).unwrap();
+    assert_eq!(recv(&sub).payload(), b"theirs");
+    // Without no_local, our own comes back.
+    let echo = me.subscribe("v5/echo").unwrap();
+    me.publish_with(
+        "v5/echo",
+        "mine",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(recv(&echo).payload(), b"mine");
+}
+
+#[test]
+fn retain_handling_do_not_send_gets_no_retained_message() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = v5(&m.ws_url());
+    let retained = PublishOptions::default().qos(QoS::AtLeastOnce).retain(true);
+    ps.publish_with("v5/retained", "old", retained).unwrap();
+    let plain = ps.subscribe("v5/retained").unwrap();
+    let none = ps
+        .subscribe_with(
+            "v5/+",
+            SubscribeOptions::default().retain_handling(RetainHandling::DoNotSend),
+        )
+        .unwrap();
+    let first = recv(&plain);
+    assert!(first.retain() && first.payload() == b"old", "{first:?}");
+    ps.publish_with(
+        "v5/retained",
+        "live",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(
+        recv(&none).payload(),
+        b"live",
+        "the retained one was not sent"
+    );
+}
+
+#[test]
+fn message_expiry_drops_an_expired_retained_message() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = v5(&m.ws_url());
+    let expiring = PublishOptions::default()
+        .qos(QoS::AtLeastOnce)
+        .retain(true)
+        .message_expiry(Duration::from_secs(1));
+    ps.publish_with("v5/expiring", "soon gone", expiring)
+        .unwrap();
+    let before = ps.subscribe("v5/expiring").unwrap();
+    let m1 = recv(&before);
+    assert!(m1.retain() && m1.message_expiry() <= Some(Duration::from_secs(1)));
+    drop(before);
+    // The expiry is what is tested: the broker counts whole seconds.
+    std::thread::sleep(Duration::from_millis(2200));
+    let after = ps.subscribe("v5/expiring").unwrap();
+    ps.publish_with(
+        "v5/expiring",
+        "marker",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(
+        recv(&after).payload(),
+        b"marker",
+        "the expired message was dropped"
+    );
+}
+
+#[test]
+fn a_shared_subscription_splits_a_stream_with_nothing_lost() {
+    let Some(m) = Mosquitto::start() else { return };
+    let (a, b) = (v5(&m.ws_url()), v5(&m.ws_url()));
+    let opts = SubscribeOptions::default().qos(QoS::AtLeastOnce);
+    let sa = a
+        .subscribe_with("$share/workers/v5/jobs/#", opts.clone())
+        .unwrap();
+    let sb = b.subscribe_with("$share/workers/v5/jobs/#", opts).unwrap();
+    let publisher = v5(&m.ws_url());
+    let n = 200;
+    for i in 0..n {
+        publisher
+            .publish_with(
+                format!("v5/jobs/{}", i % 7),
+                format!("{i}"),
+                PublishOptions::default().qos(QoS::AtLeastOnce),
+            )
+            .unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut on_a, mut on_b) = (0, 0);
+    while seen.len() < n {
+        let (msg, side) = crossbeam_channel::select! {
+            recv(sa.receiver()) -> m => (m.unwrap(), &mut on_a),
+            recv(sb.receiver()) -> m => (m.unwrap(), &mut on_b),
+            default(WAIT) => panic!("{} of {n} arrived", seen.len()),
+        };
+        *side += 1;
+        assert!(seen.insert(msg.text().unwrap().to_string()), "a duplicate");
+    }
+    assert!(on_a > 0 && on_b > 0, "split {on_a}/{on_b}");
+}
+
+#[test]
+fn reason_codes_name_what_mosquitto_refused() {
+    let Some(m) = Mosquitto::start() else { return };
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(m.auth_url())
+                .mqtt_version(MqttVersion::V5)
+                .username_password("alice", "wrong")
+                .reconnect(ReconnectPolicy::disabled())
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ConnectionRefused(ConnackCode(0x86 | 0x87))),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("bad user name or password")
+            || err.to_string().contains("not authorized")
+    );
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.auth_url())
+            .mqtt_version(MqttVersion::V5)
+            .username_password("alice", "alicepw")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let err = ps
+        .publish_with(
+            "test/secret",
+            "x",
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Rejected {
+                code: ReasonCode(0x87),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The provider carries on.
+    let sub = ps.subscribe("test/ok").unwrap();
+    ps.publish_with(
+        "test/ok",
+        "fine",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    assert_eq!(recv(&sub).payload(), b"fine");
+}
+
+/// Receive maximum 2 from a scripted server: it never sees a third unacknowledged PUBLISH.
+#[test]
+fn the_server_receive_maximum_is_never_exceeded() {
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let (m, a) = (max_seen.clone(), acked.clone());
+    let url = v5_server::start(move |mut peer: Peer| {
+        peer.accept(&[0x21, 0, 2]); // Receive Maximum 2
+        let mut open: Vec<[u8; 2]> = Vec::new();
+        while a.load(Ordering::SeqCst) < 6 {
+            // Read whatever comes within 300 ms, then acknowledge the oldest.
+            match peer.read_within(Duration::from_millis(300)) {
+                Ok(None) => return,
+                Ok(Some((first, body))) if first >> 4 == 3 => {
+                    let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+                    open.push([body[2 + topic_len], body[3 + topic_len]]);
+                    m.fetch_max(open.len(), Ordering::SeqCst);
+                }
+                Ok(Some((0xc0, _))) => peer.send(&[0xd0, 0]),
+                Ok(Some(_)) => {}
+                Err(()) if open.is_empty() => {}
+                Err(()) => {
+                    let id = open.remove(0);
+                    peer.send(&[0x40, 2, id[0], id[1]]);
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let ps = v5(&url);
+    let receipts: Vec<_> = (0..6)
+        .map(|i| {
+            ps.publish_nowait(
+                "t",
+                vec![i],
+                PublishOptions::default().qos(QoS::AtLeastOnce),
+            )
+            .unwrap()
+        })
+        .collect();
+    for r in receipts {
+        r.wait().unwrap();
+    }
+    assert_eq!(acked.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        max_seen.load(Ordering::SeqCst),
+        2,
+        "at most 2 unacknowledged"
+    );
+}
+
+/// Topic aliases from the server are resolved; one it never defined reconnects (a protocol
+/// error), it does not panic or deliver to the wrong topic.
+#[test]
+fn incoming_topic_aliases_are_resolved_and_an_undefined_one_reconnects() {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    let url = v5_server::start(move |mut peer: Peer| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        peer.accept(&[]);
+        // SUBSCRIBE: answer SUBACK granting QoS 0, then send aliased publishes.
+        let Some((0x82, body)) = peer.read() else {
+            return;
+        };
+        peer.send(&[0x90, 4, body[0], body[1], 0, 0]);
+        if n == 0 {
+            peer.send(&v5_server::publish("alias/one", 1, b"a"));
+            peer.send(&v5_server::publish("", 1, b"b"));
+            peer.send(&v5_server::publish("", 2, b"undefined"));
+        } else {
+            peer.send(&v5_server::publish("alias/two", 0, b"after"));
+        }
+        while peer.read().is_some() {}
+    });
+    let ps = PubSub::new();
+    let events = ps.state_changes();
+    ps.add_provider(
+        MqttOverWsProvider::builder(&url)
+            .mqtt_version(MqttVersion::V5)
+            .reconnect(ReconnectPolicy::exponential(
+                Duration::from_millis(50),
+                Duration::from_millis(200),
+            ))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("alias/#").unwrap();
+    let got: Vec<(String, String)> = (0..3)
+        .map(|_| {
+            let m = recv(&sub);
+            (m.topic().to_string(), m.text().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("alias/one".into(), "a".into()),
+            ("alias/one".into(), "b".into()),
+            ("alias/two".into(), "after".into())
+        ]
+    );
+    let reasons: Vec<String> = events.try_iter().filter_map(|e| e.reason).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("never defined")),
+        "{reasons:?}"
+    );
+}
+
+/// A server DISCONNECT with "use another server" is reported with its reference. (A scripted
+/// server: mosquitto 2.0.11 closes the connection without a DISCONNECT on session takeover
+/// and on shutdown, as a raw v5 client shows.)
+#[test]
+fn a_server_disconnect_reports_its_reason_and_reference() {
+    let url = v5_server::start(move |mut peer: Peer| {
+        peer.accept(&[]);
+        // After the first packet from the client (its publish below).
+        let _ = peer.read();
+        let reference = b"other.example:8883";
+        let mut p = vec![
+            0xe0,
+            (5 + reference.len()) as u8,
+            0x9c,
+            (3 + reference.len()) as u8,
+            0x1c,
+            0,
+        ];
+        p.push(reference.len() as u8);
+        p.extend_from_slice(reference);
+        peer.send(&p);
+        while peer.read().is_some() {}
+    });
+    let ps = PubSub::new();
+    let events = ps.state_changes();
+    ps.add_provider(
+        MqttOverWsProvider::builder(&url)
+            .mqtt_version(MqttVersion::V5)
+            .reconnect(ReconnectPolicy::disabled())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    ps.publish("x", "x").unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let e = events.recv_deadline(deadline).expect("a state event");
+        if let Some(r) = e.reason {
+            assert!(
+                r.contains("0x9c (use another server)") && r.contains("other.example:8883"),
+                "{r}"
+            );
+            break;
+        }
+    }
+}
+
+#[test]
+fn outgoing_topic_aliases_work_with_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = v5(&m.mqtt_url());
+    let topic = "$aws/things/a-long-thing-name-0001/shadow/update";
+    let sub = ps.subscribe("$aws/things/+/shadow/update").unwrap();
+    for i in 0..5 {
+        ps.publish_with(
+            topic,
+            format!("{i}"),
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    }
+    for i in 0..5 {
+        let m = recv(&sub);
+        assert_eq!(
+            (m.topic(), m.text().unwrap()),
+            (topic, format!("{i}").as_str())
+        );
+    }
+}
