@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo run --example pub -- --url ws://localhost:8080/mqtt -t a/b -m hello [-q 1] [-r] [--count 3]
+//! cargo run --example pub -- --url mqtt://localhost -V 5 -t a/b -m '{}' \
+//!     --content-type application/json --property user:site=north --property message-expiry:60
 //! ```
 //!
 //! Everything accepted is delivered before the program exits: `flush` waits until what was
@@ -41,15 +43,70 @@ struct Args {
     /// (needs -i/--client-id).
     #[arg(long, requires = "client_id")]
     outbox: Option<std::path::PathBuf>,
+    /// MQTT 5 property (repeatable): user:KEY=VALUE, content-type:T, response-topic:T,
+    /// correlation-data:TEXT, message-expiry:SECONDS, payload-format:utf8.
+    #[arg(long = "property", value_parser = parse_property)]
+    properties: Vec<Property>,
+    /// MQTT 5 content type (the same as --property content-type:T).
+    #[arg(long)]
+    content_type: Option<String>,
     /// How long to wait for the broker's acknowledgements before exiting, in seconds.
     #[arg(long, default_value_t = 30)]
     flush_timeout: u64,
 }
 
+/// One `--property`.
+#[derive(Debug, Clone)]
+enum Property {
+    User(String, String),
+    ContentType(String),
+    ResponseTopic(String),
+    CorrelationData(String),
+    MessageExpiry(u64),
+    Utf8,
+}
+
+fn parse_property(p: &str) -> Result<Property, String> {
+    let (name, value) = p
+        .split_once(':')
+        .ok_or_else(|| format!("{p:?}: give NAME:VALUE, e.g. user:k=v"))?;
+    Ok(match name {
+        "user" => {
+            let (k, v) = value
+                .split_once('=')
+                .ok_or_else(|| format!("{p:?}: a user property is user:KEY=VALUE"))?;
+            Property::User(k.into(), v.into())
+        }
+        "content-type" => Property::ContentType(value.into()),
+        "response-topic" => Property::ResponseTopic(value.into()),
+        "correlation-data" => Property::CorrelationData(value.into()),
+        "message-expiry" => Property::MessageExpiry(
+            value
+                .parse()
+                .map_err(|_| format!("{p:?}: message-expiry takes whole seconds"))?,
+        ),
+        "payload-format" if value == "utf8" => Property::Utf8,
+        other => return Err(format!("{other:?}: unknown property")),
+    })
+}
+
 fn main() {
     let args = Args::parse();
     let qos = QoS::from_u8(args.qos).expect("checked by the parser");
-    let options = PublishOptions::default().qos(qos).retain(args.retain);
+    let mut options = PublishOptions::default().qos(qos).retain(args.retain);
+    for p in args.properties.iter().cloned() {
+        options = match p {
+            Property::User(k, v) => options.user_property(k, v),
+            Property::ContentType(t) => options.content_type(t),
+            Property::ResponseTopic(t) => options.response_topic(t),
+            Property::CorrelationData(d) => options.correlation_data(d.into_bytes()),
+            Property::MessageExpiry(s) => options.message_expiry(std::time::Duration::from_secs(s)),
+            Property::Utf8 => options.payload_format_utf8(true),
+        };
+    }
+    if let Some(t) = &args.content_type {
+        options = options.content_type(t.clone());
+    }
     let run = || -> Result<(), Box<dyn std::error::Error>> {
         let pubsub = PubSub::new();
         let mut builder = args.conn.builder()?;

@@ -32,6 +32,17 @@ struct Connection {
     /// Connect directly, whatever the proxy environment variables say.
     #[arg(long)]
     no_proxy: bool,
+    /// MQTT version: 5 (or mqttv5) or 3.1.1 (311, mqttv311; the default).
+    #[arg(short = 'V', long, default_value = "3.1.1", value_parser = parse_version)]
+    mqtt_version: mqtt_pubsub::MqttVersion,
+}
+
+fn parse_version(v: &str) -> Result<mqtt_pubsub::MqttVersion, String> {
+    match v {
+        "5" | "mqttv5" => Ok(mqtt_pubsub::MqttVersion::V5),
+        "3.1.1" | "311" | "mqttv311" => Ok(mqtt_pubsub::MqttVersion::V3_1_1),
+        other => Err(format!("{other:?}: give 5 or 3.1.1")),
+    }
 }
 
 impl Connection {
@@ -40,7 +51,8 @@ impl Connection {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
         };
-        let mut b = mqtt_pubsub::MqttOverWsProvider::builder(&self.url);
+        let mut b = mqtt_pubsub::MqttOverWsProvider::builder(&self.url)
+            .mqtt_version(self.mqtt_version);
         if let Some(id) = &self.client_id {
             b = b.client_id(id);
         }
