@@ -19,6 +19,8 @@ pub enum Operation {
     Close,
     /// Waiting in [`PubSub::flush`](crate::PubSub::flush).
     Flush,
+    /// Waiting for the response in [`PubSub::request`](crate::PubSub::request).
+    Request,
 }
 
 impl fmt::Display for Operation {
@@ -30,6 +32,7 @@ impl fmt::Display for Operation {
             Operation::Unsubscribe => "unsubscribe",
             Operation::Close => "close",
             Operation::Flush => "flush",
+            Operation::Request => "request",
         })
     }
 }

@@ -9,7 +9,7 @@ use crossbeam_channel::Receiver;
 use crate::connection::inbox::inbox;
 use crate::connection::{deadline_after, wait_reply, Connection};
 use crate::error::{Error, Operation, Result};
-use crate::message::{Payload, Topics};
+use crate::message::{Message, Payload, Topics};
 use crate::mqtt::QoS;
 use crate::options::{OfflineQoS0, PublishOptions, SubscribeOptions};
 use crate::provider::{Limits, Provider};
@@ -406,6 +406,121 @@ impl PubSub {
             }
         }
         Ok(PublishReceipt { waits, deadline })
+    }
+
+    /// MQTT 5 request/response: publishes `payload` to `topic` with a response topic of its
+    /// own and fresh correlation data, and returns the first message that comes back on it
+    /// with that correlation data — within `timeout` in all (else [`Error::Timeout`] with
+    /// [`Operation::Request`]). At QoS 1, through the only provider (with several, use
+    /// [`PubSub::request_with`] naming one). The responder answers with
+    /// [`PubSub::respond`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use mqtt_pubsub::{MqttOverWsProvider, MqttVersion, PubSub};
+    /// let pubsub = PubSub::new();
+    /// pubsub.add_provider(
+    ///     MqttOverWsProvider::builder("ws://localhost:8080/mqtt")
+    ///         .mqtt_version(MqttVersion::V5)
+    ///         .build()?,
+    /// )?;
+    /// let answer = pubsub.request("services/clock", "now?", Duration::from_secs(5))?;
+    /// println!("{}", answer.text()?);
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
+    ///
+    /// MQTT 3.1.1 has no response topic or correlation data: there the same is done by
+    /// convention, putting both into the payload (e.g. JSON `{"reply_to": "...", "id": "...",
+    /// ...}`), subscribing to the reply topic first and matching the id; this call refuses a
+    /// 3.1.1 provider with [`Error::Unsupported`].
+    pub fn request(
+        &self,
+        topic: &str,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Message> {
+        let options = PublishOptions::default()
+            .qos(QoS::AtLeastOnce)
+            .timeout(timeout);
+        self.request_with(topic, payload, options)
+    }
+
+    /// Like [`PubSub::request`], with the publish's options: its provider (needed when there
+    /// are several), QoS, properties, and timeout (default: the provider's operation
+    /// timeout), which bounds the whole request.
+    pub fn request_with(
+        &self,
+        topic: &str,
+        payload: impl Into<Payload>,
+        options: PublishOptions,
+    ) -> Result<Message> {
+        let targets = self.targets(options.provider.as_deref())?;
+        if targets.len() != 1 {
+            return Err(Error::InvalidConfig(
+                "a request goes through one provider: name it with PublishOptions::provider".into(),
+            ));
+        }
+        let c = &targets[0];
+        if c.version != crate::MqttVersion::V5 {
+            return Err(Error::Unsupported(format!(
+                "request/response needs MQTT 5 (response topic, correlation data); provider \
+                 {} speaks 3.1.1: put a reply topic and an id into the payload instead",
+                c.name
+            )));
+        }
+        let timeout = options.timeout.unwrap_or(c.operation_timeout);
+        let deadline = deadline_after(timeout);
+        let token = format!(
+            "{:016x}{:016x}",
+            crate::connection::random_u64(),
+            crate::connection::random_u64()
+        );
+        let response_topic = format!("mqtt-pubsub/response/{token}");
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        let name = c.name.to_string();
+        let sub = self.subscribe_with(
+            response_topic.as_str(),
+            SubscribeOptions::default()
+                .provider(name.clone())
+                .qos(QoS::AtLeastOnce)
+                .timeout(left()),
+        )?;
+        let publish = options
+            .provider(name)
+            .response_topic(response_topic)
+            .correlation_data(token.clone().into_bytes())
+            .timeout(left());
+        self.publish_with(topic, payload, publish)?;
+        loop {
+            match sub.recv_timeout(left()) {
+                Ok(m) if m.correlation_data() == Some(token.as_bytes()) => return Ok(m),
+                Ok(_) => continue,
+                Err(crate::RecvTimeoutError::Timeout) => {
+                    return Err(Error::timeout(Operation::Request, "no response in time"))
+                }
+                Err(crate::RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+            }
+        }
+    }
+
+    /// Answers a request made with [`PubSub::request`] (or any MQTT 5 request): publishes
+    /// `payload` at QoS 1 to the request's response topic with its correlation data, through
+    /// the provider it came from. Fails with [`Error::InvalidTopic`] when the message has no
+    /// response topic.
+    pub fn respond(&self, request: &Message, payload: impl Into<Payload>) -> Result<()> {
+        let Some(topic) = request.response_topic() else {
+            return Err(Error::invalid_topic(
+                "",
+                "the message has no response topic to answer on",
+            ));
+        };
+        let mut options = PublishOptions::default()
+            .qos(QoS::AtLeastOnce)
+            .provider(request.provider());
+        if let Some(data) = request.correlation_data() {
+            options = options.correlation_data(data.to_vec());
+        }
+        self.publish_with(topic.to_string(), payload, options)
     }
 
     /// Waits until every publish accepted so far, on every provider, is done: QoS 0 written

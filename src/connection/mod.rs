@@ -1,6 +1,7 @@
 //! One provider's connection: a handle for callers and the I/O thread behind it.
 
 mod backoff;
+pub(crate) use backoff::random_u64;
 mod driver;
 pub(crate) mod inbox;
 mod queue;

@@ -546,3 +546,65 @@ fn the_examples_carry_and_print_mqtt5_properties() {
         "{out:?}"
     );
 }
+
+/// request()/respond(): a responder on another connection answers; concurrent requests each
+/// get their own answer; with no responder the request times out within its bound; a 3.1.1
+/// provider is refused.
+#[test]
+fn request_and_respond_pair_answers_by_correlation_data() {
+    let Some(m) = Mosquitto::start() else { return };
+    let responder = v5(&m.ws_url());
+    let requests = responder.subscribe("svc/echo").unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..5 {
+            let req = requests.recv_timeout(WAIT).expect("a request");
+            let answer = format!("pong:{}", req.text().unwrap());
+            responder.respond(&req, answer).unwrap();
+        }
+        responder
+    });
+    let client = Arc::new(v5(&m.ws_url()));
+    let answer = client.request("svc/echo", "0", WAIT).unwrap();
+    assert_eq!(answer.text().unwrap(), "pong:0");
+    let threads: Vec<_> = (1..5)
+        .map(|i| {
+            let c = client.clone();
+            std::thread::spawn(move || {
+                let a = c.request("svc/echo", format!("{i}"), WAIT).unwrap();
+                assert_eq!(a.text().unwrap(), format!("pong:{i}"));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(server.join().unwrap());
+    // Nobody answers: a timeout, bounded.
+    let start = std::time::Instant::now();
+    let err = client
+        .request("svc/nobody", "x", Duration::from_millis(500))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: mqtt_pubsub::Operation::Request,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let old = PubSub::new();
+    old.add_provider(MqttOverWsProvider::builder(m.ws_url()).build().unwrap())
+        .unwrap();
+    let err = old.request("svc/echo", "x", WAIT).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported(m) if m.contains("3.1.1")),
+        "{err}"
+    );
+}
