@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
                 retain: p.retain,
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
+                props: p.props.clone(),
             },
             &mut out,
         );

@@ -737,25 +737,22 @@ impl Driver {
             } => {
                 if qos != QoS::AtMostOnce {
                     if let Some(outbox) = self.outbox.as_mut() {
-                        if !props.is_empty() {
-                            if let Some(r) = reply {
-                                let _ = r.send(Err(Error::Unsupported(
-                                    "MQTT 5 publish properties with an outbox: the outbox \
-                                     does not keep them yet"
-                                        .into(),
-                                )));
-                            }
-                            return;
-                        }
                         // Durable: recorded now, answered once committed.
                         let ticket = self.session.next_ticket();
                         let accepted = if topic.len() > crate::topic::MAX_TOPIC_LEN {
                             Err(Error::invalid_topic(&topic, "longer than 65535 bytes"))
                         } else {
-                            outbox.accept(ticket, &topic, &payload, qos, retain)
+                            outbox.accept(ticket, &topic, &payload, &props, qos, retain)
                         };
-                        let accepted = accepted
-                            .and_then(|()| self.session.publish(topic, payload, qos, retain, None));
+                        let packet = crate::mqtt::codec::Outgoing {
+                            topic,
+                            payload,
+                            qos,
+                            retain,
+                            props,
+                        };
+                        let accepted =
+                            accepted.and_then(|()| self.session.publish_packet(packet, None));
                         match (accepted, reply) {
                             (Ok(()), Some(r)) => self.accepted.push(r),
                             (Err(e), Some(r)) => {

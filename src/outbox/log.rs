@@ -24,6 +24,8 @@ const RELEASED: u8 = 4;
 const FINISHED: u8 = 5;
 const INBOUND_RECEIVED: u8 = 6;
 const INBOUND_RELEASED: u8 = 7;
+/// A publish with MQTT 5 properties (a `PUBLISH` record and the encoded properties).
+const PUBLISH_V5: u8 = 8;
 
 /// One record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub enum Record {
         topic: String,
         /// Payload.
         payload: Vec<u8>,
+        /// MQTT 5 properties, encoded (empty: none; then the record is the 3.1.1 one).
+        props: Vec<u8>,
     },
     /// A QoS 2 publish took a packet identifier.
     Assigned {
@@ -97,13 +101,21 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             retain,
             topic,
             payload,
+            props,
         } => {
-            out.push(PUBLISH);
+            out.push(if props.is_empty() {
+                PUBLISH
+            } else {
+                PUBLISH_V5
+            });
             out.extend_from_slice(&ticket.to_le_bytes());
             out.push(*qos);
             out.push(u8::from(*retain));
             str_field(out, topic.as_bytes());
             str_field(out, payload);
+            if !props.is_empty() {
+                str_field(out, props);
+            }
         }
         Record::Assigned { ticket, pid } => {
             out.push(ASSIGNED);
@@ -144,6 +156,8 @@ pub struct Live {
     pub topic: String,
     /// Payload.
     pub payload: Vec<u8>,
+    /// MQTT 5 properties, encoded (empty: none).
+    pub props: Vec<u8>,
     /// For QoS 2: the packet identifier it took.
     pub pid: Option<u16>,
     /// For QoS 2: PUBREC received.
@@ -153,7 +167,7 @@ pub struct Live {
 impl Live {
     /// Bytes it counts against the outbox's bound.
     pub fn size(&self) -> u64 {
-        (self.topic.len() + self.payload.len() + 64) as u64
+        (self.topic.len() + self.payload.len() + self.props.len() + 64) as u64
     }
 }
 
@@ -234,6 +248,7 @@ fn apply(state: &mut State, record: Record) -> Result<(), String> {
             retain,
             topic,
             payload,
+            props,
         } => {
             if state.last_ticket.is_some_and(|t| ticket <= t) {
                 return Err(format!("publish {ticket} is out of order"));
@@ -249,6 +264,7 @@ fn apply(state: &mut State, record: Record) -> Result<(), String> {
                     retain,
                     topic,
                     payload,
+                    props,
                     pid: None,
                     released: false,
                 },
@@ -315,12 +331,21 @@ fn decode(body: &[u8]) -> Result<Record, String> {
             client_id: r.string()?,
             url: r.string()?,
         },
-        PUBLISH => Record::Publish {
+        tag @ (PUBLISH | PUBLISH_V5) => Record::Publish {
             ticket: r.u64()?,
             qos: r.u8()?,
             retain: r.u8()? != 0,
             topic: r.string()?,
             payload: r.bytes()?.to_vec(),
+            props: if tag == PUBLISH_V5 {
+                let props = r.bytes()?.to_vec();
+                if props.is_empty() {
+                    return Err("a v5 publish record without properties".into());
+                }
+                props
+            } else {
+                Vec::new()
+            },
         },
         ASSIGNED => Record::Assigned {
             ticket: r.u64()?,
@@ -392,6 +417,7 @@ mod tests {
             retain: false,
             topic: "t".into(),
             payload: vec![ticket as u8; 3],
+            props: Vec::new(),
         }
     }
 
@@ -414,6 +440,8 @@ mod tests {
                 retain: true,
                 topic: "q2".into(),
                 payload: vec![],
+                // MQTT 5 properties: the PUBLISH_V5 record.
+                props: vec![0x03, 0, 1, b'x'],
             },
             Record::Assigned { ticket: 3, pid: 7 },
             Record::Released { ticket: 3 },
@@ -425,6 +453,7 @@ mod tests {
         assert_eq!(s.publishes.keys().copied().collect::<Vec<_>>(), [2, 3]);
         let q2 = &s.publishes[&3];
         assert_eq!((q2.pid, q2.released, q2.retain), (Some(7), true, true));
+        assert_eq!(q2.props, [0x03, 0, 1, b'x']);
         assert_eq!(s.inbound.iter().copied().collect::<Vec<_>>(), [10]);
         assert_eq!(
             (s.last_ticket, s.valid_len, s.torn),

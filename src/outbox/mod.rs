@@ -170,6 +170,7 @@ impl Outbox {
                     ticket: *ticket,
                     topic: p.topic.clone(),
                     payload: p.payload.clone(),
+                    props: p.props.clone(),
                     qos: if p.qos == 2 {
                         QoS::ExactlyOnce
                     } else {
@@ -198,10 +199,11 @@ impl Outbox {
         ticket: u64,
         topic: &str,
         payload: &[u8],
+        props: &[u8],
         qos: QoS,
         retain: bool,
     ) -> Result<()> {
-        let size = (topic.len() + payload.len() + 64) as u64;
+        let size = (topic.len() + payload.len() + props.len() + 64) as u64;
         if self.live_bytes + size > self.max_bytes {
             return Err(Error::OutboxFull {
                 path: self.dir.display().to_string(),
@@ -215,6 +217,7 @@ impl Outbox {
                 retain,
                 topic: topic.to_string(),
                 payload: payload.to_vec(),
+                props: props.to_vec(),
             },
             &mut self.pending,
         );
@@ -341,6 +344,7 @@ impl Outbox {
                 retain,
                 topic,
                 payload,
+                props,
                 pid,
                 released,
             } = p;
@@ -351,6 +355,7 @@ impl Outbox {
                     retain: *retain,
                     topic: topic.clone(),
                     payload: payload.clone(),
+                    props: props.clone(),
                 },
                 &mut out,
             );
@@ -416,7 +421,7 @@ mod tests {
             let (mut o, kept) = Outbox::open(&options(&d), "c", "mqtt://b").unwrap();
             assert!(kept.publishes.is_empty());
             for t in 0..5 {
-                o.accept(t, "t", &[t as u8], QoS::AtLeastOnce, false)
+                o.accept(t, "t", &[t as u8], &[], QoS::AtLeastOnce, false)
                     .unwrap();
             }
             o.journal(vec![
@@ -443,10 +448,10 @@ mod tests {
         let mut opts = options(&d);
         opts.max_bytes = 1000;
         let (mut o, _) = Outbox::open(&opts, "c", "u").unwrap();
-        o.accept(0, "t", &[0; 800], QoS::AtLeastOnce, false)
+        o.accept(0, "t", &[0; 800], &[], QoS::AtLeastOnce, false)
             .unwrap();
         let e = o
-            .accept(1, "t", &[0; 800], QoS::AtLeastOnce, false)
+            .accept(1, "t", &[0; 800], &[], QoS::AtLeastOnce, false)
             .unwrap_err();
         assert!(
             matches!(
@@ -459,7 +464,7 @@ mod tests {
             "{e}"
         );
         o.journal(vec![Journal::Finished { ticket: 0 }]);
-        o.accept(1, "t", &[0; 800], QoS::AtLeastOnce, false)
+        o.accept(1, "t", &[0; 800], &[], QoS::AtLeastOnce, false)
             .unwrap();
         drop(o);
         let _ = std::fs::remove_dir_all(&d);
@@ -473,7 +478,8 @@ mod tests {
         let (mut o, _) = Outbox::open(&opts, "c", "u").unwrap();
         let payload = vec![7u8; 64 * 1024];
         for t in 0..100 {
-            o.accept(t, "t", &payload, QoS::AtLeastOnce, false).unwrap();
+            o.accept(t, "t", &payload, &[], QoS::AtLeastOnce, false)
+                .unwrap();
             if t < 99 {
                 o.journal(vec![Journal::Finished { ticket: t }]);
             }

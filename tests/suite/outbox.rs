@@ -532,3 +532,63 @@ fn pub_example_takes_an_outbox() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// MQTT 5 properties are kept by the outbox: a publish accepted while the broker is
+/// unreachable (a proxy that cut the connection and refuses new ones) is sent by the next
+/// `PubSub` on the same outbox with its properties.
+#[test]
+fn the_outbox_keeps_mqtt5_properties_for_the_next_run() {
+    let Some(m) = Mosquitto::start() else { return };
+    let proxy = crate::support::proxy::Proxy::start(m.tcp_port);
+    let dir = TempDir::new("outbox-v5");
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.mqtt_url())
+            .mqtt_version(mqtt_pubsub::MqttVersion::V5)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps
+        .subscribe_with(
+            "cli/outbox5",
+            SubscribeOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    let publisher = || {
+        let p = PubSub::new();
+        p.add_provider(
+            MqttOverWsProvider::builder(format!("mqtt://127.0.0.1:{}", proxy.port))
+                .mqtt_version(mqtt_pubsub::MqttVersion::V5)
+                .client_id("outbox-v5")
+                .outbox(dir.path())
+                .close_timeout(Duration::from_millis(300))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        p
+    };
+    let first = publisher();
+    proxy.refuse(true);
+    proxy.cut_all();
+    let opts = PublishOptions::default()
+        .qos(QoS::AtLeastOnce)
+        .user_property("k", "v")
+        .content_type("text/plain");
+    // Returns once on disk.
+    first.publish_with("cli/outbox5", "kept", opts).unwrap();
+    // Kept on disk, unacknowledged (close does not fail for what the outbox keeps).
+    let _ = first.close();
+    assert!(
+        sub.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing got through the cut proxy"
+    );
+    proxy.refuse(false);
+    let second = publisher();
+    second.flush(Duration::from_secs(10)).unwrap();
+    let msg = sub.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(msg.payload(), b"kept");
+    assert_eq!(msg.user_properties(), [("k", "v")]);
+    assert_eq!(msg.content_type(), Some("text/plain"));
+}

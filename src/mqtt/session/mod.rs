@@ -126,6 +126,8 @@ pub struct Restored {
     pub qos: QoS,
     /// Retain flag.
     pub retain: bool,
+    /// MQTT 5 properties, encoded (empty: none).
+    pub props: Vec<u8>,
     /// For QoS 2: the packet identifier it was sent with, if it was.
     pub pid: Option<u16>,
     /// For QoS 2: whether its PUBREC came (PUBREL is what is resent).
@@ -334,7 +336,7 @@ impl<R> Session<R> {
                 payload: r.payload,
                 qos: r.qos,
                 retain: r.retain,
-                props: Vec::new(),
+                props: r.props,
             };
             let free = |ids: &ids::Ids<R>, pid: u16| {
                 pid != 0 && pid <= ids.max_id() && ids.get(pid).is_none()
@@ -963,6 +965,60 @@ impl<R> Session<R> {
         }
     }
 
+    /// MQTT 5: takes out of the SUBSCRIBE at the front of the queue the filters the server's
+    /// CONNACK said it cannot take (shared or wildcard subscriptions), refusing them without
+    /// asking; returns whether the queue's front changed.
+    fn refuse_unavailable_filters(&mut self) -> bool {
+        let limits = &self.wire.limits;
+        let Some(Request::Subscribe { filters, .. }) = self.queue.front() else {
+            return false;
+        };
+        if !filters.iter().any(|(f, _)| limits.refusal(f).is_some()) {
+            return false;
+        }
+        let Some(Request::Subscribe {
+            filters,
+            waiter,
+            origin,
+        }) = self.queue.pop_front()
+        else {
+            unreachable!("checked above")
+        };
+        let (bad, good): (Vec<_>, Vec<_>) = filters
+            .into_iter()
+            .partition(|(f, _)| self.wire.limits.refusal(f).is_some());
+        let refused: Vec<(String, Option<String>)> = bad
+            .into_iter()
+            .map(|(f, _)| {
+                let why = self.wire.limits.refusal(&f);
+                (f, why)
+            })
+            .collect();
+        if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
+            w.refused.extend(refused);
+        } else {
+            for (f, why) in refused {
+                log::warn!(
+                    "not resubscribing {:?}: {}",
+                    crate::error::printable(&f),
+                    why.unwrap_or_default()
+                );
+            }
+        }
+        if good.is_empty() {
+            if let Some(w) = waiter {
+                self.chunk_done(w);
+            }
+        } else {
+            self.queue.push_front(Request::Subscribe {
+                filters: good,
+                waiter,
+                origin,
+            });
+        }
+        true
+    }
+
     /// Sends queued requests while connected and identifiers are free, in order.
     fn drain_queue(&mut self) {
         self.drain_queue_while(|_| true)
@@ -985,6 +1041,9 @@ impl<R> Session<R> {
                 if let Some(Request::Publish { packet, .. }) = self.queue.pop_front() {
                     self.wire.publish(&packet, 0, false, &mut self.out);
                 }
+                continue;
+            }
+            if self.refuse_unavailable_filters() {
                 continue;
             }
             let is_publish = matches!(self.queue.front(), Some(Request::Publish { .. }));

@@ -376,6 +376,7 @@ mod tests {
             payload: vec![],
             qos,
             retain: false,
+            props: Vec::new(),
             pid,
             released,
         };

@@ -99,6 +99,22 @@ impl ServerLimits {
     }
 }
 
+impl ServerLimits {
+    /// Why the server would refuse subscribing to `filter` (its CONNACK said it has no
+    /// shared or no wildcard subscriptions), if it would.
+    pub fn refusal(&self, filter: &str) -> Option<String> {
+        let shared = filter.strip_prefix("$share/");
+        if shared.is_some() && !self.shared_available {
+            return Some("the server has no shared subscriptions (CONNACK)".into());
+        }
+        let plain = shared.map_or(filter, |rest| rest.split_once('/').map_or("", |(_, f)| f));
+        if plain.contains(['+', '#']) && !self.wildcard_available {
+            return Some("the server has no wildcard subscriptions (CONNACK)".into());
+        }
+        None
+    }
+}
+
 /// The size of `packet`'s v5 PUBLISH without a topic alias.
 fn encoded_size(p: &Outgoing) -> usize {
     let id_len = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
@@ -419,6 +435,49 @@ mod tests {
         assert!(e.to_string().contains("never defined"), "{e}");
         let e = s.handle_inbound(publish("x/y", 5), now).unwrap_err();
         assert!(e.to_string().contains("above the 4"), "{e}");
+    }
+
+    #[test]
+    fn filters_the_server_said_it_lacks_are_refused_without_asking() {
+        let mut p = Properties::new();
+        p.push(id::WILDCARD_SUBSCRIPTION_AVAILABLE, Value::Byte(0));
+        p.push(id::SHARED_SUBSCRIPTION_AVAILABLE, Value::Byte(0));
+        let (mut s, _) = v5_session(p);
+        s.subscribe(
+            vec![
+                ("a/+".into(), QoS::AtMostOnce),
+                ("plain".into(), QoS::AtMostOnce),
+                ("$share/g/x".into(), QoS::AtMostOnce),
+            ],
+            Some(4),
+        );
+        let out = std::mem::take(s.output());
+        let (h, len) = crate::mqtt::codec::parse_fixed_header(&out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (out[0], h + len, &out[h + 3..]),
+            (0x82, out.len(), &b"\x00\x05plain\x00"[..]),
+            "one SUBSCRIBE, for the plain filter only"
+        );
+        let Some(Event::Subscribed(4, refused)) = ({
+            s.handle_inbound(
+                Inbound::Control(Control::Suback {
+                    id: 1,
+                    codes: vec![0],
+                    props: Properties::new(),
+                }),
+                Instant::now(),
+            )
+            .unwrap();
+            s.next_event()
+        }) else {
+            panic!("no Subscribed event")
+        };
+        let names: Vec<&str> = refused.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(names, ["a/+", "$share/g/x"]);
+        assert!(refused[0].1.as_deref().unwrap().contains("wildcard"));
+        assert!(refused[1].1.as_deref().unwrap().contains("shared"));
     }
 
     #[test]
