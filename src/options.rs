@@ -23,6 +23,8 @@ pub struct LastWill {
     pub(crate) payload: Vec<u8>,
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
+    /// MQTT 5 will properties (`build()` refuses them on a 3.1.1 provider).
+    pub(crate) props: crate::mqtt::v5::Properties,
 }
 
 impl LastWill {
@@ -33,7 +35,51 @@ impl LastWill {
             payload: payload.into().0,
             qos: QoS::AtMostOnce,
             retain: false,
+            props: crate::mqtt::v5::Properties::new(),
         }
+    }
+
+    fn property(mut self, id: u8, value: crate::mqtt::v5::Value) -> Self {
+        if id != crate::mqtt::v5::id::USER_PROPERTY {
+            self.props.0.retain(|p| p.id != id);
+        }
+        self.props.push(id, value);
+        self
+    }
+
+    /// MQTT 5: how long the server waits after the connection is lost before it publishes
+    /// the will (Will Delay Interval, whole seconds); a reconnect within it cancels the will.
+    pub fn delay(self, delay: Duration) -> Self {
+        let secs = delay.as_secs().min(u64::from(u32::MAX)) as u32;
+        self.property(
+            crate::mqtt::v5::id::WILL_DELAY_INTERVAL,
+            crate::mqtt::v5::Value::U32(secs),
+        )
+    }
+
+    /// MQTT 5: the will message's expiry interval (whole seconds).
+    pub fn message_expiry(self, expiry: Duration) -> Self {
+        let secs = expiry.as_secs().min(u64::from(u32::MAX)) as u32;
+        self.property(
+            crate::mqtt::v5::id::MESSAGE_EXPIRY_INTERVAL,
+            crate::mqtt::v5::Value::U32(secs),
+        )
+    }
+
+    /// MQTT 5: the will message's content type.
+    pub fn content_type(self, content_type: impl Into<String>) -> Self {
+        self.property(
+            crate::mqtt::v5::id::CONTENT_TYPE,
+            crate::mqtt::v5::Value::Str(content_type.into()),
+        )
+    }
+
+    /// MQTT 5: a user property of the will message (may be repeated; order is kept).
+    pub fn user_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.property(
+            crate::mqtt::v5::id::USER_PROPERTY,
+            crate::mqtt::v5::Value::Pair(key.into(), value.into()),
+        )
     }
 
     /// Sets the QoS.
@@ -374,6 +420,14 @@ impl ConnectionOptions {
                     !self.connect_user_properties.is_empty(),
                 ),
             ];
+            let will_props = self.will.as_ref().is_some_and(|w| !w.props.is_empty());
+            if will_props {
+                return Err(crate::error::Error::InvalidConfig(
+                    "will properties (delay, expiry, content type, user properties) are \
+                     MQTT 5: add .mqtt_version(MqttVersion::V5)"
+                        .into(),
+                ));
+            }
             if let Some((name, _)) = v5_only.iter().find(|(_, set)| *set) {
                 return Err(crate::error::Error::InvalidConfig(format!(
                     "{name} is an MQTT 5 setting: add .mqtt_version(MqttVersion::V5)"

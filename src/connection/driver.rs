@@ -148,6 +148,7 @@ impl Driver {
                 payload: w.payload.clone(),
                 qos: w.qos,
                 retain: w.retain,
+                props: w.props.clone(),
             }),
             max_inflight: o.max_inflight,
             max_queued: o.queue_capacity,

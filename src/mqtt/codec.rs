@@ -517,6 +517,8 @@ pub struct Will {
     pub qos: QoS,
     /// Retain flag.
     pub retain: bool,
+    /// MQTT 5 will properties (never sent in 3.1.1).
+    pub props: Properties,
 }
 
 /// The fields of a CONNECT packet.

@@ -608,3 +608,49 @@ fn request_and_respond_pair_answers_by_correlation_data() {
         "{err}"
     );
 }
+
+/// Will properties: the will comes with its user property and content type, after its
+/// delay; on a 3.1.1 provider they fail `build()`.
+#[test]
+fn the_will_carries_its_properties_after_its_delay() {
+    use mqtt_pubsub::LastWill;
+    let Some(m) = Mosquitto::start() else { return };
+    let observer = v5(&m.ws_url());
+    let sub = observer.subscribe("will/v5").unwrap();
+    let proxy = crate::support::proxy::Proxy::start(m.tcp_port);
+    let will = LastWill::new("will/v5", "gone")
+        .qos(QoS::AtLeastOnce)
+        .user_property("why", "cut")
+        .content_type("text/plain")
+        .delay(Duration::from_secs(1));
+    let doomed = PubSub::new();
+    doomed
+        .add_provider(
+            MqttOverWsProvider::builder(format!("mqtt://127.0.0.1:{}", proxy.port))
+                .mqtt_version(MqttVersion::V5)
+                .last_will(will.clone())
+                .reconnect(ReconnectPolicy::disabled())
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let cut = std::time::Instant::now();
+    proxy.cut_all();
+    let m = recv(&sub);
+    let after = cut.elapsed();
+    assert_eq!(m.payload(), b"gone");
+    assert_eq!(m.user_properties(), [("why", "cut")]);
+    assert_eq!(m.content_type(), Some("text/plain"));
+    assert!(
+        after >= Duration::from_millis(800),
+        "the will waited its delay: {after:?}"
+    );
+    let err = MqttOverWsProvider::builder("mqtt://127.0.0.1:1")
+        .last_will(will)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidConfig(t) if t.contains("MQTT 5")),
+        "{err}"
+    );
+}

@@ -51,7 +51,6 @@ impl ConnectProperties {
 /// Encodes a v5 CONNECT; `clean_session` is sent as Clean Start.
 pub fn encode_connect(c: &Connect<'_>, v5: &ConnectProperties) -> Vec<u8> {
     let props = v5.properties();
-    let will_props = Properties::new();
     let mut body = 10 + props.wire_len() + 2 + c.client_id.len();
     let mut flags = 0u8;
     if c.clean_session {
@@ -59,7 +58,7 @@ pub fn encode_connect(c: &Connect<'_>, v5: &ConnectProperties) -> Vec<u8> {
     }
     if let Some(w) = c.will {
         flags |= 0x04 | ((w.qos as u8) << 3) | (u8::from(w.retain) << 5);
-        body += will_props.wire_len() + 4 + w.topic.len() + w.payload.len();
+        body += w.props.wire_len() + 4 + w.topic.len() + w.payload.len();
     }
     if let Some(u) = c.username {
         flags |= 0x80;
@@ -79,7 +78,7 @@ pub fn encode_connect(c: &Connect<'_>, v5: &ConnectProperties) -> Vec<u8> {
     props.encode(&mut out);
     put_bin(c.client_id.as_bytes(), &mut out);
     if let Some(w) = c.will {
-        will_props.encode(&mut out);
+        w.props.encode(&mut out);
         put_bin(w.topic.as_bytes(), &mut out);
         put_bin(&w.payload, &mut out);
     }
