@@ -118,7 +118,10 @@ mod ours {
 
     /// A builder for `url`, trusting the benchmark's CA on `wss://`.
     fn builder(url: &str) -> mqtt_pubsub::MqttOverWsProviderBuilder {
-        let b = MqttOverWsProvider::builder(url);
+        let mut b = MqttOverWsProvider::builder(url);
+        if mqtt5() {
+            b = b.mqtt_version(mqtt_pubsub::MqttVersion::V5);
+        }
         match bench_ca() {
             Some(ca) if url.starts_with("wss://") => b.ca_pem(ca),
             _ => b,
@@ -298,6 +301,198 @@ mod ours {
         let secs = t0.elapsed().as_secs_f64();
         json!({"mb_per_sec": (stream.len() * rounds) as f64 / secs / 1e6, "packets_per_sec": packets as f64 / secs})
     }
+}
+
+/// Whether this run speaks MQTT 5 (`--mqtt-version 5`; the parent sets `BENCH_MQTT5` for
+/// its children).
+fn mqtt5() -> bool {
+    std::env::var_os("BENCH_MQTT5").is_some()
+}
+
+// ---------------------------------------------------------------- rumqttc's v5 client
+
+mod peer5 {
+    use super::*;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{Client, Event, Incoming, MqttOptions};
+    use rumqttc::Transport;
+
+    fn options(url: &str, window: u16) -> MqttOptions {
+        let u = url::Url::parse(url).unwrap();
+        let port = u.port().unwrap_or(80);
+        let id = format!("rumqttc5-{}-{}", std::process::id(), next_id());
+        let mut o = if u.scheme() == "mqtt" {
+            MqttOptions::new(id, u.host_str().unwrap(), port)
+        } else {
+            let mut o = MqttOptions::new(id, url, port);
+            o.set_transport(Transport::Ws);
+            o
+        };
+        o.set_keep_alive(Duration::from_secs(60));
+        o.set_outgoing_inflight_upper_limit(window);
+        o.set_max_packet_size(Some(1 << 20));
+        o.set_request_channel_capacity(4096);
+        o
+    }
+
+    fn next_id() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn qos(q: u8) -> QoS {
+        match q {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }
+    }
+
+    fn start(
+        url: &str,
+        window: u16,
+        mut on_event: impl FnMut(&Event) -> bool + Send + 'static,
+    ) -> (Client, std::thread::JoinHandle<()>) {
+        let (client, mut connection) = Client::new(options(url, window), 4096);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let h = std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for ev in connection.iter() {
+                match ev {
+                    Ok(ev) => {
+                        if let Event::Incoming(Incoming::ConnAck(_)) = ev {
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(());
+                            }
+                        }
+                        if !on_event(&ev) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("rumqttc v5 connected");
+        (client, h)
+    }
+
+    pub fn throughput(url: &str, q: u8, size: usize, n: usize, window: u16) -> Value {
+        let topic = format!("bench/{}", std::process::id());
+        let (got_tx, got_rx) = crossbeam_channel::unbounded::<()>();
+        let (suback_tx, suback_rx) = crossbeam_channel::bounded(1);
+        let (sub_client, _sub_thread) = start(url, window, move |ev| {
+            match ev {
+                Event::Incoming(Incoming::Publish(_)) => {
+                    let _ = got_tx.send(());
+                }
+                Event::Incoming(Incoming::SubAck(_)) => {
+                    let _ = suback_tx.try_send(());
+                }
+                _ => {}
+            }
+            true
+        });
+        sub_client.subscribe(topic.as_str(), qos(q)).unwrap();
+        suback_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("SUBACK");
+        let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<()>();
+        let (pub_client, _pub_thread) = start(url, window, move |ev| {
+            if let Event::Incoming(Incoming::PubAck(_)) = ev {
+                let _ = ack_tx.send(());
+            }
+            true
+        });
+        let payload = vec![b'x'; size];
+        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        let publisher = {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                for _ in 0..n {
+                    pub_client
+                        .publish(topic.as_str(), qos(q), false, payload.clone())
+                        .unwrap();
+                }
+                pub_client
+            })
+        };
+        let mut got = 0;
+        while got < n && got_rx.recv_timeout(Duration::from_secs(10)).is_ok() {
+            got += 1;
+        }
+        if q > 0 {
+            for _ in 0..n {
+                if ack_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                    break;
+                }
+            }
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu0;
+        let _ = publisher.join();
+        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
+    }
+
+    pub fn latency(url: &str, n: usize) -> Value {
+        let topic = format!("lat/{}", std::process::id());
+        let (got_tx, got_rx) = crossbeam_channel::unbounded::<()>();
+        let (suback_tx, suback_rx) = crossbeam_channel::bounded(1);
+        let (client, _t) = start(url, 100, move |ev| {
+            match ev {
+                Event::Incoming(Incoming::Publish(_)) => {
+                    let _ = got_tx.send(());
+                }
+                Event::Incoming(Incoming::SubAck(_)) => {
+                    let _ = suback_tx.try_send(());
+                }
+                _ => {}
+            }
+            true
+        });
+        client.subscribe(topic.as_str(), QoS::AtMostOnce).unwrap();
+        suback_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("SUBACK");
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + 100 {
+            let t = Instant::now();
+            client
+                .publish(topic.as_str(), QoS::AtMostOnce, false, "ping")
+                .unwrap();
+            got_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("round trip");
+            if i >= 100 {
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        summarize_latency(samples)
+    }
+}
+
+/// Bytes on the wire per MQTT 5 PUBLISH of 64 B to a 52-byte AWS-style topic, computed by
+/// our encoder: the topic every time, or once and then a topic alias (what a server with a
+/// Topic Alias Maximum lets us do).
+fn alias_saving() -> Value {
+    use mqtt_pubsub::internals::codec::Outgoing;
+    use mqtt_pubsub::internals::v5::{encode_publish, Alias};
+    let o = Outgoing {
+        topic: "$aws/things/sensor-0001-north-wing/shadow/update/delta".into(),
+        payload: vec![b'x'; 64],
+        qos: mqtt_pubsub::QoS::AtMostOnce,
+        retain: false,
+        props: Vec::new(),
+    };
+    let size = |a| {
+        let mut b = Vec::new();
+        encode_publish(&o, 0, false, a, &mut b);
+        b.len() as f64
+    };
+    json!({"topic_bytes": o.topic.len(), "without_alias": size(Alias::None), "with_alias": size(Alias::Use(1))})
 }
 
 // ---------------------------------------------------------------- rumqttc
@@ -753,6 +948,9 @@ fn child(args: &[String]) -> Value {
         ("throughput", "ours") => {
             ours::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
         }
+        ("throughput", "rumqttc") if mqtt5() => {
+            peer5::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
+        }
         ("throughput", "rumqttc") => {
             peer::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
         }
@@ -765,6 +963,7 @@ fn child(args: &[String]) -> Value {
             peer::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
         }
         ("latency", "ours") => ours::latency(&url, num(3)),
+        ("latency", "rumqttc") if mqtt5() => peer5::latency(&url, num(3)),
         ("latency", "rumqttc") => peer::latency(&url, num(3)),
         ("connect", "ours") => ours::connect_time(&url, num(3)),
         ("connect", "rumqttc") => peer::connect_time(&url, num(3)),
@@ -895,6 +1094,14 @@ fn main() {
         .unwrap_or_else(|| "throughput,qos1,latency,connect,idle,decode".into());
     let want = |s: &str| only.split(',').any(|o| o == s);
     let transport = args.value("--transport").unwrap_or_else(|| "all".into());
+    if let Some(v) = args.value("--mqtt-version") {
+        match v.as_str() {
+            // The children read it from the environment (no other thread runs yet).
+            "5" => std::env::set_var("BENCH_MQTT5", "1"),
+            "3.1.1" => {}
+            other => panic!("--mqtt-version {other}: 5 or 3.1.1"),
+        }
+    }
     let (urls, mut broker, dir) = match args.value("--url") {
         Some(u) => (vec![u], None, None),
         None => {
@@ -966,6 +1173,7 @@ fn main() {
             } else {
                 name.to_string()
             };
+            let name = if mqtt5() { format!("v5 {name}") } else { name };
             eprintln!("  {name}: ours {o:.2?} rumqttc {p:.2?} ceiling {c:.2?}");
             rows.push(Row {
                 name,
@@ -1101,6 +1309,21 @@ fn main() {
                 );
             }
         }
+    }
+    if mqtt5() && want("throughput") {
+        let a = alias_saving();
+        eprintln!("topic alias: {a}");
+        rows.push(Row {
+            name: format!(
+                "v5 PUBLISH bytes, 64 B to a {}-byte topic: with alias (ours) / without (peer)",
+                a["topic_bytes"]
+            ),
+            unit: "B",
+            ours: a["with_alias"].as_f64().unwrap_or(f64::NAN),
+            peer: a["without_alias"].as_f64().unwrap_or(f64::NAN),
+            ceiling: None,
+            lower_is_better: true,
+        });
     }
     if let Some(b) = broker.as_mut() {
         let _ = b.kill();
