@@ -158,9 +158,7 @@ impl Message {
 
     /// MQTT 5: the subscription identifiers of the subscriptions it matched on the server.
     pub fn subscription_identifiers(&self) -> Vec<u32> {
-        self.props()
-            .map(|p| p.subscription_ids().collect())
-            .unwrap_or_default()
+        self.publish.subscription_ids()
     }
 }
 

@@ -927,11 +927,23 @@ impl Driver {
         while let Some(ev) = self.session.next_event() {
             match ev {
                 SessionEvent::Message(p) => {
+                    let by_id = self.session.filters_for(&p);
                     let msg = Message::new(p, self.name.clone());
                     let mut routed = false;
-                    for sink in self.router.route(msg.topic()) {
-                        routed = true;
-                        self.rings.deliver(sink, msg.clone());
+                    match &by_id {
+                        // MQTT 5: the server said which subscriptions it was sent for.
+                        Some(filters) => {
+                            for sink in self.router.route_for(msg.topic(), filters) {
+                                routed = true;
+                                self.rings.deliver(sink, msg.clone());
+                            }
+                        }
+                        None => {
+                            for sink in self.router.route(msg.topic()) {
+                                routed = true;
+                                self.rings.deliver(sink, msg.clone());
+                            }
+                        }
                     }
                     // We acknowledged it to the broker: with a persistent session it is held
                     // for the subscription the application is about to make.

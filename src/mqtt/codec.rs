@@ -36,8 +36,13 @@ pub struct PublishFrame {
     packet_id: u16,
     /// v5: the topic alias it carried (0: none).
     alias: u16,
-    /// v5: its properties other than a topic alias, when it had any.
+    /// v5: its properties other than a topic alias and (up to four) subscription
+    /// identifiers, when it had any.
     props: Option<Arc<Properties>>,
+    /// v5: its subscription identifiers, when there were at most four.
+    sub_ids: [u32; v5::INLINE_IDS],
+    /// How many of `sub_ids` are used (`u8::MAX`: more, all in `props`).
+    n_sub_ids: u8,
     /// v5: the topic its alias stands for, when it came with an empty topic.
     aliased_topic: Option<Arc<str>>,
 }
@@ -89,8 +94,14 @@ impl PublishFrame {
         if qos > 0 && packet_id == 0 {
             return Err(bad("packet identifier 0")); // [MQTT-2.3.1-1]
         }
-        let (props, alias, props_len) = match version {
-            MqttVersion::V3_1_1 => (None, 0, 0),
+        let v5::PublishProps {
+            props,
+            alias,
+            ids: sub_ids,
+            n_ids: n_sub_ids,
+            len: props_len,
+        } = match version {
+            MqttVersion::V3_1_1 => v5::PublishProps::default(),
             MqttVersion::V5 => v5::parse_publish(&body[topic_end + id_len..])?,
         };
         if topic.is_empty() && alias == 0 {
@@ -105,8 +116,27 @@ impl PublishFrame {
             bytes,
             alias,
             props,
+            sub_ids,
+            n_sub_ids,
             aliased_topic: None,
         })
+    }
+
+    /// v5: the identifiers of the subscriptions it was sent for, in order.
+    pub fn subscription_ids(&self) -> Vec<u32> {
+        if self.n_sub_ids == u8::MAX {
+            return self
+                .props
+                .as_ref()
+                .map(|p| p.subscription_ids().collect())
+                .unwrap_or_default();
+        }
+        self.sub_ids[..self.n_sub_ids as usize].to_vec()
+    }
+
+    /// v5: whether it carried subscription identifiers.
+    pub fn has_subscription_ids(&self) -> bool {
+        self.n_sub_ids > 0
     }
 
     /// v5: the topic alias it carried (0: none).

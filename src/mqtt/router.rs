@@ -243,6 +243,26 @@ impl<S> Router<S> {
             .map(|r| &r.sink)
     }
 
+    /// Every sink whose subscription has a filter matching `topic` that one of
+    /// `broker_filters` (the broker subscriptions the message was sent for, from MQTT 5
+    /// subscription identifiers) stands for: the filter itself or one it covers. Exact for
+    /// shared subscriptions, which [`Router::route`] can only guess.
+    pub fn route_for<'a>(
+        &'a self,
+        topic: &'a str,
+        broker_filters: &'a [&'a str],
+    ) -> impl Iterator<Item = &'a S> + 'a {
+        self.routes
+            .iter()
+            .filter(move |r| {
+                r.filters.iter().any(|(f, _)| {
+                    topic_matches(f, topic)
+                        && broker_filters.iter().any(|b| *b == f || covers(b, f))
+                })
+            })
+            .map(|r| &r.sink)
+    }
+
     /// The filters the broker must hold, with their QoS (to resubscribe after a reconnect).
     pub fn active(&self) -> Vec<(String, QoS)> {
         let mut v: Vec<_> = self
@@ -395,6 +415,27 @@ mod tests {
         assert_eq!(r.remove(1, false).unwrap().0, Changes::default());
         assert_eq!(r.remove(2, false).unwrap().0.unsubscribe, vec!["a/#"]);
         assert!(r.remove(2, false).is_none());
+    }
+
+    #[test]
+    fn subscription_identifiers_route_exactly_even_with_shared_and_plain_overlapping() {
+        let mut r = Router::default();
+        r.add(1, &[f("o/#")], 'p');
+        r.add(2, &[f("$share/g/o/#")], 's');
+        r.add(3, &[f("o/a")], 'n');
+        let got = |b: &[&str], t: &str| {
+            let mut v: Vec<char> = r.route_for(t, b).copied().collect();
+            v.sort();
+            v
+        };
+        // The plain copy: the plain subscription and the narrower one it stands for.
+        assert_eq!(got(&["o/#"], "o/a"), ['n', 'p']);
+        assert_eq!(got(&["o/#"], "o/b"), ['p']);
+        // The shared copy: the shared subscription only (route() would guess "plain").
+        assert_eq!(got(&["$share/g/o/#"], "o/a"), ['s']);
+        assert_eq!(r.route("o/b").copied().collect::<Vec<_>>(), ['p']);
+        // A broker filter that does not match the topic delivers nothing.
+        assert_eq!(got(&["x/#"], "o/a"), Vec::<char>::new());
     }
 
     #[test]

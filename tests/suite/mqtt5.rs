@@ -323,8 +323,10 @@ fn the_server_receive_maximum_is_never_exceeded() {
                 Err(()) if open.is_empty() => {}
                 Err(()) => {
                     let id = open.remove(0);
-                    peer.send(&[0x40, 2, id[0], id[1]]);
+                    // Counted before it is sent: the test reads the count once the client
+                    // has every PUBACK.
                     a.fetch_add(1, Ordering::SeqCst);
+                    peer.send(&[0x40, 2, id[0], id[1]]);
                 }
             }
         }
@@ -512,7 +514,7 @@ fn the_examples_carry_and_print_mqtt5_properties() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "cli/v5\t{}\tuser:site=north user:site=south content-type=application/json \
-         correlation-data=6162\n"
+         correlation-data=6162 subscription-id=1\n"
     );
     for args in [
         vec!["--property", "bogus"],
@@ -653,4 +655,46 @@ fn the_will_carries_its_properties_after_its_delay() {
         matches!(&err, Error::InvalidConfig(t) if t.contains("MQTT 5")),
         "{err}"
     );
+}
+
+/// Subscription identifiers: the library gives each SUBSCRIBE one, and routes by them. A
+/// plain and a shared subscription of the same filter on one connection each get their own
+/// copy of every message — exactly once — where 3.1.1 can only guess which copy is which.
+#[test]
+fn subscription_identifiers_route_each_copy_to_its_own_subscription() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = v5(&m.ws_url());
+    let opts = SubscribeOptions::default().qos(QoS::AtLeastOnce);
+    let plain = ps.subscribe_with("v5/ids/#", opts.clone()).unwrap();
+    let shared = ps.subscribe_with("$share/g/v5/ids/#", opts).unwrap();
+    let n = 50;
+    for i in 0..n {
+        ps.publish_with(
+            format!("v5/ids/{i}"),
+            format!("{i}"),
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    }
+    for sub in [&plain, &shared] {
+        let mut got: Vec<String> = (0..n)
+            .map(|_| recv(sub).text().unwrap().to_string())
+            .collect();
+        got.sort_by_key(|s| s.parse::<u32>().unwrap());
+        assert_eq!(got, (0..n).map(|i| i.to_string()).collect::<Vec<_>>());
+        let m = recv_none(sub);
+        assert!(m.is_none(), "a second copy: {m:?}");
+    }
+    ps.publish_with(
+        "v5/ids/last",
+        "x",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let ids = recv(&plain).subscription_identifiers();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+fn recv_none(sub: &Subscription) -> Option<Message> {
+    sub.recv_timeout(Duration::from_millis(300)).ok()
 }

@@ -500,8 +500,19 @@ impl<R> Session<R> {
         self.queue.len()
     }
 
+    /// MQTT 5: the broker filters a message was sent for, from its subscription identifiers
+    /// (`None`: route it by its topic).
+    pub fn filters_for(&self, p: &PublishFrame) -> Option<Vec<&str>> {
+        if !p.has_subscription_ids() {
+            return None;
+        }
+        self.wire.filters_for(&p.subscription_ids())
+    }
+
     /// Publishes. QoS 0 is written now if connected and nothing is queued ahead of it;
     /// QoS 1/2 take a packet identifier and report [`Event::Published`] on completion.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn publish(
         &mut self,
         topic: String,

@@ -136,6 +136,12 @@ pub struct Wire {
     incoming: HashMap<u16, Arc<str>>,
     /// Most incoming aliases we accept (what CONNECT announced).
     pub incoming_max: u16,
+    /// MQTT 5 subscription identifiers: the one each broker filter was last subscribed with,
+    /// and the filters of each identifier (one per SUBSCRIBE packet). Kept across
+    /// connections (a resumed session delivers with the identifiers it stored); never reused.
+    filter_ids: HashMap<String, u32>,
+    id_filters: HashMap<u32, Vec<String>>,
+    next_sub_id: u32,
 }
 
 impl Wire {
@@ -210,7 +216,7 @@ impl Wire {
 
     /// Appends a SUBSCRIBE of `filters` (with their v5 option bits in `options`).
     pub fn subscribe(
-        &self,
+        &mut self,
         id: u16,
         filters: &[(String, QoS)],
         options: &HashMap<String, u8>,
@@ -233,13 +239,61 @@ impl Wire {
                     .iter()
                     .map(|(f, q)| (f.as_str(), *q as u8 | options.get(f).copied().unwrap_or(0)))
                     .collect();
-                v5::encode_subscribe(id, &list, 0, out);
+                let sub_id = if self.limits.subscription_ids_available {
+                    self.assign_sub_id(filters)
+                } else {
+                    0
+                };
+                v5::encode_subscribe(id, &list, sub_id, out);
             }
         }
     }
 
+    /// A new subscription identifier for `filters` (replacing what they had).
+    fn assign_sub_id(&mut self, filters: &[(String, QoS)]) -> u32 {
+        // 1..=268,435,455 [MQTT-3.8.2.1.2]; wrapping takes 268 million SUBSCRIBEs.
+        self.next_sub_id = self.next_sub_id % 268_435_455 + 1;
+        let k = self.next_sub_id;
+        for (f, _) in filters {
+            self.forget_sub_id(f);
+            self.filter_ids.insert(f.clone(), k);
+        }
+        self.id_filters
+            .insert(k, filters.iter().map(|(f, _)| f.clone()).collect());
+        k
+    }
+
+    /// `filter` is no longer subscribed with its identifier.
+    fn forget_sub_id(&mut self, filter: &str) {
+        if let Some(old) = self.filter_ids.remove(filter) {
+            if let Some(list) = self.id_filters.get_mut(&old) {
+                list.retain(|f| f != filter);
+                if list.is_empty() {
+                    self.id_filters.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The broker filters a message with subscription identifiers `ids` was sent for;
+    /// `None` when it has none or one is unknown (then the topic decides).
+    pub fn filters_for(&self, ids: &[u32]) -> Option<Vec<&str>> {
+        if ids.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            let list = self.id_filters.get(id)?;
+            out.extend(list.iter().map(String::as_str));
+        }
+        Some(out)
+    }
+
     /// Appends an UNSUBSCRIBE of `filters`.
-    pub fn unsubscribe(&self, id: u16, filters: &[String], out: &mut Vec<u8>) {
+    pub fn unsubscribe(&mut self, id: u16, filters: &[String], out: &mut Vec<u8>) {
+        for f in filters {
+            self.forget_sub_id(f);
+        }
         match self.version {
             MqttVersion::V3_1_1 => {
                 let list = filters
@@ -455,9 +509,10 @@ mod tests {
         let (h, len) = crate::mqtt::codec::parse_fixed_header(&out)
             .unwrap()
             .unwrap();
+        // Packet id, a subscription identifier (0x0b 1), the one filter.
         assert_eq!(
-            (out[0], h + len, &out[h + 3..]),
-            (0x82, out.len(), &b"\x00\x05plain\x00"[..]),
+            (out[0], h + len, &out[h + 2..]),
+            (0x82, out.len(), &b"\x02\x0b\x01\x00\x05plain\x00"[..]),
             "one SUBSCRIBE, for the plain filter only"
         );
         let Some(Event::Subscribed(4, refused)) = ({

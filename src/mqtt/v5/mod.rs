@@ -22,7 +22,7 @@ mod unsubscribe;
 pub use connect::{encode_connect, ConnectProperties};
 #[cfg_attr(not(feature = "__internals"), allow(unused_imports))]
 pub use properties::{id, Properties, Property, Value};
-pub use publish::{encode_publish, parse_publish, Alias};
+pub use publish::{encode_publish, parse_publish, Alias, PublishProps, INLINE_IDS};
 pub use reason::ReasonCode;
 pub use subscribe::encode_subscribe;
 pub use unsubscribe::encode_unsubscribe;
