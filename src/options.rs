@@ -378,6 +378,7 @@ pub(crate) struct ConnectionOptions {
     pub receive_maximum: Option<u16>,
     pub topic_alias_maximum: Option<u16>,
     pub connect_user_properties: Vec<(String, String)>,
+    pub request_response_information: bool,
 }
 
 /// The longest keep-alive MQTT 3.1.1 can say (a 16-bit number of seconds).
@@ -418,6 +419,10 @@ impl ConnectionOptions {
                 (
                     "connect_user_property",
                     !self.connect_user_properties.is_empty(),
+                ),
+                (
+                    "request_response_information",
+                    self.request_response_information,
                 ),
             ];
             let will_props = self.will.as_ref().is_some_and(|w| !w.props.is_empty());
@@ -512,6 +517,7 @@ impl Default for ConnectionOptions {
             receive_maximum: None,
             topic_alias_maximum: None,
             connect_user_properties: Vec::new(),
+            request_response_information: false,
         }
     }
 }
@@ -531,7 +537,7 @@ impl ConnectionOptions {
             receive_maximum: self.receive_maximum,
             maximum_packet_size: Some(self.max_packet_size.min(u32::MAX as usize) as u32),
             topic_alias_maximum: self.topic_alias_maximum.unwrap_or(64),
-            request_response_information: false,
+            request_response_information: self.request_response_information,
             user: self.connect_user_properties.clone(),
         }
     }
@@ -774,6 +780,14 @@ macro_rules! connection_builder_methods {
         /// MQTT 5: most topic aliases the server may define towards us (default 64; 0: none).
         pub fn topic_alias_maximum(mut self, n: u16) -> Self {
             self.options.topic_alias_maximum = Some(n);
+            self
+        }
+
+        /// MQTT 5: asks the server for Response Information in CONNACK (the basis of the
+        /// response topics it wants); it comes in the `Connected` state event's
+        /// `response_information`.
+        pub fn request_response_information(mut self, on: bool) -> Self {
+            self.options.request_response_information = on;
             self
         }
 

@@ -62,6 +62,10 @@ pub struct StateEvent {
     /// On `Connected`: the URL connected to, without credentials or query (which of a
     /// provider's URLs is in use).
     pub url: Option<String>,
+    /// On `Connected`, MQTT 5: the Response Information the server's CONNACK gave (the basis
+    /// of response topics it wants), when `request_response_information(true)` asked for it
+    /// and the server had one.
+    pub response_information: Option<String>,
 }
 
 /// Fans state events out to every `state_changes()` receiver.

@@ -251,6 +251,9 @@ impl Driver {
             url: (state == ConnectionState::Connected)
                 .then(|| self.url_in_use.clone())
                 .flatten(),
+            response_information: (state == ConnectionState::Connected)
+                .then(|| self.session.server_limits().response_information.clone())
+                .flatten(),
         });
     }
 
@@ -1009,6 +1012,7 @@ impl Driver {
             state: self.state.get(),
             reason: Some(reason),
             url: None,
+            response_information: None,
         });
     }
 

@@ -132,6 +132,7 @@ impl Connection {
                         state: ConnectionState::Disconnected,
                         reason: Some(reason.clone()),
                         url: None,
+                        response_information: None,
                     });
                     let _ = panic_ready.try_send(Err(Error::ConnectionLost(reason)));
                 }

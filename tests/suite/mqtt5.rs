@@ -698,3 +698,49 @@ fn subscription_identifiers_route_each_copy_to_its_own_subscription() {
 fn recv_none(sub: &Subscription) -> Option<Message> {
     sub.recv_timeout(Duration::from_millis(300)).ok()
 }
+
+/// Request Response Information: the CONNECT asks for it (a scripted server checks the
+/// property), and the CONNACK's answer comes in the Connected state event.
+#[test]
+fn response_information_is_asked_for_and_reported_on_connected() {
+    let url = v5_server::start(move |mut peer: Peer| {
+        let Some((0x10, connect)) = peer.read() else {
+            return;
+        };
+        // Variable header: "MQTT", level 5, flags, keep-alive, then the properties.
+        let props_len = connect[10] as usize;
+        let props = &connect[11..11 + props_len];
+        let asked = props.windows(2).any(|w| w == [0x19, 1]);
+        let info: &[u8] = if asked { b"replies/for-you" } else { b"" };
+        let mut connack = vec![0x20, 0, 0, 0];
+        if asked {
+            connack.push((3 + info.len()) as u8);
+            connack.push(0x1a);
+            connack.extend_from_slice(&(info.len() as u16).to_be_bytes());
+            connack.extend_from_slice(info);
+        } else {
+            connack.push(0);
+        }
+        connack[1] = (connack.len() - 2) as u8;
+        peer.send(&connack);
+        while peer.read().is_some() {}
+    });
+    let ps = PubSub::new();
+    let events = ps.state_changes();
+    ps.add_provider(
+        MqttOverWsProvider::builder(&url)
+            .mqtt_version(MqttVersion::V5)
+            .request_response_information(true)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let e = events.recv_deadline(deadline).expect("Connected");
+        if e.state == mqtt_pubsub::ConnectionState::Connected {
+            assert_eq!(e.response_information.as_deref(), Some("replies/for-you"));
+            break;
+        }
+    }
+}

@@ -401,8 +401,6 @@ impl<R> Session<R> {
     }
 
     /// What the server allows, as its last CONNACK said.
-    // Used by the fuzz targets, the benchmark and the tests only.
-    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn server_limits(&self) -> &ServerLimits {
         &self.wire.limits
     }

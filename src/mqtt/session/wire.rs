@@ -33,6 +33,8 @@ pub struct ServerLimits {
     pub server_keep_alive: Option<u16>,
     /// The client identifier it assigned, if any.
     pub assigned_client_id: Option<String>,
+    /// The Response Information it gave, if any.
+    pub response_information: Option<String>,
 }
 
 impl Default for ServerLimits {
@@ -48,6 +50,7 @@ impl Default for ServerLimits {
             subscription_ids_available: true,
             server_keep_alive: None,
             assigned_client_id: None,
+            response_information: None,
         }
     }
 }
@@ -70,6 +73,7 @@ impl ServerLimits {
             subscription_ids_available: flag(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE),
             server_keep_alive: p.int(id::SERVER_KEEP_ALIVE).map(|v| v as u16),
             assigned_client_id: p.str(id::ASSIGNED_CLIENT_IDENTIFIER).map(String::from),
+            response_information: p.str(id::RESPONSE_INFORMATION).map(crate::error::printable),
         }
     }
 
