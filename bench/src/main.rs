@@ -309,6 +309,189 @@ fn mqtt5() -> bool {
     std::env::var_os("BENCH_MQTT5").is_some()
 }
 
+// ---------------------------------------------------------------- the user harness
+
+/// Both clients driven the way the README shows and a user writes them, with every setting
+/// at its default (issue 17's "second harness"): one publishing client calling its publish
+/// with `payload.clone()`, one subscribing client drained on its own thread (ours: `for m in
+/// &sub` with the subscription's capacity set to N; rumqttc: `Connection::iter()` on its own
+/// thread forwarding each message into a std `mpsc` channel, drained by another thread); CPU
+/// is the whole process's from the first publish to the last receive.
+mod user {
+    use super::*;
+    use std::sync::mpsc;
+
+    pub fn ours_throughput(url: &str, size: usize, n: usize) -> Value {
+        use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, SubscribeOptions};
+        let connect = || {
+            let ps = PubSub::new();
+            ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+                .unwrap();
+            ps
+        };
+        let topic = format!("user/{}", std::process::id());
+        let sub_ps = connect();
+        let sub = sub_ps
+            .subscribe_with(topic.as_str(), SubscribeOptions::default().capacity(n))
+            .unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        let drain = std::thread::spawn(move || {
+            let mut got = 0;
+            for _m in &sub {
+                got += 1;
+                if got == n {
+                    break;
+                }
+            }
+            let _ = done_tx.send(Instant::now());
+            got
+        });
+        let pub_ps = connect();
+        let payload = vec![b'x'; size];
+        let opts = PublishOptions::default();
+        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        for _ in 0..n {
+            pub_ps
+                .publish_with(topic.as_str(), payload.clone(), opts.clone())
+                .unwrap();
+        }
+        let end = done_rx.recv_timeout(Duration::from_secs(30)).ok();
+        let cpu = cpu_secs() - cpu0;
+        let got = if end.is_some() { drain.join().unwrap() } else { 0 };
+        let elapsed = end.map_or(f64::NAN, |e| (e - t0).as_secs_f64());
+        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
+    }
+
+    pub fn ours_latency(url: &str, n: usize) -> Value {
+        use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions};
+        let ps = PubSub::new();
+        ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+            .unwrap();
+        let topic = format!("user-lat/{}", std::process::id());
+        let sub = ps.subscribe(topic.as_str()).unwrap();
+        let payload = vec![b'x'; 64];
+        let opts = PublishOptions::default();
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            ps.publish_with(topic.as_str(), payload.clone(), opts.clone())
+                .unwrap();
+            sub.recv_timeout(Duration::from_secs(10)).expect("round trip");
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        summarize_latency(samples)
+    }
+
+    fn rumqttc_client(
+        url: &str,
+        id: &str,
+    ) -> (rumqttc::Client, mpsc::Receiver<rumqttc::Publish>) {
+        use rumqttc::{Client, Event, MqttOptions, Packet, Transport};
+        let u = url::Url::parse(url).unwrap();
+        let port = u.port().unwrap_or(80);
+        let mut o = if u.scheme() == "mqtt" {
+            MqttOptions::new(id, u.host_str().unwrap(), port)
+        } else {
+            let mut o = MqttOptions::new(id, url, port);
+            o.set_transport(Transport::Ws);
+            o
+        };
+        o.set_keep_alive(Duration::from_secs(60));
+        let (client, mut connection) = Client::new(o, 10);
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for ev in connection.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send(p).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("rumqttc connected");
+        (client, rx)
+    }
+
+    pub fn rumqttc_throughput(url: &str, size: usize, n: usize) -> Value {
+        use rumqttc::QoS;
+        let topic = format!("user/{}", std::process::id());
+        let (sub_client, rx) = rumqttc_client(url, &format!("user-sub-{}", std::process::id()));
+        sub_client.subscribe(topic.as_str(), QoS::AtMostOnce).unwrap();
+        // rumqttc has no call that waits for SUBACK: a first message proves it.
+        let (pub_client, _) = rumqttc_client(url, &format!("user-pub-{}", std::process::id()));
+        loop {
+            pub_client
+                .publish(topic.as_str(), QoS::AtMostOnce, false, "warm-up")
+                .unwrap();
+            if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                break;
+            }
+        }
+        while rx.try_recv().is_ok() {}
+        let (done_tx, done_rx) = mpsc::channel();
+        let drain = std::thread::spawn(move || {
+            let mut got = 0;
+            while got < n {
+                match rx.recv_timeout(Duration::from_secs(30)) {
+                    Ok(_) => got += 1,
+                    Err(_) => break,
+                }
+            }
+            let _ = done_tx.send(Instant::now());
+            got
+        });
+        let payload = vec![b'x'; size];
+        let (cpu0, t0) = (cpu_secs(), Instant::now());
+        for _ in 0..n {
+            pub_client
+                .publish(topic.as_str(), QoS::AtMostOnce, false, payload.clone())
+                .unwrap();
+        }
+        let end = done_rx.recv_timeout(Duration::from_secs(60)).ok();
+        let cpu = cpu_secs() - cpu0;
+        let got = drain.join().unwrap();
+        let elapsed = end.map_or(f64::NAN, |e| (e - t0).as_secs_f64());
+        json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
+    }
+
+    pub fn rumqttc_latency(url: &str, n: usize) -> Value {
+        use rumqttc::QoS;
+        let topic = format!("user-lat/{}", std::process::id());
+        let (client, rx) = rumqttc_client(url, &format!("user-lat-{}", std::process::id()));
+        client.subscribe(topic.as_str(), QoS::AtMostOnce).unwrap();
+        loop {
+            client
+                .publish(topic.as_str(), QoS::AtMostOnce, false, "warm-up")
+                .unwrap();
+            if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                break;
+            }
+        }
+        while rx.try_recv().is_ok() {}
+        let payload = vec![b'x'; 64];
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            client
+                .publish(topic.as_str(), QoS::AtMostOnce, false, payload.clone())
+                .unwrap();
+            rx.recv_timeout(Duration::from_secs(10)).expect("round trip");
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        summarize_latency(samples)
+    }
+}
+
 // ---------------------------------------------------------------- rumqttc's v5 client
 
 mod peer5 {
@@ -962,6 +1145,10 @@ fn child(args: &[String]) -> Value {
         ("throughput-durable", "rumqttc") => {
             peer::throughput(&url, num(3) as u8, num(4), num(5), num(6) as u16)
         }
+        ("user-throughput", "ours") => user::ours_throughput(&url, num(4), num(5)),
+        ("user-throughput", "rumqttc") => user::rumqttc_throughput(&url, num(4), num(5)),
+        ("user-latency", "ours") => user::ours_latency(&url, num(3)),
+        ("user-latency", "rumqttc") => user::rumqttc_latency(&url, num(3)),
         ("latency", "ours") => ours::latency(&url, num(3)),
         ("latency", "rumqttc") if mqtt5() => peer5::latency(&url, num(3)),
         ("latency", "rumqttc") => peer::latency(&url, num(3)),
@@ -1131,7 +1318,7 @@ fn main() {
                        rounds: usize,
                        with_ceiling: bool,
                        metrics: &[(&str, &'static str, &str, bool)]| {
-        let expected: usize = if base[0].starts_with("throughput") {
+        let expected: usize = if base[0].starts_with("throughput") || base[0] == "user-throughput" {
             base[3].parse().unwrap_or(0)
         } else {
             0
@@ -1294,6 +1481,35 @@ fn main() {
                     ("idle wake-ups (all threads)", "", "wakeups", true),
                     ("idle RSS per connection", "KiB", "rss_kib_per_conn", true),
                     ("idle threads added", "", "threads", true),
+                ],
+            );
+        }
+        if want("user") {
+            // The README's obvious code, every setting at its default (see `mod user`).
+            for size in ["64", "4000"] {
+                let (t, c) = (
+                    format!("user harness: QoS 0 {size} B throughput"),
+                    format!("user harness: QoS 0 {size} B client CPU"),
+                );
+                measure(
+                    url,
+                    s(&["user-throughput", "0", size, &n_s]),
+                    runs,
+                    false,
+                    &[
+                        (&t, "msg/s", "msgs_per_sec", false),
+                        (&c, "µs/msg", "cpu_us_per_msg", true),
+                    ],
+                );
+            }
+            measure(
+                url,
+                s(&["user-latency", "10000"]),
+                runs,
+                false,
+                &[
+                    ("user harness: round trip p50", "µs", "p50_us", true),
+                    ("user harness: round trip p99", "µs", "p99_us", true),
                 ],
             );
         }
