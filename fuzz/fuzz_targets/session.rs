@@ -231,6 +231,7 @@ fuzz_target!(|input: (u8, u16, bool, Vec<Op>)| {
                 Event::PublishRefused(None, _)
                 | Event::PublishRejected(None, ..)
                 | Event::FiltersRefused(_)
+                | Event::UnsubscribeRefused(_)
                 | Event::Message(_) => {}
             }
         }

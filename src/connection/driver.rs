@@ -985,6 +985,15 @@ impl Driver {
                         let _ = r.send(Err(err));
                     }
                 }
+                SessionEvent::UnsubscribeRefused(refused) => {
+                    for (filter, code, reason) in refused {
+                        let what = format!(
+                            "the UNSUBSCRIBE of \"{}\"",
+                            crate::error::printable(&filter)
+                        );
+                        self.report_refusal(&Error::Rejected { what, code, reason });
+                    }
+                }
                 SessionEvent::FiltersRefused(filters) => {
                     let list = filters
                         .iter()

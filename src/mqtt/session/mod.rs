@@ -152,6 +152,9 @@ pub enum Event<R> {
     PublishRejected(Option<R>, ReasonCode, Option<String>, String),
     /// Filters dropped for the same reason; they are no longer subscribed.
     FiltersRefused(Vec<String>),
+    /// MQTT 5: UNSUBACK failure codes: each refused filter, its code and the server's reason
+    /// string (local delivery had already stopped; the broker may go on sending them).
+    UnsubscribeRefused(Vec<(String, ReasonCode, Option<String>)>),
     /// A subscribe request failed: the broker broke the protocol answering it (the text
     /// says how).
     Failed(R, String),
@@ -802,14 +805,20 @@ impl<R> Session<R> {
                         ..
                     }) = self.free(id)
                     {
-                        for (f, c) in filters.iter().zip(&codes) {
-                            if *c >= 0x80 {
-                                log::warn!(
-                                    "broker refused to unsubscribe {:?}: {}",
-                                    crate::error::printable(f),
-                                    reason_text(ReasonCode(*c), props.reason())
-                                );
-                            }
+                        let refused: Vec<(String, ReasonCode, Option<String>)> = filters
+                            .iter()
+                            .zip(&codes)
+                            .filter(|(_, c)| **c >= 0x80)
+                            .map(|(f, c)| {
+                                (
+                                    f.clone(),
+                                    ReasonCode(*c),
+                                    props.reason().map(crate::error::printable),
+                                )
+                            })
+                            .collect();
+                        if !refused.is_empty() {
+                            self.events.push_back(Event::UnsubscribeRefused(refused));
                         }
                         if let Some(w) = waiter {
                             self.chunk_done(w);

@@ -540,6 +540,29 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_unsubscribe_is_reported_with_its_code() {
+        let (mut s, now) = v5_session(Properties::new());
+        s.unsubscribe(vec!["a".into(), "b".into()]);
+        let _ = std::mem::take(s.output());
+        let mut p = Properties::new();
+        p.push(id::REASON_STRING, Value::Str("no".into()));
+        let unsuback = Control::Unsuback {
+            id: 1,
+            codes: vec![0, 0x87],
+            props: p,
+        };
+        s.handle_inbound(Inbound::Control(unsuback), now).unwrap();
+        assert_eq!(
+            s.next_event(),
+            Some(Event::UnsubscribeRefused(vec![(
+                "b".to_string(),
+                ReasonCode(0x87),
+                Some("no".to_string())
+            )]))
+        );
+    }
+
+    #[test]
     fn a_server_disconnect_names_its_reason_and_reference() {
         let (mut s, now) = v5_session(Properties::new());
         let mut p = Properties::new();
