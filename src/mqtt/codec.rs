@@ -134,9 +134,10 @@ impl PublishFrame {
         self.sub_ids[..self.n_sub_ids as usize].to_vec()
     }
 
-    /// v5: whether it carried subscription identifiers.
-    pub fn has_subscription_ids(&self) -> bool {
-        self.n_sub_ids > 0
+    /// v5: its subscription identifiers when there were at most four (no allocation); an
+    /// empty slice when there were none, `None` when there were more.
+    pub fn inline_subscription_ids(&self) -> Option<&[u32]> {
+        (self.n_sub_ids != u8::MAX).then(|| &self.sub_ids[..self.n_sub_ids as usize])
     }
 
     /// v5: the topic alias it carried (0: none).

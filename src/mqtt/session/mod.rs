@@ -504,10 +504,11 @@ impl<R> Session<R> {
     /// MQTT 5: the broker filters a message was sent for, from its subscription identifiers
     /// (`None`: route it by its topic).
     pub fn filters_for(&self, p: &PublishFrame) -> Option<Vec<&str>> {
-        if !p.has_subscription_ids() {
-            return None;
+        match p.inline_subscription_ids() {
+            Some([]) => None,
+            Some(ids) => self.wire.filters_for(ids),
+            None => self.wire.filters_for(&p.subscription_ids()),
         }
-        self.wire.filters_for(&p.subscription_ids())
     }
 
     /// Publishes. QoS 0 is written now if connected and nothing is queued ahead of it;
