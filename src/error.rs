@@ -47,7 +47,7 @@ impl ConnackCode {
     pub fn meaning(self) -> &'static str {
         match self.0 {
             0 => "connection accepted",
-            1 => "unacceptable protocol version",
+            1 => "unacceptable protocol version (for MQTT 5: the server speaks 3.1.1 only)",
             2 => "client identifier rejected",
             3 => "server unavailable",
             4 => "bad user name or password",

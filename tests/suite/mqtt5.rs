@@ -744,3 +744,39 @@ fn response_information_is_asked_for_and_reported_on_connected() {
         }
     }
 }
+
+/// A broker without MQTT 5 (NATS, aedes) refuses a v5 CONNECT with a 3.1.1 CONNACK: a clear
+/// error naming the protocol version, not a decoding failure or a hang.
+#[test]
+fn a_broker_without_mqtt5_is_a_clear_error() {
+    use crate::support::{Aedes, Nats};
+    let mut urls = Vec::new();
+    let nats = Nats::start();
+    if let Some(n) = &nats {
+        urls.push(n.ws_url());
+    }
+    let aedes = Aedes::start(false);
+    if let Some(a) = &aedes {
+        urls.push(a.ws_url());
+    }
+    for url in urls {
+        let start = std::time::Instant::now();
+        let err = PubSub::new()
+            .add_provider(
+                MqttOverWsProvider::builder(&url)
+                    .mqtt_version(MqttVersion::V5)
+                    .reconnect(ReconnectPolicy::disabled())
+                    .connect_timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(6), "{url}: bounded");
+        // Both answer with a 3.1.1 CONNACK, return code 1.
+        assert!(
+            matches!(err, Error::ConnectionRefused(ConnackCode(1))),
+            "{url}: {err}"
+        );
+        assert!(err.to_string().contains("3.1.1 only"), "{err}");
+    }
+}

@@ -12,7 +12,13 @@ pub(super) fn decode(r: &mut Reader<'_>) -> Result<Control, Error> {
     let code = r
         .u8()
         .ok_or_else(|| malformed("CONNACK", "no reason code"))?;
-    let props = Properties::read(r, allowed::CONNACK, "CONNACK")?;
+    // A server without MQTT 5 answers a v5 CONNECT with a 3.1.1 CONNACK, return code 1
+    // (unacceptable protocol version) and no properties [MQTT-3.1.2-2]: read it as such.
+    let props = if r.is_empty() && code != 0 {
+        Properties::new()
+    } else {
+        Properties::read(r, allowed::CONNACK, "CONNACK")?
+    };
     Ok(Control::Connack {
         session_present: flags == 1,
         code,
