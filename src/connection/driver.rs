@@ -739,21 +739,22 @@ impl Driver {
                 props,
                 reply,
             } => {
+                let packet = crate::mqtt::codec::Outgoing {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                    props,
+                };
                 if qos != QoS::AtMostOnce {
                     if let Some(outbox) = self.outbox.as_mut() {
                         // Durable: recorded now, answered once committed.
                         let ticket = self.session.next_ticket();
-                        let accepted = if topic.len() > crate::topic::MAX_TOPIC_LEN {
-                            Err(Error::invalid_topic(&topic, "longer than 65535 bytes"))
+                        let p = &packet;
+                        let accepted = if p.topic.len() > crate::topic::MAX_TOPIC_LEN {
+                            Err(Error::invalid_topic(&p.topic, "longer than 65535 bytes"))
                         } else {
-                            outbox.accept(ticket, &topic, &payload, &props, qos, retain)
-                        };
-                        let packet = crate::mqtt::codec::Outgoing {
-                            topic,
-                            payload,
-                            qos,
-                            retain,
-                            props,
+                            outbox.accept(ticket, &p.topic, &p.payload, &p.props, qos, retain)
                         };
                         let accepted =
                             accepted.and_then(|()| self.session.publish_packet(packet, None));
@@ -771,13 +772,6 @@ impl Driver {
                     (reply, None)
                 } else {
                     (None, reply)
-                };
-                let packet = crate::mqtt::codec::Outgoing {
-                    topic,
-                    payload,
-                    qos,
-                    retain,
-                    props,
                 };
                 if let Err(e) = self.session.publish_packet(packet, session_reply) {
                     if let Some(r) = reply_now {
