@@ -64,6 +64,7 @@ fn child_outbox_publisher() {
     let ps = PubSub::new();
     ps.add_provider(
         MqttOverWsProvider::builder(child_env("BROKER_URL"))
+            .mqtt_version(version(mqtt5_child()))
             .client_id(child_env("CLIENT_ID"))
             .clean_session(child_env("CLEAN") == "1")
             .outbox(child_env("OUTBOX_DIR"))
@@ -80,13 +81,16 @@ fn child_outbox_publisher() {
     let count: u64 = child_env("COUNT").parse().unwrap();
     let mut out = std::io::stdout().lock();
     for i in start..start + count {
-        ps.publish_with(
-            TOPIC,
-            i.to_string(),
-            PublishOptions::default()
+        ps.publish_with(TOPIC, i.to_string(), {
+            let opts = PublishOptions::default()
                 .qos(qos)
-                .timeout(Duration::from_secs(60)),
-        )
+                .timeout(Duration::from_secs(60));
+            if mqtt5_child() {
+                opts.user_property("n", i.to_string())
+            } else {
+                opts
+            }
+        })
         .unwrap_or_else(|e| panic!("publish {i}: {e}"));
         writeln!(out, "{i}").unwrap();
         out.flush().unwrap();
@@ -96,12 +100,35 @@ fn child_outbox_publisher() {
     ps.close().unwrap();
 }
 
+/// `MQTT5=1`: the child speaks MQTT 5 and gives each message a user property.
+fn mqtt5_child() -> bool {
+    std::env::var("MQTT5").as_deref() == Ok("1")
+}
+
+/// Counts a delivered number; with MQTT 5, every copy (resent by a later process or not)
+/// must carry the user property its publisher gave it.
+fn tally(got: &mut BTreeMap<usize, usize>, m: &mqtt_pubsub::Message, v5: bool) {
+    let text = m.text().unwrap();
+    if v5 {
+        assert_eq!(m.user_properties(), [("n", text)], "{text}");
+    }
+    *got.entry(text.parse().unwrap()).or_default() += 1;
+}
+
+fn version(v5: bool) -> mqtt_pubsub::MqttVersion {
+    if v5 {
+        mqtt_pubsub::MqttVersion::V5
+    } else {
+        mqtt_pubsub::MqttVersion::V3_1_1
+    }
+}
+
 /// Runs kill rounds against the broker at `tcp_port` (the child goes through a TCP proxy,
 /// which plays "broker unreachable"), then a last child with no new messages; the
 /// subscriber (`sub_url`, persistent session) must receive every number a child printed.
 /// Returns `(printed, duplicates)`.
 fn kill_rounds(tcp_port: u16, sub_url: String, qos: QoS, clean: bool) -> (usize, usize) {
-    kill_rounds_with(tcp_port, sub_url, qos, clean, "always")
+    kill_rounds_with(tcp_port, sub_url, qos, clean, "always", false)
 }
 
 fn kill_rounds_with(
@@ -110,6 +137,7 @@ fn kill_rounds_with(
     qos: QoS,
     clean: bool,
     sync: &str,
+    v5: bool,
 ) -> (usize, usize) {
     let proxy = Proxy::start(tcp_port);
     let dir = TempDir::new("outbox-kills");
@@ -120,6 +148,7 @@ fn kill_rounds_with(
             MqttOverWsProvider::builder(sub_url)
                 .client_id(format!("outbox-sub-{tag}"))
                 .clean_session(false)
+                .mqtt_version(version(v5))
                 .build()
                 .unwrap(),
         )
@@ -140,6 +169,7 @@ fn kill_rounds_with(
             ("START", start.to_string()),
             ("COUNT", count.to_string()),
             ("SYNC", sync.to_string()),
+            ("MQTT5", if v5 { "1" } else { "0" }.to_string()),
         ]
     };
     let mut printed = Vec::new();
@@ -197,12 +227,12 @@ fn kill_rounds_with(
     let deadline = Instant::now() + Duration::from_secs(60);
     while printed.iter().any(|n| !got.contains_key(n)) && Instant::now() < deadline {
         if let Ok(m) = sub.recv_timeout(Duration::from_millis(500)) {
-            *got.entry(m.text().unwrap().parse().unwrap()).or_default() += 1;
+            tally(&mut got, &m, v5);
         }
     }
     // Whatever else is delivered (duplicates) arrives within a moment.
     while let Ok(m) = sub.recv_timeout(Duration::from_millis(500)) {
-        *got.entry(m.text().unwrap().parse().unwrap()).or_default() += 1;
+        tally(&mut got, &m, v5);
     }
     let lost: Vec<&usize> = printed.iter().filter(|n| !got.contains_key(n)).collect();
     let duplicates: usize = got.values().map(|c| c - 1).sum();
@@ -243,7 +273,31 @@ fn a_killed_publisher_with_relaxed_sync_loses_nothing_mosquitto() {
     let Some(m) = Mosquitto::start_with("max_inflight_messages 0") else {
         return;
     };
-    kill_rounds_with(m.tcp_port, m.mqtt_url(), QoS::AtLeastOnce, true, "every");
+    kill_rounds_with(
+        m.tcp_port,
+        m.mqtt_url(),
+        QoS::AtLeastOnce,
+        true,
+        "every",
+        false,
+    );
+}
+
+/// MQTT 5 through killed publishers: nothing lost, and what the outbox resends keeps the
+/// properties it was published with.
+#[test]
+fn a_killed_mqtt5_publisher_loses_nothing_and_its_properties_stay_mosquitto() {
+    let Some(m) = Mosquitto::start_with("max_inflight_messages 0") else {
+        return;
+    };
+    kill_rounds_with(
+        m.tcp_port,
+        m.mqtt_url(),
+        QoS::AtLeastOnce,
+        true,
+        "always",
+        true,
+    );
 }
 
 /// QoS 2 end to end on a real broker: with the outbox and a persistent session, killed
