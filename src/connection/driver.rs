@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TryRecvError};
-use polling::{Event, Events, PollMode, Poller};
+use polling::{Event, Events, PollMode};
 use tungstenite::protocol::WebSocketConfig;
 
 use super::inbox::{Rings, Sink};
@@ -89,7 +89,7 @@ pub(crate) struct Driver {
     url_in_use: Option<String>,
     options: ConnectionOptions,
     cmd_rx: super::queue::QueueReceiver<Command>,
-    poller: Arc<Poller>,
+    wake: Arc<super::Wake>,
     closing: Arc<AtomicBool>,
     unfinished: Arc<AtomicBool>,
     state: Arc<SharedState>,
@@ -125,7 +125,7 @@ impl Driver {
     pub fn new(
         spec: ProviderSpec,
         cmd_rx: super::queue::QueueReceiver<Command>,
-        poller: Arc<Poller>,
+        wake: Arc<super::Wake>,
         closing: Arc<AtomicBool>,
         unfinished: Arc<AtomicBool>,
         pending: Arc<std::sync::atomic::AtomicUsize>,
@@ -163,7 +163,7 @@ impl Driver {
             url_in_use: None,
             options: spec.options,
             cmd_rx,
-            poller,
+            wake,
             closing,
             unfinished,
             state,
@@ -343,7 +343,10 @@ impl Driver {
                     .as_ref()
                     .and_then(Outbox::next_sync)
                     .map_or(deadline, |s| s.max(now).min(deadline));
-                let _ = self.poller.wait(&mut self.events, Some(wake - now));
+                let (cmd_rx, session, closing) = (&self.cmd_rx, &self.session, &self.closing);
+                let _ = self.wake.sleep(&mut self.events, Some(wake - now), || {
+                    (!cmd_rx.is_empty() && session.can_accept()) || closing.load(Ordering::SeqCst)
+                });
             }
             self.set_state(ConnectionState::Connecting, None);
             match self.connect() {
@@ -505,7 +508,8 @@ impl Driver {
         // SAFETY: the socket is deleted from the poller below, before `serve` returns, and
         // `ws` (which owns the socket) outlives this call.
         if let Err(e) = unsafe {
-            self.poller
+            self.wake
+                .poller
                 .add_with_mode(ws.tcp(), Event::readable(SOCKET_KEY), PollMode::Level)
         } {
             return Exit::Lost(Error::Io {
@@ -513,8 +517,10 @@ impl Driver {
                 source: e,
             });
         }
+        ws.stream_mut().set_polled(true);
         let exit = self.serve_registered(ws);
-        let _ = self.poller.delete(ws.tcp());
+        ws.stream_mut().set_polled(false);
+        let _ = self.wake.poller.delete(ws.tcp());
         exit
     }
 
@@ -584,6 +590,9 @@ impl Driver {
                 self.drained()
             };
             if more_to_read || commands_waiting || close_ready || self.close_requested() {
+                // Not waiting: read for real next time round (what arrived meanwhile is
+                // not left until the next wait).
+                ws.stream_mut().set_readable();
                 continue;
             }
             let reading = !(write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT);
@@ -594,9 +603,10 @@ impl Driver {
                     (true, true) => Event::all(SOCKET_KEY),
                     (false, _) => Event::writable(SOCKET_KEY),
                 };
-                if let Err(e) = self
-                    .poller
-                    .modify_with_mode(ws.tcp(), interest, PollMode::Level)
+                if let Err(e) =
+                    self.wake
+                        .poller
+                        .modify_with_mode(ws.tcp(), interest, PollMode::Level)
                 {
                     return Exit::Lost(Error::Io {
                         context: "polling the socket",
@@ -622,12 +632,28 @@ impl Driver {
             .min()
             .map(|d| d.saturating_duration_since(Instant::now()));
             self.events.clear();
-            if let Err(e) = self.poller.wait(&mut self.events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
+            // Commands queued since they were last taken, or a close asked meanwhile, are seen
+            // here, after the sleep is announced (callers then skip the wake-up).
+            let (cmd_rx, session, closing) = (&self.cmd_rx, &self.session, &self.closing);
+            let not_closing_yet = matches!(self.closing_state, Closing::No);
+            let work = || {
+                (!write_blocked && !cmd_rx.is_empty() && session.can_accept())
+                    || (not_closing_yet && closing.load(Ordering::SeqCst))
+            };
+            match self.wake.sleep(&mut self.events, timeout, work) {
+                // Woken by a caller or a timer alone: a socket that was drained still is.
+                Ok(true)
+                    if !self
+                        .events
+                        .iter()
+                        .any(|e| e.key == SOCKET_KEY && e.readable) => {}
+                Ok(_) => ws.stream_mut().set_readable(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => ws.stream_mut().set_readable(),
+                Err(e) => {
                     return Exit::Lost(Error::Io {
                         context: "polling the socket",
                         source: e,
-                    });
+                    })
                 }
             }
         }

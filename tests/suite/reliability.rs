@@ -1245,3 +1245,51 @@ fn providers_close_in_parallel_each_within_its_close_timeout() {
     assert!(took < Duration::from_millis(2900), "in parallel: {took:?}");
     assert!(matches!(receipt.wait(), Err(Error::Closed)));
 }
+
+/// The I/O thread sleeps with no system call from callers while it works, and reads no more
+/// after a short read until the poller says the socket is readable (both for CPU per
+/// message). Either, done wrong, leaves a publish or an incoming message waiting for the next
+/// timer: with a 60 s keep-alive, seconds. Back-to-back round trips hit exactly the window
+/// (the caller publishes again while the I/O thread finishes the round that delivered the
+/// last message), thousands of times, over WebSocket and plain TCP; one caller polls
+/// without blocking and so sees each message the moment it is queued. One caller per
+/// connection: nothing else wakes its I/O thread.
+#[test]
+fn back_to_back_round_trips_never_wait_for_a_timer() {
+    let Some(m) = Mosquitto::start() else { return };
+    for url in [m.ws_url(), m.mqtt_url()] {
+        for polling in [true, false] {
+            let ps = PubSub::new();
+            ps.add_provider(
+                MqttOverWsProvider::builder(url.as_str())
+                    .keep_alive(Duration::from_secs(60))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+            let sub = ps.subscribe("wake/rt").unwrap();
+            let mut slowest = Duration::ZERO;
+            for i in 0..1500 {
+                let t0 = Instant::now();
+                ps.publish("wake/rt", format!("{i}")).unwrap();
+                let m = if polling {
+                    loop {
+                        if let Ok(m) = sub.try_recv() {
+                            break m;
+                        }
+                        assert!(t0.elapsed() < Duration::from_secs(5), "{url}: {i}");
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    sub.recv_timeout(Duration::from_secs(5))
+                        .unwrap_or_else(|e| panic!("{url}: round trip {i}: {e:?}"))
+                };
+                assert_eq!(m.payload(), format!("{i}").as_bytes());
+                slowest = slowest.max(t0.elapsed());
+            }
+            // A missed wake-up costs the keep-alive (60 s) or the 5 s above; a loaded CI
+            // machine stays far below a second.
+            assert!(slowest < Duration::from_secs(2), "{url}: {slowest:?}");
+        }
+    }
+}

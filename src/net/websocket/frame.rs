@@ -59,6 +59,13 @@ pub struct Stream {
     /// `false` for a raw MQTT stream (`mqtt://`, `mqtts://`): the batch goes out as it is,
     /// without a WebSocket header or mask.
     websocket: bool,
+    /// In the polled (non-blocking) phase: short plain-TCP reads mark the socket drained.
+    polled: bool,
+    /// A plain TCP read came back short of the room it was given: the socket had nothing
+    /// more then, and reads say `WouldBlock` without a system call until the poller sees it
+    /// readable again ([`Stream::set_readable`]). A read that could only have failed with
+    /// `EAGAIN` was a third of the reads of a QoS 1 stream.
+    drained: bool,
 }
 
 /// Largest client frame header: 2 + 8 (length) + 4 (mask key).
@@ -104,7 +111,21 @@ impl Stream {
             written: 0,
             mask_keys: RandomState::new(),
             frames: 0,
+            polled: false,
+            drained: false,
         }
+    }
+
+    /// Enters (`true`) or leaves the polled phase, where a short read means "drained until
+    /// the poller says otherwise".
+    pub fn set_polled(&mut self, polled: bool) {
+        self.polled = polled;
+        self.drained = false;
+    }
+
+    /// The poller reported the socket readable (or the caller wants a real read anyway).
+    pub fn set_readable(&mut self) {
+        self.drained = false;
     }
 
     /// The TCP socket underneath.
@@ -201,7 +222,18 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.transport {
-            Transport::Plain(s) => s.read(buf),
+            Transport::Plain(s) => {
+                if self.drained {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = s.read(buf)?;
+                // TCP hands over all it has, up to the room given: less means nothing more
+                // was there (TLS buffers records, so it is not judged this way).
+                if self.polled && n > 0 && n < buf.len() {
+                    self.drained = true;
+                }
+                Ok(n)
+            }
             Transport::Tls(s) => s.read(buf),
         }
     }
