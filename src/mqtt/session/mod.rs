@@ -760,6 +760,7 @@ impl<R> Session<R> {
                 else {
                     unreachable!("checked above")
                 };
+                self.wire.acknowledged(id);
                 if codes.len() != filters.len() {
                     let msg = format!(
                         "SUBACK has {} return codes for {} filters",
@@ -806,6 +807,7 @@ impl<R> Session<R> {
                         ..
                     }) = self.free(id)
                     {
+                        self.wire.acknowledged(id);
                         let refused: Vec<(String, ReasonCode, Option<String>)> = filters
                             .iter()
                             .zip(&codes)

@@ -146,6 +146,12 @@ pub struct Wire {
     filter_ids: HashMap<String, u32>,
     id_filters: HashMap<u32, Vec<String>>,
     next_sub_id: u32,
+    /// Filters whose identifier a SUBSCRIBE or UNSUBSCRIBE (packet id first) replaced or
+    /// dropped: the broker may still send with the old identifier until it acknowledges, so
+    /// the old identifier keeps naming the filter until then. (Forgotten at once, a message
+    /// already on its way — a retained one sent for the narrower filter a new wildcard
+    /// replaced — was routed by its topic, to a subscription it was not sent for.)
+    retiring: Vec<(u16, u32, String)>,
 }
 
 impl Wire {
@@ -163,6 +169,33 @@ impl Wire {
         self.limits = limits;
         self.aliases.clear();
         self.incoming.clear();
+        // Nothing sent on the old connection is acknowledged on this one.
+        for (_, old, filter) in std::mem::take(&mut self.retiring) {
+            self.drop_id_filter(old, &filter);
+        }
+    }
+
+    /// The SUBSCRIBE or UNSUBSCRIBE with packet id `id` was acknowledged: identifiers it
+    /// replaced or dropped name nothing from now on.
+    pub fn acknowledged(&mut self, id: u16) {
+        let mut i = 0;
+        while i < self.retiring.len() {
+            if self.retiring[i].0 == id {
+                let (_, old, filter) = self.retiring.swap_remove(i);
+                self.drop_id_filter(old, &filter);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn drop_id_filter(&mut self, old: u32, filter: &str) {
+        if let Some(list) = self.id_filters.get_mut(&old) {
+            list.retain(|f| f != filter);
+            if list.is_empty() {
+                self.id_filters.remove(&old);
+            }
+        }
     }
 
     /// Appends `packet` as PUBLISH with id `id` and DUP `dup`; in v5 with a topic alias
@@ -244,7 +277,7 @@ impl Wire {
                     .map(|(f, q)| (f.as_str(), *q as u8 | options.get(f).copied().unwrap_or(0)))
                     .collect();
                 let sub_id = if self.limits.subscription_ids_available {
-                    self.assign_sub_id(filters)
+                    self.assign_sub_id(id, filters)
                 } else {
                     0
                 };
@@ -254,12 +287,12 @@ impl Wire {
     }
 
     /// A new subscription identifier for `filters` (replacing what they had).
-    fn assign_sub_id(&mut self, filters: &[(String, QoS)]) -> u32 {
+    fn assign_sub_id(&mut self, packet: u16, filters: &[(String, QoS)]) -> u32 {
         // 1..=268,435,455 [MQTT-3.8.2.1.2]; wrapping takes 268 million SUBSCRIBEs.
         self.next_sub_id = self.next_sub_id % 268_435_455 + 1;
         let k = self.next_sub_id;
         for (f, _) in filters {
-            self.forget_sub_id(f);
+            self.forget_sub_id(packet, f);
             self.filter_ids.insert(f.clone(), k);
         }
         self.id_filters
@@ -267,15 +300,11 @@ impl Wire {
         k
     }
 
-    /// `filter` is no longer subscribed with its identifier.
-    fn forget_sub_id(&mut self, filter: &str) {
+    /// `filter` is no longer subscribed with its identifier once packet `packet` is
+    /// acknowledged.
+    fn forget_sub_id(&mut self, packet: u16, filter: &str) {
         if let Some(old) = self.filter_ids.remove(filter) {
-            if let Some(list) = self.id_filters.get_mut(&old) {
-                list.retain(|f| f != filter);
-                if list.is_empty() {
-                    self.id_filters.remove(&old);
-                }
-            }
+            self.retiring.push((packet, old, filter.to_string()));
         }
     }
 
@@ -296,7 +325,7 @@ impl Wire {
     /// Appends an UNSUBSCRIBE of `filters`.
     pub fn unsubscribe(&mut self, id: u16, filters: &[String], out: &mut Vec<u8>) {
         for f in filters {
-            self.forget_sub_id(f);
+            self.forget_sub_id(id, f);
         }
         match self.version {
             MqttVersion::V3_1_1 => {
@@ -369,6 +398,46 @@ mod tests {
             code: ReasonCode(code),
             props,
         }))
+    }
+
+    /// A message the broker sent before it saw an UNSUBSCRIBE (or a SUBSCRIBE giving the
+    /// filter a new identifier) still names its filter by the old identifier: routing it by
+    /// topic instead delivered a retained message sent for `v5/retained` also to a new
+    /// `v5/+` subscription that asked for no retained messages (the wider filter replaces
+    /// the narrower one on the broker).
+    #[test]
+    fn an_identifier_names_its_filter_until_the_broker_acknowledges_the_change() {
+        let mut w = Wire::new(MqttVersion::V5, 0);
+        w.limits.subscription_ids_available = true;
+        let mut out = Vec::new();
+        let ab = || vec![("a/b".to_string(), QoS::AtMostOnce)];
+        w.subscribe(1, &ab(), &HashMap::new(), &mut out);
+        w.acknowledged(1);
+        assert_eq!(w.filters_for(&[1]), Some(vec!["a/b"]));
+        w.unsubscribe(2, &["a/b".to_string()], &mut out);
+        assert_eq!(
+            w.filters_for(&[1]),
+            Some(vec!["a/b"]),
+            "before the UNSUBACK"
+        );
+        w.acknowledged(2);
+        assert_eq!(w.filters_for(&[1]), None, "after it");
+        w.subscribe(3, &ab(), &HashMap::new(), &mut out);
+        w.acknowledged(3);
+        w.subscribe(4, &ab(), &HashMap::new(), &mut out);
+        assert_eq!(
+            w.filters_for(&[2]),
+            Some(vec!["a/b"]),
+            "old, before the SUBACK"
+        );
+        assert_eq!(w.filters_for(&[3]), Some(vec!["a/b"]), "new");
+        w.acknowledged(4);
+        assert_eq!(w.filters_for(&[2]), None);
+        // A new connection acknowledges nothing sent on the old one.
+        w.unsubscribe(5, &["a/b".to_string()], &mut out);
+        w.reset(ServerLimits::default());
+        assert_eq!(w.filters_for(&[3]), None);
+        assert!(w.retiring.is_empty());
     }
 
     #[test]
