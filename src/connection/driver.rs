@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TryRecvError};
+use crossbeam_channel::TryRecvError;
 use polling::{Event, Events, PollMode};
 use tungstenite::protocol::WebSocketConfig;
 
@@ -261,27 +261,24 @@ impl Driver {
         self.closing.load(Ordering::SeqCst)
     }
 
-    pub fn run(mut self, ready: Sender<Result<()>>) {
+    /// The first connection (the outbox opened first), made on the caller's thread: it waits
+    /// for it anyway, and the connect path's deep stack (handshake, HTTP parsing, TLS) then
+    /// stays off the I/O thread, whose touched stack is most of an idle connection's memory.
+    /// On an error the state says Disconnected with the reason.
+    pub fn start(&mut self) -> Result<Ws> {
         self.set_state(ConnectionState::Connecting, None);
-        if let Err(e) = self.open_outbox() {
-            self.set_state(ConnectionState::Disconnected, Some(e.to_string()));
-            let _ = ready.send(Err(e));
-            return;
+        let result = self.open_outbox().and_then(|()| self.connect());
+        match &result {
+            Ok(_) => self.set_state(ConnectionState::Connected, None),
+            Err(e) => self.set_state(ConnectionState::Disconnected, Some(e.to_string())),
         }
-        let mut ws = match self.connect() {
-            Ok(ws) => {
-                let _ = ready.send(Ok(()));
-                ws
-            }
-            Err(e) => {
-                self.set_state(ConnectionState::Disconnected, Some(e.to_string()));
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
+        result
+    }
+
+    /// The I/O thread's life after [`Driver::start`]: serve, reconnect, until closed.
+    pub fn run(mut self: Box<Self>, mut ws: Ws) {
         let mut attempt = 0u32;
         loop {
-            self.set_state(ConnectionState::Connected, None);
             let connected_at = Instant::now();
             match self.serve(&mut ws) {
                 Exit::Close => {
@@ -306,7 +303,10 @@ impl Driver {
                     }
                     self.set_state(ConnectionState::ConnectionDisrupted, Some(err.to_string()));
                     match self.reconnect(&mut attempt) {
-                        Some(new) => ws = new,
+                        Some(new) => {
+                            ws = new;
+                            self.set_state(ConnectionState::Connected, None);
+                        }
                         None => {
                             self.shutdown(None);
                             return;

@@ -122,8 +122,17 @@ impl Wake {
     }
 }
 
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 impl Connection {
-    /// Starts the I/O thread and waits for the first CONNACK (or the error that prevented it).
+    /// Connects (on this thread), then starts the I/O thread and waits for the first CONNACK (or the error that prevented it).
     pub fn open(spec: ProviderSpec, hub: StateHub) -> Result<Connection> {
         let wake = Arc::new(Wake {
             poller: Poller::new().map_err(|e| Error::Io {
@@ -145,8 +154,9 @@ impl Connection {
         let offline_qos0 = spec.options.offline_qos0;
         let clean_session = spec.options.clean_session;
         let version = spec.options.mqtt_version;
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-        let driver = driver::Driver::new(
+        // Boxed: the I/O thread's closure and `run` move a pointer, not the driver's 2.4 KB,
+        // so the copies never land on (and stay resident in) the thread's stack.
+        let mut driver = Box::new(driver::Driver::new(
             spec,
             cmd_rx,
             wake.clone(),
@@ -155,23 +165,30 @@ impl Connection {
             pending.clone(),
             state.clone(),
             hub.clone(),
-        );
-        let (panic_state, panic_hub, panic_name, panic_ready) =
-            (state.clone(), hub.clone(), name.clone(), ready_tx.clone());
+        ));
+        // The first attempt, on this thread (bounded by the connect timeout); a panic in it
+        // becomes an error like one on the I/O thread.
+        let start = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.start()));
+        let ws = match start {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => {
+                let reason = format!("connecting panicked: {}", panic_message(&*panic));
+                log::error!("provider {name}: {reason}");
+                state.set(ConnectionState::Disconnected);
+                return Err(Error::ConnectionLost(reason));
+            }
+        };
+        let (panic_state, panic_hub, panic_name) = (state.clone(), hub.clone(), name.clone());
         let thread = std::thread::Builder::new()
             .name(format!("mqtt-pubsub:{name}"))
             .spawn(move || {
                 // A panic must not leave the state lying: whoever waits is told, the state
                 // says Disconnected with the reason, and callers get `Closed` (the driver's
                 // reply handles are dropped by the unwinding).
-                let run = std::panic::AssertUnwindSafe(move || driver.run(ready_tx));
+                let run = std::panic::AssertUnwindSafe(move || driver.run(ws));
                 if let Err(panic) = std::panic::catch_unwind(run) {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    let reason = format!("the I/O thread panicked: {what}");
+                    let reason = format!("the I/O thread panicked: {}", panic_message(&*panic));
                     log::error!("provider {panic_name}: {reason}");
                     panic_state.set(ConnectionState::Disconnected);
                     panic_hub.emit(crate::state::StateEvent {
@@ -181,19 +198,12 @@ impl Connection {
                         url: None,
                         response_information: None,
                     });
-                    let _ = panic_ready.try_send(Err(Error::ConnectionLost(reason)));
                 }
             })
             .map_err(|e| Error::Io {
                 context: "spawning the I/O thread",
                 source: e,
             })?;
-        // The driver bounds the first attempt by the connect timeout.
-        let first: Result<()> = ready_rx.recv().unwrap_or(Err(Error::Closed));
-        if let Err(e) = first {
-            let _ = thread.join();
-            return Err(e);
-        }
         Ok(Connection {
             name,
             version,
