@@ -18,10 +18,9 @@
 //! figure); idle at most 3 (each round holds 100 connections for `--idle-secs`).
 //! 4 KiB payloads are 4000 bytes: mosquitto 2.0's websockets slow down past ~4112-byte packets.
 
-mod broker {
-    //! `--flag value` parsing, the same as the examples'.
-    include!("../../examples/support/args.rs");
-}
+/// `--flag value` parsing and the embedded rumqttd, the same as the examples'.
+#[path = "../../examples/support/broker.rs"]
+mod broker;
 
 use std::collections::VecDeque;
 use std::net::TcpStream;
@@ -362,7 +361,11 @@ mod user {
         }
         let end = done_rx.recv_timeout(Duration::from_secs(30)).ok();
         let cpu = cpu_secs() - cpu0;
-        let got = if end.is_some() { drain.join().unwrap() } else { 0 };
+        let got = if end.is_some() {
+            drain.join().unwrap()
+        } else {
+            0
+        };
         let elapsed = end.map_or(f64::NAN, |e| (e - t0).as_secs_f64());
         json!({"received": got, "msgs_per_sec": got as f64 / elapsed, "cpu_us_per_msg": cpu * 1e6 / got.max(1) as f64})
     }
@@ -381,16 +384,14 @@ mod user {
             let t = Instant::now();
             ps.publish_with(topic.as_str(), payload.clone(), opts.clone())
                 .unwrap();
-            sub.recv_timeout(Duration::from_secs(10)).expect("round trip");
+            sub.recv_timeout(Duration::from_secs(10))
+                .expect("round trip");
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
         summarize_latency(samples)
     }
 
-    fn rumqttc_client(
-        url: &str,
-        id: &str,
-    ) -> (rumqttc::Client, mpsc::Receiver<rumqttc::Publish>) {
+    fn rumqttc_client(url: &str, id: &str) -> (rumqttc::Client, mpsc::Receiver<rumqttc::Publish>) {
         use rumqttc::{Client, Event, MqttOptions, Packet, Transport};
         let u = url::Url::parse(url).unwrap();
         let port = u.port().unwrap_or(80);
@@ -431,7 +432,9 @@ mod user {
         use rumqttc::QoS;
         let topic = format!("user/{}", std::process::id());
         let (sub_client, rx) = rumqttc_client(url, &format!("user-sub-{}", std::process::id()));
-        sub_client.subscribe(topic.as_str(), QoS::AtMostOnce).unwrap();
+        sub_client
+            .subscribe(topic.as_str(), QoS::AtMostOnce)
+            .unwrap();
         // rumqttc has no call that waits for SUBACK: a first message proves it.
         let (pub_client, _) = rumqttc_client(url, &format!("user-pub-{}", std::process::id()));
         loop {
@@ -490,7 +493,8 @@ mod user {
             client
                 .publish(topic.as_str(), QoS::AtMostOnce, false, payload.clone())
                 .unwrap();
-            rx.recv_timeout(Duration::from_secs(10)).expect("round trip");
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("round trip");
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
         summarize_latency(samples)
@@ -1158,9 +1162,10 @@ mod raw {
                     let f = &self.frames[at..];
                     let (len, head) = match f[1] & 0x7f {
                         126 if f.len() >= 4 => (u16::from_be_bytes([f[2], f[3]]) as usize, 4),
-                        127 if f.len() >= 10 => {
-                            (u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize, 10)
-                        }
+                        127 if f.len() >= 10 => (
+                            u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize,
+                            10,
+                        ),
                         126 | 127 => break,
                         l => (l as usize, 2),
                     };
@@ -1376,6 +1381,65 @@ mod certs;
 
 /// mosquitto with a WebSocket, a plain and a TLS WebSocket listener (a certificate made
 /// here): `(ws://, mqtt://, wss://, process, dir)`.
+/// nats-server with JetStream, an MQTT listener and a WebSocket one, on free loopback ports;
+/// `None` if it is not installed. Returns it, its `ws://` and `mqtt://` URLs and its
+/// directory, once both answer a CONNECT.
+fn start_nats() -> Option<(std::process::Child, String, String, std::path::PathBuf)> {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (client, mqtt, ws) = (free(), free(), free());
+    let dir = std::env::temp_dir().join(format!("mqtt-pubsub-bench-nats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server_name: bench_{ws}\nlisten: 127.0.0.1:{client}\n\
+             jetstream {{ store_dir: \"{}\" }}\n\
+             mqtt {{ host: 127.0.0.1, port: {mqtt} }}\n\
+             websocket {{ host: 127.0.0.1, port: {ws}, no_tls: true }}\n",
+            dir.join("js").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let urls = (
+        format!("ws://127.0.0.1:{ws}/mqtt"),
+        format!("mqtt://127.0.0.1:{mqtt}"),
+    );
+    // JetStream starts after the listeners: ready when a client gets its CONNACK.
+    let t0 = Instant::now();
+    for url in [&urls.0, &urls.1] {
+        loop {
+            let ps = mqtt_pubsub::PubSub::new();
+            let provider = mqtt_pubsub::MqttOverWsProvider::builder(url.as_str())
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            if ps.add_provider(provider).is_ok() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Some((child, urls.0, urls.1, dir))
+}
+
 fn start_mosquitto() -> (
     String,
     String,
@@ -1702,6 +1766,48 @@ fn main() {
                 );
             }
         }
+    }
+    // Connection set-up against the other brokers the tests use (issue 17): NATS, when
+    // nats-server is installed (ws:// and mqtt://, as the run's transports ask), and an
+    // embedded rumqttd (ws://; its v4 listener is not configured, as in the examples).
+    let mut nats = None;
+    if want("connect") && args.value("--url").is_none() && !mqtt5() {
+        let ws = matches!(transport.as_str(), "ws" | "both" | "all");
+        let tcp = matches!(transport.as_str(), "tcp" | "both" | "all");
+        let mut others: Vec<(&str, String)> = Vec::new();
+        match start_nats() {
+            Some((child, ws_url, mqtt_url, dir)) => {
+                if ws {
+                    others.push(("NATS", ws_url));
+                }
+                if tcp {
+                    others.push(("NATS", mqtt_url));
+                }
+                nats = Some((child, dir));
+            }
+            None => eprintln!("nats-server is not installed: no NATS connect rows"),
+        }
+        if ws {
+            others.push(("rumqttd", broker::url_or_embedded(&args)));
+        }
+        for (name, url) in &others {
+            let (p50, p99) = (
+                format!("connect to {name} (to CONNACK) p50"),
+                format!("connect to {name} (to CONNACK) p99"),
+            );
+            measure(
+                url,
+                s(&["connect", "50"]),
+                runs,
+                false,
+                &[(&p50, "µs", "p50_us", true), (&p99, "µs", "p99_us", true)],
+            );
+        }
+    }
+    if let Some((mut child, dir)) = nats {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(dir);
     }
     if mqtt5() && want("throughput") {
         let a = alias_saving();

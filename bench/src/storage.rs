@@ -54,7 +54,8 @@ impl Store for OurLog {
                 .collect(),
         );
         for (t, p) in add {
-            o.accept(*t, TOPIC, p, &[], QoS::AtLeastOnce, false).unwrap();
+            o.accept(*t, TOPIC, p, &[], QoS::AtLeastOnce, false)
+                .unwrap();
         }
         o.commit().unwrap();
     }
