@@ -4,14 +4,17 @@
 //! ```text
 //! cd bench && cargo run --release -- [--url ws://127.0.0.1:PORT/mqtt] [--runs 5]
 //!     [--transport ws|tcp|wss|both|all] [--messages 200000]
-//!     [--only throughput,qos1,latency,connect,idle,decode] [--idle-secs 30] [--json]
+//!     [--only throughput,qos1,latency,connect,idle,decode,user] [--idle-secs 30] [--json]
+//!     [--mqtt-version 5]
 //! ```
 //!
 //! Without `--url` it starts mosquitto (must be installed) on free loopback ports, and runs
-//! the throughput, QoS 1, latency and connect scenarios over WebSocket, again over plain TCP
-//! and again over TLS WebSocket with a certificate it makes with openssl (`--transport
-//! ws|tcp|wss|both|all`, default all; TCP rows are marked `TCP:`, TLS rows `TLS:`), both
-//! clients on each. Every
+//! the throughput, QoS 1, latency, connect and user-harness scenarios over WebSocket, again
+//! over plain TCP and again over TLS WebSocket with a certificate it makes with openssl
+//! (`--transport ws|tcp|wss|both|all`, default all; TCP rows are marked `TCP:`, TLS rows
+//! `TLS:`), both clients on each; connection set-up also against NATS (if `nats-server` is
+//! installed) and an embedded rumqttd. The raw ceiling (a hand-written client with no API)
+//! runs beside QoS 0 and QoS 1 on every transport. Every
 //! measurement runs in a fresh child process (so `getrusage` sees only that client), clients
 //! alternate within each run, and the table shows medians and the ratio ours / rumqttc.
 //! Rounds: `--runs` (default 5); latency at least 7 (its 99th percentile is the noisiest
@@ -949,7 +952,26 @@ mod raw {
     #[allow(clippy::large_enum_variant)]
     enum Conn {
         Ws(tungstenite::WebSocket<TcpStream>),
+        Wss(tungstenite::WebSocket<Tls>),
         Tcp(TcpStream),
+    }
+
+    type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+    /// TLS over `tcp` to `host`, trusting the benchmark's CA (ring, as for rumqttc).
+    fn tls(host: &str, tcp: TcpStream) -> Tls {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&bench_ca().expect("the benchmark's CA")) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        rustls::StreamOwned::new(conn, tcp)
     }
 
     impl Conn {
@@ -957,6 +979,7 @@ mod raw {
         fn write(&mut self, bytes: bytes::Bytes) {
             match self {
                 Conn::Ws(ws) => ws.write(Message::Binary(bytes)).unwrap(),
+                Conn::Wss(ws) => ws.write(Message::Binary(bytes)).unwrap(),
                 Conn::Tcp(t) => std::io::Write::write_all(t, &bytes).unwrap(),
             }
         }
@@ -964,6 +987,7 @@ mod raw {
         fn flush(&mut self) {
             match self {
                 Conn::Ws(ws) => ws.flush().unwrap(),
+                Conn::Wss(ws) => ws.flush().unwrap(),
                 Conn::Tcp(t) => std::io::Write::flush(t).unwrap(),
             }
         }
@@ -973,6 +997,13 @@ mod raw {
         fn read(&mut self) -> Option<Vec<u8>> {
             match self {
                 Conn::Ws(ws) => loop {
+                    match ws.read() {
+                        Ok(Message::Binary(b)) => return Some(b.to_vec()),
+                        Ok(_) => continue,
+                        Err(_) => return None,
+                    }
+                },
+                Conn::Wss(ws) => loop {
                     match ws.read() {
                         Ok(Message::Binary(b)) => return Some(b.to_vec()),
                         Ok(_) => continue,
@@ -995,6 +1026,7 @@ mod raw {
         fn tcp(&self) -> &TcpStream {
             match self {
                 Conn::Ws(ws) => ws.get_ref(),
+                Conn::Wss(ws) => &ws.get_ref().sock,
                 Conn::Tcp(t) => t,
             }
         }
@@ -1010,7 +1042,12 @@ mod raw {
             let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
             req.headers_mut()
                 .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-            Conn::Ws(tungstenite::client::client(req, tcp).unwrap().0)
+            if u.scheme() == "wss" {
+                let tls = tls(u.host_str().unwrap(), tcp);
+                Conn::Wss(tungstenite::client::client(req, tls).unwrap().0)
+            } else {
+                Conn::Ws(tungstenite::client::client(req, tcp).unwrap().0)
+            }
         };
         let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, id.len() as u8];
         body.extend_from_slice(id.as_bytes());
@@ -1123,21 +1160,54 @@ mod raw {
     /// takes every WebSocket frame (and MQTT packet) one `read` brought, and a write is one
     /// masked frame — what a minimal hand-written client does.
     struct Bare {
-        tcp: TcpStream,
+        io: BareIo,
         ws: bool,
         frames: Vec<u8>,
         packets: Vec<u8>,
     }
 
+    enum BareIo {
+        Tcp(TcpStream),
+        Tls(Box<Tls>),
+    }
+
+    impl std::io::Read for BareIo {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self {
+                BareIo::Tcp(t) => t.read(buf),
+                BareIo::Tls(t) => t.read(buf),
+            }
+        }
+    }
+
+    impl std::io::Write for BareIo {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self {
+                BareIo::Tcp(t) => t.write(buf),
+                BareIo::Tls(t) => t.write(buf),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            match self {
+                BareIo::Tcp(t) => t.flush(),
+                BareIo::Tls(t) => t.flush(),
+            }
+        }
+    }
+
     impl Bare {
         fn new(conn: Conn) -> Bare {
-            let ws = matches!(conn, Conn::Ws(_));
-            let tcp = conn.tcp().try_clone().unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            conn.tcp()
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             // The handshake's WebSocket (if any) is done with: nothing more was sent to it.
-            drop(conn);
+            let (io, ws) = match conn {
+                Conn::Ws(ws) => (BareIo::Tcp(ws.into_inner()), true),
+                Conn::Wss(ws) => (BareIo::Tls(Box::new(ws.into_inner())), true),
+                Conn::Tcp(t) => (BareIo::Tcp(t), false),
+            };
             Bare {
-                tcp,
+                io,
                 ws,
                 frames: Vec::new(),
                 packets: Vec::new(),
@@ -1148,7 +1218,7 @@ mod raw {
         /// end or a timeout.
         fn read(&mut self, each: impl FnMut(&[u8])) -> bool {
             let mut chunk = [0u8; 64 * 1024];
-            let got = match std::io::Read::read(&mut self.tcp, &mut chunk) {
+            let got = match std::io::Read::read(&mut self.io, &mut chunk) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => &chunk[..n],
             };
@@ -1184,7 +1254,7 @@ mod raw {
         /// `bytes` in one write (one masked binary frame on WebSocket).
         fn write(&mut self, bytes: &[u8]) {
             if !self.ws {
-                std::io::Write::write_all(&mut self.tcp, bytes).unwrap();
+                std::io::Write::write_all(&mut self.io, bytes).unwrap();
                 return;
             }
             let key = [0x5a, 0x17, 0xc3, 0x81];
@@ -1203,7 +1273,8 @@ mod raw {
             }
             out.extend_from_slice(&key);
             out.extend(bytes.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-            std::io::Write::write_all(&mut self.tcp, &out).unwrap();
+            std::io::Write::write_all(&mut self.io, &out).unwrap();
+            std::io::Write::flush(&mut self.io).unwrap();
         }
     }
 
@@ -1518,7 +1589,7 @@ fn main() {
     let idle_secs: u64 = args.value("--idle-secs").map_or(30, |v| v.parse().unwrap());
     let only = args
         .value("--only")
-        .unwrap_or_else(|| "throughput,qos1,latency,connect,idle,decode".into());
+        .unwrap_or_else(|| "throughput,qos1,latency,connect,idle,decode,user".into());
     let want = |s: &str| only.split(',').any(|o| o == s);
     let transport = args.value("--transport").unwrap_or_else(|| "all".into());
     if let Some(v) = args.value("--mqtt-version") {
@@ -1628,8 +1699,8 @@ fn main() {
                     url,
                     s(&["throughput", "0", size, &n_s, "100"]),
                     runs,
-                    // The raw ceiling speaks ws:// and mqtt://, not TLS.
-                    !url.starts_with("wss://"),
+                    // The raw ceiling speaks ws://, mqtt:// and wss:// (rustls with ring).
+                    true,
                     &[
                         (&t, "msg/s", "msgs_per_sec", false),
                         (&c, "µs/msg", "cpu_us_per_msg", true),
@@ -1644,7 +1715,7 @@ fn main() {
                 s(&["throughput", "1", "64", &q1, "100"]),
                 runs,
                 // The raw QoS 1 client: one frame per window refill, one of acks per read.
-                !url.starts_with("wss://"),
+                true,
                 &[
                     (
                         "QoS 1 64 B pipelined (window 100)",
