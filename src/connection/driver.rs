@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::poller::Interest;
 use crossbeam_channel::TryRecvError;
-use polling::{Event, Events, PollMode};
 use tungstenite::protocol::WebSocketConfig;
 
 use super::inbox::{Rings, Sink};
@@ -30,7 +30,6 @@ use crate::outbox::Outbox;
 use crate::provider::{Opener, ProviderSpec};
 use crate::state::{ConnectionState, SharedState, StateEvent, StateHub};
 
-const SOCKET_KEY: usize = 1;
 /// Stop taking commands once this much output waits for one write (one WebSocket frame).
 const OUTPUT_BATCH: usize = 64 * 1024;
 /// Events handled at most before they are dispatched (within one large frame).
@@ -97,7 +96,6 @@ pub(crate) struct Driver {
     session: Session<Reply>,
     router: Router<Sink>,
     framer: Framer,
-    events: Events,
     /// Subscriptions given messages since the last [`Driver::ring`].
     rings: Rings,
     /// `flush` calls waiting: the ticket every earlier publish is below, and the reply.
@@ -171,7 +169,6 @@ impl Driver {
             session: Session::new(cfg, Instant::now()),
             router: Router::default(),
             // Only the socket and the notifier can be ready.
-            events: Events::with_capacity(std::num::NonZeroUsize::new(4).expect("4 > 0")),
             rings: Rings::default(),
             flushes: Vec::new(),
             unclaimed: Unclaimed::default(),
@@ -336,7 +333,6 @@ impl Driver {
                 if now >= deadline {
                     break;
                 }
-                self.events.clear();
                 self.commit_outbox();
                 let wake = self
                     .outbox
@@ -344,7 +340,7 @@ impl Driver {
                     .and_then(Outbox::next_sync)
                     .map_or(deadline, |s| s.max(now).min(deadline));
                 let (cmd_rx, session, closing) = (&self.cmd_rx, &self.session, &self.closing);
-                let _ = self.wake.sleep(&mut self.events, Some(wake - now), || {
+                let _ = self.wake.sleep(Some(wake - now), || {
                     (!cmd_rx.is_empty() && session.can_accept()) || closing.load(Ordering::SeqCst)
                 });
             }
@@ -503,15 +499,13 @@ impl Driver {
         Ok(())
     }
 
-    #[allow(unsafe_code)]
     fn serve(&mut self, ws: &mut Ws) -> Exit {
-        // SAFETY: the socket is deleted from the poller below, before `serve` returns, and
-        // `ws` (which owns the socket) outlives this call.
-        if let Err(e) = unsafe {
-            self.wake
-                .poller
-                .add_with_mode(ws.tcp(), Event::readable(SOCKET_KEY), PollMode::Level)
-        } {
+        // Deleted from the poller below, before `serve` returns (`ws` owns the socket).
+        let readable = Interest {
+            readable: true,
+            writable: false,
+        };
+        if let Err(e) = self.wake.poller.add(ws.tcp(), readable) {
             return Exit::Lost(Error::Io {
                 context: "registering the socket",
                 source: e,
@@ -598,16 +592,11 @@ impl Driver {
             let reading = !(write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT);
             let want = (reading, write_blocked);
             if want != watching {
-                let interest = match want {
-                    (true, false) => Event::readable(SOCKET_KEY),
-                    (true, true) => Event::all(SOCKET_KEY),
-                    (false, _) => Event::writable(SOCKET_KEY),
+                let interest = Interest {
+                    readable: want.0,
+                    writable: want.1 || !want.0,
                 };
-                if let Err(e) =
-                    self.wake
-                        .poller
-                        .modify_with_mode(ws.tcp(), interest, PollMode::Level)
-                {
+                if let Err(e) = self.wake.poller.modify(ws.tcp(), interest) {
                     return Exit::Lost(Error::Io {
                         context: "polling the socket",
                         source: e,
@@ -631,7 +620,6 @@ impl Driver {
             .flatten()
             .min()
             .map(|d| d.saturating_duration_since(Instant::now()));
-            self.events.clear();
             // Commands queued since they were last taken, or a close asked meanwhile, are seen
             // here, after the sleep is announced (callers then skip the wake-up).
             let (cmd_rx, session, closing) = (&self.cmd_rx, &self.session, &self.closing);
@@ -640,13 +628,9 @@ impl Driver {
                 (!write_blocked && !cmd_rx.is_empty() && session.can_accept())
                     || (not_closing_yet && closing.load(Ordering::SeqCst))
             };
-            match self.wake.sleep(&mut self.events, timeout, work) {
+            match self.wake.sleep(timeout, work) {
                 // Woken by a caller or a timer alone: a socket that was drained still is.
-                Ok(true)
-                    if !self
-                        .events
-                        .iter()
-                        .any(|e| e.key == SOCKET_KEY && e.readable) => {}
+                Ok(Some(false)) => {}
                 Ok(_) => ws.stream_mut().set_readable(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => ws.stream_mut().set_readable(),
                 Err(e) => {

@@ -4,6 +4,7 @@ mod backoff;
 pub(crate) use backoff::random_u64;
 mod driver;
 pub(crate) mod inbox;
+mod poller;
 mod queue;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use polling::{Events, Poller};
+use poller::Poller;
 
 pub(crate) use crate::deadline::deadline_after;
 use crate::error::{Error, Operation, Result};
@@ -82,9 +83,8 @@ pub(crate) struct Connection {
 ///
 /// Callers wake the thread (a system call, and on a busy machine a context switch) only when
 /// it sleeps or is about to: while it works, it sees what they queued before it sleeps
-/// again. `polling` alone writes its eventfd at the first `notify` after each wait, and the
-/// thread's next wait then returns at once for nothing (perf: an eventfd write and a wasted
-/// wait for a fifth of the messages of a pipelined QoS 1 stream).
+/// again. (Notifying at every call wrote the eventfd at the first call after each wait,
+/// whether the thread slept or not, and its next wait then returned at once for nothing.)
 pub(crate) struct Wake {
     /// Also the socket's registration (the I/O thread's).
     pub poller: Poller,
@@ -103,19 +103,19 @@ impl Wake {
     }
 
     /// The I/O thread's wait: announces the sleep, then waits unless `work` (checked after
-    /// the announcement) finds something queued meanwhile. `Ok(true)` if it waited.
+    /// the announcement) finds something queued meanwhile. `Ok(None)` if it did not wait,
+    /// else whether the socket was reported readable.
     pub fn sleep(
         &self,
-        events: &mut Events,
         timeout: Option<std::time::Duration>,
         work: impl FnOnce() -> bool,
-    ) -> std::io::Result<bool> {
+    ) -> std::io::Result<Option<bool>> {
         self.sleeping.store(true, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
         let result = if work() {
-            Ok(false)
+            Ok(None)
         } else {
-            self.poller.wait(events, timeout).map(|_| true)
+            self.poller.wait(timeout).map(Some)
         };
         self.sleeping.store(false, Ordering::SeqCst);
         result
