@@ -168,7 +168,6 @@ impl Driver {
             hub,
             session: Session::new(cfg, Instant::now()),
             router: Router::default(),
-            // Only the socket and the notifier can be ready.
             rings: Rings::default(),
             flushes: Vec::new(),
             unclaimed: Unclaimed::default(),

@@ -122,6 +122,22 @@ impl Wake {
     }
 }
 
+/// A provider that ends without its I/O thread (a panic while connecting or serving, a
+/// thread that could not be spawned): logged, the state says Disconnected, and state
+/// listeners hear why. Returns the reason.
+fn ended(state: &SharedState, hub: &StateHub, name: &str, reason: String) -> String {
+    log::error!("provider {name}: {reason}");
+    state.set(ConnectionState::Disconnected);
+    hub.emit(crate::state::StateEvent {
+        provider: name.to_string(),
+        state: ConnectionState::Disconnected,
+        reason: Some(reason.clone()),
+        url: None,
+        response_information: None,
+    });
+    reason
+}
+
 /// What a panic said.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -132,7 +148,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Connection {
-    /// Connects (on this thread), then starts the I/O thread and waits for the first CONNACK (or the error that prevented it).
+    /// Makes the first connection on this thread (until CONNACK, or the error that prevented
+    /// it), then starts the I/O thread with it.
     pub fn open(spec: ProviderSpec, hub: StateHub) -> Result<Connection> {
         let wake = Arc::new(Wake {
             poller: Poller::new().map_err(|e| Error::Io {
@@ -174,9 +191,7 @@ impl Connection {
             Ok(Err(e)) => return Err(e),
             Err(panic) => {
                 let reason = format!("connecting panicked: {}", panic_message(&*panic));
-                log::error!("provider {name}: {reason}");
-                state.set(ConnectionState::Disconnected);
-                return Err(Error::ConnectionLost(reason));
+                return Err(Error::ConnectionLost(ended(&state, &hub, &name, reason)));
             }
         };
         let (panic_state, panic_hub, panic_name) = (state.clone(), hub.clone(), name.clone());
@@ -189,20 +204,16 @@ impl Connection {
                 let run = std::panic::AssertUnwindSafe(move || driver.run(ws));
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     let reason = format!("the I/O thread panicked: {}", panic_message(&*panic));
-                    log::error!("provider {panic_name}: {reason}");
-                    panic_state.set(ConnectionState::Disconnected);
-                    panic_hub.emit(crate::state::StateEvent {
-                        provider: panic_name.to_string(),
-                        state: ConnectionState::Disconnected,
-                        reason: Some(reason.clone()),
-                        url: None,
-                        response_information: None,
-                    });
+                    ended(&panic_state, &panic_hub, &panic_name, reason);
                 }
             })
-            .map_err(|e| Error::Io {
-                context: "spawning the I/O thread",
-                source: e,
+            .map_err(|e| {
+                // The connection made above is dropped with the driver: say so.
+                ended(&state, &hub, &name, format!("spawning the I/O thread: {e}"));
+                Error::Io {
+                    context: "spawning the I/O thread",
+                    source: e,
+                }
             })?;
         Ok(Connection {
             name,

@@ -1267,6 +1267,11 @@ fn back_to_back_round_trips_never_wait_for_a_timer() {
                     .unwrap(),
             )
             .unwrap();
+            // The first connection is the caller's: done when `add_provider` returns.
+            assert_eq!(
+                ps.state("MqttOverWSProvider"),
+                Some(ConnectionState::Connected)
+            );
             let sub = ps.subscribe("wake/rt").unwrap();
             let mut slowest = Duration::ZERO;
             for i in 0..1500 {
@@ -1292,4 +1297,47 @@ fn back_to_back_round_trips_never_wait_for_a_timer() {
             assert!(slowest < Duration::from_secs(2), "{url}: {slowest:?}");
         }
     }
+}
+
+/// The README: an idle connection makes no wake-ups at all until its keep-alive. Counted by
+/// the kernel (the I/O thread's voluntary and involuntary context switches, from
+/// /proc/self/task) over two seconds of a connection with a subscription and nothing to
+/// do; a timer armed by mistake, a wake-up by the caller's side, or a poll loop shows up.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_connection_does_not_wake_its_thread() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.ws_url())
+            .name("idle-wakeups")
+            .keep_alive(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let _sub = ps.subscribe("idle/x").unwrap();
+    let switches = || -> u64 {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            // Thread names are cut to 15 bytes: "mqtt-pubsub:idle-wakeups".
+            if comm.trim() == "mqtt-pubsub:idl" {
+                let status = std::fs::read_to_string(dir.join("status")).unwrap();
+                return status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+                    .sum();
+            }
+        }
+        panic!("no I/O thread named mqtt-pubsub:idle-wakeups");
+    };
+    // Whatever the subscribe left to finish (its SUBACK's round) settles first.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = switches();
+    // A measuring window, not synchronization: nothing is expected to happen in it.
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = switches() - before;
+    assert_eq!(woke, 0, "the idle I/O thread woke {woke} times in 2 s");
 }
