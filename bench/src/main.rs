@@ -1452,18 +1452,20 @@ mod certs;
 
 /// mosquitto with a WebSocket, a plain and a TLS WebSocket listener (a certificate made
 /// here): `(ws://, mqtt://, wss://, process, dir)`.
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// nats-server with JetStream, an MQTT listener and a WebSocket one, on free loopback ports;
 /// `None` if it is not installed. Returns it, its `ws://` and `mqtt://` URLs and its
 /// directory, once both answer a CONNECT.
 fn start_nats() -> Option<(std::process::Child, String, String, std::path::PathBuf)> {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (client, mqtt, ws) = (free(), free(), free());
+    let (client, mqtt, ws) = (free_port(), free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("mqtt-pubsub-bench-nats-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("nats.conf");
@@ -1518,14 +1520,7 @@ fn start_mosquitto() -> (
     std::process::Child,
     std::path::PathBuf,
 ) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (tcp, ws, wss) = (free(), free(), free());
+    let (tcp, ws, wss) = (free_port(), free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("mqtt-pubsub-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     certs::make_certs(&dir);
