@@ -558,11 +558,17 @@ macro_rules! rumqttc_scenarios {
             (client, h)
         }
 
-        pub fn throughput(url: &str, q: u8, size: usize, n: usize, window: u16) -> Value {
-            let topic = format!("bench/{}", std::process::id());
+        /// A client subscribed to `topic` (its SUBACK in): a unit arrives on the receiver
+        /// per PUBLISH it gets.
+        fn subscriber(
+            url: &str,
+            window: u16,
+            topic: &str,
+            q: QoS,
+        ) -> (Client, crossbeam_channel::Receiver<()>) {
             let (got_tx, got_rx) = crossbeam_channel::unbounded::<()>();
             let (suback_tx, suback_rx) = crossbeam_channel::bounded(1);
-            let (sub_client, _sub_thread) = start(url, window, move |ev| {
+            let (client, _thread) = start(url, window, move |ev| {
                 match ev {
                     Event::Incoming(Incoming::Publish(_)) => {
                         let _ = got_tx.send(());
@@ -574,10 +580,16 @@ macro_rules! rumqttc_scenarios {
                 }
                 true
             });
-            sub_client.subscribe(topic.as_str(), qos(q)).unwrap();
+            client.subscribe(topic, q).unwrap();
             suback_rx
                 .recv_timeout(Duration::from_secs(10))
                 .expect("SUBACK");
+            (client, got_rx)
+        }
+
+        pub fn throughput(url: &str, q: u8, size: usize, n: usize, window: u16) -> Value {
+            let topic = format!("bench/{}", std::process::id());
+            let (_sub_client, got_rx) = subscriber(url, window, &topic, qos(q));
             let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<()>();
             let (pub_client, _pub_thread) = start(url, window, move |ev| {
                 if let Event::Incoming(Incoming::PubAck(_)) = ev {
@@ -617,24 +629,7 @@ macro_rules! rumqttc_scenarios {
 
         pub fn latency(url: &str, n: usize) -> Value {
             let topic = format!("lat/{}", std::process::id());
-            let (got_tx, got_rx) = crossbeam_channel::unbounded::<()>();
-            let (suback_tx, suback_rx) = crossbeam_channel::bounded(1);
-            let (client, _t) = start(url, 100, move |ev| {
-                match ev {
-                    Event::Incoming(Incoming::Publish(_)) => {
-                        let _ = got_tx.send(());
-                    }
-                    Event::Incoming(Incoming::SubAck(_)) => {
-                        let _ = suback_tx.try_send(());
-                    }
-                    _ => {}
-                }
-                true
-            });
-            client.subscribe(topic.as_str(), QoS::AtMostOnce).unwrap();
-            suback_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("SUBACK");
+            let (client, got_rx) = subscriber(url, 100, &topic, QoS::AtMostOnce);
             let mut samples = Vec::with_capacity(n);
             for i in 0..n + 100 {
                 let t = Instant::now();
