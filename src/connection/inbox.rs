@@ -322,10 +322,10 @@ mod tests {
             // the message on its own).
             let t = Instant::now();
             let m = sub
-                .wait(Some(Instant::now() + Duration::from_secs(5)))
+                .wait(Some(Instant::now() + Duration::from_secs(30)))
                 .unwrap_or_else(|e| panic!("message {k}: {e:?}"));
             assert!(
-                t.elapsed() < Duration::from_secs(4),
+                t.elapsed() < Duration::from_secs(15),
                 "message {k}: not woken"
             );
             let v = u32::from_be_bytes(m.payload().try_into().unwrap());

@@ -469,9 +469,9 @@ fn a_cognito_that_never_answers_is_bounded_by_the_connect_deadline() {
                 .unwrap(),
         )
         .unwrap_err();
-    // Before: ureq's own 15 s per call, outside the connect deadline.
+    // Before: ureq's own 15 s per call, outside the connect deadline (2 s here).
     assert!(
-        start.elapsed() < Duration::from_millis(3500),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );

@@ -54,6 +54,41 @@ fn drain(sub: &Subscription, quiet: Duration) -> Vec<String> {
     v
 }
 
+/// Receives until `done` holds for what arrived (each receive bounded by `WAIT`: a loaded
+/// machine may be slow, never wrong), then what else comes within a quiet moment — the
+/// quiet period only looks for extra copies, so a slow machine can make it miss one but
+/// never fail a correct run. Sync markers of [`synced`] are skipped.
+fn receive_until(sub: &Subscription, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let mut v = Vec::new();
+    while !done(&v) {
+        let m = sub
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("after {v:?}: {e:?}"));
+        let text = m.text().unwrap().to_string();
+        if text != "sync" {
+            v.push(text);
+        }
+    }
+    v.extend(
+        drain(sub, Duration::from_millis(300))
+            .into_iter()
+            .filter(|m| m != "sync"),
+    );
+    v
+}
+
+/// What arrived, counted by payload, once `0`..`n` all did.
+fn count_copies(sub: &Subscription, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    let got = receive_until(sub, |v| {
+        (0..n).all(|i| v.iter().any(|m| *m == i.to_string()))
+    });
+    for m in got {
+        *counts.entry(m).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// The folder of this build's example binaries (`cargo test` builds them).
 pub(crate) fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -384,7 +419,7 @@ fn unclaimed_messages_are_bounded_and_the_oldest_dropped() {
         )
         .unwrap();
     assert_eq!(
-        drain(&sub, Duration::from_millis(500)),
+        receive_until(&sub, |v| v.len() >= 4),
         ["m6", "m7", "m8", "m9"]
     );
 }
@@ -566,9 +601,9 @@ fn dropping_a_subscription_does_not_block_while_a_reconnect_is_stuck() {
     wait_state(&states, ConnectionState::Connecting);
     let t = Instant::now();
     drop(sub);
-    // Before: up to the operation timeout (30 s here).
+    // Before: up to the operation timeout (30 s here); a loaded machine needs well under 1 s.
     assert!(
-        t.elapsed() < Duration::from_secs(2),
+        t.elapsed() < Duration::from_secs(10),
         "drop blocked {:?}",
         t.elapsed()
     );
@@ -673,12 +708,8 @@ fn copies(ps: &PubSub, sub: &Subscription, topic: &str, n: usize) -> HashMap<Str
         ps.publish_with(topic, format!("{i}"), opts.clone())
             .unwrap();
     }
-    let mut counts = HashMap::new();
-    // Nothing more may come: a second copy would arrive within this quiet period.
-    for m in drain(sub, Duration::from_millis(700)) {
-        *counts.entry(m).or_insert(0) += 1;
-    }
-    counts
+    // Nothing more may come: a second copy would arrive within the quiet period.
+    count_copies(sub, n)
 }
 
 /// Waits until `sub` receives what `publisher` sends to `topic` (after a reconnect, the
@@ -737,13 +768,8 @@ fn overlapping_filters_deliver_one_copy_before_and_after_reconnects_nats() {
             .publish_with("d/a", format!("{i}"), opts.clone())
             .unwrap();
     }
-    let quiet = Duration::from_millis(700);
     for sub in [&wide0, &narrow1] {
-        let mut counts = HashMap::new();
-        for m in drain(sub, quiet) {
-            *counts.entry(m).or_insert(0) += 1;
-        }
-        once_each(&counts, 5);
+        once_each(&count_copies(sub, 5), 5);
     }
 }
 
@@ -765,10 +791,26 @@ fn shared_subscriptions_get_their_share_only_mosquitto() {
             .publish_with("s/a/b", format!("deep{i}"), opts.clone())
             .unwrap();
     }
-    let quiet = Duration::from_millis(700);
-    let got_plain = drain(&plain, quiet);
-    let got_a = drain(&shared_a, quiet);
-    let got_b = drain(&shared_b, quiet);
+    let got_plain = receive_until(&plain, |v| {
+        (0..10).all(|i| v.contains(&format!("plain{i}")))
+    });
+    // The group's share: read both members until all ten deep ones are in (each receive
+    // bounded), then a quiet moment for anything doubled.
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + WAIT;
+    while (0..10).any(|i| {
+        let d = format!("deep{i}");
+        !got_a.contains(&d) && !got_b.contains(&d)
+    }) {
+        assert!(Instant::now() < deadline, "a: {got_a:?} b: {got_b:?}");
+        for (sub, got) in [(&shared_a, &mut got_a), (&shared_b, &mut got_b)] {
+            if let Ok(m) = sub.recv_timeout(Duration::from_millis(50)) {
+                got.push(m.text().unwrap().to_string());
+            }
+        }
+    }
+    got_a.extend(drain(&shared_a, Duration::from_millis(300)));
+    got_b.extend(drain(&shared_b, Duration::from_millis(300)));
     assert!(
         (0..10).all(|i| got_plain.contains(&format!("plain{i}"))),
         "{got_plain:?}"

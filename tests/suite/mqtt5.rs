@@ -596,8 +596,9 @@ fn request_and_respond_pair_answers_by_correlation_data() {
         ),
         "{err}"
     );
+    // The request's own 500 ms, with headroom: the bound guards a request that never ends.
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
@@ -771,7 +772,8 @@ fn a_broker_without_mqtt5_is_a_clear_error() {
                     .unwrap(),
             )
             .unwrap_err();
-        assert!(start.elapsed() < Duration::from_secs(6), "{url}: bounded");
+        // Within the 5 s connect timeout, with headroom: guards an attempt that never ends.
+        assert!(start.elapsed() < Duration::from_secs(15), "{url}: bounded");
         // Both answer with a 3.1.1 CONNACK, return code 1.
         assert!(
             matches!(err, Error::ConnectionRefused(ConnackCode(1))),

@@ -662,7 +662,9 @@ fn close_fails_waiting_publishes_and_ends_subscriptions() {
             ..
         })
     ));
-    assert!(t.elapsed() < Duration::from_millis(500) + Duration::from_secs(2));
+    // close_timeout (500 ms) + 1 s for DISCONNECT, with headroom; the bug it guards is a
+    // close that waits for the receipt's own timeout (20 s).
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(matches!(receipt.wait(), Err(Error::Closed)));
     assert!(sub.recv().is_none(), "the subscription ends");
     wait_state(&states, ConnectionState::Disconnected);
@@ -967,8 +969,9 @@ fn hostile_dripping_upgrade_cannot_stretch_the_connect_timeout() {
         ),
         "{err}"
     );
+    // The 1 s connect timeout with headroom; the drip alone would take ~40 s.
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
@@ -993,9 +996,9 @@ fn close_during_a_dripping_reconnect_returns_promptly() {
     wait_state(&states, ConnectionState::Connecting);
     let start = Instant::now();
     ps.close().unwrap();
-    // Before: close waited for the attempt, up to the connect timeout.
+    // Before: close waited for the attempt, up to the connect timeout (30 s).
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
@@ -1020,9 +1023,10 @@ fn close_with_a_slow_reader_is_bounded_by_the_close_timeout() {
         ps.close().is_err(),
         "not everything got out, and close says so"
     );
-    // 8 MB at 64 KiB/s would take two minutes; the drain gives up at 1 s, DISCONNECT at 1 more.
+    // 8 MB at 64 KiB/s would take two minutes; the drain gives up at 1 s, DISCONNECT at 1
+    // more; the bound leaves a loaded machine headroom.
     assert!(
-        start.elapsed() < Duration::from_millis(3500),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
@@ -1060,13 +1064,14 @@ fn subscribe_times_out_once_while_the_io_thread_is_blocked_on_writes() {
     let err = ps
         .subscribe_with(
             "s",
-            SubscribeOptions::default().timeout(Duration::from_secs(1)),
+            SubscribeOptions::default().timeout(Duration::from_secs(5)),
         )
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    // Before: the timeout, then as long again in the failed subscription's drop.
+    // Before: the timeout, then as long again in the failed subscription's drop (10 s);
+    // after: 5 s and the headroom a loaded machine needs.
     assert!(
-        start.elapsed() < Duration::from_millis(1800),
+        start.elapsed() < Duration::from_secs(8),
         "{:?}",
         start.elapsed()
     );
@@ -1217,18 +1222,17 @@ fn hostile_403_echoing_the_request_does_not_put_our_token_in_the_error() {
 
 #[test]
 fn providers_close_in_parallel_each_within_its_close_timeout() {
-    // Two providers whose servers never acknowledge: each drains for its full close
-    // timeout. In parallel the close takes one timeout, not two.
-    let (a, b) = (
-        FakeServer::start(vec![Misbehaviour::NoPuback]),
-        FakeServer::start(vec![Misbehaviour::NoPuback]),
-    );
+    // Three providers whose servers never acknowledge: each drains for its full close
+    // timeout. In parallel the close takes one timeout (3 s), not three (9 s).
+    let servers: Vec<FakeServer> = (0..3)
+        .map(|_| FakeServer::start(vec![Misbehaviour::NoPuback]))
+        .collect();
     let ps = PubSub::new();
-    for (name, server) in [("a", &a), ("b", &b)] {
+    for (i, server) in servers.iter().enumerate() {
         ps.add_provider(
             fast_reconnect(server.url())
-                .name(name)
-                .close_timeout(Duration::from_millis(1500))
+                .name(format!("p{i}"))
+                .close_timeout(Duration::from_secs(3))
                 .build()
                 .unwrap(),
         )
@@ -1241,8 +1245,9 @@ fn providers_close_in_parallel_each_within_its_close_timeout() {
     let start = Instant::now();
     assert!(ps.close().is_err(), "unacknowledged publishes are reported");
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(1500), "drained: {took:?}");
-    assert!(took < Duration::from_millis(2900), "in parallel: {took:?}");
+    assert!(took >= Duration::from_secs(3), "drained: {took:?}");
+    // One close timeout and 1 s for DISCONNECT, with headroom; in turn it would be ≥ 9 s.
+    assert!(took < Duration::from_millis(7500), "in parallel: {took:?}");
     assert!(matches!(receipt.wait(), Err(Error::Closed)));
 }
 
@@ -1273,7 +1278,6 @@ fn back_to_back_round_trips_never_wait_for_a_timer() {
                 Some(ConnectionState::Connected)
             );
             let sub = ps.subscribe("wake/rt").unwrap();
-            let mut slowest = Duration::ZERO;
             for i in 0..1500 {
                 let t0 = Instant::now();
                 ps.publish("wake/rt", format!("{i}")).unwrap();
@@ -1282,19 +1286,17 @@ fn back_to_back_round_trips_never_wait_for_a_timer() {
                         if let Ok(m) = sub.try_recv() {
                             break m;
                         }
-                        assert!(t0.elapsed() < Duration::from_secs(5), "{url}: {i}");
+                        assert!(t0.elapsed() < Duration::from_secs(20), "{url}: {i}");
                         std::hint::spin_loop();
                     }
                 } else {
-                    sub.recv_timeout(Duration::from_secs(5))
+                    sub.recv_timeout(Duration::from_secs(20))
                         .unwrap_or_else(|e| panic!("{url}: round trip {i}: {e:?}"))
                 };
                 assert_eq!(m.payload(), format!("{i}").as_bytes());
-                slowest = slowest.max(t0.elapsed());
             }
-            // A missed wake-up costs the keep-alive (60 s) or the 5 s above; a loaded CI
-            // machine stays far below a second.
-            assert!(slowest < Duration::from_secs(2), "{url}: {slowest:?}");
+            // A missed wake-up costs the next timer, the keep-alive (60 s): the 20 s above
+            // catch it; a loaded machine needs milliseconds.
         }
     }
 }
@@ -1333,9 +1335,18 @@ fn an_idle_connection_does_not_wake_its_thread() {
         }
         panic!("no I/O thread named mqtt-pubsub:idle-wakeups");
     };
-    // Whatever the subscribe left to finish (its SUBACK's round) settles first.
-    std::thread::sleep(Duration::from_millis(200));
-    let before = switches();
+    // Whatever the subscribe left to finish (its SUBACK's round) settles first: the count
+    // is read until it holds still for 200 ms (a loaded machine may take longer to get
+    // there; it cannot make an idle thread wake).
+    let mut before = switches();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = switches();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     // A measuring window, not synchronization: nothing is expected to happen in it.
     std::thread::sleep(Duration::from_secs(2));
     let woke = switches() - before;
