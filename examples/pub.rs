@@ -10,8 +10,10 @@
 //! published is out (QoS 0 written, QoS 1/2 acknowledged), then `close()` sends DISCONNECT.
 //! With `--outbox DIR -i ID`, QoS 1/2 messages are on disk before each publish returns: if
 //! the broker is unreachable, or the program is killed, the next run with the same outbox
-//! and client id sends them (`--count 0` sends only those). Bad arguments exit with code 2
-//! and a usage line; a failed publish or flush with code 1.
+//! and client id sends them (`--count 0` sends only those). With an outbox, an unreachable
+//! broker is no failure: once everything is on disk the program exits 0 and says on stderr
+//! how many publishes are still pending. Bad arguments exit with code 2 and a usage line; a
+//! failed publish or flush with code 1.
 
 use clap::Parser;
 use mqtt_pubsub::{PubSub, PublishOptions, QoS};
@@ -117,9 +119,41 @@ fn main() {
         for _ in 0..args.count {
             pubsub.publish_with(args.topic.clone(), args.message.as_str(), options.clone())?;
         }
-        // Everything accepted above is out (QoS 1/2: acknowledged) before DISCONNECT.
-        pubsub.flush(std::time::Duration::from_secs(args.flush_timeout))?;
-        Ok(pubsub.close()?)
+        // Everything accepted above is out (QoS 1/2: acknowledged) before DISCONNECT. With an
+        // outbox, what the broker has not acknowledged is on disk for the next run: an
+        // offline broker is reported, not a failure (one second lets a connection that is
+        // about to be made send what it can).
+        let name = pubsub.provider_names().remove(0);
+        let online = pubsub.state(&name) == Some(mqtt_pubsub::ConnectionState::Connected);
+        let timeout = match (&args.outbox, online) {
+            (Some(_), false) => std::time::Duration::from_secs(1),
+            _ => std::time::Duration::from_secs(args.flush_timeout),
+        };
+        match (pubsub.flush(timeout), &args.outbox) {
+            (Ok(()), _) => Ok(pubsub.close()?),
+            (
+                Err(mqtt_pubsub::Error::Timeout {
+                    unfinished: Some(n),
+                    ..
+                }),
+                Some(dir),
+            ) => {
+                let _ = pubsub.close();
+                let noun = if n == 1 {
+                    "publish is"
+                } else {
+                    "publishes are"
+                };
+                eprintln!(
+                    "pub: {n} {noun} in the outbox {}, not yet acknowledged by the broker \
+                     ({}); the next run with the same --outbox and -i sends them",
+                    dir.display(),
+                    if online { "connected" } else { "not connected" }
+                );
+                Ok(())
+            }
+            (Err(e), _) => Err(e.into()),
+        }
     };
     if let Err(e) = run() {
         eprintln!("pub: {e}");

@@ -352,6 +352,8 @@ pub(crate) struct ConnectionOptions {
     pub password: Option<String>,
     pub will: Option<LastWill>,
     pub connect_timeout: Duration,
+    /// `add_provider` returns at once; the I/O thread makes every connection attempt.
+    pub connect_in_background: bool,
     pub operation_timeout: Duration,
     pub max_packet_size: usize,
     pub headers: Vec<(String, String)>,
@@ -494,6 +496,7 @@ impl Default for ConnectionOptions {
             password: None,
             will: None,
             connect_timeout: Duration::from_secs(10),
+            connect_in_background: false,
             operation_timeout: Duration::from_secs(10),
             max_packet_size: 16 * 1024 * 1024,
             headers: Vec::new(),
@@ -666,6 +669,38 @@ macro_rules! connection_builder_methods {
         /// also lower case; `NO_PROXY` exempts hosts and domains), read when `build()` runs.
         pub fn proxy(mut self, url: impl Into<String>) -> Self {
             self.options.proxy = Some(Some(url.into()));
+            self
+        }
+
+        /// Whether `PubSub::add_provider` returns at once, before any connection attempt
+        /// (default `false`). Then the provider's I/O thread makes the first attempt at once
+        /// and retries with the reconnect backoff; state events say how it goes, and
+        /// publishes and subscribes queue meanwhile as they do while reconnecting (Amplify's
+        /// `addPluggable` behaves so). By default `add_provider` waits for the first
+        /// connection and fails with its error — what a script wants — except with an
+        /// [`outbox`](Self::outbox): then a failed first attempt is reported as a state
+        /// event (`ConnectionDisrupted` with the reason), the provider is registered all
+        /// the same and keeps trying, so a device that boots offline can publish into its
+        /// outbox.
+        ///
+        /// ```no_run
+        /// use mqtt_pubsub::{ConnectionState, MqttOverWsProvider, PubSub};
+        /// let pubsub = PubSub::new();
+        /// let states = pubsub.state_changes();
+        /// pubsub.add_provider(
+        ///     MqttOverWsProvider::builder("mqtt://broker.local:1883")
+        ///         .connect_in_background(true)
+        ///         .build()?,
+        /// )?; // returns at once, whether the broker is there or not
+        /// for event in states.iter() {
+        ///     if event.state == ConnectionState::Connected {
+        ///         break;
+        ///     }
+        /// }
+        /// # Ok::<(), mqtt_pubsub::Error>(())
+        /// ```
+        pub fn connect_in_background(mut self, background: bool) -> Self {
+            self.options.connect_in_background = background;
             self
         }
 

@@ -257,23 +257,63 @@ impl Driver {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// The first connection (the outbox opened first), made on the caller's thread: it waits
-    /// for it anyway, and the connect path's deep stack (handshake, HTTP parsing, TLS) then
-    /// stays off the I/O thread, whose touched stack is most of an idle connection's memory.
-    /// On an error the state says Disconnected with the reason.
-    pub fn start(&mut self) -> Result<Ws> {
+    /// The outbox, then the first connection, made on the caller's thread: it waits for it
+    /// anyway, and the connect path's deep stack (handshake, HTTP parsing, TLS) then stays
+    /// off the I/O thread, whose touched stack is most of an idle connection's memory.
+    /// `Ok(None)`: the I/O thread is to connect — asked for (`connect_in_background`), or
+    /// the first attempt failed while an outbox takes publishes meanwhile (the state says
+    /// ConnectionDisrupted with the reason). On an error the state says Disconnected.
+    pub fn start(&mut self) -> Result<Option<Ws>> {
         self.set_state(ConnectionState::Connecting, None);
-        let result = self.open_outbox().and_then(|()| self.connect());
-        match &result {
-            Ok(_) => self.set_state(ConnectionState::Connected, None),
-            Err(e) => self.set_state(ConnectionState::Disconnected, Some(e.to_string())),
+        if let Err(e) = self.open_outbox() {
+            self.set_state(ConnectionState::Disconnected, Some(e.to_string()));
+            return Err(e);
         }
-        result
+        if self.options.connect_in_background {
+            return Ok(None);
+        }
+        match self.connect() {
+            Ok(ws) => {
+                self.set_state(ConnectionState::Connected, None);
+                Ok(Some(ws))
+            }
+            Err(e) if self.outbox.is_some() && self.options.reconnect.enabled => {
+                log::warn!(
+                    "provider {}: not connected yet ({e}); publishes go to the outbox and \
+                     the provider keeps trying",
+                    self.name
+                );
+                self.set_state(ConnectionState::ConnectionDisrupted, Some(e.to_string()));
+                Ok(None)
+            }
+            Err(e) => {
+                self.set_state(ConnectionState::Disconnected, Some(e.to_string()));
+                Err(e)
+            }
+        }
     }
 
-    /// The I/O thread's life after [`Driver::start`]: serve, reconnect, until closed.
-    pub fn run(mut self: Box<Self>, mut ws: Ws) {
+    /// The I/O thread's life after [`Driver::start`]: connect if it did not, serve,
+    /// reconnect, until closed.
+    pub fn run(mut self: Box<Self>, first: Option<Ws>) {
         let mut attempt = 0u32;
+        let mut ws = match first {
+            Some(ws) => ws,
+            None => {
+                // Asked to connect in the background: the first attempt goes at once.
+                let at_once = self.state.get() == ConnectionState::Connecting;
+                match self.reconnect(&mut attempt, at_once) {
+                    Some(ws) => {
+                        self.set_state(ConnectionState::Connected, None);
+                        ws
+                    }
+                    None => {
+                        self.shutdown(None);
+                        return;
+                    }
+                }
+            }
+        };
         loop {
             let connected_at = Instant::now();
             match self.serve(&mut ws) {
@@ -298,7 +338,7 @@ impl Driver {
                         return;
                     }
                     self.set_state(ConnectionState::ConnectionDisrupted, Some(err.to_string()));
-                    match self.reconnect(&mut attempt) {
+                    match self.reconnect(&mut attempt, false) {
                         Some(new) => {
                             ws = new;
                             self.set_state(ConnectionState::Connected, None);
@@ -314,10 +354,17 @@ impl Driver {
     }
 
     /// Retries until connected (`Some`) or closed (`None`), taking commands meanwhile.
-    /// `attempt` counts attempts since the last stable connection (it sets the backoff).
-    fn reconnect(&mut self, attempt: &mut u32) -> Option<Ws> {
+    /// `attempt` counts attempts since the last stable connection (it sets the backoff);
+    /// `at_once` makes the first attempt without waiting. With reconnecting off (only a
+    /// background first connection gets here then) one failed attempt ends it.
+    fn reconnect(&mut self, attempt: &mut u32, mut at_once: bool) -> Option<Ws> {
         loop {
-            let deadline = deadline_after(backoff::delay(&self.options.reconnect, *attempt));
+            let delay = if std::mem::take(&mut at_once) {
+                Duration::ZERO
+            } else {
+                backoff::delay(&self.options.reconnect, *attempt)
+            };
+            let deadline = deadline_after(delay);
             *attempt = attempt.saturating_add(1);
             loop {
                 if self.closing() {
@@ -347,6 +394,10 @@ impl Driver {
             match self.connect() {
                 Ok(ws) => return Some(ws),
                 Err(e) => {
+                    if !self.options.reconnect.enabled {
+                        self.set_state(ConnectionState::Disconnected, Some(e.to_string()));
+                        return None;
+                    }
                     if e.is_auth_refusal() {
                         log::error!("provider {}: refused: {e}; backing off", self.name);
                     }

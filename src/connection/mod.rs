@@ -186,8 +186,8 @@ impl Connection {
         // The first attempt, on this thread (bounded by the connect timeout); a panic in it
         // becomes an error like one on the I/O thread.
         let start = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.start()));
-        let ws = match start {
-            Ok(Ok(ws)) => ws,
+        let first = match start {
+            Ok(Ok(first)) => first,
             Ok(Err(e)) => return Err(e),
             Err(panic) => {
                 let reason = format!("connecting panicked: {}", panic_message(&*panic));
@@ -201,7 +201,7 @@ impl Connection {
                 // A panic must not leave the state lying: whoever waits is told, the state
                 // says Disconnected with the reason, and callers get `Closed` (the driver's
                 // reply handles are dropped by the unwinding).
-                let run = std::panic::AssertUnwindSafe(move || driver.run(ws));
+                let run = std::panic::AssertUnwindSafe(move || driver.run(first));
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     let reason = format!("the I/O thread panicked: {}", panic_message(&*panic));
                     ended(&panic_state, &panic_hub, &panic_name, reason);

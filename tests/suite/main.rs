@@ -12,6 +12,7 @@ mod support;
 mod aws;
 mod brokers;
 mod correctness;
+mod delivery;
 mod fuzz_regressions;
 mod mqtt5;
 mod outbox;

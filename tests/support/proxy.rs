@@ -25,7 +25,13 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(upstream_port: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Proxy::start_at(0, upstream_port)
+    }
+
+    /// Listens on `port` (0: any free one): a server that appears on a port where a client
+    /// was refused until now.
+    pub fn start_at(port: u16, upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let ctl = Arc::new(Control::default());
         let c = ctl.clone();

@@ -1,0 +1,206 @@
+//! Delivery guarantees at the edges of a device's life (issue 26), from the user's side,
+//! against mosquitto: a device that boots offline, a message over the size limit, a graceful
+//! close while messages stream in, the MQTT 5 limits a server announces.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mqtt_pubsub::{
+    ConnectionState, MqttOverWsProvider, PubSub, PublishOptions, QoS, ReconnectPolicy, StateEvent,
+    SubscribeOptions,
+};
+
+use crate::correctness::example;
+use crate::support::proxy::Proxy;
+use crate::support::{free_port, Mosquitto, TempDir};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn wait_state(rx: &Receiver<StateEvent>, state: ConnectionState) -> StateEvent {
+    loop {
+        let e = rx.recv_timeout(WAIT).expect("a state event");
+        if e.state == state {
+            return e;
+        }
+    }
+}
+
+fn connect(url: &str) -> PubSub {
+    let ps = PubSub::new();
+    ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+        .unwrap();
+    ps
+}
+
+/// Receives `n` distinct numbered messages (duplicates allowed: QoS 1 is at least once).
+fn receive_numbers(sub: &mqtt_pubsub::Subscription, n: usize) -> BTreeSet<usize> {
+    let mut got = BTreeSet::new();
+    while got.len() < n {
+        let m = sub
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("{} of {n} arrived: {e:?}", got.len()));
+        got.insert(m.text().unwrap().parse::<usize>().unwrap());
+    }
+    got
+}
+
+// ---- 1. A device that boots offline ----
+
+/// The broker is unreachable when the device starts (connection refused) and appears 3 s
+/// later. With an outbox, `add_provider` succeeds, 1000 QoS 1 publishes go to disk, and all
+/// are delivered once the broker is there. Before: `add_provider` failed with "Connection
+/// refused", so no provider was registered and every publish failed.
+#[test]
+fn a_device_that_boots_offline_queues_into_its_outbox_and_delivers_later() {
+    let Some(m) = Mosquitto::start() else { return };
+    let watcher = connect(&m.ws_url());
+    let sub = watcher
+        .subscribe_with(
+            "offline/boot",
+            SubscribeOptions::default()
+                .qos(QoS::AtLeastOnce)
+                .capacity(5000),
+        )
+        .unwrap();
+    // Nothing listens here until the "broker" (a forwarder to mosquitto) appears.
+    let port = free_port();
+    let dir = TempDir::new("offline-boot");
+    let started = Instant::now();
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        MqttOverWsProvider::builder(format!("ws://127.0.0.1:{port}/"))
+            .client_id("offline-boot")
+            .outbox(dir.path())
+            .reconnect(ReconnectPolicy::exponential(
+                Duration::from_millis(100),
+                Duration::from_millis(500),
+            ))
+            .build()
+            .unwrap(),
+    )
+    .expect("an outbox provider is added while the broker is unreachable");
+    let e = wait_state(&states, ConnectionState::ConnectionDisrupted);
+    assert!(e.reason.is_some(), "the state event says why: {e:?}");
+    let opts = PublishOptions::default().qos(QoS::AtLeastOnce);
+    for i in 0..1000 {
+        ps.publish_with("offline/boot", format!("{i}"), opts.clone())
+            .expect("on disk while offline");
+    }
+    // The scenario: the broker appears 3 s after the publisher started.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
+    let _broker = Proxy::start_at(port, m.ws_port);
+    wait_state(&states, ConnectionState::Connected);
+    ps.flush(WAIT).unwrap();
+    assert_eq!(receive_numbers(&sub, 1000), (0..1000).collect());
+    ps.close().unwrap();
+}
+
+/// `pub --outbox` while the broker is unreachable: exits 0 once the messages are on disk and
+/// says how many are pending; the next run sends them. Before: exit 1, a header-only log.
+#[test]
+fn pub_with_an_outbox_exits_0_offline_and_the_next_run_delivers() {
+    let Some(m) = Mosquitto::start() else { return };
+    let watcher = connect(&m.ws_url());
+    let sub = watcher
+        .subscribe_with(
+            "offline/pub",
+            SubscribeOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let dir = TempDir::new("offline-pub");
+    let run = |count: &str| {
+        Command::new(example("pub"))
+            .args([
+                "--url",
+                &url,
+                "-t",
+                "offline/pub",
+                "-q",
+                "1",
+                "-i",
+                "offline-pub",
+            ])
+            .args(["--count", count, "-m", "queued", "--outbox"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run("5");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("5 publishes are in the outbox"),
+        "says what is pending: {stderr}"
+    );
+    let _broker = Proxy::start_at(port, m.ws_port);
+    let out = run("0");
+    assert!(out.status.success(), "{out:?}");
+    for _ in 0..5 {
+        assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"queued");
+    }
+}
+
+/// `connect_in_background(true)` without an outbox: `add_provider` returns at once although
+/// nothing listens, the state is Connecting, and a subscription made meanwhile works once
+/// the broker appears. The default still fails at once.
+#[test]
+fn connect_in_background_returns_at_once_and_connects_when_the_broker_appears() {
+    let Some(m) = Mosquitto::start() else { return };
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let fail_fast = PubSub::new().add_provider(MqttOverWsProvider::builder(&url).build().unwrap());
+    assert!(fail_fast.is_err(), "the default waits and fails");
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        MqttOverWsProvider::builder(&url)
+            .connect_in_background(true)
+            .operation_timeout(WAIT)
+            .reconnect(ReconnectPolicy::exponential(
+                Duration::from_millis(100),
+                Duration::from_millis(500),
+            ))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_ne!(
+        ps.state("MqttOverWSProvider"),
+        Some(ConnectionState::Connected)
+    );
+    wait_state(&states, ConnectionState::ConnectionDisrupted);
+    let subscriber = {
+        let ps = ps.clone();
+        std::thread::spawn(move || ps.subscribe("background/x").unwrap())
+    };
+    let _broker = Proxy::start_at(port, m.ws_port);
+    wait_state(&states, ConnectionState::Connected);
+    let sub = subscriber.join().unwrap();
+    let other = connect(&m.ws_url());
+    other
+        .publish_with(
+            "background/x",
+            "hi",
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"hi");
+    // With reconnecting off, a background connection that fails ends Disconnected.
+    let once = PubSub::new();
+    let states = once.state_changes();
+    once.add_provider(
+        MqttOverWsProvider::builder(format!("ws://127.0.0.1:{}/", free_port()))
+            .connect_in_background(true)
+            .reconnect(ReconnectPolicy::disabled())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let e = wait_state(&states, ConnectionState::Disconnected);
+    assert!(e.reason.is_some(), "{e:?}");
+}
