@@ -1048,6 +1048,7 @@ impl Driver {
                         self.report_refusal(&Error::Rejected { what, code, reason });
                     }
                 }
+                SessionEvent::Oversized(o) => self.report_oversized(&o),
                 SessionEvent::FiltersRefused(filters) => {
                     let list = filters
                         .iter()
@@ -1064,6 +1065,37 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A message over `max_packet_size` was skipped (and acknowledged): every subscription
+    /// it was for counts it as dropped, a persistent session's unclaimed hold too when none
+    /// was, and a state event names it.
+    fn report_oversized(&mut self, o: &crate::mqtt::codec::Oversized) {
+        let mut routed = false;
+        for sink in self.router.route(&o.topic) {
+            routed = true;
+            sink.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !routed && !self.options.clean_session {
+            self.unclaimed.dropped += 1;
+        }
+        let reason = format!(
+            "skipped a message of {} bytes on \"{}\" (QoS {}): over max_packet_size ({} \
+             bytes); acknowledged so that the broker does not resend it",
+            o.size,
+            crate::error::printable(&o.topic),
+            o.qos as u8,
+            self.options.max_packet_size
+        );
+        log::warn!("provider {}: {reason}", self.name);
+        self.hub.emit(StateEvent {
+            provider: self.name.to_string(),
+            state: self.state.get(),
+            reason: Some(reason),
+            url: None,
+            response_information: None,
+        });
     }
 
     fn report_refusal(&mut self, err: &Error) {

@@ -213,6 +213,117 @@ pub enum Inbound {
     Other(VariablePacket),
     /// Every other packet type (MQTT 5).
     Control(v5::Control),
+    /// A PUBLISH over the size limit, skipped as it streamed by: only what it needs to be
+    /// acknowledged and reported was kept.
+    Oversized(Oversized),
+}
+
+/// What is kept of a PUBLISH over `max_packet_size`: enough to acknowledge it at its QoS (so
+/// that the broker stops resending it) and to say which message was skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Oversized {
+    /// Its topic (empty in MQTT 5 when it was sent as a topic alias alone).
+    pub topic: String,
+    /// Its QoS.
+    pub qos: QoS,
+    /// Its packet identifier (QoS 1 and 2).
+    pub packet_id: Option<u16>,
+    /// Its whole size in bytes, fixed header included.
+    pub size: usize,
+}
+
+/// An oversized PUBLISH being skipped: its first bytes (up to the packet identifier) are kept,
+/// the rest is counted and discarded.
+#[derive(Debug)]
+struct Skip {
+    header: usize,
+    total: usize,
+    seen: usize,
+    head: Vec<u8>,
+}
+
+impl Skip {
+    /// The bytes of the packet's start that tell its topic and packet identifier.
+    fn head_needed(&self) -> usize {
+        let wanted = match self.head.get(self.header..self.header + 2) {
+            Some(len) => {
+                let qos = (self.head[0] >> 1) & 3;
+                self.header
+                    + 2
+                    + usize::from(u16::from_be_bytes([len[0], len[1]]))
+                    + if qos > 0 { 2 } else { 0 }
+            }
+            None => self.header + 2,
+        };
+        wanted.min(self.total)
+    }
+
+    /// Takes what `data` holds of the packet; returns how many bytes that was.
+    fn take(&mut self, data: &[u8]) -> usize {
+        let n = (self.total - self.seen).min(data.len());
+        let mut kept = 0;
+        loop {
+            let need = self.head_needed();
+            if self.head.len() >= need || kept == n {
+                break;
+            }
+            let k = (need - self.head.len()).min(n - kept);
+            self.head.extend_from_slice(&data[kept..kept + k]);
+            kept += k;
+        }
+        self.seen += n;
+        n
+    }
+
+    fn is_done(&self) -> bool {
+        self.seen == self.total
+    }
+
+    /// What the packet was, from its kept start (held to the rules a whole PUBLISH is).
+    fn finish(self) -> Result<Oversized, Error> {
+        let malformed = |what: &str| Err(Error::Protocol(format!("malformed PUBLISH: {what}")));
+        let first = self.head[0];
+        let qos = match QoS::from_u8((first >> 1) & 3) {
+            Some(q) => q,
+            None => return malformed("QoS 3"),
+        };
+        if qos == QoS::AtMostOnce && first & 0x08 != 0 {
+            return malformed("DUP set on QoS 0");
+        }
+        if self.head.len() < self.header + 2 {
+            return malformed("shorter than its topic");
+        }
+        let len = usize::from(u16::from_be_bytes([
+            self.head[self.header],
+            self.head[self.header + 1],
+        ]));
+        let start = self.header + 2;
+        let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+        if self.head.len() < start + len + id_len {
+            return malformed("shorter than its topic");
+        }
+        let Ok(topic) = std::str::from_utf8(&self.head[start..start + len]) else {
+            return malformed("topic is not UTF-8");
+        };
+        if topic.contains('\0') {
+            return malformed("U+0000 in the topic");
+        }
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            let at = start + len;
+            match u16::from_be_bytes([self.head[at], self.head[at + 1]]) {
+                0 => return malformed("packet identifier 0"),
+                id => Some(id),
+            }
+        };
+        Ok(Oversized {
+            topic: topic.to_string(),
+            qos,
+            packet_id,
+            size: self.total,
+        })
+    }
 }
 
 impl Inbound {
@@ -224,6 +335,7 @@ impl Inbound {
             Inbound::Publish(p) => out.extend_from_slice(p.as_bytes()),
             Inbound::Other(p) => encode(p, out),
             Inbound::Control(p) => p.encode(out),
+            Inbound::Oversized(_) => {}
         }
     }
 }
@@ -371,6 +483,8 @@ pub struct Framer {
     buf: Vec<u8>,
     max_packet_size: usize,
     version: MqttVersion,
+    /// A PUBLISH over `max_packet_size` streaming by.
+    skip: Option<Skip>,
 }
 
 impl Framer {
@@ -386,11 +500,13 @@ impl Framer {
             buf: Vec::new(),
             max_packet_size,
             version,
+            skip: None,
         }
     }
 
     /// Forgets any partial packet (after a reconnect).
     pub fn reset(&mut self) {
+        self.skip = None;
         self.buf.clear();
         if self.buf.capacity() > 64 * 1024 {
             self.buf = Vec::new();
@@ -422,68 +538,103 @@ impl Framer {
         F: FnMut(Inbound) -> Result<(), Error>,
     {
         let mut pos = 0;
-        // Complete the partial packet first.
-        while !self.buf.is_empty() {
-            match parse_fixed_header(&self.buf)? {
-                Some((header, remaining)) => {
-                    let total = self.check_size(header + remaining)?;
-                    if self.buf.len() == total {
-                        let frame = Bytes::from(std::mem::take(&mut self.buf));
+        loop {
+            // A PUBLISH over the limit streams by: its bytes are counted and dropped, never
+            // buffered, and what it was is handed on once its last byte has passed.
+            if let Some(skip) = self.skip.as_mut() {
+                pos += skip.take(&data[pos..]);
+                if !skip.is_done() {
+                    return Ok(());
+                }
+                let skipped = self.skip.take().expect("present").finish()?;
+                on_packet(Inbound::Oversized(skipped))?;
+                continue;
+            }
+            // Complete the partial packet first.
+            if !self.buf.is_empty() {
+                match parse_fixed_header(&self.buf)? {
+                    Some((header, remaining)) => {
+                        let total = header + remaining;
+                        if total > self.max_packet_size {
+                            self.start_skip(self.buf[0], header, total)?;
+                            let start = std::mem::take(&mut self.buf);
+                            self.skip.as_mut().expect("started").take(&start);
+                            continue;
+                        }
+                        if self.buf.len() == total {
+                            let frame = Bytes::from(std::mem::take(&mut self.buf));
+                            on_packet(decode_inbound(frame, header, self.version)?)?;
+                            continue;
+                        }
+                        if pos == data.len() {
+                            return Ok(());
+                        }
+                        let take = (total - self.buf.len()).min(data.len() - pos);
+                        self.buf.extend_from_slice(&data[pos..pos + take]);
+                        pos += take;
+                    }
+                    None => {
+                        // Header incomplete: take one byte at a time (at most 4 more).
+                        let Some(&byte) = data.get(pos) else {
+                            return Ok(());
+                        };
+                        self.buf.push(byte);
+                        pos += 1;
+                    }
+                }
+                continue;
+            }
+            // Then the packets inside the input, without copying.
+            while pos < data.len() {
+                match parse_fixed_header(&data[pos..])? {
+                    Some((header, remaining)) => {
+                        let total = header + remaining;
+                        if total > self.max_packet_size {
+                            self.start_skip(data[pos], header, total)?;
+                            break;
+                        }
+                        if data.len() - pos < total {
+                            break;
+                        }
+                        let frame = if keep_as_slice(total, data.len()) {
+                            data.slice(pos..pos + total)
+                        } else {
+                            Bytes::copy_from_slice(&data[pos..pos + total])
+                        };
+                        pos += total;
                         on_packet(decode_inbound(frame, header, self.version)?)?;
-                        continue;
                     }
-                    if pos == data.len() {
-                        return Ok(());
-                    }
-                    let take = (total - self.buf.len()).min(data.len() - pos);
-                    self.buf.extend_from_slice(&data[pos..pos + take]);
-                    pos += take;
-                }
-                None => {
-                    // Header incomplete: take one byte at a time (at most 4 more).
-                    let Some(&byte) = data.get(pos) else {
-                        return Ok(());
-                    };
-                    self.buf.push(byte);
-                    pos += 1;
+                    None => break,
                 }
             }
-        }
-        // Then the packets inside the input, without copying.
-        while pos < data.len() {
-            match parse_fixed_header(&data[pos..])? {
-                Some((header, remaining)) => {
-                    let total = self.check_size(header + remaining)?;
-                    if data.len() - pos < total {
-                        break;
-                    }
-                    let frame = if keep_as_slice(total, data.len()) {
-                        data.slice(pos..pos + total)
-                    } else {
-                        Bytes::copy_from_slice(&data[pos..pos + total])
-                    };
-                    pos += total;
-                    on_packet(decode_inbound(frame, header, self.version)?)?;
-                }
-                None => break,
+            if self.skip.is_some() {
+                continue;
             }
+            if pos < data.len() {
+                // Only the size of what actually arrived is reserved, never the announced
+                // size.
+                self.buf.extend_from_slice(&data[pos..]);
+            }
+            return Ok(());
         }
-        if pos < data.len() {
-            // Only the size of what actually arrived is reserved, never the announced size.
-            self.buf.extend_from_slice(&data[pos..]);
-        }
-        Ok(())
     }
 
-    fn check_size(&self, total: usize) -> Result<usize, Error> {
-        if total > self.max_packet_size {
-            Err(Error::PacketTooLarge {
+    /// A packet of `total` bytes over the limit begins with `first`: a PUBLISH is skipped
+    /// (see [`Inbound::Oversized`]); any other packet that large is an error.
+    fn start_skip(&mut self, first: u8, header: usize, total: usize) -> Result<(), Error> {
+        if first >> 4 != 3 {
+            return Err(Error::PacketTooLarge {
                 size: total,
                 max: self.max_packet_size,
-            })
-        } else {
-            Ok(total)
+            });
         }
+        self.skip = Some(Skip {
+            header,
+            total,
+            seen: 0,
+            head: Vec::new(),
+        });
+        Ok(())
     }
 }
 
@@ -773,16 +924,95 @@ mod tests {
 
     #[test]
     fn oversized_packet_is_refused_before_buffering() {
-        // PUBLISH announcing 268,435,455 bytes: only the header arrives.
+        // A SUBACK announcing 268,435,455 bytes: only the header arrives.
         let mut f = Framer::new(1024);
         let err = f
-            .feed(&[0x30, 0xff, 0xff, 0xff, 0x7f], |_| Ok(()))
+            .feed(&[0x90, 0xff, 0xff, 0xff, 0x7f], |_| Ok(()))
             .unwrap_err();
         assert!(
             matches!(err, Error::PacketTooLarge { size, max: 1024 } if size > 1024),
             "{err}"
         );
         assert!(f.buffered() <= 5);
+    }
+
+    /// A QoS 1 PUBLISH of `payload` bytes on `topic`, packet id 9.
+    fn big_publish(topic: &str, payload: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        Outgoing {
+            topic: topic.into(),
+            payload: vec![0x5a; payload],
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            props: Vec::new(),
+        }
+        .encode(9, false, &mut out);
+        out
+    }
+
+    #[test]
+    fn an_oversized_publish_streams_by_and_what_follows_arrives() {
+        let mut stream = big_publish("big/one", 100_000);
+        let size = stream.len();
+        stream.extend(big_publish("small", 3));
+        let expected = Oversized {
+            topic: "big/one".into(),
+            qos: QoS::AtLeastOnce,
+            packet_id: Some(9),
+            size,
+        };
+        // Whole, split anywhere around its start and end, and byte by byte: the same, and
+        // never more than a partial header held.
+        let mut splits: Vec<usize> = (0..40).chain(size - 5..size + 5).collect();
+        splits.push(stream.len());
+        for at in splits {
+            let mut f = Framer::new(1024);
+            let got = collect(&mut f, &[&stream[..at], &stream[at..]]).unwrap();
+            assert_eq!(got.len(), 2, "split at {at}");
+            assert_eq!(
+                got[0],
+                Inbound::Oversized(expected.clone()),
+                "split at {at}"
+            );
+            assert!(matches!(&got[1], Inbound::Publish(p) if p.topic() == "small"));
+            assert!(f.buffered() <= 5);
+        }
+        let mut f = Framer::new(1024);
+        let mut got = Vec::new();
+        for b in &stream {
+            f.feed(std::slice::from_ref(b), |p| {
+                got.push(p);
+                Ok(())
+            })
+            .unwrap();
+            assert!(f.buffered() <= 1024);
+        }
+        assert_eq!(got[0], Inbound::Oversized(expected));
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn an_oversized_publish_is_held_to_the_rules() {
+        for (bytes, why) in [
+            // QoS 3.
+            (vec![0x36, 0x80, 0x08, 0, 1, b'a', 0, 1], "QoS 3"),
+            // Packet id 0.
+            (vec![0x32, 0x80, 0x08, 0, 1, b'a', 0, 0], "identifier 0"),
+            // Topic longer than the packet.
+            (vec![0x30, 0x80, 0x08, 0xff, 0xff, b'a'], "shorter"),
+            // Not UTF-8.
+            (vec![0x32, 0x80, 0x08, 0, 1, 0xff, 0, 1], "UTF-8"),
+        ] {
+            let mut f = Framer::new(64);
+            let mut bytes = bytes;
+            // Pad to the announced 1024 bytes (0x80 0x08).
+            bytes.resize(3 + 1024, 0);
+            let err = f.feed(&bytes, |_| Ok(())).unwrap_err();
+            assert!(
+                matches!(&err, Error::Protocol(m) if m.contains(why)),
+                "{why}: {err}"
+            );
+        }
     }
 
     #[test]

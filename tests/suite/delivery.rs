@@ -204,3 +204,96 @@ fn connect_in_background_returns_at_once_and_connects_when_the_broker_appears() 
     let e = wait_state(&states, ConnectionState::Disconnected);
     assert!(e.reason.is_some(), "{e:?}");
 }
+
+// ---- 2. No single message can stop the flow ----
+
+/// A persistent-session subscriber (QoS 1) with `max_packet_size(65536)` gets one message of
+/// 70,000 bytes, then five small ones. The big one is skipped without being buffered,
+/// acknowledged (so the broker does not resend it), counted as dropped and named in a state
+/// event; the five arrive. Before: the connection was reset, the broker resent the same
+/// message on every reconnect (19 disconnects in 15 s) and nothing after it arrived.
+fn oversized_message_is_skipped(url: &str, version: mqtt_pubsub::MqttVersion, tag: &str) {
+    let topic = format!("oversized/{tag}");
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        MqttOverWsProvider::builder(url)
+            .mqtt_version(version)
+            .client_id(format!("oversized-{tag}"))
+            .clean_session(false)
+            .max_packet_size(65536)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps
+        .subscribe_with(&topic, SubscribeOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    let publisher = connect(url);
+    let opts = PublishOptions::default().qos(QoS::AtLeastOnce);
+    publisher
+        .publish_with(&topic, vec![7u8; 70_000], opts.clone())
+        .unwrap();
+    for i in 0..5 {
+        publisher
+            .publish_with(&topic, format!("{i}"), opts.clone())
+            .unwrap();
+    }
+    assert_eq!(receive_numbers(&sub, 5), (0..5).collect(), "{tag}");
+    if version == mqtt_pubsub::MqttVersion::V3_1_1 {
+        // MQTT 5 announces the limit in CONNECT: the broker never sends it at all.
+        assert_eq!(sub.dropped(), 1, "{tag}: counted");
+        let mut named = false;
+        while let Ok(e) = states.try_recv() {
+            assert_ne!(
+                e.state,
+                ConnectionState::ConnectionDisrupted,
+                "{tag}: {e:?}"
+            );
+            named |= e
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains(&topic) && r.contains("70"));
+        }
+        assert!(named, "{tag}: a state event names the topic and size");
+    }
+    // The broker does not resend it on the next connection of the persistent session.
+    drop(sub);
+    ps.close().unwrap();
+    let again = PubSub::new();
+    let states = again.state_changes();
+    again
+        .add_provider(
+            MqttOverWsProvider::builder(url)
+                .mqtt_version(version)
+                .client_id(format!("oversized-{tag}"))
+                .clean_session(false)
+                .max_packet_size(65536)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let sub = again
+        .subscribe_with(&topic, SubscribeOptions::default().qos(QoS::AtLeastOnce))
+        .unwrap();
+    publisher.publish_with(&topic, "after", opts).unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"after");
+    assert_eq!(sub.dropped(), 0, "{tag}: not resent");
+    assert!(
+        states
+            .try_iter()
+            .all(|e| e.state != ConnectionState::ConnectionDisrupted),
+        "{tag}"
+    );
+    again.close().unwrap();
+}
+
+#[test]
+fn an_oversized_message_is_skipped_and_the_flow_goes_on_mosquitto() {
+    use mqtt_pubsub::MqttVersion::{V3_1_1, V5};
+    let Some(m) = Mosquitto::start() else { return };
+    oversized_message_is_skipped(&m.ws_url(), V3_1_1, "ws311");
+    oversized_message_is_skipped(&m.mqtt_url(), V3_1_1, "tcp311");
+    oversized_message_is_skipped(&m.ws_url(), V5, "ws5");
+    oversized_message_is_skipped(&m.mqtt_url(), V5, "tcp5");
+}

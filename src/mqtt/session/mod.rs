@@ -158,6 +158,8 @@ pub enum Event<R> {
     /// A subscribe request failed: the broker broke the protocol answering it (the text
     /// says how).
     Failed(R, String),
+    /// A message over `max_packet_size` was skipped (and acknowledged at its QoS).
+    Oversized(crate::mqtt::codec::Oversized),
 }
 
 #[derive(Debug)]
@@ -674,7 +676,11 @@ impl<R> Session<R> {
         self.clock = now;
         let packet = match packet {
             Inbound::Publish(p) if self.is_connected() => return self.inbound_publish(p),
-            Inbound::Publish(_) => Err(Error::Protocol("expected CONNACK, got PUBLISH".into()))?,
+            Inbound::Publish(_) | Inbound::Oversized(_) if !self.is_connected() => {
+                Err(Error::Protocol("expected CONNACK, got PUBLISH".into()))?
+            }
+            Inbound::Oversized(o) => return self.inbound_oversized(o),
+            Inbound::Publish(_) => unreachable!("handled above"),
             Inbound::Other(p) => Control::from_v311(p)?,
             Inbound::Control(c) => c,
         };
@@ -871,6 +877,30 @@ impl<R> Session<R> {
             }
             _ => self.events.push_back(Event::Message(p)),
         }
+        Ok(())
+    }
+
+    /// A PUBLISH over `max_packet_size`, skipped: acknowledged at its QoS as if delivered,
+    /// so that the broker stops resending it (a persistent session would otherwise get it
+    /// again on every connection and nothing after it), and reported as an event. QoS 2
+    /// keeps its identifier until PUBREL, as a delivered one does, so a resent copy is not
+    /// reported twice.
+    fn inbound_oversized(&mut self, o: crate::mqtt::codec::Oversized) -> Result<()> {
+        match (o.qos, o.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => wire::ack(0x40, id, &mut self.out),
+            (QoS::ExactlyOnce, Some(id)) => {
+                let first = self.inbound_qos2.insert(id);
+                if first {
+                    self.record(Journal::InboundReceived { pid: id });
+                }
+                wire::ack(0x50, id, &mut self.out);
+                if !first {
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        self.events.push_back(Event::Oversized(o));
         Ok(())
     }
 
@@ -1150,7 +1180,7 @@ pub(super) mod tests {
                 out.push(match p {
                     Inbound::Other(v) => v,
                     Inbound::Publish(f) => crate::mqtt::codec::decode_frame(f.as_bytes()).unwrap(),
-                    Inbound::Control(c) => unreachable!("a 3.1.1 framer made {c:?}"),
+                    other => unreachable!("a 3.1.1 framer of 1 MiB made {other:?}"),
                 });
                 Ok(())
             })
