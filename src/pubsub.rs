@@ -178,7 +178,8 @@ impl PubSub {
         if conn.ended_unfinished() {
             return Err(Error::timeout(
                 Operation::Close,
-                "publishes were still unfinished; their receipts say Closed",
+                "publishes were still unfinished (their receipts say Closed), or DISCONNECT \
+                 could not be written in time",
             ));
         }
         Ok(())
@@ -592,7 +593,8 @@ impl PubSub {
             Err(Error::timeout(
                 Operation::Close,
                 "publishes were still unfinished (at the close timeout, or the provider was \
-                 offline); their receipts say Closed",
+                 offline; their receipts say Closed), or DISCONNECT could not be written in \
+                 time",
             ))
         }
     }

@@ -1120,8 +1120,26 @@ impl Driver {
     /// fail what waits, end subscriptions. Never blocks.
     fn shutdown(&mut self, ws: Option<Ws>) {
         if let Some(mut ws) = ws {
-            // Best effort, non-blocking: the socket is closed when `ws` is dropped anyway.
-            ws.close();
+            match self.closing_state {
+                // DISCONNECT is out: end without a reset (which could discard it), within
+                // what is left of the second it has.
+                Closing::Disconnecting(until)
+                    if self.session.output().is_empty() && !ws.stream().frame_pending() =>
+                {
+                    ws.finish(until);
+                }
+                Closing::Disconnecting(_) => {
+                    log::warn!(
+                        "provider {}: DISCONNECT could not be written in time; the broker may \
+                         publish the last will",
+                        self.name
+                    );
+                    self.unfinished.store(true, Ordering::SeqCst);
+                    ws.close();
+                }
+                // Best effort, non-blocking: the socket is closed when `ws` is dropped anyway.
+                _ => ws.close(),
+            }
         }
         // Announced before draining: callers see Disconnected and stop sending.
         if self.state.get() != ConnectionState::Disconnected {

@@ -120,4 +120,29 @@ impl Link {
             }
         }
     }
+
+    /// Ends a connection whose last words (DISCONNECT) were written: [`Link::close`], then
+    /// our side of TCP is shut and what the server still sends is read and dropped until it
+    /// closes too, or until `until`. Closing a socket with unread input makes the kernel
+    /// reset the connection, and a reset discards what we wrote but the server had not read
+    /// yet — DISCONNECT, whose loss fires the last will.
+    pub fn finish(mut self, until: std::time::Instant) {
+        self.close();
+        let tcp = self.tcp();
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        if tcp.set_nonblocking(false).is_err() {
+            return;
+        }
+        let mut sink = [0u8; 4096];
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || tcp.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match std::io::Read::read(&mut &*tcp, &mut sink) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
 }

@@ -229,6 +229,10 @@ enum Phase {
     },
     /// CONNACK accepted: requests flow.
     Connected,
+    /// DISCONNECT queued (a graceful close): what the server still sends is read and
+    /// ignored, so that the connection stays up until DISCONNECT is written. Requests queue
+    /// as while disconnected.
+    Closing,
 }
 
 #[derive(Debug)]
@@ -631,7 +635,7 @@ impl<R> Session<R> {
     pub fn disconnect(&mut self) {
         if self.is_connected() {
             self.out.extend_from_slice(&[0xe0, 0]);
-            self.phase = Phase::Disconnected;
+            self.phase = Phase::Closing;
             self.keepalive.stop();
         }
     }
@@ -672,6 +676,13 @@ impl<R> Session<R> {
 
     /// Handles one packet from the broker, as the framer delivers it.
     pub fn handle_inbound(&mut self, packet: Inbound, now: Instant) -> Result<()> {
+        if let Phase::Closing = self.phase {
+            // After our DISCONNECT nothing is delivered or answered: a QoS 1/2 message left
+            // unacknowledged is the broker's to resend (persistent session). Failing here
+            // instead ended the connection before DISCONNECT was written, and the broker
+            // published the will a graceful close promises to cancel.
+            return Ok(());
+        }
         self.keepalive.received(now);
         self.clock = now;
         let packet = match packet {
