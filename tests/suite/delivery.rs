@@ -318,7 +318,7 @@ fn graceful_close_sends_no_will(m: &Mosquitto, version: mqtt_pubsub::MqttVersion
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 p.publish(topic.as_str(), format!("{i}")).unwrap();
                 i += 1;
-                if i % 256 == 0 {
+                if i.is_multiple_of(256) {
                     p.flush(WAIT).unwrap();
                 }
             }
