@@ -446,6 +446,15 @@ impl ConnectionOptions {
                 "receive_maximum must be at least 1".into(),
             ));
         }
+        let outlives = !self.clean_session || self.session_expiry.is_some_and(|d| !d.is_zero());
+        if outlives && self.client_id.is_none() {
+            return Err(crate::error::Error::InvalidConfig(
+                "a persistent session (clean_session(false), or an MQTT 5 session_expiry) needs \
+                 a fixed client_id: with a random one every run starts a new session and \
+                 leaves the last one orphaned on the broker; add .client_id(\"...\")"
+                    .into(),
+            ));
+        }
         if let Some(o) = self.outbox() {
             if self.client_id.is_none() {
                 return Err(crate::error::Error::InvalidConfig(

@@ -64,6 +64,8 @@ pub struct Outbox {
     file: File,
     /// Held (locked) while open.
     _lock: File,
+    /// This process's claim on the directory.
+    _claim: Claim,
     binding: Record,
     /// Records not yet written.
     pending: Vec<u8>,
@@ -78,6 +80,51 @@ pub struct Outbox {
     live_bytes: u64,
     max_bytes: u64,
     file_len: u64,
+}
+
+/// The outbox directories open in this process. The lock file tells processes apart, not
+/// two openers in one process (a second `PubSub`, a second provider), which deserve their
+/// own error.
+static OPEN_HERE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// One directory of [`OPEN_HERE`], released when the outbox closes.
+#[derive(Debug)]
+struct Claim(PathBuf);
+
+impl Claim {
+    fn take(dir: &std::path::Path) -> std::result::Result<Claim, String> {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut open = OPEN_HERE.lock().unwrap_or_else(|e| e.into_inner());
+        if open.contains(&dir) {
+            return Err(
+                "already open in this process (by another provider, or another PubSub \
+                 that has not closed it yet): one provider per outbox"
+                    .into(),
+            );
+        }
+        open.push(dir.clone());
+        Ok(Claim(dir))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        OPEN_HERE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| *d != self.0);
+    }
+}
+
+/// Whether an outbox bound to `stored` may be opened for `wanted`: each is a client id and
+/// a space-separated list of broker URLs. The same client and a broker set that shares a URL
+/// (a failover list reordered, or grown) is the same destination.
+fn same_destination(stored: (&str, &str), wanted: (&str, &str)) -> bool {
+    stored.0 == wanted.0
+        && stored
+            .1
+            .split(' ')
+            .any(|u| wanted.1.split(' ').any(|w| w == u))
 }
 
 /// What an outbox kept from an earlier process.
@@ -101,6 +148,7 @@ impl Outbox {
             message,
         };
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating the directory: {e}")))?;
+        let claim = Claim::take(&dir).map_err(err)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -128,9 +176,12 @@ impl Outbox {
             url: url.to_string(),
         };
         if let Some((c, u)) = &state.binding {
-            if c != client_id || u != url {
+            if !same_destination((c, u), (client_id, url)) {
                 return Err(err(format!(
-                    "it belongs to client {c:?} at {u}, not to client {client_id:?} at {url}"
+                    "it belongs to client {c:?} at {u}, not to client {client_id:?} at {url}; \
+                     open it with that client id and one of those broker URLs to send what it \
+                     holds, or move the directory away to start afresh (what it holds is then \
+                     not sent)"
                 )));
             }
         }
@@ -147,6 +198,7 @@ impl Outbox {
                 .map_err(|e| err(format!("opening {LOG}: {e}")))?,
             dir: dir.clone(),
             _lock: lock,
+            _claim: claim,
             binding,
             pending: Vec::new(),
             must_sync: false,
@@ -429,9 +481,12 @@ mod tests {
                 Journal::Finished { ticket: 3 },
             ]);
             o.commit().unwrap();
-            // A second opener in this process is refused too (the lock is per open file).
+            // A second opener in this process is refused too, and told so.
             let e = Outbox::open(&options(&d), "c", "mqtt://b").unwrap_err();
-            assert!(e.to_string().contains("in use"), "{e}");
+            assert!(
+                e.to_string().contains("already open in this process"),
+                "{e}"
+            );
         }
         let (_o, kept) = Outbox::open(&options(&d), "c", "mqtt://b").unwrap();
         let tickets: Vec<u64> = kept.publishes.iter().map(|p| p.ticket).collect();

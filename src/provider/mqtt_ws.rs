@@ -105,7 +105,15 @@ impl Opener for StaticUrls {
 
 impl sealed::Sealed for MqttOverWsProvider {
     fn into_spec(self) -> ProviderSpec {
-        let binding_url = crate::net::websocket::redact(&self.urls[0]);
+        // The outbox is bound to the set of brokers, not to the order of the failover list.
+        let mut shown: Vec<String> = self
+            .urls
+            .iter()
+            .map(crate::net::websocket::redact)
+            .collect();
+        shown.sort();
+        shown.dedup();
+        let binding_url = shown.join(" ");
         let reqs = self
             .urls
             .into_iter()

@@ -375,3 +375,118 @@ fn a_graceful_close_while_messages_stream_in_sends_no_will_mosquitto() {
     graceful_close_sends_no_will(&m, mqtt_pubsub::MqttVersion::V3_1_1, "v311");
     graceful_close_sends_no_will(&m, mqtt_pubsub::MqttVersion::V5, "v5");
 }
+
+// ---- 7. Smaller items ----
+
+/// A persistent session without a fixed client id would start a new session on every run
+/// and leave the last one orphaned on the broker: `build()` says so.
+#[test]
+fn a_persistent_session_without_a_client_id_is_a_build_error() {
+    for builder in [
+        MqttOverWsProvider::builder("ws://127.0.0.1:1/").clean_session(false),
+        MqttOverWsProvider::builder("ws://127.0.0.1:1/")
+            .mqtt_version(mqtt_pubsub::MqttVersion::V5)
+            .session_expiry(Duration::from_secs(3600)),
+    ] {
+        let err = builder.build().unwrap_err();
+        assert!(
+            matches!(&err, mqtt_pubsub::Error::InvalidConfig(m) if m.contains("client_id")),
+            "{err}"
+        );
+    }
+    // With an id, or a session that ends with the connection, it builds.
+    MqttOverWsProvider::builder("ws://127.0.0.1:1/")
+        .clean_session(false)
+        .client_id("fixed")
+        .build()
+        .unwrap();
+    MqttOverWsProvider::builder("ws://127.0.0.1:1/")
+        .mqtt_version(mqtt_pubsub::MqttVersion::V5)
+        .session_expiry(Duration::ZERO)
+        .build()
+        .unwrap();
+}
+
+/// An outbox is bound to its client and broker set, not to the order of the failover list:
+/// publishes stranded by a run with `[A, B]` are sent by a run with `[B, A]`. Before: "it
+/// belongs to client ... at A", and the messages stayed stranded.
+#[test]
+fn an_outbox_opens_with_its_failover_list_reordered() {
+    let Some(m) = Mosquitto::start() else { return };
+    let watcher = connect(&m.ws_url());
+    let sub = watcher
+        .subscribe_with(
+            "reorder/x",
+            SubscribeOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    let (a, b) = (free_port(), free_port());
+    let (url_a, url_b) = (
+        format!("ws://127.0.0.1:{a}/"),
+        format!("ws://127.0.0.1:{b}/"),
+    );
+    let dir = TempDir::new("reorder");
+    let open = |first: &str, second: &str| {
+        let ps = PubSub::new();
+        ps.add_provider(
+            MqttOverWsProvider::builder(first)
+                .fallback_urls([second])
+                .client_id("reorder")
+                .outbox(dir.path())
+                .build()
+                .unwrap(),
+        )
+        .map(|()| ps)
+    };
+    // Both unreachable: the publish stays in the outbox.
+    let ps = open(&url_a, &url_b).unwrap();
+    ps.publish_with(
+        "reorder/x",
+        "kept",
+        PublishOptions::default().qos(QoS::AtLeastOnce),
+    )
+    .unwrap();
+    let _ = ps.close();
+    drop(ps);
+    let _b = Proxy::start_at(b, m.ws_port);
+    let ps = open(&url_b, &url_a).expect("the same broker set, reordered");
+    ps.flush(WAIT).unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"kept");
+    ps.close().unwrap();
+    // Another broker set altogether is refused, and the error says how to proceed.
+    let elsewhere = (
+        format!("ws://127.0.0.1:{}/", free_port()),
+        format!("ws://127.0.0.1:{}/", free_port()),
+    );
+    let Err(err) = open(&elsewhere.0, &elsewhere.1) else {
+        panic!("another destination was accepted");
+    };
+    assert!(err.to_string().contains("move the directory away"), "{err}");
+}
+
+/// One outbox opened twice in one process says what happened (not "another process").
+#[test]
+fn one_outbox_opened_twice_in_one_process_says_so() {
+    let dir = TempDir::new("twice");
+    let url = format!("ws://127.0.0.1:{}/", free_port());
+    let provider = || {
+        MqttOverWsProvider::builder(&url)
+            .client_id("twice")
+            .outbox(dir.path())
+            .connect_in_background(true)
+            .build()
+            .unwrap()
+    };
+    let first = PubSub::new();
+    first.add_provider(provider()).unwrap();
+    let err = PubSub::new().add_provider(provider()).unwrap_err();
+    assert!(
+        err.to_string().contains("already open in this process"),
+        "{err}"
+    );
+    // Once the first closes, the directory is free again.
+    let _ = first.close();
+    let again = PubSub::new();
+    again.add_provider(provider()).unwrap();
+    let _ = again.close();
+}
