@@ -188,10 +188,13 @@ pub enum Error {
     },
     /// A payload exceeds the provider's or the protocol's limit.
     PayloadTooLarge {
-        /// The payload size in bytes.
+        /// The payload size in bytes (for a packet limit, the whole packet's).
         size: usize,
         /// The limit.
         max: usize,
+        /// Whose limit it is and what it counts (e.g. "provider AWSIoTProvider's payload
+        /// limit").
+        limit: String,
     },
     /// The operation is not supported by this provider (e.g. QoS 2 on AWS IoT).
     Unsupported(String),
@@ -316,11 +319,8 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::InvalidTopic { topic, reason } => write!(f, "invalid topic {topic:?}: {reason}"),
-            Error::PayloadTooLarge { size, max } => {
-                write!(
-                    f,
-                    "payload of {size} bytes exceeds the limit of {max} bytes"
-                )
+            Error::PayloadTooLarge { size, max, limit } => {
+                write!(f, "{size} bytes exceed {limit} of {max} bytes")
             }
             Error::Unsupported(s) => write!(f, "unsupported: {s}"),
             Error::ConnectionLost(s) => write!(f, "connection lost: {s}"),

@@ -369,10 +369,21 @@ impl PubSub {
                 return Err(Error::PayloadTooLarge {
                     size: payload.len(),
                     max: c.limits.max_payload,
+                    limit: format!("provider {}'s payload limit", c.name),
                 });
             }
             for t in &topics {
                 check_topic_limits(&c.limits, t)?;
+                // What the server's CONNACK said it does not take fails here, at every QoS
+                // (a QoS 0 publish would otherwise return Ok and never be sent).
+                c.check_server_limits(options.qos, options.retain, || {
+                    crate::mqtt::session::publish_size(
+                        t.len(),
+                        options.qos,
+                        (c.version == crate::MqttVersion::V5).then_some(props.len()),
+                        payload.len(),
+                    )
+                })?;
             }
         }
         let deadline = deadline_after(options.timeout.unwrap_or(targets[0].operation_timeout));

@@ -26,13 +26,75 @@ impl fmt::Display for ConnectionState {
     }
 }
 
-/// A provider's current state, readable without a lock from any thread.
+/// A provider's current state, readable without a lock from any thread, and what its
+/// server's last CONNACK allows (so that a publish it would refuse fails at the call).
 #[derive(Debug)]
-pub(crate) struct SharedState(std::sync::atomic::AtomicU8);
+pub(crate) struct SharedState(
+    std::sync::atomic::AtomicU8,
+    /// Maximum QoS (0–2) | retain available (bit 7).
+    std::sync::atomic::AtomicU8,
+    /// Maximum Packet Size (0: none said).
+    std::sync::atomic::AtomicU32,
+);
 
 impl SharedState {
     pub fn new(state: ConnectionState) -> SharedState {
-        SharedState(std::sync::atomic::AtomicU8::new(state as u8))
+        SharedState(
+            std::sync::atomic::AtomicU8::new(state as u8),
+            std::sync::atomic::AtomicU8::new(0x80 | 2),
+            std::sync::atomic::AtomicU32::new(0),
+        )
+    }
+
+    /// Takes the limits of a new connection's CONNACK.
+    pub fn set_server_limits(&self, limits: &crate::mqtt::session::ServerLimits) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.1.store(
+            (limits.maximum_qos as u8) | if limits.retain_available { 0x80 } else { 0 },
+            SeqCst,
+        );
+        self.2
+            .store(limits.maximum_packet_size.unwrap_or(0), SeqCst);
+    }
+
+    /// Whether the server of the last connection takes a publish of this shape, or the error
+    /// naming the limit and `provider`. (A reconnect may bring other limits: the I/O thread
+    /// checks again when it sends.)
+    pub fn check_publish(
+        &self,
+        provider: &str,
+        qos: crate::mqtt::QoS,
+        retain: bool,
+        size: impl Fn() -> usize,
+    ) -> crate::error::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let caps = self.1.load(SeqCst);
+        if qos as u8 > caps & 3 {
+            return Err(crate::error::Error::Unsupported(format!(
+                "QoS {} publish: provider {provider}'s server allows at most QoS {} (CONNACK \
+                 Maximum QoS)",
+                qos as u8,
+                caps & 3
+            )));
+        }
+        if retain && caps & 0x80 == 0 {
+            return Err(crate::error::Error::Unsupported(format!(
+                "retained publish: provider {provider}'s server has no retained messages \
+                 (CONNACK Retain Available 0)"
+            )));
+        }
+        let max = self.2.load(SeqCst) as usize;
+        if max > 0 && size() > max {
+            return Err(crate::error::Error::PayloadTooLarge {
+                size: size(),
+                max,
+                limit: format!(
+                    "provider {provider}'s server Maximum Packet Size (CONNACK), which counts \
+                     the whole PUBLISH packet"
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn get(&self) -> ConnectionState {

@@ -489,6 +489,7 @@ impl Driver {
             self.name,
         );
         self.url_in_use = Some(shown);
+        self.state.set_server_limits(self.session.server_limits());
         Ok(ws)
     }
 
@@ -806,6 +807,19 @@ impl Driver {
                     retain,
                     props,
                 };
+                // What the server of this connection refuses fails the call (checked at the
+                // call too; a reconnect can bring stricter limits). Handing the reply to the
+                // session first would drop it on the error, and the caller saw `Closed`.
+                if let Err(e) = self.session.check_publish(&packet) {
+                    let e = self.name_provider(e);
+                    match reply {
+                        Some(r) => {
+                            let _ = r.send(Err(e));
+                        }
+                        None => log::warn!("provider {}: not sent: {e}", self.name),
+                    }
+                    return;
+                }
                 if qos != QoS::AtMostOnce {
                     if let Some(outbox) = self.outbox.as_mut() {
                         // Durable: recorded now, answered once committed.
@@ -1064,6 +1078,19 @@ impl Driver {
                     self.apply(changes);
                 }
             }
+        }
+    }
+
+    /// An error of the session's limit checks, with this provider named in it.
+    fn name_provider(&self, e: Error) -> Error {
+        match e {
+            Error::PayloadTooLarge { size, max, limit } => Error::PayloadTooLarge {
+                size,
+                max,
+                limit: format!("provider {}: {limit}", self.name),
+            },
+            Error::Unsupported(s) => Error::Unsupported(format!("provider {}: {s}", self.name)),
+            other => other,
         }
     }
 

@@ -234,6 +234,16 @@ impl Connection {
         })
     }
 
+    /// Whether this provider's server (its last CONNACK) takes such a publish.
+    pub fn check_server_limits(
+        &self,
+        qos: QoS,
+        retain: bool,
+        size: impl Fn() -> usize,
+    ) -> Result<()> {
+        self.state.check_publish(&self.name, qos, retain, size)
+    }
+
     /// Starts a publish, blocking until `deadline` while the queue is full. QoS 1/2 give
     /// the receiver of their acknowledgement.
     pub fn publish(

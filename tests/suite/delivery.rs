@@ -490,3 +490,59 @@ fn one_outbox_opened_twice_in_one_process_says_so() {
     again.add_provider(provider()).unwrap();
     let _ = again.close();
 }
+
+// ---- 4. MQTT 5 CONNACK limits fail the call that breaks them ----
+
+/// mosquitto with `max_packet_size 256`, `max_qos 0` and `retain_available false` says so in
+/// its MQTT 5 CONNACK. A publish that breaks a limit fails at the call with the documented
+/// error naming the limit and the provider — at every QoS; one that keeps to them arrives.
+/// Before: QoS 1 failed with `Closed` while Connected, and a QoS 0 retained or oversized
+/// publish returned `Ok(())` and was never sent.
+#[test]
+fn connack_limits_fail_the_call_at_every_qos_mosquitto() {
+    let Some(m) =
+        Mosquitto::start_with_listener("max_packet_size 256\nmax_qos 0\nretain_available false\n")
+    else {
+        return;
+    };
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.ws_url())
+            .mqtt_version(mqtt_pubsub::MqttVersion::V5)
+            .name("limited")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("limits/#").unwrap();
+    let qos0 = PublishOptions::default();
+    let err = ps
+        .publish_with("limits/a", "x", qos0.clone().qos(QoS::AtLeastOnce))
+        .unwrap_err();
+    assert!(
+        matches!(&err, mqtt_pubsub::Error::Unsupported(t) if t.contains("limited") && t.contains("QoS 0")),
+        "{err}"
+    );
+    let err = ps
+        .publish_with("limits/a", "x", qos0.clone().qos(QoS::ExactlyOnce))
+        .unwrap_err();
+    assert!(matches!(&err, mqtt_pubsub::Error::Unsupported(_)), "{err}");
+    let err = ps
+        .publish_with("limits/a", "x", qos0.clone().retain(true))
+        .unwrap_err();
+    assert!(
+        matches!(&err, mqtt_pubsub::Error::Unsupported(t) if t.contains("retain")),
+        "{err}"
+    );
+    let err = ps
+        .publish_with("limits/a", vec![b'x'; 300], qos0.clone())
+        .unwrap_err();
+    assert!(
+        matches!(&err, mqtt_pubsub::Error::PayloadTooLarge { max: 256, limit, .. } if limit.contains("limited")),
+        "{err}"
+    );
+    // Within the limits: sent and received, and the provider stays connected.
+    ps.publish_with("limits/a", "fits", qos0).unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"fits");
+    assert_eq!(ps.state("limited"), Some(ConnectionState::Connected));
+}

@@ -33,6 +33,16 @@ impl Mosquitto {
 
     /// Starts with extra global configuration lines.
     pub fn start_with(extra: &str) -> Option<Mosquitto> {
+        Self::start_configured(extra, "")
+    }
+
+    /// Starts with extra configuration lines for every listener (`per_listener_settings` is
+    /// on: e.g. `max_qos`, `retain_available`).
+    pub fn start_with_listener(each: &str) -> Option<Mosquitto> {
+        Self::start_configured("", each)
+    }
+
+    fn start_configured(extra: &str, each: &str) -> Option<Mosquitto> {
         let bin = on_path("mosquitto");
         if !available("mosquitto", bin.is_some()) {
             return None;
@@ -86,7 +96,8 @@ impl Mosquitto {
              cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n\
              listener {mqtts_mtls} 127.0.0.1\nallow_anonymous true\n\
              cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n"
-        );
+        )
+            .replace(" 127.0.0.1\n", &format!(" 127.0.0.1\n{each}"));
             let conf_path = dir.path().join("mosquitto.conf");
             std::fs::write(&conf_path, conf).unwrap();
             let mut process = Process::spawn(

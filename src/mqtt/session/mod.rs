@@ -14,7 +14,7 @@ mod resend;
 mod wire;
 
 pub use resend::STRIKES;
-pub use wire::ServerLimits;
+pub use wire::{publish_size, ServerLimits};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -539,6 +539,15 @@ impl<R> Session<R> {
             },
             reply,
         )
+    }
+
+    /// Whether the server of the current (or last) connection takes `packet`: its QoS,
+    /// retain flag and size against the CONNACK's limits (MQTT 5; 3.1.1 says none).
+    pub fn check_publish(&self, packet: &Outgoing) -> Result<()> {
+        if self.cfg.version == MqttVersion::V5 {
+            self.wire.limits.check(packet)?;
+        }
+        Ok(())
     }
 
     /// Publishes `packet` (with MQTT 5 properties, ignored in 3.1.1), like

@@ -96,6 +96,9 @@ impl ServerLimits {
                 return Err(Error::PayloadTooLarge {
                     size,
                     max: max as usize,
+                    limit: "the server's Maximum Packet Size (CONNACK), which counts the whole \
+                            PUBLISH packet"
+                        .into(),
                 });
             }
         }
@@ -121,9 +124,15 @@ impl ServerLimits {
 
 /// The size of `packet`'s v5 PUBLISH without a topic alias.
 fn encoded_size(p: &Outgoing) -> usize {
-    let id_len = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-    let props = v5::varint_len(p.props.len()) + p.props.len();
-    let remaining = 2 + p.topic.len() + id_len + props + p.payload.len();
+    publish_size(p.topic.len(), p.qos, Some(p.props.len()), p.payload.len())
+}
+
+/// The size of a PUBLISH with a topic of `topic` bytes (no alias), properties of `props`
+/// bytes (`None`: MQTT 3.1.1, which has none) and a payload of `payload` bytes.
+pub fn publish_size(topic: usize, qos: QoS, props: Option<usize>, payload: usize) -> usize {
+    let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let props = props.map_or(0, |n| v5::varint_len(n) + n);
+    let remaining = 2 + topic + id_len + props + payload;
     1 + v5::varint_len(remaining) + remaining
 }
 
