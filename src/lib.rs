@@ -71,14 +71,15 @@ pub use message::{Message, Payload, Topics};
 pub use mqtt::v5::{MqttVersion, ReasonCode};
 pub use mqtt::QoS;
 pub use options::{
-    LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, RetainHandling, SubscribeOptions,
+    DisconnectOptions, LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, RetainHandling,
+    SubscribeOptions,
 };
 pub use outbox::OutboxSync;
 #[cfg(feature = "aws-iot")]
 pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
 pub use provider::{MqttOverWsProvider, MqttOverWsProviderBuilder, Provider};
 pub use pubsub::{PubSub, PublishReceipt};
-pub use state::{ConnectionState, StateEvent};
+pub use state::{Connack, ConnectionState, StateEvent};
 pub use subscription::{Iter, Subscription, TryIter};
 
 /// The sans-IO layers, exposed for the fuzz targets, the benchmark and the tests (feature

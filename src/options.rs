@@ -262,6 +262,72 @@ pub enum RetainHandling {
     DoNotSend,
 }
 
+/// MQTT 5 DISCONNECT properties for [`PubSub::close_with`](crate::PubSub::close_with).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mqtt_pubsub::{DisconnectOptions, PubSub};
+/// # let pubsub = PubSub::new();
+/// // Keep the session on the broker for a day after this close, and say why we leave.
+/// pubsub.close_with(
+///     DisconnectOptions::default()
+///         .session_expiry(Duration::from_secs(86_400))
+///         .reason_string("maintenance"),
+/// )?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct DisconnectOptions {
+    pub(crate) session_expiry: Option<Duration>,
+    pub(crate) props: crate::mqtt::v5::Properties,
+}
+
+impl DisconnectOptions {
+    /// The session expiry from this disconnect on (MQTT 5 allows changing it here, except
+    /// from zero to non-zero: a provider whose CONNECT said the session ends with the
+    /// connection refuses a non-zero value at the call).
+    pub fn session_expiry(mut self, expiry: Duration) -> Self {
+        self.session_expiry = Some(expiry);
+        self
+    }
+
+    /// A reason string for the server (its logs).
+    pub fn reason_string(mut self, reason: impl Into<String>) -> Self {
+        self.props.push(
+            crate::mqtt::v5::id::REASON_STRING,
+            crate::mqtt::v5::Value::Str(reason.into()),
+        );
+        self
+    }
+
+    /// A user property.
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.props.push(
+            crate::mqtt::v5::id::USER_PROPERTY,
+            crate::mqtt::v5::Value::Pair(key.into(), value.into()),
+        );
+        self
+    }
+
+    /// The encoded property bytes (without their length).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut props = self.props.clone();
+        if let Some(d) = self.session_expiry {
+            props.push(
+                crate::mqtt::v5::id::SESSION_EXPIRY_INTERVAL,
+                crate::mqtt::v5::Value::U32(d.as_secs().min(u64::from(u32::MAX)) as u32),
+            );
+        }
+        let mut out = Vec::new();
+        props.encode_body(&mut out);
+        out
+    }
+}
+
+/// A subscription option bit of ours (MQTT's bit 6 is reserved and never sent): retain
+/// handling was asked for explicitly.
+pub(crate) const RETAIN_HANDLING_SET: u8 = 0x40;
+
 /// Options of one subscribe call: the default is QoS 0, every provider.
 ///
 /// ```
@@ -279,7 +345,8 @@ pub struct SubscribeOptions {
     pub(crate) capacity: Option<usize>,
     pub(crate) max_bytes: Option<usize>,
     pub(crate) timeout: Option<Duration>,
-    /// MQTT 5 option bits: no local 0x04, retain as published 0x08, retain handling 0x30.
+    /// MQTT 5 option bits: no local 0x04, retain as published 0x08, retain handling 0x30;
+    /// and ours, never sent: [`RETAIN_HANDLING_SET`].
     pub(crate) v5_bits: u8,
 }
 
@@ -298,13 +365,19 @@ impl SubscribeOptions {
     }
 
     /// MQTT 5: when the server sends retained messages for this subscription.
+    ///
+    /// Subscriptions of the same filter share one MQTT subscription, and the server sends
+    /// retained messages only for a SUBSCRIBE. So `SendOnSubscribe` asked explicitly for a
+    /// filter this provider already subscribes to (or covers with a wider one) cannot be
+    /// honoured: the subscribe call fails with `Error::Unsupported` naming the filter, rather
+    /// than succeed without the retained messages it asked for.
     pub fn retain_handling(mut self, handling: RetainHandling) -> Self {
         let bits = match handling {
             RetainHandling::SendOnSubscribe => 0,
             RetainHandling::SendIfNew => 1,
             RetainHandling::DoNotSend => 2,
         };
-        self.v5_bits = (self.v5_bits & !0x30) | (bits << 4);
+        self.v5_bits = (self.v5_bits & !0x30) | (bits << 4) | RETAIN_HANDLING_SET;
         self
     }
 

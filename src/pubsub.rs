@@ -590,6 +590,39 @@ impl PubSub {
     /// Everything is closed either way; the result says whether everything accepted got out:
     /// [`Error::Timeout`] with [`Operation::Close`] when some publish was still unfinished.
     pub fn close(&self) -> Result<()> {
+        self.close_with(crate::DisconnectOptions::default())
+    }
+
+    /// Like [`PubSub::close`], with MQTT 5 properties in each provider's DISCONNECT (a
+    /// session expiry set at disconnect, a reason string, user properties). Checked first:
+    /// properties for a 3.1.1 provider are [`Error::Unsupported`], and a non-zero session
+    /// expiry for a provider whose session was to end with the connection is
+    /// [`Error::InvalidConfig`] (MQTT 5 forbids that change) — nothing is closed then.
+    pub fn close_with(&self, options: crate::DisconnectOptions) -> Result<()> {
+        let props = options.encode();
+        if !props.is_empty() {
+            for c in self.read().iter() {
+                if c.version != crate::MqttVersion::V5 {
+                    return Err(Error::Unsupported(format!(
+                        "DISCONNECT properties are MQTT 5; provider {} speaks 3.1.1",
+                        c.name
+                    )));
+                }
+                if options.session_expiry.is_some_and(|d| !d.is_zero())
+                    && c.session_ends_with_connection()
+                {
+                    return Err(Error::InvalidConfig(format!(
+                        "a session expiry at DISCONNECT for provider {}, whose CONNECT said the \
+                         session ends with the connection: MQTT 5 forbids it; connect with \
+                         clean_session(false) or a session_expiry instead",
+                        c.name
+                    )));
+                }
+            }
+            for c in self.read().iter() {
+                c.set_disconnect_properties(props.clone());
+            }
+        }
         self.inner.closed.store(true, Ordering::SeqCst);
         let list = std::mem::take(
             &mut *self

@@ -35,6 +35,8 @@ pub(crate) struct SharedState(
     std::sync::atomic::AtomicU8,
     /// Maximum Packet Size (0: none said).
     std::sync::atomic::AtomicU32,
+    /// MQTT 5 properties for the DISCONNECT of a graceful close (set before it starts).
+    std::sync::Mutex<Vec<u8>>,
 );
 
 impl SharedState {
@@ -43,7 +45,18 @@ impl SharedState {
             std::sync::atomic::AtomicU8::new(state as u8),
             std::sync::atomic::AtomicU8::new(0x80 | 2),
             std::sync::atomic::AtomicU32::new(0),
+            std::sync::Mutex::new(Vec::new()),
         )
+    }
+
+    /// Sets the properties the graceful close's DISCONNECT carries.
+    pub fn set_disconnect_properties(&self, props: Vec<u8>) {
+        *self.3.lock().unwrap_or_else(|e| e.into_inner()) = props;
+    }
+
+    /// The properties the graceful close's DISCONNECT carries.
+    pub fn disconnect_properties(&self) -> Vec<u8> {
+        self.3.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Takes the limits of a new connection's CONNACK.
@@ -114,6 +127,7 @@ impl SharedState {
 
 /// A change of a provider's connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateEvent {
     /// The provider's name.
     pub provider: String,
@@ -128,6 +142,33 @@ pub struct StateEvent {
     /// of response topics it wants), when `request_response_information(true)` asked for it
     /// and the server had one.
     pub response_information: Option<String>,
+    /// On `Connected`: what the server said in CONNACK (whether it kept our session, the
+    /// client identifier it assigned, the keep-alive and limits in force).
+    pub connack: Option<Connack>,
+}
+
+/// What a server said in its CONNACK, as a `Connected` [`StateEvent`] carries it. A
+/// persistent-session application learns here whether its session survived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Connack {
+    /// The server kept a session for this client id (always `false` on a clean session).
+    pub session_present: bool,
+    /// MQTT 5: the client identifier the server assigned (when we sent none of our own).
+    pub assigned_client_id: Option<String>,
+    /// The keep-alive in force: the server's (MQTT 5 Server Keep Alive) when it set one, else
+    /// ours.
+    pub keep_alive: std::time::Duration,
+    /// MQTT 5: most unacknowledged QoS 1/2 publishes the server takes (65535: no limit said).
+    pub receive_maximum: u16,
+    /// MQTT 5: the largest packet the server takes, if it said.
+    pub maximum_packet_size: Option<u32>,
+    /// MQTT 5: the highest QoS the server supports (QoS 2 when it did not say).
+    pub maximum_qos: crate::QoS,
+    /// MQTT 5: whether the server keeps retained messages.
+    pub retain_available: bool,
+    /// MQTT 5: the highest topic alias the server takes from us (0: none).
+    pub topic_alias_maximum: u16,
 }
 
 /// Fans state events out to every `state_changes()` receiver.

@@ -250,7 +250,25 @@ impl Driver {
             response_information: (state == ConnectionState::Connected)
                 .then(|| self.session.server_limits().response_information.clone())
                 .flatten(),
+            connack: (state == ConnectionState::Connected).then(|| self.connack()),
         });
+    }
+
+    /// What the last CONNACK said, for the `Connected` event.
+    fn connack(&self) -> crate::state::Connack {
+        let l = self.session.server_limits();
+        crate::state::Connack {
+            session_present: self.session.session_present(),
+            assigned_client_id: l.assigned_client_id.clone(),
+            keep_alive: l
+                .server_keep_alive
+                .map_or(self.options.keep_alive, |s| Duration::from_secs(s.into())),
+            receive_maximum: l.receive_maximum,
+            maximum_packet_size: l.maximum_packet_size,
+            maximum_qos: l.maximum_qos,
+            retain_available: l.retain_available,
+            topic_alias_maximum: l.topic_alias_maximum,
+        }
     }
 
     fn closing(&self) -> bool {
@@ -746,7 +764,7 @@ impl Driver {
                             self.name
                         );
                     }
-                    self.session.disconnect();
+                    self.session.disconnect(&self.state.disconnect_properties());
                     self.closing_state = Closing::Disconnecting(deadline_after(CLOSE_FLUSH));
                 }
                 None
@@ -862,6 +880,10 @@ impl Driver {
                 sink,
                 reply,
             } => {
+                if let Some(refusal) = self.retained_not_sendable(&filters, options) {
+                    let _ = reply.send(Err(Error::Unsupported(refusal)));
+                    return;
+                }
                 for (f, _) in &filters {
                     self.session.set_subscription_options(f, options);
                 }
@@ -1081,6 +1103,29 @@ impl Driver {
         }
     }
 
+    /// Why retained messages asked for explicitly (`SendOnSubscribe`) cannot come: a filter
+    /// is already subscribed (or covered) on the broker, so no SUBSCRIBE goes out for it.
+    fn retained_not_sendable(&self, filters: &[(String, QoS)], options: u8) -> Option<String> {
+        if options & crate::options::RETAIN_HANDLING_SET == 0 || options & 0x30 != 0 {
+            return None;
+        }
+        let active = self.router.active();
+        filters.iter().find_map(|(f, _)| {
+            let (held, _) = active
+                .iter()
+                .find(|(a, _)| crate::mqtt::router::covers(a, f))?;
+            Some(format!(
+                "retain_handling(SendOnSubscribe) for \"{}\": provider {} already subscribes to \
+                 \"{}\", so no SUBSCRIBE goes out and the server sends no retained messages for \
+                 this subscription; subscribe through another provider (a connection of its \
+                 own) to get them",
+                crate::error::printable(f),
+                self.name,
+                crate::error::printable(held)
+            ))
+        })
+    }
+
     /// An error of the session's limit checks, with this provider named in it.
     fn name_provider(&self, e: Error) -> Error {
         match e {
@@ -1122,6 +1167,7 @@ impl Driver {
             reason: Some(reason),
             url: None,
             response_information: None,
+            connack: None,
         });
     }
 
@@ -1135,6 +1181,7 @@ impl Driver {
             reason: Some(reason),
             url: None,
             response_information: None,
+            connack: None,
         });
     }
 

@@ -67,6 +67,8 @@ pub(crate) struct Connection {
     pub offline_qos0: crate::options::OfflineQoS0,
     /// Whether the session is clean (a persistent one keeps subscriptions on drop).
     clean_session: bool,
+    /// Whether CONNECT said the session ends with the connection (MQTT 5 session expiry 0).
+    session_expiry_zero: bool,
     cmd_tx: queue::QueueSender<Command>,
     wake: Arc<Wake>,
     closing: Arc<AtomicBool>,
@@ -134,6 +136,7 @@ fn ended(state: &SharedState, hub: &StateHub, name: &str, reason: String) -> Str
         reason: Some(reason.clone()),
         url: None,
         response_information: None,
+        connack: None,
     });
     reason
 }
@@ -170,6 +173,11 @@ impl Connection {
         let subscription_max_bytes = spec.options.subscription_max_bytes;
         let offline_qos0 = spec.options.offline_qos0;
         let clean_session = spec.options.clean_session;
+        let session_expiry_zero = spec
+            .options
+            .v5_connect()
+            .session_expiry
+            .is_none_or(|s| s == 0);
         let version = spec.options.mqtt_version;
         // Boxed: the I/O thread's closure and `run` move a pointer, not the driver's 2.4 KB,
         // so the copies never land on (and stay resident in) the thread's stack.
@@ -224,6 +232,7 @@ impl Connection {
             subscription_max_bytes,
             offline_qos0,
             clean_session,
+            session_expiry_zero,
             cmd_tx,
             wake,
             closing,
@@ -370,6 +379,16 @@ impl Connection {
     pub fn close(&self) {
         self.begin_close();
         self.join();
+    }
+
+    /// MQTT 5 DISCONNECT properties for the graceful close about to begin.
+    pub fn set_disconnect_properties(&self, props: Vec<u8>) {
+        self.state.set_disconnect_properties(props);
+    }
+
+    /// Whether the session ended with the connection as CONNECT said (session expiry 0).
+    pub fn session_ends_with_connection(&self) -> bool {
+        self.session_expiry_zero
     }
 
     /// Starts the graceful close without waiting (to close several providers at once).

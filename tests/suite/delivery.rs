@@ -14,7 +14,7 @@ use mqtt_pubsub::{
 
 use crate::correctness::example;
 use crate::support::proxy::Proxy;
-use crate::support::{free_port, Mosquitto, TempDir};
+use crate::support::{assert_roundtrip, free_port, Mosquitto, TempDir};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -545,4 +545,144 @@ fn connack_limits_fail_the_call_at_every_qos_mosquitto() {
     ps.publish_with("limits/a", "fits", qos0).unwrap();
     assert_eq!(sub.recv_timeout(WAIT).unwrap().payload(), b"fits");
     assert_eq!(ps.state("limited"), Some(ConnectionState::Connected));
+}
+
+// ---- 6. Options never silently ignored; the session facts an application needs ----
+
+/// `retain_handling(SendOnSubscribe)` asked explicitly on a second subscription of a filter
+/// the provider already holds cannot bring the retained messages (no SUBSCRIBE goes out):
+/// the call fails naming the filter. Before: it succeeded and no retained message came.
+#[test]
+fn explicit_send_on_subscribe_for_a_held_filter_is_refused_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.ws_url())
+            .mqtt_version(mqtt_pubsub::MqttVersion::V5)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let retained = PublishOptions::default().qos(QoS::AtLeastOnce).retain(true);
+    ps.publish_with("held/a", "kept", retained).unwrap();
+    let send =
+        SubscribeOptions::default().retain_handling(mqtt_pubsub::RetainHandling::SendOnSubscribe);
+    // First: a SUBSCRIBE goes out and the retained message comes.
+    let first = ps.subscribe_with("held/a", send.clone()).unwrap();
+    assert_eq!(first.recv_timeout(WAIT).unwrap().payload(), b"kept");
+    // Again, and under a wider filter: refused, naming the filter.
+    for filter in ["held/a", "held/#"] {
+        let _wide = (filter == "held/#").then(|| ps.subscribe("held/#").unwrap());
+        let probe = if filter == "held/#" { "held/a" } else { filter };
+        let err = ps.subscribe_with(probe, send.clone()).unwrap_err();
+        assert!(
+            matches!(&err, mqtt_pubsub::Error::Unsupported(t) if t.contains("held/a") && t.contains("already subscribes")),
+            "{err}"
+        );
+    }
+    // Without asking for it explicitly, sharing the subscription is fine (as documented).
+    ps.subscribe("held/a").unwrap();
+    ps.publish("held/a", "").unwrap();
+}
+
+/// The `Connected` state event carries what CONNACK said: whether the broker kept the
+/// session, and the keep-alive in force. Before: no way to know whether a persistent
+/// session survived.
+#[test]
+fn connected_events_say_whether_the_session_survived_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    for version in [
+        mqtt_pubsub::MqttVersion::V3_1_1,
+        mqtt_pubsub::MqttVersion::V5,
+    ] {
+        let id = format!("survivor-{version:?}");
+        let mut present = Vec::new();
+        for _ in 0..2 {
+            let ps = PubSub::new();
+            let states = ps.state_changes();
+            ps.add_provider(
+                MqttOverWsProvider::builder(m.ws_url())
+                    .mqtt_version(version)
+                    .client_id(&id)
+                    .clean_session(false)
+                    .keep_alive(Duration::from_secs(45))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+            let e = wait_state(&states, ConnectionState::Connected);
+            let connack = e.connack.expect("Connected carries the CONNACK");
+            assert_eq!(connack.keep_alive, Duration::from_secs(45));
+            present.push(connack.session_present);
+            ps.close().unwrap();
+        }
+        assert_eq!(present, [false, true], "{version:?}");
+    }
+}
+
+/// `close_with` sends MQTT 5 DISCONNECT properties: a persistent session whose close sets
+/// its expiry to 0 is gone on the next connection (mosquitto honours it); what MQTT 5 or a
+/// 3.1.1 provider cannot carry is refused at the call, before anything is closed.
+#[test]
+fn close_with_sends_disconnect_properties_mosquitto() {
+    use mqtt_pubsub::{DisconnectOptions, MqttVersion};
+    let Some(m) = Mosquitto::start() else { return };
+    let persistent = || {
+        let ps = PubSub::new();
+        let states = ps.state_changes();
+        ps.add_provider(
+            MqttOverWsProvider::builder(m.ws_url())
+                .mqtt_version(MqttVersion::V5)
+                .client_id("expiring")
+                .clean_session(false)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let present = wait_state(&states, ConnectionState::Connected)
+            .connack
+            .unwrap()
+            .session_present;
+        (ps, present)
+    };
+    let (ps, _) = persistent();
+    ps.close().unwrap();
+    let (ps, present) = persistent();
+    assert!(present, "a plain close keeps the session");
+    ps.close_with(
+        DisconnectOptions::default()
+            .session_expiry(Duration::ZERO)
+            .reason_string("decommissioned"),
+    )
+    .unwrap();
+    let (ps, present) = persistent();
+    assert!(
+        !present,
+        "the DISCONNECT's session expiry 0 ended the session"
+    );
+    ps.close().unwrap();
+    // Refused at the call: a non-zero expiry where CONNECT said 0, and any property on 3.1.1.
+    for (version, options) in [
+        (
+            MqttVersion::V5,
+            DisconnectOptions::default().session_expiry(Duration::from_secs(60)),
+        ),
+        (
+            MqttVersion::V3_1_1,
+            DisconnectOptions::default().reason_string("x"),
+        ),
+    ] {
+        let ps = PubSub::new();
+        ps.add_provider(
+            MqttOverWsProvider::builder(m.ws_url())
+                .mqtt_version(version)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(ps.close_with(options).is_err(), "{version:?}");
+        // Nothing was closed: the provider still works, and a plain close ends it.
+        assert_roundtrip(&ps, "still/open");
+        ps.close().unwrap();
+    }
 }

@@ -641,9 +641,19 @@ impl<R> Session<R> {
     }
 
     /// Writes DISCONNECT; nothing is sent after it.
-    pub fn disconnect(&mut self) {
+    pub fn disconnect(&mut self, props: &[u8]) {
         if self.is_connected() {
-            self.out.extend_from_slice(&[0xe0, 0]);
+            if props.is_empty() || self.cfg.version != MqttVersion::V5 {
+                self.out.extend_from_slice(&[0xe0, 0]);
+            } else {
+                // Reason code 0 (normal disconnection), then the properties.
+                let remaining = 1 + crate::mqtt::v5::varint_len(props.len()) + props.len();
+                self.out.push(0xe0);
+                crate::mqtt::v5::put_varint(remaining, &mut self.out);
+                self.out.push(0);
+                crate::mqtt::v5::put_varint(props.len(), &mut self.out);
+                self.out.extend_from_slice(props);
+            }
             self.phase = Phase::Closing;
             self.keepalive.stop();
         }
