@@ -32,6 +32,9 @@ pub struct Message {
     /// The bytes this message counts against its subscription's buffer bound, given back
     /// when it is dropped (not carried by clones).
     credit: Option<Credit>,
+    /// For a subscription that acknowledges after processing: shared by every copy, its
+    /// acknowledgement goes out once the last copy is dropped.
+    ack: Option<Arc<AckToken>>,
 }
 
 impl Clone for Message {
@@ -40,20 +43,40 @@ impl Clone for Message {
             publish: self.publish.clone(),
             provider: self.provider.clone(),
             credit: None,
+            ack: self.ack.clone(),
         }
     }
 }
 
-/// Bytes a buffered message counts against a subscription's bound, until it is dropped.
+/// Bytes a buffered message counts against a subscription's bound, until it is dropped;
+/// for a subscription that acknowledges after processing, also one message of what the
+/// application holds (its provider stops reading while that is at the bound).
 pub(crate) struct Credit {
     counter: Arc<std::sync::atomic::AtomicUsize>,
     bytes: usize,
+    flow: Option<Arc<crate::connection::inbox::Flow>>,
 }
 
 impl Drop for Credit {
     fn drop(&mut self) {
         self.counter
             .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+        if let Some(flow) = &self.flow {
+            flow.released();
+        }
+    }
+}
+
+/// Held by every copy of a message whose acknowledgement waits for the application: when
+/// the last copy is dropped, the provider's I/O thread is woken to send it (the I/O thread
+/// holds a weak reference, in arrival order).
+pub(crate) struct AckToken {
+    pub wake: Arc<crate::connection::Wake>,
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        self.wake.notify();
     }
 }
 
@@ -63,12 +86,27 @@ impl Message {
             publish,
             provider,
             credit: None,
+            ack: None,
         }
+    }
+
+    /// Makes its acknowledgement wait for every copy to be dropped.
+    pub(crate) fn hold_ack(&mut self, token: Arc<AckToken>) {
+        self.ack = Some(token);
     }
 
     /// The memory it holds: the packet it arrived in.
     pub(crate) fn size(&self) -> usize {
         self.publish.as_bytes().len()
+    }
+
+    /// Counts it as held by the application of an acknowledge-after-processing subscription
+    /// (after [`Message::charge`]).
+    pub(crate) fn hold_in(&mut self, flow: &Arc<crate::connection::inbox::Flow>) {
+        if let Some(c) = self.credit.as_mut() {
+            flow.held.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            c.flow = Some(flow.clone());
+        }
     }
 
     /// Counts it against `counter` until it is dropped.
@@ -78,6 +116,7 @@ impl Message {
         self.credit = Some(Credit {
             counter: counter.clone(),
             bytes,
+            flow: None,
         });
     }
 

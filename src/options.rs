@@ -345,12 +345,56 @@ pub struct SubscribeOptions {
     pub(crate) capacity: Option<usize>,
     pub(crate) max_bytes: Option<usize>,
     pub(crate) timeout: Option<Duration>,
+    /// Acknowledge after processing (see [`SubscribeOptions::ack_after_processing`]).
+    pub(crate) ack_after_processing: bool,
     /// MQTT 5 option bits: no local 0x04, retain as published 0x08, retain handling 0x30;
     /// and ours, never sent: [`RETAIN_HANDLING_SET`].
     pub(crate) v5_bits: u8,
 }
 
 impl SubscribeOptions {
+    /// At least once all the way to the application (default `false`): the broker's QoS 1/2
+    /// message is acknowledged (PUBACK, or PUBREC for QoS 2) only once the application has
+    /// *dropped* it — after processing it — from every subscription it was routed to, and
+    /// never on arrival. Acknowledgements go out in the order the messages arrived, as MQTT
+    /// requires, so one held message holds back those after it. A process that crashes
+    /// with messages buffered or in hand has acknowledged none of them: a persistent
+    /// session's broker sends them again (as at least once allows, perhaps twice).
+    ///
+    /// Such a subscription never drops a message for want of room: when the application
+    /// holds its `capacity` messages or `max_bytes` bytes (buffered or taken, not yet
+    /// dropped), its provider stops reading the connection until the application drops
+    /// some — so *every* subscription of that provider waits, others are unaffected, the
+    /// buffer may exceed its bound by at most one read of messages, and the broker's own
+    /// flow control (its in-flight window; with MQTT 5 our `receive_maximum`) holds the rest.
+    /// The keep-alive does not count the silence we cause. QoS 0 messages carry no
+    /// acknowledgement but are held back the same way.
+    ///
+    /// ```no_run
+    /// use mqtt_pubsub::{MqttOverWsProvider, PubSub, QoS, SubscribeOptions};
+    /// # fn bill(_: &[u8]) {}
+    /// let pubsub = PubSub::new();
+    /// pubsub.add_provider(
+    ///     MqttOverWsProvider::builder("mqtt://broker.local")
+    ///         .client_id("billing-1")
+    ///         .clean_session(false)
+    ///         .build()?,
+    /// )?;
+    /// let events = pubsub.subscribe_with(
+    ///     "billing/#",
+    ///     SubscribeOptions::default().qos(QoS::AtLeastOnce).capacity(100).ack_after_processing(true),
+    /// )?;
+    /// for msg in &events {
+    ///     bill(msg.payload());
+    ///     // `msg` is dropped here: only now does the broker get its PUBACK.
+    /// }
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
+    pub fn ack_after_processing(mut self, on: bool) -> Self {
+        self.ack_after_processing = on;
+        self
+    }
+
     /// MQTT 5: do not send this client its own publishes on this subscription (No Local).
     pub fn no_local(mut self, no_local: bool) -> Self {
         self.v5_bits = (self.v5_bits & !0x04) | (u8::from(no_local) << 2);
@@ -427,6 +471,9 @@ pub(crate) struct ConnectionOptions {
     pub connect_timeout: Duration,
     /// `add_provider` returns at once; the I/O thread makes every connection attempt.
     pub connect_in_background: bool,
+    /// Every subscription acknowledges after processing, and so do messages held for a
+    /// subscription not made yet.
+    pub ack_after_processing: bool,
     pub operation_timeout: Duration,
     pub max_packet_size: usize,
     pub headers: Vec<(String, String)>,
@@ -579,6 +626,7 @@ impl Default for ConnectionOptions {
             will: None,
             connect_timeout: Duration::from_secs(10),
             connect_in_background: false,
+            ack_after_processing: false,
             operation_timeout: Duration::from_secs(10),
             max_packet_size: 16 * 1024 * 1024,
             headers: Vec::new(),
@@ -751,6 +799,19 @@ macro_rules! connection_builder_methods {
         /// also lower case; `NO_PROXY` exempts hosts and domains), read when `build()` runs.
         pub fn proxy(mut self, url: impl Into<String>) -> Self {
             self.options.proxy = Some(Some(url.into()));
+            self
+        }
+
+        /// Acknowledge after processing on this whole provider (default `false`): every
+        /// subscription made through it behaves as with
+        /// [`SubscribeOptions::ack_after_processing`](crate::SubscribeOptions::ack_after_processing),
+        /// and so does a persistent session's message that arrives before the subscription
+        /// that will take it (right after CONNACK): held unacknowledged until it is claimed
+        /// and processed. Keep `unclaimed_capacity` above the broker's in-flight window (the
+        /// unacknowledged messages it sends at most): a held message dropped for room is
+        /// acknowledged (and counted).
+        pub fn ack_after_processing(mut self, on: bool) -> Self {
+            self.options.ack_after_processing = on;
             self
         }
 

@@ -265,7 +265,10 @@ impl PubSub {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout = options.timeout.unwrap_or(targets[0].operation_timeout);
         let deadline = deadline_after(timeout);
-        let (sinks, inbox) = inbox(capacity, max_bytes);
+        let (mut sinks, inbox) = inbox(capacity, max_bytes);
+        if options.ack_after_processing || targets.iter().any(|c| c.ack_after_processing) {
+            sinks.ack_after_processing();
+        }
         // Built first so that an error below unsubscribes what was already set up (on drop).
         let sub = Subscription::new(id, inbox, &targets, filters.clone(), timeout);
         let with_qos: Vec<(String, QoS)> = filters.into_iter().map(|f| (f, options.qos)).collect();

@@ -114,6 +114,13 @@ pub(crate) struct Driver {
     holding_since: Option<Instant>,
     /// What a flush timeout reports (see `Connection::pending`).
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Acknowledgements waiting for the application, in arrival order (MQTT's order): a
+    /// dead reference is a message every copy of which was dropped.
+    acks: VecDeque<(u16, QoS, std::sync::Weak<crate::message::AckToken>)>,
+    /// Subscriptions that acknowledge after processing, by id.
+    flows: Vec<(u64, Arc<super::inbox::Flow>)>,
+    /// Reading stopped because such a subscription is full.
+    paused: bool,
 }
 
 impl Driver {
@@ -154,6 +161,8 @@ impl Driver {
             version: o.mqtt_version,
             v5: o.v5_connect(),
         };
+        let mut session = Session::new(cfg, Instant::now());
+        session.set_deferred_acks(spec.options.ack_after_processing);
         Driver {
             name: spec.name.into(),
             framer: Framer::with_version(o.max_packet_size, o.mqtt_version),
@@ -166,7 +175,7 @@ impl Driver {
             unfinished,
             state,
             hub,
-            session: Session::new(cfg, Instant::now()),
+            session,
             router: Router::default(),
             rings: Rings::default(),
             flushes: Vec::new(),
@@ -178,6 +187,9 @@ impl Driver {
             accepted: Vec::new(),
             holding_since: None,
             pending,
+            acks: VecDeque::new(),
+            flows: Vec::new(),
+            paused: false,
         }
     }
 
@@ -344,6 +356,9 @@ impl Driver {
                     drop(ws);
                     self.session.on_lost(Instant::now());
                     self.framer.reset();
+                    // Acknowledgements belonged to that connection: the broker resends what
+                    // it did not get (at least once).
+                    self.acks.clear();
                     // A packet the broker refused by disconnecting was dropped: report it.
                     self.dispatch_events();
                     self.ring();
@@ -602,8 +617,13 @@ impl Driver {
                 }
             }
             // Backpressure: while the socket takes nothing and our output has grown, reading
-            // stops (the server's writes block in turn) until the output drains.
-            let reading = !(write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT);
+            // stops (the server's writes block in turn) until the output drains; and while a
+            // subscription that acknowledges after processing is full, until the
+            // application drops messages.
+            let write_stalled =
+                write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
+            let paused = self.backpressure(now);
+            let reading = !(write_stalled || paused);
             let more_to_read = if reading {
                 match self.read_available(ws, now) {
                     Ok(more) => more,
@@ -658,12 +678,17 @@ impl Driver {
                 ws.stream_mut().set_readable();
                 continue;
             }
-            let reading = !(write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT);
+            let write_stalled =
+                write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
+            let paused = self.backpressure(Instant::now());
+            let reading = !(write_stalled || paused);
             let want = (reading, write_blocked);
             if want != watching {
                 let interest = Interest {
                     readable: want.0,
-                    writable: want.1 || !want.0,
+                    // Paused for the application: nothing to wait for on the socket (the
+                    // application's drops wake the thread).
+                    writable: want.1 || (!want.0 && !self.paused),
                 };
                 if let Err(e) = self.wake.poller.modify(ws.tcp(), interest) {
                     return Exit::Lost(Error::Io {
@@ -887,6 +912,14 @@ impl Driver {
                 for (f, _) in &filters {
                     self.session.set_subscription_options(f, options);
                 }
+                if let Some(flow) = &sink.flow {
+                    flow.wakes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(self.wake.clone());
+                    self.flows.push((id, flow.clone()));
+                    self.session.set_deferred_acks(true);
+                }
                 self.claim_unclaimed(&filters, &sink);
                 let changes = self.router.add(id, &filters, sink);
                 self.session
@@ -896,6 +929,12 @@ impl Driver {
                 if let Some((changes, sink)) = self.router.remove(id, keep) {
                     drop(sink);
                     self.apply(changes);
+                }
+                if let Some(i) = self.flows.iter().position(|(f, _)| *f == id) {
+                    let (_, flow) = self.flows.swap_remove(i);
+                    if self.paused {
+                        flow.paused.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
                 if let Some(r) = reply {
                     let _ = r.send(());
@@ -1019,31 +1058,8 @@ impl Driver {
     fn dispatch_events(&mut self) {
         while let Some(ev) = self.session.next_event() {
             match ev {
-                SessionEvent::Message(p) => {
-                    let by_id = self.session.filters_for(&p);
-                    let msg = Message::new(p, self.name.clone());
-                    let mut routed = false;
-                    match &by_id {
-                        // MQTT 5: the server said which subscriptions it was sent for.
-                        Some(filters) => {
-                            for sink in self.router.route_for(msg.topic(), filters) {
-                                routed = true;
-                                self.rings.deliver(sink, msg.clone());
-                            }
-                        }
-                        None => {
-                            for sink in self.router.route(msg.topic()) {
-                                routed = true;
-                                self.rings.deliver(sink, msg.clone());
-                            }
-                        }
-                    }
-                    // We acknowledged it to the broker: with a persistent session it is held
-                    // for the subscription the application is about to make.
-                    if !routed && !self.options.clean_session {
-                        self.hold(msg);
-                    }
-                }
+                SessionEvent::Message(p) => self.deliver(p, false),
+                SessionEvent::Deferred(p) => self.deliver(p, true),
                 SessionEvent::Published(reply) => {
                     let _ = reply.send(Ok(()));
                 }
@@ -1100,6 +1116,102 @@ impl Driver {
                     self.apply(changes);
                 }
             }
+        }
+        self.release_acks();
+    }
+
+    /// Sends, in arrival order, the acknowledgements whose messages the application has
+    /// dropped everywhere; stops deferring once no subscription asks for it and none waits.
+    fn release_acks(&mut self) {
+        while let Some((id, qos, token)) = self.acks.front() {
+            if token.strong_count() > 0 {
+                break;
+            }
+            self.session.ack(*id, *qos);
+            self.acks.pop_front();
+        }
+        if self.flows.is_empty() && self.acks.is_empty() && !self.options.ack_after_processing {
+            self.session.set_deferred_acks(false);
+        }
+    }
+
+    /// Whether a subscription that acknowledges after processing is full: then the
+    /// connection is not read (the broker's own flow control — its in-flight window, our
+    /// Receive Maximum — holds what it sends), and the keep-alive does not count the silence.
+    fn backpressure(&mut self, now: Instant) -> bool {
+        // Never while a SUBACK is awaited: the application cannot drain a subscription
+        // before its subscribe call returns, and the SUBACK may come after messages (a
+        // persistent session's stored ones). The broker's in-flight window still bounds
+        // the QoS 1/2 messages it sends unacknowledged meanwhile.
+        let full = !self.session.subscribing() && self.flows.iter().any(|(_, f)| f.full());
+        if full != self.paused {
+            self.paused = full;
+            for (_, f) in &self.flows {
+                if full {
+                    f.paused.fetch_add(1, Ordering::AcqRel);
+                } else {
+                    f.paused.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        if full {
+            self.session.reading_paused(now);
+        }
+        full
+    }
+
+    /// Routes one message to its subscriptions (or the unclaimed hold). `deferred`: its
+    /// acknowledgement waits until every copy given to a subscription that acknowledges
+    /// after processing is dropped (at once when there is none).
+    fn deliver(&mut self, p: crate::mqtt::codec::PublishFrame, deferred: bool) {
+        let by_id = self.session.filters_for(&p);
+        let packet_id = p.packet_id();
+        let mut msg = Message::new(p, self.name.clone());
+        if deferred {
+            if let Some(id) = packet_id {
+                // A provider that acknowledges after processing holds even a message no
+                // subscription takes yet (a persistent session's, for the one to come).
+                let wants_ack = self.options.ack_after_processing
+                    || match &by_id {
+                        Some(filters) => self
+                            .router
+                            .route_for(msg.topic(), filters)
+                            .any(|s| s.flow.is_some()),
+                        None => self.router.route(msg.topic()).any(|s| s.flow.is_some()),
+                    };
+                let weak = if wants_ack {
+                    let token = Arc::new(crate::message::AckToken {
+                        wake: self.wake.clone(),
+                    });
+                    let weak = Arc::downgrade(&token);
+                    msg.hold_ack(token);
+                    weak
+                } else {
+                    std::sync::Weak::new()
+                };
+                self.acks.push_back((id, msg.qos(), weak));
+            }
+        }
+        let mut routed = false;
+        match &by_id {
+            // MQTT 5: the server said which subscriptions it was sent for.
+            Some(filters) => {
+                for sink in self.router.route_for(msg.topic(), filters) {
+                    routed = true;
+                    self.rings.deliver(sink, msg.clone());
+                }
+            }
+            None => {
+                for sink in self.router.route(msg.topic()) {
+                    routed = true;
+                    self.rings.deliver(sink, msg.clone());
+                }
+            }
+        }
+        // We acknowledged it to the broker: with a persistent session it is held for the
+        // subscription the application is about to make.
+        if !routed && !self.options.clean_session {
+            self.hold(msg);
         }
     }
 

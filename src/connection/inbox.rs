@@ -63,6 +63,40 @@ impl Doorbell {
     }
 }
 
+/// A subscription that acknowledges after processing: what its application holds
+/// (delivered, not yet dropped) against its bounds, and how to wake the providers that
+/// stopped reading for it.
+pub(crate) struct Flow {
+    /// Messages delivered and not yet dropped by the application.
+    pub held: AtomicUsize,
+    pub capacity: usize,
+    /// The subscription's bytes (the sinks' counter) and their bound.
+    pub bytes: Arc<AtomicUsize>,
+    pub max_bytes: usize,
+    /// Providers not reading because of this subscription.
+    pub paused: AtomicUsize,
+    /// Each provider's I/O thread, registered when it takes the subscription.
+    pub wakes: std::sync::Mutex<Vec<Arc<super::Wake>>>,
+}
+
+impl Flow {
+    /// Whether the application holds all the subscription may hold.
+    pub fn full(&self) -> bool {
+        self.held.load(Ordering::Acquire) >= self.capacity
+            || self.bytes.load(Ordering::Acquire) >= self.max_bytes
+    }
+
+    /// A message was dropped: a provider that stopped reading may go on.
+    pub fn released(&self) {
+        self.held.fetch_sub(1, Ordering::AcqRel);
+        if self.paused.load(Ordering::Acquire) > 0 {
+            for w in self.wakes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                w.notify();
+            }
+        }
+    }
+}
+
 /// Where a subscription's messages go, its capacity, and its loss counter.
 ///
 /// The channel is crossbeam's list flavour, which allocates as it fills; the capacity is
@@ -78,6 +112,8 @@ pub(crate) struct Sink {
     pub max_bytes: usize,
     pub dropped: Arc<AtomicU64>,
     pub bell: Arc<Doorbell>,
+    /// Acknowledge after processing: never drops; its provider stops reading instead.
+    pub flow: Option<Arc<Flow>>,
 }
 
 impl Drop for Sink {
@@ -94,6 +130,13 @@ impl Sink {
     /// ring, see [`Doorbell`]).
     pub fn deliver(&self, mut msg: Message) -> bool {
         let Some(tx) = &self.tx else { return false };
+        if let Some(flow) = &self.flow {
+            // Never dropped: the provider stops reading while the subscription is full, so
+            // at most one read's worth of messages goes past its bound.
+            msg.charge(&self.bytes);
+            msg.hold_in(flow);
+            return tx.send(msg).is_ok();
+        }
         // One I/O thread per provider delivers to a sink: with several providers the buffer
         // may exceed the capacity by at most one message per provider. The byte bound lets
         // one message in even when it alone is larger (into an empty buffer).
@@ -134,6 +177,7 @@ pub(crate) struct SinkFactory {
     bytes: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     bell: Arc<Doorbell>,
+    flow: Option<Arc<Flow>>,
 }
 
 impl SinkFactory {
@@ -145,7 +189,20 @@ impl SinkFactory {
             max_bytes: self.max_bytes,
             dropped: self.dropped.clone(),
             bell: self.bell.clone(),
+            flow: self.flow.clone(),
         }
+    }
+
+    /// Makes the subscription acknowledge after processing (see [`Flow`]).
+    pub fn ack_after_processing(&mut self) {
+        self.flow = Some(Arc::new(Flow {
+            held: AtomicUsize::new(0),
+            capacity: self.capacity,
+            bytes: self.bytes.clone(),
+            max_bytes: self.max_bytes,
+            paused: AtomicUsize::new(0),
+            wakes: std::sync::Mutex::new(Vec::new()),
+        }));
     }
 }
 
@@ -171,6 +228,7 @@ pub(crate) fn inbox(capacity: usize, max_bytes: usize) -> (SinkFactory, Inbox) {
             bytes: Arc::new(AtomicUsize::new(0)),
             dropped: dropped.clone(),
             bell: bell.clone(),
+            flow: None,
         },
         Inbox { rx, bell, dropped },
     )

@@ -64,6 +64,8 @@ pub(crate) struct Connection {
     pub operation_timeout: Duration,
     pub subscription_capacity: usize,
     pub subscription_max_bytes: usize,
+    /// Every subscription acknowledges after processing.
+    pub ack_after_processing: bool,
     pub offline_qos0: crate::options::OfflineQoS0,
     /// Whether the session is clean (a persistent one keeps subscriptions on drop).
     clean_session: bool,
@@ -172,6 +174,7 @@ impl Connection {
         let subscription_capacity = spec.options.subscription_capacity;
         let subscription_max_bytes = spec.options.subscription_max_bytes;
         let offline_qos0 = spec.options.offline_qos0;
+        let ack_after_processing = spec.options.ack_after_processing;
         let clean_session = spec.options.clean_session;
         let session_expiry_zero = spec
             .options
@@ -230,6 +233,7 @@ impl Connection {
             operation_timeout,
             subscription_capacity,
             subscription_max_bytes,
+            ack_after_processing,
             offline_qos0,
             clean_session,
             session_expiry_zero,

@@ -686,3 +686,229 @@ fn close_with_sends_disconnect_properties_mosquitto() {
         ps.close().unwrap();
     }
 }
+
+// ---- 3. At least once, all the way to the application ----
+
+/// This test binary again, on `delivery::child_slow_consumer`, stdout piped.
+fn spawn_consumer(env: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "delivery::child_slow_consumer",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// A slow application: subscribes (persistent session, QoS 1, acknowledging after
+/// processing, a buffer of 100), says READY, then "processes" each message — 1 ms of
+/// sleep, then a line `GOT n` — until it has seen `COUNT` distinct numbers; then prints
+/// its drop count and peak memory.
+#[test]
+#[ignore = "run by the delivery tests in a process of their own"]
+fn child_slow_consumer() {
+    use crate::support::child_env;
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(child_env("CHILD_URL"))
+            .client_id(child_env("CHILD_ID"))
+            .clean_session(false)
+            // `provider`: the whole provider, stored messages that come before the
+            // subscription included; else the subscription alone.
+            .ack_after_processing(child_env("CHILD_MODE") == "provider")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps
+        .subscribe_with(
+            "slow/#",
+            SubscribeOptions::default()
+                .qos(QoS::AtLeastOnce)
+                .capacity(100)
+                .ack_after_processing(child_env("CHILD_MODE") == "subscription"),
+        )
+        .unwrap();
+    println!("READY");
+    let count: usize = child_env("CHILD_COUNT").parse().unwrap();
+    let mut seen = BTreeSet::new();
+    while seen.len() < count {
+        let m = sub.recv_timeout(WAIT).expect("the stream goes on");
+        std::thread::sleep(Duration::from_millis(1));
+        let n = u32::from_be_bytes(m.payload()[..4].try_into().unwrap());
+        println!("GOT {n}");
+        seen.insert(n);
+        drop(m); // processed: only now is it acknowledged
+    }
+    println!("DROPPED {}", sub.dropped());
+    println!("PEAK_KIB {}", crate::support::peak_rss_kib());
+    ps.close().unwrap();
+}
+
+/// Publishes `n` QoS 1 messages of `size` bytes numbered from 0, pipelined.
+fn publish_numbered(ps: &PubSub, n: u32, size: usize) {
+    let opts = PublishOptions::default()
+        .qos(QoS::AtLeastOnce)
+        .timeout(Duration::from_secs(600));
+    let mut receipts = std::collections::VecDeque::new();
+    for i in 0..n {
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(size, b'.');
+        receipts.push_back(ps.publish_nowait("slow/x", payload, opts.clone()).unwrap());
+        if receipts.len() > 200 {
+            receipts.pop_front().unwrap().wait().unwrap();
+        }
+    }
+    for r in receipts {
+        r.wait().unwrap();
+    }
+}
+
+/// Reads the consumer's output up to its READY (the test harness prints its own lines
+/// first); otherwise shows why it ended.
+fn expect_ready(child: &mut std::process::Child, out: &mut impl std::io::BufRead) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the consumer did not start:\n{err}");
+        }
+        if line.trim().ends_with("READY") {
+            return;
+        }
+    }
+}
+
+/// Reads a consumer's lines into `seen` until `until` holds or it exits; returns the lines
+/// that were not `GOT`.
+fn read_consumer(
+    out: &mut impl std::io::BufRead,
+    seen: &mut BTreeSet<u32>,
+    until: impl Fn(&BTreeSet<u32>) -> bool,
+) -> Vec<String> {
+    let mut other = Vec::new();
+    let mut line = String::new();
+    while !until(seen) {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        match line.trim().strip_prefix("GOT ") {
+            Some(n) => {
+                seen.insert(n.parse().unwrap());
+            }
+            None => other.push(line.trim().to_string()),
+        }
+    }
+    other
+}
+
+/// 100,000 QoS 1 messages of 1 KiB to a consumer that takes 1 ms per message with a
+/// 100-message buffer: none dropped, none lost, and its memory stays bounded (the broker
+/// holds the backlog, not us: 100 MB would pass through an unbounded buffer). Before: the
+/// full buffer dropped (and so acknowledged) almost all of them.
+#[test]
+fn a_slow_consumer_that_acknowledges_after_processing_loses_nothing_mosquitto() {
+    let Some(m) = Mosquitto::start_with("max_queued_messages 0\nmax_queued_bytes 0\n") else {
+        return;
+    };
+    let total = 100_000u32;
+    let mut child = spawn_consumer(&[
+        ("CHILD_URL", m.mqtt_url()),
+        ("CHILD_ID", "slow-consumer".into()),
+        ("CHILD_COUNT", total.to_string()),
+        ("CHILD_MODE", "subscription".into()),
+    ]);
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    expect_ready(&mut child, &mut out);
+    let publisher = connect(&m.mqtt_url());
+    publish_numbered(&publisher, total, 1024);
+    let mut seen = BTreeSet::new();
+    let other = read_consumer(&mut out, &mut seen, |_| false);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {other:?}");
+    assert_eq!(
+        seen.len(),
+        total as usize,
+        "every message reached the application"
+    );
+    assert!(other.contains(&"DROPPED 0".to_string()), "{other:?}");
+    let peak: u64 = other
+        .iter()
+        .find_map(|l| l.strip_prefix("PEAK_KIB "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("slow consumer: {total} messages of 1 KiB, peak RSS {peak} KiB");
+    assert!(peak < 64 * 1024, "memory bounded: peak {peak} KiB");
+}
+
+/// A persistent-session consumer that acknowledges after processing is SIGKILLed while its
+/// buffer holds messages it has not processed, then started again: every message published
+/// reaches the application at least once across the two processes (counted from what the
+/// application printed). Before: what was buffered at the kill had been acknowledged on
+/// arrival, and was lost.
+#[test]
+fn a_killed_consumer_that_acknowledges_after_processing_loses_nothing_mosquitto() {
+    let Some(m) = Mosquitto::start_with("max_queued_messages 0\nmax_queued_bytes 0\n") else {
+        return;
+    };
+    killed_consumer_loses_nothing(&m, "subscription");
+    killed_consumer_loses_nothing(&m, "provider");
+}
+
+fn killed_consumer_loses_nothing(m: &Mosquitto, mode: &str) {
+    let total = 3_000u32;
+    let env = [
+        ("CHILD_URL", m.ws_url()),
+        ("CHILD_ID", format!("killed-consumer-{mode}")),
+        ("CHILD_COUNT", total.to_string()),
+        ("CHILD_MODE", mode.to_string()),
+    ];
+    let mut first = spawn_consumer(&env);
+    let mut out = std::io::BufReader::new(first.stdout.take().unwrap());
+    expect_ready(&mut first, &mut out);
+    let publisher = connect(&m.mqtt_url());
+    let feeder = {
+        let publisher = publisher.clone();
+        std::thread::spawn(move || publish_numbered(&publisher, total, 16))
+    };
+    let mut seen = BTreeSet::new();
+    read_consumer(&mut out, &mut seen, |s| s.len() >= 1000);
+    // Mid-stream, with its buffer full of unprocessed messages.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // What it printed before it died counts too.
+    read_consumer(&mut out, &mut seen, |_| false);
+    let before = seen.len();
+    let mut second = spawn_consumer(&[
+        env[0].clone(),
+        env[1].clone(),
+        // Until killed: it sees some of the first one's messages again (at least once).
+        ("CHILD_COUNT", total.to_string()),
+        env[3].clone(),
+    ]);
+    let mut out = std::io::BufReader::new(second.stdout.take().unwrap());
+    let other = read_consumer(&mut out, &mut seen, |s| s.len() >= total as usize);
+    feeder.join().unwrap();
+    let missing: Vec<u32> = (0..total).filter(|n| !seen.contains(n)).collect();
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(
+        missing.is_empty(),
+        "{mode}: {} lost (first process saw {before}): {:?}… {other:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}

@@ -160,6 +160,9 @@ pub enum Event<R> {
     Failed(R, String),
     /// A message over `max_packet_size` was skipped (and acknowledged at its QoS).
     Oversized(crate::mqtt::codec::Oversized),
+    /// A QoS 1/2 message whose acknowledgement (PUBACK, PUBREC) waits for
+    /// [`Session::ack`] (see [`Session::set_deferred_acks`]).
+    Deferred(PublishFrame),
 }
 
 #[derive(Debug)]
@@ -248,6 +251,10 @@ struct SubWaiter<R> {
 pub struct Session<R> {
     cfg: SessionConfig,
     phase: Phase,
+    /// Acknowledgements of incoming QoS 1/2 wait for [`Session::ack`].
+    defer_acks: bool,
+    /// Incoming QoS 2 identifiers whose PUBREC waits for [`Session::ack`].
+    deferred_qos2: HashSet<u16>,
     /// Whether the broker had a session for us at the last CONNACK.
     session_present: bool,
     out: Vec<u8>,
@@ -301,6 +308,8 @@ impl<R> Session<R> {
             waiters: Vec::new(),
             next_waiter: 0,
             inbound_qos2: HashSet::new(),
+            defer_acks: false,
+            deferred_qos2: HashSet::new(),
             clock: now,
             next_ticket: 0,
             suspect: None,
@@ -893,21 +902,68 @@ impl<R> Session<R> {
             self.wire.resolve(&mut p)?;
         }
         match (p.qos(), p.packet_id()) {
+            (QoS::AtLeastOnce, Some(_)) if self.defer_acks => {
+                self.events.push_back(Event::Deferred(p));
+            }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.events.push_back(Event::Message(p));
                 wire::ack(0x40, id, &mut self.out);
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3].
+                // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3]
+                // — unless its PUBREC still waits for the application, which then answers
+                // both.
                 if self.inbound_qos2.insert(id) {
-                    self.events.push_back(Event::Message(p));
                     self.record(Journal::InboundReceived { pid: id });
+                    if self.defer_acks {
+                        self.deferred_qos2.insert(id);
+                        self.events.push_back(Event::Deferred(p));
+                        return Ok(());
+                    }
+                    self.events.push_back(Event::Message(p));
+                } else if self.deferred_qos2.contains(&id) {
+                    return Ok(());
                 }
                 wire::ack(0x50, id, &mut self.out);
             }
             _ => self.events.push_back(Event::Message(p)),
         }
         Ok(())
+    }
+
+    /// Whether acknowledgements of incoming QoS 1/2 messages wait for [`Session::ack`]
+    /// (they come as [`Event::Deferred`]) instead of going out on arrival.
+    pub fn set_deferred_acks(&mut self, on: bool) {
+        self.defer_acks = on;
+    }
+
+    /// Sends the acknowledgement a [`Event::Deferred`] message waited for (PUBACK for QoS 1,
+    /// PUBREC for QoS 2), on this connection. The caller keeps MQTT's order: in the order
+    /// the messages arrived [MQTT-4.6.0-2].
+    pub fn ack(&mut self, id: u16, qos: QoS) {
+        if !self.is_connected() {
+            return;
+        }
+        match qos {
+            QoS::AtLeastOnce => wire::ack(0x40, id, &mut self.out),
+            QoS::ExactlyOnce => {
+                if self.deferred_qos2.remove(&id) {
+                    wire::ack(0x50, id, &mut self.out);
+                }
+            }
+            QoS::AtMostOnce => {}
+        }
+    }
+
+    /// Whether a subscribe request still waits for its SUBACK.
+    pub fn subscribing(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    /// While the application holds the provider from reading (back-pressure), the server's
+    /// silence is ours: the ping timeout counts from now, not from the last packet read.
+    pub fn reading_paused(&mut self, now: Instant) {
+        self.keepalive.received(now);
     }
 
     /// A PUBLISH over `max_packet_size`, skipped: acknowledged at its QoS as if delivered,

@@ -283,6 +283,9 @@ impl<R> Session<R> {
     /// The connection is gone: stop sending, keep what must be resent.
     pub fn on_disconnected(&mut self) {
         self.phase = Phase::Disconnected;
+        // A deferred PUBREC belonged to that connection: a resent copy is answered at once
+        // (the first copy was delivered).
+        self.deferred_qos2.clear();
         self.keepalive.stop();
         // QoS 0 bytes not yet written are lost (at most once); QoS 1/2 stay in their slots.
         self.out.clear();
