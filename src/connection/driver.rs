@@ -620,8 +620,7 @@ impl Driver {
             // stops (the server's writes block in turn) until the output drains; and while a
             // subscription that acknowledges after processing is full, until the
             // application drops messages.
-            let write_stalled =
-                write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
+            let write_stalled = write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
             let paused = self.backpressure(now);
             let reading = !(write_stalled || paused);
             let more_to_read = if reading {
@@ -678,8 +677,7 @@ impl Driver {
                 ws.stream_mut().set_readable();
                 continue;
             }
-            let write_stalled =
-                write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
+            let write_stalled = write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
             let paused = self.backpressure(Instant::now());
             let reading = !(write_stalled || paused);
             let want = (reading, write_blocked);

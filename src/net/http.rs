@@ -193,7 +193,8 @@ fn read_chunked(r: &mut impl io::BufRead, max_body: usize) -> Result<Vec<u8>> {
         if size == 0 {
             return Ok(body);
         }
-        if body.len() + size > max_body {
+        // Checked without adding: a hostile size (ffffffffffffffff) must not overflow.
+        if size > max_body.saturating_sub(body.len()) {
             return Err(malformed("response body over the limit"));
         }
         let start = body.len();
@@ -227,5 +228,19 @@ mod tests {
         )
         .is_err());
         assert!(read_response(&mut &b"nonsense\r\n\r\n"[..], 1024).is_err());
+    }
+
+    /// A chunk size that would overflow the running total is an error, not a panic (nor, in
+    /// a build without overflow checks, an out-of-range slice).
+    #[test]
+    fn a_chunk_size_near_usize_max_is_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\nffffffffffffffff\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n401\r\n",
+        ] {
+            let err = read_response(&mut raw.as_bytes(), 1024).unwrap_err();
+            assert!(err.to_string().contains("over the limit"), "{err}");
+        }
     }
 }

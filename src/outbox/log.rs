@@ -253,6 +253,11 @@ fn apply(state: &mut State, record: Record) -> Result<(), String> {
             if state.last_ticket.is_some_and(|t| ticket <= t) {
                 return Err(format!("publish {ticket} is out of order"));
             }
+            // No process makes 2^63 publishes; a larger ticket is corruption (and the next
+            // ticket after u64::MAX would overflow).
+            if ticket >= 1 << 63 {
+                return Err(format!("publish {ticket} has an impossible ticket"));
+            }
             if !(1..=2).contains(&qos) {
                 return Err(format!("publish {ticket} has QoS {qos}"));
             }

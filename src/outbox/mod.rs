@@ -234,7 +234,7 @@ impl Outbox {
                 })
                 .collect(),
             inbound_qos2: state.inbound.iter().copied().collect(),
-            next_ticket: state.last_ticket.map_or(0, |t| t + 1),
+            next_ticket: state.last_ticket.map_or(0, |t| t.saturating_add(1)),
         };
         Ok((outbox, kept))
     }

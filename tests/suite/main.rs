@@ -14,6 +14,7 @@ mod brokers;
 mod correctness;
 mod delivery;
 mod fuzz_regressions;
+mod hostile;
 mod mqtt5;
 mod outbox;
 mod reliability;
