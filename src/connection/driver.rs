@@ -472,7 +472,10 @@ impl Driver {
     /// (credentials, DNS, TCP, TLS, upgrade, CONNACK), and abandoned when `close()` is called.
     fn try_connect(&mut self, url: usize) -> Result<Ws> {
         let deadline = deadline_after(self.options.connect_timeout);
-        let req = self.opener.open_request(url, deadline)?;
+        // Credentials calls (Cognito's HTTPS) inside are abandoned by `close()` too.
+        let req = crate::net::tcp::with_attempt_abort(Some(self.closing.clone()), || {
+            self.opener.open_request(url, deadline)
+        })?;
         let limit = self.options.max_packet_size.saturating_add(64 * 1024);
         // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
         // costs a 128 KiB memset per read and 128 KiB of resident memory per connection.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Operation, Result};
+use crate::error::{Error, Result};
 
 /// The longest single wait while a deadline is set (how late an abort is noticed).
 const SLICE: Duration = Duration::from_millis(100);
@@ -111,27 +111,35 @@ impl Write for Tcp {
     }
 }
 
-/// Time left before `deadline`, or a connect timeout.
-pub fn remaining(deadline: Instant) -> Result<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(Error::timeout(
-            Operation::Connect,
-            "connect deadline passed",
-        ))
-    } else {
-        Ok(left)
-    }
+thread_local! {
+    /// The abort flag of the connection attempt this thread is making, for the calls it
+    /// makes through code that cannot be handed one (a credentials provider's HTTPS calls:
+    /// `CredentialsProvider::credentials` takes no flag).
+    static ATTEMPT_ABORT: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `abort` as this thread's attempt flag: every TCP connection opened inside
+/// without a flag of its own (e.g. Cognito's) takes it, so that `close()` abandons it.
+pub fn with_attempt_abort<T>(abort: Option<Arc<AtomicBool>>, f: impl FnOnce() -> T) -> T {
+    let before = ATTEMPT_ABORT.with(|a| a.replace(abort));
+    let result = f();
+    ATTEMPT_ABORT.with(|a| *a.borrow_mut() = before);
+    result
 }
 
 /// Resolves `host` and connects to the first address that answers, before `deadline`; the
-/// stream keeps that deadline (and `abort`) until [`Tcp::set_deadline`] lifts it.
+/// stream keeps that deadline (and `abort`) until [`Tcp::set_deadline`] lifts it. Without an
+/// `abort` of its own it takes the thread's attempt flag ([`with_attempt_abort`]). The TCP
+/// handshake itself is abandoned within [`SLICE`] of an abort (on Linux; elsewhere it is
+/// bounded by the deadline alone).
 pub fn connect(
     host: &str,
     port: u16,
     deadline: Instant,
     abort: Option<Arc<AtomicBool>>,
 ) -> Result<Tcp> {
+    let abort = abort.or_else(|| ATTEMPT_ABORT.with(|a| a.borrow().clone()));
     // Url keeps IPv6 literals bracketed; the resolver wants them bare.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<_> = (bare, port)
@@ -143,7 +151,7 @@ pub fn connect(
         .collect();
     let mut last = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
+        match connect_one(&addr, deadline, abort.as_deref()) {
             Ok(sock) => {
                 sock.set_nodelay(true)
                     .map_err(|e| super::websocket::map_io("TCP setup", e))?;
@@ -163,6 +171,75 @@ pub fn connect(
             source: io::Error::new(io::ErrorKind::NotFound, "no address"),
         },
     })
+}
+
+/// Connects to `addr` before `deadline`, noticing `abort` within [`SLICE`]: a non-blocking
+/// connect and a poll in slices (std's `connect_timeout` cannot be interrupted).
+#[cfg(target_os = "linux")]
+fn connect_one(
+    addr: &std::net::SocketAddr,
+    deadline: Instant,
+    abort: Option<&AtomicBool>,
+) -> io::Result<TcpStream> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    match rustix::net::connect(&fd, addr) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::INPROGRESS) => loop {
+            if abort.is_some_and(|a| a.load(Ordering::SeqCst)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "closing: the connection attempt was abandoned",
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+            }
+            let wait = left.min(SLICE);
+            let spec = rustix::time::Timespec {
+                tv_sec: wait.as_secs() as _,
+                tv_nsec: wait.subsec_nanos().into(),
+            };
+            let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+            match poll(&mut fds, Some(&spec)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => break,
+                Err(e) => return Err(e.into()),
+            }
+        },
+        Err(e) => return Err(e.into()),
+    }
+    if let Err(e) = rustix::net::sockopt::socket_error(&fd)? {
+        return Err(e.into());
+    }
+    let sock = TcpStream::from(fd);
+    sock.set_nonblocking(false)?;
+    Ok(sock)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn connect_one(
+    addr: &std::net::SocketAddr,
+    deadline: Instant,
+    _abort: Option<&AtomicBool>,
+) -> io::Result<TcpStream> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+    }
+    TcpStream::connect_timeout(addr, left)
 }
 
 #[cfg(test)]

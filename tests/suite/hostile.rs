@@ -98,3 +98,82 @@ fn an_outbox_ticket_of_u64_max_is_an_outbox_error_not_a_panic() {
         "{err}"
     );
 }
+
+// ---- Deadlines: close() abandons an attempt in every blocking step ----
+
+/// How long `close()` takes while the provider's attempt is stuck in `stuck`; the README
+/// promises 0.1 s ("a connection attempt in progress is abandoned within 0.1 s").
+fn close_while_connecting(provider: impl mqtt_pubsub::Provider) -> std::time::Duration {
+    use mqtt_pubsub::ConnectionState;
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(provider).unwrap();
+    loop {
+        let e = states
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap();
+        if e.state == ConnectionState::Connecting {
+            break;
+        }
+    }
+    // The attempt is under way (inside the blocking step: nothing answers there).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    let _ = ps.close();
+    start.elapsed()
+}
+
+/// close() while the attempt is inside the TCP handshake (SYNs dropped) with a 10 s
+/// connect timeout. Before: 9 s (std's connect_timeout cannot be interrupted).
+#[test]
+fn close_abandons_an_attempt_inside_the_tcp_connect() {
+    let (_hang, port) = crate::support::hanging_port();
+    let took = close_while_connecting(
+        MqttOverWsProvider::builder(format!("ws://127.0.0.1:{port}/"))
+            .connect_in_background(true)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    );
+    // The promise is 0.1 s; the bound leaves a loaded machine headroom and catches the
+    // 10 s the connect timeout would take.
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+}
+
+/// close() while the attempt is inside a Cognito call: its TCP connect, then its wait for
+/// an answer that never comes. Before: the call ran to the connect timeout (10 s).
+#[cfg(feature = "aws-iot")]
+#[test]
+fn close_abandons_an_attempt_inside_a_cognito_call() {
+    use mqtt_pubsub::aws::CognitoCredentials;
+    use mqtt_pubsub::AwsIotProvider;
+    let (_hang, hanging) = crate::support::hanging_port();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // Accepts, reads, never answers.
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(held);
+    });
+    for endpoint in [
+        format!("http://127.0.0.1:{hanging}/"),
+        format!("http://127.0.0.1:{silent_port}/"),
+    ] {
+        let took = close_while_connecting(
+            AwsIotProvider::builder("wss://127.0.0.1:1/mqtt")
+                .region("us-east-1")
+                .credentials(
+                    CognitoCredentials::unauthenticated("us-east-1:pool").endpoint(&endpoint),
+                )
+                .connect_in_background(true)
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        );
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "{endpoint}: {took:?}"
+        );
+    }
+}

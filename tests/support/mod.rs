@@ -200,3 +200,28 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A loopback port where a TCP connect hangs: a listener with a backlog of one that never
+/// accepts, its backlog filled. (What a firewall that drops SYNs looks like.) Keep the
+/// returned value alive as long as the port must hang.
+pub fn hanging_port() -> (impl Drop, u16) {
+    use rustix::net::{bind, listen, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    bind(&fd, &any).unwrap();
+    listen(&fd, 0).unwrap();
+    let port = match rustix::net::getsockname(&fd).unwrap().try_into() {
+        Ok(std::net::SocketAddr::V4(a)) => a.port(),
+        _ => panic!("an IPv4 listener"),
+    };
+    // The one connection the backlog holds: every later SYN is dropped.
+    let filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    struct Hanging(
+        #[allow(dead_code)] rustix::fd::OwnedFd,
+        #[allow(dead_code)] std::net::TcpStream,
+    );
+    impl Drop for Hanging {
+        fn drop(&mut self) {}
+    }
+    (Hanging(fd, filler), port)
+}
