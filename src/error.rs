@@ -429,21 +429,109 @@ impl Error {
     }
 }
 
-/// Text from elsewhere (a topic, a server's close reason or body) made safe to put into a log
-/// line or an error: control characters are escaped, so it cannot forge lines, and it is cut
-/// at `max` bytes.
+/// The secrets of every provider built in this process (passwords, tokens, header values,
+/// proxy credentials, each also as percent-encoded and base64 text): whatever a server
+/// echoes of them is replaced by `<redacted>` in [`printable_max`], which every error, state
+/// event and log line that carries text from elsewhere goes through.
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Shortest value taken as a secret: shorter ones (`1`, `true`) would blank out ordinary
+/// words, and are no secret worth the name.
+const MIN_SECRET: usize = 4;
+
+/// Registers `secret` (and its percent-encoded and base64 forms) for redaction.
+pub(crate) fn register_secret(secret: &str) {
+    if secret.len() < MIN_SECRET {
+        return;
+    }
+    let mut forms = vec![secret.to_string(), base64(secret.as_bytes())];
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
+    forms.push(encoded.clone());
+    forms.push(encoded.replace('+', "%20"));
+    let mut all = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    for f in forms {
+        // A base64 form ends in padding that a server may drop; the body still identifies it.
+        let f = f.trim_end_matches('=').to_string();
+        if f.len() >= MIN_SECRET && !all.contains(&f) {
+            all.push(f);
+        }
+    }
+    // Longest first, so that a secret containing another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Registers a user name and password as HTTP Basic credentials: the password, and
+/// `base64(user:password)` as a `Proxy-Authorization`/`Authorization` echo would show it.
+pub(crate) fn register_basic(user: &str, password: &str) {
+    register_secret(password);
+    register_secret(&format!("{user}:{password}"));
+}
+
+/// Standard base64 with padding (RFC 4648).
+pub(crate) fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Whether `c` must not appear as itself in a log line: control characters (new lines,
+/// ESC), the Unicode line and paragraph separators (which some viewers and JSON-based log
+/// pipelines break lines at) and the bidirectional overrides (which reorder what is shown).
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from elsewhere (a topic, a server's close reason, body or reason string) made safe
+/// to put into a log line or an error — the one function all such text goes through: every
+/// registered secret it echoes is replaced by `<redacted>`, characters that could forge or
+/// reorder lines are escaped, and it is cut at `max` bytes.
 pub(crate) fn printable_max(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max) + 8);
-    for c in s.chars() {
+    // Redacted before it is cut, so that a cut cannot leave part of a secret behind; only
+    // as much of a long text as can be shown is looked at (plus the longest secret).
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let longest = secrets.first().map_or(0, String::len);
+    let mut end = s.len().min(max.saturating_mul(4).saturating_add(longest));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut text = std::borrow::Cow::Borrowed(&s[..end]);
+    for secret in secrets.iter() {
+        if text.contains(secret.as_str()) {
+            text = std::borrow::Cow::Owned(text.replace(secret.as_str(), "<redacted>"));
+        }
+    }
+    drop(secrets);
+    let mut out = String::with_capacity(text.len().min(max) + 8);
+    for c in text.chars() {
         if out.len() >= max {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if unprintable(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
+    }
+    if end < s.len() && !out.ends_with('…') {
+        out.push('…');
     }
     out
 }

@@ -509,6 +509,15 @@ pub(crate) const MAX_KEEP_ALIVE: Duration = Duration::from_secs(u16::MAX as u64)
 impl ConnectionOptions {
     /// What `build()` checks on every provider type.
     pub fn validate(&self) -> crate::error::Result<()> {
+        // What a server may echo back (a CONNACK reason string quoting CONNECT, a 403 body
+        // quoting a header) is redacted wherever it is shown.
+        if let Some(p) = &self.password {
+            crate::error::register_basic(self.username.as_deref().unwrap_or(""), p);
+        }
+        // Header values of 8 bytes or more (tokens); shorter ones are ordinary words.
+        for (_, v) in self.headers.iter().filter(|(_, v)| v.len() >= 8) {
+            crate::error::register_secret(v);
+        }
         if let Some(will) = &self.will {
             crate::topic::validate_topic_name(&will.topic)?;
         }

@@ -79,6 +79,123 @@ fn cognito_stub() -> String {
     url
 }
 
+/// Answers each connection once with `answer` (after reading what comes, up to a blank
+/// line). Returns the port.
+fn raw_server(answer: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let _ = support::http::read_request(&mut conn);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    input
+        .chunks(3)
+        .flat_map(|c| {
+            let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            (0..4).map(move |i| {
+                if i <= c.len() {
+                    TABLE[(n >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                }
+            })
+        })
+        .collect()
+}
+
+/// Hostile echoes; returns every error and state-event text they produced (the caller logs
+/// them, as an application would). Each is checked here to be one short line.
+fn hostile_echoes() -> Vec<String> {
+    use mqtt_pubsub::{ConnectionState, MqttVersion};
+    let mut shown = Vec::new();
+    // Cognito: an error whose message echoes the login token, with a newline, ESC and a
+    // U+2028, 100 KiB long; at an endpoint URL carrying credentials and a token.
+    let echo = format!(
+        "Invalid login token {LOGIN_TOKEN}\nERROR forged line \u{1b}[31m\u{2028}{}",
+        "x".repeat(100 * 1024)
+    );
+    let body = serde_json::json!({"__type": "NotAuthorizedException", "message": echo}).to_string();
+    let port = raw_server(format!(
+        "HTTP/1.1 400 Bad\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let cognito = CognitoCredentials::authenticated(
+        "us-east-1:pool",
+        [("accounts.example.com".to_string(), LOGIN_TOKEN.to_string())],
+    )
+    .endpoint(format!(
+        "http://user:{PROXY_PASSWORD}@127.0.0.1:{port}/?X-Amz-Security-Token={TOKEN}"
+    ));
+    shown.push(cognito.credentials().unwrap_err().to_string());
+    // A proxy whose 407 reason phrase echoes our Proxy-Authorization.
+    let basic = base64(format!("puser:{PROXY_PASSWORD}").as_bytes());
+    let port = raw_server(format!(
+        "HTTP/1.1 407 Proxy-Authorization: Basic {basic}\u{2028}forged\r\n\r\n"
+    ));
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    let err = ps
+        .add_provider(
+            MqttOverWsProvider::builder("ws://127.0.0.1:1/mqtt")
+                .proxy(format!("http://puser:{PROXY_PASSWORD}@127.0.0.1:{port}"))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    shown.push(format!("{err} / {err:?}"));
+    shown.extend(states.try_iter().filter_map(|e| e.reason));
+    // An MQTT 5 CONNACK refusing us with a reason string that quotes our CONNECT's password.
+    let url = support::v5_server::start(|mut peer| {
+        peer.read();
+        let reason = format!("bad password {PASSWORD}\nERROR forged");
+        let mut props = vec![0x1f, 0, reason.len() as u8];
+        props.extend_from_slice(reason.as_bytes());
+        let mut p = vec![0x20, (3 + props.len()) as u8, 0, 0x86, props.len() as u8];
+        p.extend_from_slice(&props);
+        peer.send(&p);
+    });
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    let err = ps
+        .add_provider(
+            MqttOverWsProvider::builder(url)
+                .mqtt_version(MqttVersion::V5)
+                .username_password("alice", PASSWORD)
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    shown.push(format!("{err} / {err:?}"));
+    shown.extend(
+        states
+            .try_iter()
+            .filter(|e| e.state != ConnectionState::Connecting)
+            .filter_map(|e| e.reason),
+    );
+    for text in &shown {
+        let head: String = text.chars().take(300).collect();
+        assert!(
+            !text.contains('\n') && !text.contains('\u{1b}') && !text.contains('\u{2028}'),
+            "unescaped server text: {head:?}"
+        );
+        assert!(text.len() < 2048, "a {} byte text: {head:?}", text.len());
+        for secret in [LOGIN_TOKEN, PROXY_PASSWORD, PASSWORD, TOKEN, basic.as_str()] {
+            assert!(!text.contains(secret), "{secret:?} shown: {head}");
+        }
+    }
+    assert!(shown.len() >= 3, "{shown:?}");
+    shown
+}
+
 #[test]
 fn no_secret_in_any_log_line_at_any_level() {
     log::set_logger(&Capture).unwrap();
@@ -198,6 +315,13 @@ fn no_secret_in_any_log_line_at_any_level() {
         != mqtt_pubsub::ConnectionState::ConnectionDisrupted
     {}
     ps.close().unwrap();
+
+    // Issue 27, items 4 and 5: servers that echo what we sent them, with line breaks and
+    // escape sequences, into the errors, state events and log lines that carry their text.
+    let shown = hostile_echoes();
+    for text in &shown {
+        log::error!("the application logs what it was told: {text}");
+    }
 
     // Every public type's Debug, as an application might log it.
     let ws_builder = || {

@@ -77,6 +77,9 @@ impl CognitoCredentials {
     ) -> CognitoCredentials {
         let mut c = CognitoCredentials::unauthenticated(pool_id);
         c.logins = logins.into_iter().collect();
+        for token in c.logins.values() {
+            crate::error::register_secret(token);
+        }
         c
     }
 
@@ -134,8 +137,14 @@ impl CognitoCredentials {
 
     fn call(&self, action: &str, body: Value, deadline: Instant) -> Result<Value> {
         let url = self.url();
-        let parsed_url = url::Url::parse(&url)
-            .map_err(|e| Error::Credentials(format!("Cognito endpoint {url:?}: {e}")))?;
+        let parsed_url = url::Url::parse(&url).map_err(|e| {
+            Error::Credentials(format!(
+                "Cognito endpoint {}: {e}",
+                crate::net::websocket::redact_text(&url)
+            ))
+        })?;
+        // Shown in errors without a user, password or query (a token may be in either).
+        let shown = crate::net::websocket::redact(&parsed_url);
         let target = format!("AWSCognitoIdentityService.{action}");
         let tls = crate::net::tls::client_config(&[], None)?;
         let proxy = match &self.proxy {
@@ -160,7 +169,7 @@ impl CognitoCredentials {
             deadline,
             MAX_ANSWER,
         )
-        .map_err(|e| Error::Credentials(format!("Cognito {action} at {url}: {e}")))?;
+        .map_err(|e| Error::Credentials(format!("Cognito {action} at {shown}: {e}")))?;
         let status = resp.status;
         let text = String::from_utf8_lossy(&resp.body).into_owned();
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
@@ -174,11 +183,11 @@ impl CognitoCredentials {
             Some(v) => (
                 v["__type"]
                     .as_str()
-                    .map(|t| t.rsplit('#').next().unwrap_or(t).to_string()),
+                    .map(|t| crate::error::printable_max(t.rsplit('#').next().unwrap_or(t), 100)),
                 v["message"]
                     .as_str()
                     .or(v["Message"].as_str())
-                    .map(String::from),
+                    .map(crate::error::printable),
             ),
             None => (None, None),
         };

@@ -24,9 +24,15 @@ impl Credentials {
         secret_access_key: impl Into<String>,
         session_token: Option<String>,
     ) -> Credentials {
+        let secret_access_key = secret_access_key.into();
+        // Whatever a server echoes of these is redacted from errors and logs.
+        crate::error::register_secret(&secret_access_key);
+        if let Some(t) = &session_token {
+            crate::error::register_secret(t);
+        }
         Credentials {
             access_key_id: access_key_id.into(),
-            secret_access_key: secret_access_key.into(),
+            secret_access_key,
             session_token,
             expiration: None,
         }

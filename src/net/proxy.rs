@@ -93,6 +93,7 @@ impl Proxy {
             let user = decode(url.username())?;
             let pass = decode(url.password().unwrap_or(""))?;
             let token = base64(format!("{user}:{pass}").as_bytes());
+            crate::error::register_basic(&user, &pass);
             (
                 Some(format!("Basic {token}")),
                 format!("http://{}@{host}:{port}", url.username()),
@@ -278,27 +279,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Standard base64 with padding (RFC 4648), for `Proxy-Authorization: Basic`.
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use crate::error::base64;
 
 #[cfg(test)]
 mod tests {

@@ -47,13 +47,17 @@ impl CustomAuthorizer {
 
     /// The token, sent under the authorizer's token key name.
     pub fn token(mut self, token_key_name: impl Into<String>, token: impl Into<String>) -> Self {
-        self.token = Some((token_key_name.into(), token.into()));
+        let token = token.into();
+        crate::error::register_secret(&token);
+        self.token = Some((token_key_name.into(), token));
         self
     }
 
     /// The token signature (base64), when the authorizer has signing enabled.
     pub fn signature(mut self, signature: impl Into<String>) -> Self {
-        self.signature = Some(signature.into());
+        let signature = signature.into();
+        crate::error::register_secret(&signature);
+        self.signature = Some(signature);
         self
     }
 

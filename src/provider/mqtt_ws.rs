@@ -105,6 +105,16 @@ impl Opener for StaticUrls {
 
 impl sealed::Sealed for MqttOverWsProvider {
     fn into_spec(self) -> ProviderSpec {
+        // A URL's password and query values (a signed URL's token) are redacted wherever a
+        // server echoes them.
+        for u in &self.urls {
+            if let Some(p) = u.password() {
+                crate::error::register_basic(u.username(), p);
+            }
+            for (_, v) in u.query_pairs().filter(|(_, v)| v.len() >= 8) {
+                crate::error::register_secret(&v);
+            }
+        }
         // The outbox is bound to the set of brokers, not to the order of the failover list.
         let mut shown: Vec<String> = self
             .urls
