@@ -95,6 +95,11 @@ fn parse_property(p: &str) -> Result<Property, String> {
 fn main() {
     let args = Args::parse();
     let qos = QoS::from_u8(args.qos).expect("checked by the parser");
+    if args.outbox.is_some() && qos == QoS::AtMostOnce {
+        // QoS 0 is never stored: an outbox would promise what it cannot keep.
+        eprintln!("pub: --outbox keeps QoS 1 and 2 messages only; give -q 1 or -q 2");
+        std::process::exit(2);
+    }
     let mut options = PublishOptions::default().qos(qos).retain(args.retain);
     for p in args.properties.iter().cloned() {
         options = match p {

@@ -364,11 +364,12 @@ impl SubscribeOptions {
     /// Such a subscription never drops a message for want of room: when the application
     /// holds its `capacity` messages or `max_bytes` bytes (buffered or taken, not yet
     /// dropped), its provider stops reading the connection until the application drops
-    /// some — so *every* subscription of that provider waits, others are unaffected, the
-    /// buffer may exceed its bound by at most one read of messages, and the broker's own
-    /// flow control (its in-flight window; with MQTT 5 our `receive_maximum`) holds the rest.
-    /// The keep-alive does not count the silence we cause. QoS 0 messages carry no
-    /// acknowledgement but are held back the same way.
+    /// some — so *every* subscription of that provider waits, others are unaffected, and
+    /// the broker's own flow control (its in-flight window; with MQTT 5 our
+    /// `receive_maximum`) holds the rest. Reading goes on while the server owes us an answer
+    /// (SUBACK, PUBACK, PUBCOMP, PINGRESP) and while closing, so publishes, `close()` and the
+    /// keep-alive work meanwhile; what is read then goes past the bound. QoS 0 messages
+    /// carry no acknowledgement but are held back the same way.
     ///
     /// ```no_run
     /// use mqtt_pubsub::{MqttOverWsProvider, PubSub, QoS, SubscribeOptions};

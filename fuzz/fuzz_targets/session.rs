@@ -232,7 +232,7 @@ fuzz_target!(|input: (u8, u16, bool, Vec<Op>)| {
                 | Event::PublishRejected(None, ..)
                 | Event::FiltersRefused(_)
                 | Event::UnsubscribeRefused(_)
-                | Event::Oversized(_)
+                | Event::Oversized(..)
                 | Event::Deferred(_)
                 | Event::Message(_) => {}
             }

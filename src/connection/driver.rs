@@ -356,9 +356,10 @@ impl Driver {
                     drop(ws);
                     self.session.on_lost(Instant::now());
                     self.framer.reset();
-                    // Acknowledgements belonged to that connection: the broker resends what
-                    // it did not get (at least once).
-                    self.acks.clear();
+                    // A QoS 1 acknowledgement belonged to that connection: the broker resends
+                    // what it did not get (at least once). A QoS 2 PUBREC waits on: the
+                    // session (if the broker keeps it) resumes with the same identifier.
+                    self.acks.retain(|(_, qos, _)| *qos == QoS::ExactlyOnce);
                     // A packet the broker refused by disconnecting was dropped: report it.
                     self.dispatch_events();
                     self.ring();
@@ -374,6 +375,10 @@ impl Driver {
                     match self.reconnect(&mut attempt, false) {
                         Some(new) => {
                             ws = new;
+                            if !self.session.session_present() {
+                                // No session kept: no identifier of the last one is ours.
+                                self.acks.clear();
+                            }
                             self.set_state(ConnectionState::Connected, None);
                         }
                         None => {
@@ -624,7 +629,7 @@ impl Driver {
             // subscription that acknowledges after processing is full, until the
             // application drops messages.
             let write_stalled = write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
-            let paused = self.backpressure(now);
+            let paused = self.backpressure();
             let reading = !(write_stalled || paused);
             let more_to_read = if reading {
                 match self.read_available(ws, now) {
@@ -681,7 +686,7 @@ impl Driver {
                 continue;
             }
             let write_stalled = write_blocked && self.session.output().len() >= MAX_BLOCKED_OUTPUT;
-            let paused = self.backpressure(Instant::now());
+            let paused = self.backpressure();
             let reading = !(write_stalled || paused);
             let want = (reading, write_blocked);
             if want != watching {
@@ -918,6 +923,9 @@ impl Driver {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(self.wake.clone());
+                    if self.paused {
+                        flow.paused.fetch_add(1, Ordering::AcqRel);
+                    }
                     self.flows.push((id, flow.clone()));
                     self.session.set_deferred_acks(true);
                 }
@@ -1101,7 +1109,13 @@ impl Driver {
                         self.report_refusal(&Error::Rejected { what, code, reason });
                     }
                 }
-                SessionEvent::Oversized(o) => self.report_oversized(&o),
+                SessionEvent::Oversized(o, deferred) => {
+                    if let (true, Some(id)) = (deferred, o.packet_id) {
+                        // Nothing holds it: acknowledged as soon as those before it are.
+                        self.acks.push_back((id, o.qos, std::sync::Weak::new()));
+                    }
+                    self.report_oversized(&o);
+                }
                 SessionEvent::FiltersRefused(filters) => {
                     let list = filters
                         .iter()
@@ -1125,7 +1139,9 @@ impl Driver {
     /// dropped everywhere; stops deferring once no subscription asks for it and none waits.
     fn release_acks(&mut self) {
         while let Some((id, qos, token)) = self.acks.front() {
-            if token.strong_count() > 0 {
+            // Not connected: what is due waits for the connection (a QoS 2 PUBREC is owed
+            // on the resumed session).
+            if token.strong_count() > 0 || !self.session.is_connected() {
                 break;
             }
             self.session.ack(*id, *qos);
@@ -1138,13 +1154,16 @@ impl Driver {
 
     /// Whether a subscription that acknowledges after processing is full: then the
     /// connection is not read (the broker's own flow control — its in-flight window, our
-    /// Receive Maximum — holds what it sends), and the keep-alive does not count the silence.
-    fn backpressure(&mut self, now: Instant) -> bool {
-        // Never while a SUBACK is awaited: the application cannot drain a subscription
-        // before its subscribe call returns, and the SUBACK may come after messages (a
-        // persistent session's stored ones). The broker's in-flight window still bounds
-        // the QoS 1/2 messages it sends unacknowledged meanwhile.
-        let full = !self.session.subscribing() && self.flows.iter().any(|(_, f)| f.full());
+    /// Receive Maximum — holds what it sends).
+    fn backpressure(&mut self) -> bool {
+        // Never while the server owes us an answer (a SUBACK — the application cannot drain
+        // a subscription before its subscribe call returns —, a PUBACK, a PINGRESP), nor
+        // while closing: the answer may come after messages, and not reading it would time
+        // out a publish, stall the close or declare a live link dead. The broker's
+        // in-flight window still bounds the QoS 1/2 messages it sends meanwhile.
+        let full = !self.session.awaiting_server()
+            && matches!(self.closing_state, Closing::No)
+            && self.flows.iter().any(|(_, f)| f.full());
         if full != self.paused {
             self.paused = full;
             for (_, f) in &self.flows {
@@ -1154,9 +1173,6 @@ impl Driver {
                     f.paused.fetch_sub(1, Ordering::AcqRel);
                 }
             }
-        }
-        if full {
-            self.session.reading_paused(now);
         }
         full
     }

@@ -66,6 +66,11 @@ impl KeepAlive {
         self.last_out = now;
     }
 
+    /// Whether a PINGREQ waits for its PINGRESP.
+    pub fn ping_outstanding(&self) -> bool {
+        self.ping_sent.is_some()
+    }
+
     /// The PINGRESP arrived.
     pub fn pong(&mut self) {
         self.ping_sent = None;

@@ -158,8 +158,10 @@ pub enum Event<R> {
     /// A subscribe request failed: the broker broke the protocol answering it (the text
     /// says how).
     Failed(R, String),
-    /// A message over `max_packet_size` was skipped (and acknowledged at its QoS).
-    Oversized(crate::mqtt::codec::Oversized),
+    /// A message over `max_packet_size` was skipped (and acknowledged at its QoS — with
+    /// deferred acknowledgements, `true`: it waits for [`Session::ack`] like the messages
+    /// before it, in arrival order).
+    Oversized(crate::mqtt::codec::Oversized, bool),
     /// A QoS 1/2 message whose acknowledgement (PUBACK, PUBREC) waits for
     /// [`Session::ack`] (see [`Session::set_deferred_acks`]).
     Deferred(PublishFrame),
@@ -955,15 +957,12 @@ impl<R> Session<R> {
         }
     }
 
-    /// Whether a subscribe request still waits for its SUBACK.
-    pub fn subscribing(&self) -> bool {
-        !self.waiters.is_empty()
-    }
-
-    /// While the application holds the provider from reading (back-pressure), the server's
-    /// silence is ours: the ping timeout counts from now, not from the last packet read.
-    pub fn reading_paused(&mut self, now: Instant) {
-        self.keepalive.received(now);
+    /// Whether we wait for the server to answer something of ours: a PINGREQ, a publish
+    /// (PUBACK, PUBREC, PUBCOMP), a SUBSCRIBE or UNSUBSCRIBE. Back-pressure never stops
+    /// reading then: the answer may come after messages, and waiting for it while not
+    /// reading would time out a publish, stall a close, or declare a live link dead.
+    pub fn awaiting_server(&self) -> bool {
+        self.keepalive.ping_outstanding() || self.ids.inflight() > 0 || !self.waiters.is_empty()
     }
 
     /// A PUBLISH over `max_packet_size`, skipped: acknowledged at its QoS as if delivered,
@@ -972,6 +971,21 @@ impl<R> Session<R> {
     /// keeps its identifier until PUBREL, as a delivered one does, so a resent copy is not
     /// reported twice.
     fn inbound_oversized(&mut self, o: crate::mqtt::codec::Oversized) -> Result<()> {
+        if let (true, Some(id)) = (self.defer_acks, o.packet_id) {
+            if o.qos == QoS::ExactlyOnce {
+                if !self.inbound_qos2.insert(id) {
+                    // A resend of one already reported: answered as its first copy is.
+                    if !self.deferred_qos2.contains(&id) {
+                        wire::ack(0x50, id, &mut self.out);
+                    }
+                    return Ok(());
+                }
+                self.record(Journal::InboundReceived { pid: id });
+                self.deferred_qos2.insert(id);
+            }
+            self.events.push_back(Event::Oversized(o, true));
+            return Ok(());
+        }
         match (o.qos, o.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => wire::ack(0x40, id, &mut self.out),
             (QoS::ExactlyOnce, Some(id)) => {
@@ -986,7 +1000,7 @@ impl<R> Session<R> {
             }
             _ => {}
         }
-        self.events.push_back(Event::Oversized(o));
+        self.events.push_back(Event::Oversized(o, false));
         Ok(())
     }
 

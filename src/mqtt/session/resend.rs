@@ -88,6 +88,7 @@ impl<R> Session<R> {
         if !session_present {
             // The broker holds no QoS 2 state of ours: forget inbound ids [MQTT-4.3.3].
             self.inbound_qos2.clear();
+            self.deferred_qos2.clear();
         }
         // Unanswered SUBSCRIBE/UNSUBSCRIBE become requests again, at the front.
         let mut again: Vec<(u64, Request<R>)> = Vec::new();
@@ -283,9 +284,9 @@ impl<R> Session<R> {
     /// The connection is gone: stop sending, keep what must be resent.
     pub fn on_disconnected(&mut self) {
         self.phase = Phase::Disconnected;
-        // A deferred PUBREC belonged to that connection: a resent copy is answered at once
-        // (the first copy was delivered).
-        self.deferred_qos2.clear();
+        // A deferred PUBREC outlives the connection: the broker resends the PUBLISH (DUP)
+        // on the next one, which is not answered until the application has processed the
+        // copy it holds (a session the broker did not keep forgets it at CONNACK).
         self.keepalive.stop();
         // QoS 0 bytes not yet written are lost (at most once); QoS 1/2 stay in their slots.
         self.out.clear();

@@ -213,7 +213,18 @@ impl Wire {
         match self.version {
             MqttVersion::V3_1_1 => packet.encode(id, dup, out),
             MqttVersion::V5 => {
-                let alias = self.alias_for(&packet.topic);
+                // Defining an alias adds a property (up to 4 bytes): not on a packet that
+                // the server's Maximum Packet Size would then refuse (the size checked at
+                // the call is the packet without an alias).
+                let room = self.limits.maximum_packet_size.is_none_or(|max| {
+                    encoded_size(packet) + 4 <= max as usize
+                        || self.aliases.contains_key(packet.topic.as_str())
+                });
+                let alias = if room {
+                    self.alias_for(&packet.topic)
+                } else {
+                    Alias::None
+                };
                 v5::encode_publish(packet, id, dup, alias, out)
             }
         }
