@@ -210,7 +210,16 @@ pub fn replay(bytes: &[u8]) -> Result<State, String> {
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
         let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER.saturating_add(len)) else {
-            break; // runs past the end: torn
+            // Runs past the end: a torn tail — unless a whole record follows, which a torn
+            // last write cannot leave behind it but a corrupted length (a flipped bit) does.
+            if let Some(j) = valid_record_within(&rest[RECORD_HEADER..]) {
+                return Err(format!(
+                    "record at byte {at} claims {len} bytes, past the end of the file, but a \
+                     valid record follows at byte {}: the length is corrupt",
+                    at + RECORD_HEADER + j
+                ));
+            }
+            break;
         };
         let end = at + RECORD_HEADER + len;
         if crc32(body) != crc {
@@ -230,6 +239,34 @@ pub fn replay(bytes: &[u8]) -> Result<State, String> {
     state.torn = bytes.len() - at;
     Ok(state)
 }
+
+/// Where a whole, valid record (length in bounds, checksum right, decodable) starts within
+/// `bytes`, if anywhere. Bounded work: at most [`SCAN_CHECKS`] checksums are computed.
+fn valid_record_within(bytes: &[u8]) -> Option<usize> {
+    let mut checks = 0;
+    for j in 0..bytes.len().saturating_sub(RECORD_HEADER) {
+        let rest = &bytes[j..];
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER.saturating_add(len)) else {
+            continue;
+        };
+        if body.is_empty() {
+            continue;
+        }
+        checks += 1;
+        if checks > SCAN_CHECKS {
+            return None;
+        }
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if crc32(body) == crc && decode(body).is_ok() {
+            return Some(j);
+        }
+    }
+    None
+}
+
+/// Checksums [`valid_record_within`] computes at most.
+const SCAN_CHECKS: usize = 4096;
 
 fn apply(state: &mut State, record: Record) -> Result<(), String> {
     if state.binding.is_none() && !matches!(record, Record::Binding { .. }) {

@@ -127,6 +127,65 @@ fn same_destination(stored: (&str, &str), wanted: (&str, &str)) -> bool {
             .any(|u| wanted.1.split(' ').any(|w| w == u))
 }
 
+/// Opens a file of the outbox for writing (and reading), created 0600 if `create` — never
+/// through a symbolic link (a link planted at a file's name would redirect our writes).
+fn open_private(path: &Path, create: bool, append: bool) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(!append).append(append).create(create);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+        #[cfg(target_os = "linux")]
+        o.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    o.open(path)
+}
+
+/// Creates `dir` (0700, as ssh and gpg do: payloads are private) if missing, and refuses
+/// one that another user owns or that others may write to: whoever can write there can
+/// replace the log with publishes of their choosing (valid checksums are no protection),
+/// and whoever can read it reads the payloads.
+fn private_dir(dir: &Path) -> std::result::Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("creating the directory: {e}"))?;
+        let meta =
+            std::fs::symlink_metadata(dir).map_err(|e| format!("reading the directory: {e}"))?;
+        if !meta.is_dir() {
+            return Err("not a directory (a symbolic link is not followed)".into());
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let me = rustix::process::geteuid().as_raw();
+            if meta.uid() != me {
+                return Err(format!(
+                    "the directory belongs to user {} (this process runs as {me}): another \
+                     user could replace what it holds; use a directory of your own",
+                    meta.uid()
+                ));
+            }
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "the directory is writable by others (mode {:o}): anyone could replace what \
+                 it holds; chmod 700 it or use another",
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating the directory: {e}"))
+    }
+}
+
 /// What an outbox kept from an earlier process.
 #[derive(Debug, Default)]
 pub struct Kept {
@@ -147,13 +206,9 @@ impl Outbox {
             path: dir.display().to_string(),
             message,
         };
-        std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating the directory: {e}")))?;
+        private_dir(&dir).map_err(err)?;
         let claim = Claim::take(&dir).map_err(err)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK))
+        let lock = open_private(&dir.join(LOCK), true, false)
             .map_err(|e| err(format!("opening the lock file: {e}")))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -165,8 +220,13 @@ impl Outbox {
             Err(std::fs::TryLockError::Error(e)) => return Err(err(format!("locking: {e}"))),
         }
         let path = dir.join(LOG);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let bytes = match open_private(&path, false, false) {
+            Ok(mut f) => {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut b)
+                    .map_err(|e| err(format!("reading {LOG}: {e}")))?;
+                b
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(err(format!("reading {LOG}: {e}"))),
         };
@@ -193,8 +253,7 @@ impl Outbox {
             );
         }
         let mut outbox = Outbox {
-            file: File::open(&path)
-                .or_else(|_| File::create(&path))
+            file: open_private(&path, true, true)
                 .map_err(|e| err(format!("opening {LOG}: {e}")))?,
             dir: dir.clone(),
             _lock: lock,
@@ -336,7 +395,19 @@ impl Outbox {
                 path: self.dir.display().to_string(),
                 message: format!("writing: {e}"),
             };
-            self.file.write_all(&self.pending).map_err(io)?;
+            if let Err(e) = self.file.write_all(&self.pending) {
+                // A full disk (or any failure) may have left part of a record: cut the file
+                // back to its last whole record, so that it stays readable and the next
+                // write (the same records again) lands where they belong. Those callers
+                // hear the error; nothing is reported durable that is not.
+                if let Err(cut) = self.file.set_len(self.file_len) {
+                    return Err(io(std::io::Error::new(
+                        cut.kind(),
+                        format!("{e}; and cutting back the partial record failed: {cut}"),
+                    )));
+                }
+                return Err(io(e));
+            }
             self.file_len += self.pending.len() as u64;
             self.pending.clear();
             self.written_unsynced = true;
@@ -431,14 +502,26 @@ impl Outbox {
         }
         let tmp = self.dir.join(format!("{LOG}.tmp"));
         {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&out)?;
-            f.sync_all()?;
+            // Whatever is at the name goes (a link is removed, not followed), and the file
+            // is made new: never someone else's file written through.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut o = OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let mut f = o.open(&tmp)?;
+            if let Err(e) = f.write_all(&out).and_then(|()| f.sync_all()) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
         std::fs::rename(&tmp, self.dir.join(LOG))?;
         File::open(&self.dir)?.sync_all()?;
         SYNCS.fetch_add(2, Ordering::Relaxed);
-        self.file = OpenOptions::new().append(true).open(self.dir.join(LOG))?;
+        self.file = open_private(&self.dir.join(LOG), false, true)?;
         self.file_len = out.len() as u64;
         Ok(())
     }

@@ -177,3 +177,235 @@ fn close_abandons_an_attempt_inside_a_cognito_call() {
         );
     }
 }
+
+// ---- Outbox integrity and file safety ----
+
+/// The outbox log of `records` (after its magic and binding for `url`), as bytes.
+fn crafted_log(url: &str, records: &[mqtt_pubsub::internals::outbox_log::Record]) -> Vec<u8> {
+    use mqtt_pubsub::internals::outbox_log::{encode, Record, MAGIC};
+    let mut log = MAGIC.to_vec();
+    encode(
+        &Record::Binding {
+            client_id: "files".into(),
+            url: url.to_string(),
+        },
+        &mut log,
+    );
+    for r in records {
+        encode(r, &mut log);
+    }
+    log
+}
+
+fn publish_record(ticket: u64) -> mqtt_pubsub::internals::outbox_log::Record {
+    mqtt_pubsub::internals::outbox_log::Record::Publish {
+        ticket,
+        qos: 1,
+        retain: false,
+        topic: "files/t".into(),
+        payload: format!("{ticket}").into_bytes(),
+        props: Vec::new(),
+    }
+}
+
+fn open_outbox(dir: &std::path::Path, url: &str) -> Result<PubSub, Error> {
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(url)
+            .client_id("files")
+            .outbox(dir)
+            .connect_in_background(true)
+            .build()
+            .unwrap(),
+    )
+    .map(|()| ps)
+}
+
+/// A flipped bit in a middle record's length (it now claims ~1 GiB, past the end of the
+/// file) is corruption, not a torn tail: `Error::Outbox`, and the records after it are
+/// not rewritten away. Before: "dropped a torn last record" and three live publishes gone.
+#[test]
+fn a_corrupted_length_in_the_middle_is_corruption_not_a_torn_tail() {
+    let dir = TempDir::new("bitflip");
+    let url = format!("ws://127.0.0.1:{}/", free_port());
+    // Record 1 starts where a log of record 0 alone ends.
+    let at = crafted_log(&url, &[publish_record(0)]).len();
+    let mut log = crafted_log(
+        &url,
+        &[
+            publish_record(0),
+            publish_record(1),
+            publish_record(2),
+            publish_record(3),
+        ],
+    );
+    // Bit 30 of record 1's length: it claims ~1 GiB.
+    log[at + 3] ^= 0x40;
+    std::fs::write(dir.path().join("outbox.log"), &log).unwrap();
+    let Err(err) = open_outbox(dir.path(), &url) else {
+        panic!("accepted");
+    };
+    assert!(
+        matches!(&err, Error::Outbox { message, .. } if message.contains("corrupt")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("outbox.log")).unwrap(),
+        log,
+        "the log is left as it was"
+    );
+}
+
+/// A symbolic link planted at the name of the compaction's temporary file is not written
+/// through; the outbox's files are 0600 and its directory 0700; a directory others may
+/// write to, or another user's, is refused with a clear error. Before: the link's target
+/// was truncated and overwritten, files were 0644 and the directory 0755, and any
+/// directory was used.
+#[cfg(unix)]
+#[test]
+fn outbox_files_are_private_and_links_are_not_followed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let base = TempDir::new("files");
+    let dir = base.path().join("outbox");
+    let url = format!("ws://127.0.0.1:{}/", free_port());
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("outbox.log.tmp")).unwrap();
+    let ps = open_outbox(&dir, &url).expect("opens");
+    let _ = ps.close();
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "written through a link"
+    );
+    for f in ["outbox.log", "outbox.lock"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}: {mode:o}");
+    }
+    // A directory it creates is 0700.
+    let fresh = base.path().join("fresh");
+    let _ = open_outbox(&fresh, &url).expect("opens").close();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+    // Writable by others: refused.
+    let shared = base.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let Err(err) = open_outbox(&shared, &url) else {
+        panic!("accepted");
+    };
+    assert!(err.to_string().contains("writable by others"), "{err}");
+    // Another user's (as root, the test can make one so).
+    if rustix::process::geteuid().is_root() {
+        let theirs = base.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let Err(err) = open_outbox(&theirs, &url) else {
+            panic!("accepted");
+        };
+        assert!(err.to_string().contains("belongs to user 65534"), "{err}");
+    } else {
+        eprintln!("not root: the other-user case is not tried");
+    }
+}
+
+/// A full disk (a small tmpfs): a publish that could not be made durable fails with a
+/// clear error, the log stays readable, and every publish answered `Ok` is resent by the
+/// next process. Before: a partial record, then the whole pending buffer written again
+/// after it; the next open failed "wrong checksum" and nothing was resent.
+#[test]
+fn a_full_disk_never_corrupts_the_outbox_mosquitto() {
+    use mqtt_pubsub::{PublishOptions, QoS, SubscribeOptions};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: cannot mount a small tmpfs; the full-disk test does not run");
+        return;
+    }
+    let Some(m) = crate::support::Mosquitto::start() else {
+        return;
+    };
+    let base = TempDir::new("diskfull");
+    let mnt = base.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount a tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    // Most of it taken, so that the outbox fills it after a few dozen publishes.
+    std::fs::write(mnt.join("filler1"), vec![0u8; 80 * 1024]).unwrap();
+    std::fs::write(mnt.join("filler2"), vec![0u8; 80 * 1024]).unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let dir = mnt.join("outbox");
+    let ps = open_outbox(&dir, &url).expect("opens offline");
+    let opts = PublishOptions::default().qos(QoS::AtLeastOnce);
+    let mut accepted = Vec::new();
+    let mut failed = 0;
+    let publish = |i: usize, accepted: &mut Vec<usize>, failed: &mut usize| match ps.publish_with(
+        "diskfull/x",
+        format!("{i:04}{}", "p".repeat(2000)),
+        opts.clone(),
+    ) {
+        Ok(()) => accepted.push(i),
+        Err(e) => {
+            assert!(
+                matches!(&e, Error::Outbox { message, .. } if message.contains("space")),
+                "{e}"
+            );
+            *failed += 1;
+        }
+    };
+    let mut i = 0;
+    while failed == 0 && i < 500 {
+        publish(i, &mut accepted, &mut failed);
+        i += 1;
+    }
+    assert!(failed > 0 && !accepted.is_empty(), "the disk filled up");
+    // Room again while the process runs (another program freed some): the next writes
+    // succeed — after whatever the failed one left.
+    std::fs::remove_file(mnt.join("filler1")).unwrap();
+    for _ in 0..10 {
+        publish(i, &mut accepted, &mut failed);
+        i += 1;
+    }
+    let _ = ps.close();
+    drop(ps);
+    std::fs::remove_file(mnt.join("filler2")).unwrap();
+    // The broker appears; the next process resends every accepted publish.
+    let watcher = PubSub::new();
+    watcher
+        .add_provider(MqttOverWsProvider::builder(m.ws_url()).build().unwrap())
+        .unwrap();
+    let sub = watcher
+        .subscribe_with(
+            "diskfull/#",
+            SubscribeOptions::default()
+                .qos(QoS::AtLeastOnce)
+                .capacity(1000),
+        )
+        .unwrap();
+    let _broker = crate::support::proxy::Proxy::start_at(port, m.ws_port);
+    let ps = open_outbox(&dir, &url).expect("the log is readable");
+    ps.flush(std::time::Duration::from_secs(20)).unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    while let Ok(msg) = sub.recv_timeout(std::time::Duration::from_secs(2)) {
+        got.insert(msg.payload()[..4].to_vec());
+    }
+    for i in &accepted {
+        assert!(
+            got.contains(format!("{i:04}").as_bytes()),
+            "accepted {i} was lost"
+        );
+    }
+    let _ = ps.close();
+}
