@@ -107,29 +107,45 @@ pub fn post(
     read_response(&mut conn, max_body)
 }
 
-fn read_response(conn: &mut impl Read, max_body: usize) -> Result<Response> {
+/// Reads one response (its head, then its body by length, chunks or close); interim 1xx
+/// answers (`100 Continue`) are read past. Fuzzed (`fuzz/fuzz_targets/http.rs`).
+pub fn read_response(conn: &mut impl Read, max_body: usize) -> Result<Response> {
     let mut reader = io::BufReader::new(conn);
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = reader
-            .read(&mut byte)
-            .map_err(|e| map_io("reading the response", e))?;
-        if n == 0 {
-            return Err(malformed("the connection closed in the response head"));
+    let mut interim = 0;
+    let (status, text) = loop {
+        head.clear();
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = reader
+                .read(&mut byte)
+                .map_err(|e| map_io("reading the response", e))?;
+            if n == 0 {
+                return Err(malformed("the connection closed in the response head"));
+            }
+            head.push(byte[0]);
+            if head.len() > MAX_HEAD {
+                return Err(malformed("response head too long"));
+            }
         }
-        head.push(byte[0]);
-        if head.len() > MAX_HEAD {
-            return Err(malformed("response head too long"));
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let status = text
+            .split("\r\n")
+            .next()
+            .and_then(crate::net::head::status_line)
+            .map(|s| s.status)
+            .ok_or_else(|| malformed("no HTTP/1.x status line"))?;
+        if (100..200).contains(&status) {
+            interim += 1;
+            if interim > 8 {
+                return Err(malformed("too many interim (1xx) answers"));
+            }
+            continue;
         }
-    }
-    let text = String::from_utf8_lossy(&head);
+        break (status, text);
+    };
     let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| malformed("no status line"))?;
+    lines.next();
     let mut length = None;
     let mut chunked = false;
     for line in lines {
@@ -228,6 +244,26 @@ mod tests {
         )
         .is_err());
         assert!(read_response(&mut &b"nonsense\r\n\r\n"[..], 1024).is_err());
+    }
+
+    /// An interim `100 Continue` is not the answer: the final one after it is. A status
+    /// line that is not HTTP/1.x with three digits is no answer at all.
+    #[test]
+    fn interim_answers_are_read_past_and_status_lines_are_strict() {
+        let r = read_response(
+            &mut &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 X\r\nContent-Length: 5\r\n\r\nhello"
+                [..],
+            1024,
+        )
+        .unwrap();
+        assert_eq!((r.status, &r.body[..]), (400, &b"hello"[..]));
+        for raw in [
+            "HTTP/2 200 OK\r\n\r\n",
+            "HTTP/1.1 +200 OK\r\n\r\n",
+            "HTTP/1.9 200 OK\r\n\r\n",
+        ] {
+            assert!(read_response(&mut raw.as_bytes(), 1024).is_err(), "{raw:?}");
+        }
     }
 
     /// A chunk size that would overflow the running total is an error, not a panic (nor, in

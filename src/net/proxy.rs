@@ -228,12 +228,11 @@ pub fn connect(
     }
     let text = String::from_utf8_lossy(&head);
     let status_line = text.lines().next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let status = parts.next().and_then(|s| s.parse::<u16>().ok());
-    let reason = crate::error::printable_max(parts.next().unwrap_or_default().trim(), 100);
+    let parsed = crate::net::head::status_line(status_line);
+    let status = parsed.map(|s| s.status);
+    let reason = crate::error::printable_max(parsed.map_or("", |s| s.reason), 100);
     match status {
-        Some(200..=299) if version.starts_with("HTTP/1.") => {
+        Some(200..=299) => {
             log::debug!("tunnel to {authority} through proxy {proxy}");
             Ok(tcp)
         }

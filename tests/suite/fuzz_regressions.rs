@@ -123,3 +123,18 @@ fn v5_seeds_decode_or_are_refused_as_named() {
     }
     assert!(checked >= 28, "{checked} v5 seeds");
 }
+
+/// The HTTP reader's seeds (`fuzz/seeds/http`) read as the fuzz target expects: the chunk
+/// size that overflowed is an error, an interim 100 is read past, HTTP/2 is no answer.
+#[test]
+fn http_seeds_read_as_expected() {
+    use mqtt_pubsub::internals::http::read_response;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/http");
+    let read = |name: &str| read_response(&mut &std::fs::read(dir.join(name)).unwrap()[..], 4096);
+    assert!(read("chunk_overflow").is_err());
+    assert!(read("http2").is_err());
+    let r = read("continue_then_400").unwrap();
+    assert_eq!((r.status, &r.body[..]), (400, &b"hello"[..]));
+    assert_eq!(read("chunked").unwrap().body, b"abcde");
+    assert_eq!(read("close_delimited").unwrap().status, 500);
+}

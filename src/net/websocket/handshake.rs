@@ -78,12 +78,8 @@ pub(super) fn upgrade(
     let mut lines = head.split("\r\n");
     let status: u16 = lines
         .next()
-        .and_then(|l| {
-            l.strip_prefix("HTTP/1.1 ")
-                .or_else(|| l.strip_prefix("HTTP/1.0 "))
-        })
-        .and_then(|l| l.get(..3))
-        .and_then(|c| c.parse().ok())
+        .and_then(crate::net::head::status_line)
+        .map(|s| s.status)
         .ok_or_else(|| Error::Protocol("the answer to the WebSocket upgrade is not HTTP".into()))?;
     let fields: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
@@ -123,6 +119,14 @@ pub(super) fn upgrade(
         return Err(Error::websocket_msg(
             "the server's Sec-WebSocket-Accept does not match our key",
         ));
+    }
+    // We ask for no extension: a server that names one (permessage-deflate) would send
+    // frames we cannot read [RFC 6455 §9.1].
+    if let Some(ext) = field("sec-websocket-extensions").filter(|e| !e.is_empty()) {
+        return Err(Error::websocket_msg(format!(
+            "the server chose extension {:?}, which we did not ask for",
+            crate::error::printable_max(ext, 100)
+        )));
     }
     // The subprotocol may be left out (some brokers and proxies), but if named it must be ours.
     if let Some(p) = field("sec-websocket-protocol") {
