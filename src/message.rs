@@ -95,9 +95,9 @@ impl Message {
         self.ack = Some(token);
     }
 
-    /// The memory it holds: the packet it arrived in.
+    /// The memory it holds: the packet it arrived in, and its MQTT 5 properties as read.
     pub(crate) fn size(&self) -> usize {
-        self.publish.as_bytes().len()
+        self.publish.as_bytes().len() + self.publish.properties().map_or(0, |p| p.memory())
     }
 
     /// Counts it as held by the application of an acknowledge-after-processing subscription

@@ -102,7 +102,12 @@ impl PublishFrame {
             len: props_len,
         } = match version {
             MqttVersion::V3_1_1 => v5::PublishProps::default(),
-            MqttVersion::V5 => v5::parse_publish(&body[topic_end + id_len..])?,
+            // Properties may take in memory what the packet takes on the wire, and 4 KiB
+            // more: beyond, the message is skipped as an oversized one is.
+            MqttVersion::V5 => v5::parse_publish(
+                &body[topic_end + id_len..],
+                bytes.len().saturating_add(4096),
+            )?,
         };
         if topic.is_empty() && alias == 0 {
             // [MQTT-4.7.3-1]; in v5 an empty topic needs a topic alias [MQTT-3.3.2-8].
@@ -358,7 +363,24 @@ impl From<VariablePacket> for Inbound {
 /// Decodes one complete packet held in `frame`, whose fixed header is `header` bytes long.
 fn decode_inbound(frame: Bytes, header: usize, version: MqttVersion) -> Result<Inbound, Error> {
     match (frame[0] >> 4, version) {
-        (3, _) => PublishFrame::parse_as(frame, header, version).map(Inbound::Publish),
+        (3, MqttVersion::V3_1_1) => {
+            PublishFrame::parse_as(frame, header, version).map(Inbound::Publish)
+        }
+        (3, MqttVersion::V5) => match PublishFrame::parse_as(frame.clone(), header, version) {
+            // Properties that would take more memory than the packet itself: skipped like a
+            // packet over the limit (acknowledged, counted, reported).
+            Err(Error::PacketTooLarge { .. }) => {
+                let mut skip = Skip {
+                    header,
+                    total: frame.len(),
+                    seen: 0,
+                    head: Vec::new(),
+                };
+                skip.take(&frame);
+                skip.finish().map(Inbound::Oversized)
+            }
+            other => other.map(Inbound::Publish),
+        },
         (_, MqttVersion::V3_1_1) => decode_frame(&frame).map(Inbound::Other),
         (_, MqttVersion::V5) => v5::decode_control(&frame, header).map(Inbound::Control),
     }

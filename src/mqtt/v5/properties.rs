@@ -224,7 +224,36 @@ impl Properties {
     /// a repeated one (except user properties and, in PUBLISH, subscription identifiers) and
     /// values out of range.
     pub fn read(r: &mut Reader<'_>, allowed: &[u8], packet: &str) -> Result<Properties, Error> {
+        Properties::read_within(r, allowed, packet, usize::MAX)
+    }
+
+    /// Memory this holds: the list and the strings and binaries it owns.
+    pub fn memory(&self) -> usize {
+        self.0
+            .iter()
+            .map(|p| {
+                std::mem::size_of::<Property>()
+                    + match &p.value {
+                        Value::Str(s) => s.len(),
+                        Value::Bin(b) => b.len(),
+                        Value::Pair(k, v) => k.len() + v.len(),
+                        _ => 0,
+                    }
+            })
+            .sum()
+    }
+
+    /// Like [`Properties::read`], refusing with [`Error::PacketTooLarge`] properties that
+    /// would take more than `budget` bytes of memory once read (a block of millions of empty
+    /// user properties takes ~11 times its size on the wire).
+    pub fn read_within(
+        r: &mut Reader<'_>,
+        allowed: &[u8],
+        packet: &str,
+        budget: usize,
+    ) -> Result<Properties, Error> {
         let bad = |why: String| malformed(packet, &why);
+        let mut memory = 0usize;
         let len = r
             .varint()
             .ok_or_else(|| bad("bad property length".into()))? as usize;
@@ -278,6 +307,19 @@ impl Properties {
             };
             if !in_range {
                 return Err(bad(format!("property {pid:#04x} has a value out of range")));
+            }
+            memory += std::mem::size_of::<Property>()
+                + match &value {
+                    Value::Str(s) => s.len(),
+                    Value::Bin(b) => b.len(),
+                    Value::Pair(k, v) => k.len() + v.len(),
+                    _ => 0,
+                };
+            if memory > budget {
+                return Err(Error::PacketTooLarge {
+                    size: memory,
+                    max: budget,
+                });
             }
             props.0.push(Property { id: pid, value });
         }

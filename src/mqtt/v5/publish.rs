@@ -42,7 +42,7 @@ pub const INLINE_IDS: usize = 4;
 /// Reads the properties of a PUBLISH whose body from the property length on is `rest`. The
 /// common blocks — none, a topic alias, a few subscription identifiers — allocate nothing;
 /// anything else is read whole by [`Properties::read`] with the same checks.
-pub fn parse_publish(rest: &[u8]) -> Result<PublishProps, Error> {
+pub fn parse_publish(rest: &[u8], budget: usize) -> Result<PublishProps, Error> {
     if rest.first() == Some(&0) {
         return Ok(PublishProps {
             len: 1,
@@ -53,7 +53,7 @@ pub fn parse_publish(rest: &[u8]) -> Result<PublishProps, Error> {
         return Ok(fast);
     }
     let mut r = Reader::new(rest);
-    let mut props = Properties::read(&mut r, allowed::PUBLISH, "PUBLISH")?;
+    let mut props = Properties::read_within(&mut r, allowed::PUBLISH, "PUBLISH", budget)?;
     let alias = props.int(id::TOPIC_ALIAS).unwrap_or(0) as u16;
     let mut out = PublishProps {
         alias,
