@@ -92,6 +92,7 @@ pub mod internals {
     pub use crate::outbox::SYNCS as OUTBOX_SYNCS;
     pub use crate::outbox::{Outbox, OutboxOptions};
     /// The HTTP/1.x response reader (Cognito) and status-line parser (every reader).
+    #[cfg(feature = "aws-iot")]
     pub mod http {
         pub use crate::net::head::{status_line, StatusLine};
         pub use crate::net::http::{read_response, Response};

@@ -18,7 +18,8 @@ pub fn status_line(line: &str) -> Option<StatusLine<'_>> {
         .strip_prefix("HTTP/1.1 ")
         .or_else(|| line.strip_prefix("HTTP/1.0 "))?;
     let code = rest.get(..3)?;
-    if !code.bytes().all(|b| b.is_ascii_digit()) {
+    // Three digits, the first 1 to 5 (RFC 9110 §15): `020` is no status.
+    if !code.bytes().all(|b| b.is_ascii_digit()) || !(b'1'..=b'5').contains(&code.as_bytes()[0]) {
         return None;
     }
     let after = &rest[3..];
@@ -52,6 +53,8 @@ mod tests {
             "HTTP/1.1 1010 x",
             "HTTP/1.1 20",
             "HTTP/1.1 2x0 OK",
+            "HTTP/1.1 020 OK",
+            "HTTP/1.1 600 X",
             "http/1.1 200 OK",
             "",
         ] {

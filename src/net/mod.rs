@@ -1,7 +1,7 @@
 //! Opening the transport: TCP, optional TLS, and the WebSocket upgrade.
 
-#[cfg(feature = "aws-iot")]
 pub mod head;
+#[cfg(feature = "aws-iot")]
 pub mod http;
 pub mod link;
 pub mod proxy;

@@ -133,6 +133,8 @@ fn http_seeds_read_as_expected() {
     let read = |name: &str| read_response(&mut &std::fs::read(dir.join(name)).unwrap()[..], 4096);
     assert!(read("chunk_overflow").is_err());
     assert!(read("http2").is_err());
+    // Found by the fuzzer: a status of 020 was taken as a final answer.
+    assert!(read("status_020").is_err());
     let r = read("continue_then_400").unwrap();
     assert_eq!((r.status, &r.body[..]), (400, &b"hello"[..]));
     assert_eq!(read("chunked").unwrap().body, b"abcde");
