@@ -691,20 +691,7 @@ fn close_with_sends_disconnect_properties_mosquitto() {
 
 /// This test binary again, on `delivery::child_slow_consumer`, stdout piped.
 fn spawn_consumer(env: &[(&str, String)]) -> std::process::Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "delivery::child_slow_consumer",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+    crate::support::spawn_child("delivery::child_slow_consumer", env)
 }
 
 /// A slow application: subscribes (persistent session, QoS 1, acknowledging after
@@ -915,6 +902,30 @@ fn killed_consumer_loses_nothing(m: &Mosquitto, mode: &str) {
 
 // ---- Found by the hostile review of the above ----
 
+/// A QoS 1 subscription of `capacity` that acknowledges after processing.
+fn acking_subscription(ps: &PubSub, filter: &str, capacity: usize) -> mqtt_pubsub::Subscription {
+    ps.subscribe_with(
+        filter,
+        SubscribeOptions::default()
+            .qos(QoS::AtLeastOnce)
+            .capacity(capacity)
+            .ack_after_processing(true),
+    )
+    .unwrap()
+}
+
+/// Publishes "0", "1", … at QoS 1 to `topic`.
+fn publish_numbers(ps: &PubSub, topic: &str, n: usize) {
+    for i in 0..n {
+        ps.publish_with(
+            topic,
+            format!("{i}"),
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    }
+}
+
 /// A subscription that acknowledges after processing, full, held longer than the
 /// keep-alive: the link stays up (the PINGRESP is read although messages wait), and the
 /// messages after the held one arrive. Before: "no PINGRESP within 1s" every keep-alive,
@@ -931,25 +942,9 @@ fn holding_a_full_subscription_past_the_keep_alive_keeps_the_link_mosquitto() {
             .unwrap(),
     )
     .unwrap();
-    let sub = ps
-        .subscribe_with(
-            "held/#",
-            SubscribeOptions::default()
-                .qos(QoS::AtLeastOnce)
-                .capacity(1)
-                .ack_after_processing(true),
-        )
-        .unwrap();
+    let sub = acking_subscription(&ps, "held/#", 1);
     let publisher = connect(&m.mqtt_url());
-    for i in 0..3 {
-        publisher
-            .publish_with(
-                "held/x",
-                format!("{i}"),
-                PublishOptions::default().qos(QoS::AtLeastOnce),
-            )
-            .unwrap();
-    }
+    publish_numbers(&publisher, "held/x", 3);
     let first = sub.recv_timeout(WAIT).unwrap();
     // Three keep-alive intervals with the subscription full (the scenario, not a wait).
     std::thread::sleep(Duration::from_secs(6));
@@ -973,25 +968,9 @@ fn holding_a_full_subscription_past_the_keep_alive_keeps_the_link_mosquitto() {
 fn publishing_and_closing_while_a_subscription_is_full_mosquitto() {
     let Some(m) = Mosquitto::start() else { return };
     let ps = connect(&m.mqtt_url());
-    let sub = ps
-        .subscribe_with(
-            "full/#",
-            SubscribeOptions::default()
-                .qos(QoS::AtLeastOnce)
-                .capacity(2)
-                .ack_after_processing(true),
-        )
-        .unwrap();
+    let sub = acking_subscription(&ps, "full/#", 2);
     let publisher = connect(&m.mqtt_url());
-    for i in 0..5 {
-        publisher
-            .publish_with(
-                "full/in",
-                format!("{i}"),
-                PublishOptions::default().qos(QoS::AtLeastOnce),
-            )
-            .unwrap();
-    }
+    publish_numbers(&publisher, "full/in", 5);
     let reply = PublishOptions::default()
         .qos(QoS::AtLeastOnce)
         .timeout(Duration::from_secs(10));
@@ -1129,18 +1108,8 @@ fn a_qos2_message_held_across_a_reconnect_survives_a_crash_mosquitto() {
     let Some(m) = Mosquitto::start() else { return };
     let proxy = Proxy::start(m.tcp_port);
     let spawn = |url: String| {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "delivery::child_qos2_holder",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CHILD_URL", url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-        let mut child = cmd.spawn().unwrap();
+        let mut child =
+            crate::support::spawn_child("delivery::child_qos2_holder", &[("CHILD_URL", url)]);
         let out = std::io::BufReader::new(child.stdout.take().unwrap());
         (child, out)
     };
@@ -1185,18 +1154,7 @@ fn a_skipped_message_is_acknowledged_in_arrival_order() {
             body.extend_from_slice(topic.as_bytes());
             body.extend_from_slice(&[0, id]);
             body.extend_from_slice(payload);
-            let mut p = vec![0x32];
-            let mut n = body.len();
-            loop {
-                let b = (n % 128) as u8;
-                n /= 128;
-                p.push(if n > 0 { b | 0x80 } else { b });
-                if n == 0 {
-                    break;
-                }
-            }
-            p.extend(body);
-            p
+            crate::support::v5_server::packet(0x32, &body)
         };
         peer.send(&publish(1, "o/a", b"small1"));
         peer.send(&publish(2, "o/b", &[b'x'; 2000]));

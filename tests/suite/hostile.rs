@@ -420,32 +420,12 @@ fn publish_of_empty_user_properties(topic: &str, size: usize) -> Vec<u8> {
     for _ in 0..n {
         props.extend_from_slice(&[0x26, 0, 0, 0, 0]);
     }
+    use crate::support::v5_server::{packet, varint};
     let mut body = vec![0, topic.len() as u8];
     body.extend_from_slice(topic.as_bytes());
-    let mut len = Vec::new();
-    let mut v = props.len();
-    loop {
-        let b = (v % 128) as u8;
-        v /= 128;
-        len.push(if v > 0 { b | 0x80 } else { b });
-        if v == 0 {
-            break;
-        }
-    }
-    body.extend(len);
+    body.extend(varint(props.len()));
     body.extend(props);
-    let mut packet = vec![0x30];
-    let mut v = body.len();
-    loop {
-        let b = (v % 128) as u8;
-        v /= 128;
-        packet.push(if v > 0 { b | 0x80 } else { b });
-        if v == 0 {
-            break;
-        }
-    }
-    packet.extend(body);
-    packet
+    packet(0x30, &body)
 }
 
 /// A subscriber (MQTT 5, default limits) that does not read while a scripted server sends

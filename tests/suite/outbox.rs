@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use mqtt_pubsub::{
@@ -28,20 +28,7 @@ fn random(lo: usize, hi: usize) -> usize {
 
 /// This test binary again, on `child_outbox_publisher`, with its stdout piped.
 fn spawn_publisher(env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "outbox::child_outbox_publisher",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+    crate::support::spawn_child("outbox::child_outbox_publisher", env)
 }
 
 /// Publishes `COUNT` numbers from `START` on [`TOPIC`] at `QOS` with an outbox in

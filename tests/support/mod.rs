@@ -56,6 +56,25 @@ pub fn run_child(name: &str, env: &[(&str, String)]) -> std::process::Output {
     out
 }
 
+/// Starts one of the calling test file's `child_*` entry points in a new process of the
+/// same test binary, with its stdout and stderr piped, without waiting for it.
+pub fn spawn_child(name: &str, env: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
 pub fn child_env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} is set by the parent test"))
 }

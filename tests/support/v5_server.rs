@@ -81,6 +81,27 @@ pub fn start(script: impl Fn(Peer) + Send + Sync + 'static) -> String {
 }
 
 /// A v5 PUBLISH at QoS 0 with `topic` and a topic alias (0: none).
+/// `n` as an MQTT variable byte integer.
+pub fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n % 128) as u8;
+        n /= 128;
+        out.push(if n > 0 { b | 0x80 } else { b });
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+/// A packet: `first` byte, the remaining length, `body`.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    p.extend(varint(body.len()));
+    p.extend_from_slice(body);
+    p
+}
+
 pub fn publish(topic: &str, alias: u16, payload: &[u8]) -> Vec<u8> {
     let mut body = (topic.len() as u16).to_be_bytes().to_vec();
     body.extend_from_slice(topic.as_bytes());
