@@ -181,6 +181,38 @@ fn hostile_echoes() -> Vec<String> {
             .filter(|e| e.state != ConnectionState::Connecting)
             .filter_map(|e| e.reason),
     );
+    // A 101 whose subprotocol echoes our Authorization header, 12 KB long (found by the
+    // hostile review: that error text was neither capped nor redacted).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut conn)) = listener.incoming().next() {
+            let req = support::http::read_request(&mut conn).unwrap_or_default();
+            let key = req
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: Bearer {HEADER_TOKEN} {}\r\n\r\n",
+                "A".repeat(12_000)
+            );
+        }
+    });
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(format!("ws://127.0.0.1:{port}/mqtt"))
+                .header("Authorization", format!("Bearer {HEADER_TOKEN}"))
+                .reconnect(mqtt_pubsub::ReconnectPolicy::disabled())
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    shown.push(format!("{err} / {err:?}"));
     for text in &shown {
         let head: String = text.chars().take(300).collect();
         assert!(
@@ -188,7 +220,14 @@ fn hostile_echoes() -> Vec<String> {
             "unescaped server text: {head:?}"
         );
         assert!(text.len() < 2048, "a {} byte text: {head:?}", text.len());
-        for secret in [LOGIN_TOKEN, PROXY_PASSWORD, PASSWORD, TOKEN, basic.as_str()] {
+        for secret in [
+            LOGIN_TOKEN,
+            PROXY_PASSWORD,
+            PASSWORD,
+            TOKEN,
+            HEADER_TOKEN,
+            basic.as_str(),
+        ] {
             assert!(!text.contains(secret), "{secret:?} shown: {head}");
         }
     }

@@ -102,11 +102,11 @@ impl PublishFrame {
             len: props_len,
         } = match version {
             MqttVersion::V3_1_1 => v5::PublishProps::default(),
-            // Properties may take in memory what the packet takes on the wire, and 4 KiB
-            // more: beyond, the message is skipped as an oversized one is.
+            // Properties may take in memory twice what the packet takes on the wire, and
+            // 64 KiB: beyond, the message is skipped as an oversized one is.
             MqttVersion::V5 => v5::parse_publish(
                 &body[topic_end + id_len..],
-                bytes.len().saturating_add(4096),
+                v5::Properties::budget(bytes.len()),
             )?,
         };
         if topic.is_empty() && alias == 0 {
@@ -1011,6 +1011,48 @@ mod tests {
         }
         assert_eq!(got[0], Inbound::Oversized(expected));
         assert_eq!(got.len(), 2);
+    }
+
+    /// A v5 packet of `first` byte: `head` bytes, then a property block of `n` user
+    /// properties `k`/`v`, then `tail`.
+    fn v5_with_user_properties(
+        first: u8,
+        head: &[u8],
+        n: usize,
+        k: &str,
+        v: &str,
+        tail: &[u8],
+    ) -> Vec<u8> {
+        let mut props = Vec::new();
+        for _ in 0..n {
+            props.push(0x26);
+            props.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            props.extend_from_slice(k.as_bytes());
+            props.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            props.extend_from_slice(v.as_bytes());
+        }
+        let mut body = head.to_vec();
+        v5::put_varint(props.len(), &mut body);
+        body.extend(props);
+        body.extend_from_slice(tail);
+        let mut p = vec![first];
+        v5::put_varint(body.len(), &mut p);
+        p.extend(body);
+        p
+    }
+
+    /// Found by the hostile review: a PUBLISH with a hundred short user properties is an
+    /// ordinary message (it was skipped), while a control packet of millions of empty ones
+    /// is refused before its properties are all read (a PUBACK took ~13× its size).
+    #[test]
+    fn property_budgets_pass_ordinary_packets_and_stop_floods() {
+        let publish =
+            v5_with_user_properties(0x30, &[0, 3, b'a', b'/', b'b'], 100, "k0", "v", b"{}");
+        let got = decode_packet_as(&publish, MqttVersion::V5).unwrap();
+        assert!(matches!(got, Inbound::Publish(_)), "{got:?}");
+        let puback = v5_with_user_properties(0x40, &[0, 1, 0], 200_000, "", "", b"");
+        let err = decode_packet_as(&puback, MqttVersion::V5).unwrap_err();
+        assert!(matches!(err, Error::PacketTooLarge { .. }), "{err}");
     }
 
     #[test]

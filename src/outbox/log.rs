@@ -203,35 +203,20 @@ pub fn replay(bytes: &[u8]) -> Result<State, String> {
     let mut state = State::default();
     let mut at = MAGIC.len();
     while at < bytes.len() {
-        let rest = &bytes[at..];
-        if rest.len() < RECORD_HEADER {
-            break; // torn header
-        }
-        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER.saturating_add(len)) else {
-            // Runs past the end: a torn tail — unless a whole record follows, which a torn
-            // last write cannot leave behind it but a corrupted length (a flipped bit) does.
-            if let Some(j) = valid_record_within(&rest[RECORD_HEADER..]) {
+        // A record that cannot be read (short header, a length past the end, a wrong
+        // checksum, fields that do not parse) is a torn tail — what a power loss during an
+        // append leaves, zeros included — unless a chain of whole records runs from some
+        // later byte to the end of the file: then something in the middle was corrupted (a
+        // flipped bit), and the records after it must not be dropped silently.
+        let Some((record, end)) = read_record(bytes, at) else {
+            if let Some(j) = valid_chain_after(bytes, at + 1) {
                 return Err(format!(
-                    "record at byte {at} claims {len} bytes, past the end of the file, but a \
-                     valid record follows at byte {}: the length is corrupt",
-                    at + RECORD_HEADER + j
+                    "record at byte {at} is unreadable (its length or checksum is corrupt) \
+                     and whole records follow from byte {j} to the end"
                 ));
             }
             break;
         };
-        let end = at + RECORD_HEADER + len;
-        if crc32(body) != crc {
-            if end == bytes.len() {
-                break; // the last record, garbled: torn
-            }
-            return Err(format!(
-                "record at byte {at} has a wrong checksum and {} bytes follow it",
-                bytes.len() - end
-            ));
-        }
-        let record = decode(body).map_err(|e| format!("record at byte {at}: {e}"))?;
         apply(&mut state, record).map_err(|e| format!("record at byte {at}: {e}"))?;
         at = end;
     }
@@ -240,32 +225,50 @@ pub fn replay(bytes: &[u8]) -> Result<State, String> {
     Ok(state)
 }
 
-/// Where a whole, valid record (length in bounds, checksum right, decodable) starts within
-/// `bytes`, if anywhere. Bounded work: at most [`SCAN_CHECKS`] checksums are computed.
-fn valid_record_within(bytes: &[u8]) -> Option<usize> {
+/// The whole, valid record at `at` (length within the file, checksum right, fields that
+/// parse; a zero length is never one) and where it ends.
+fn read_record(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
+    let rest = bytes.get(at..)?;
+    if rest.len() < RECORD_HEADER {
+        return None;
+    }
+    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    let body = rest.get(RECORD_HEADER..RECORD_HEADER.checked_add(len)?)?;
+    if body.is_empty() || crc32(body) != crc {
+        return None;
+    }
+    let record = decode(body).ok()?;
+    Some((record, at + RECORD_HEADER + len))
+}
+
+/// The first byte from `from` on where whole records follow one another to exactly the end
+/// of the file, if any. A torn tail has none (zeros, or part of a record — even one whose
+/// payload holds record-shaped bytes, which stop short of the end). Bounded work: at most
+/// [`SCAN_CHECKS`] candidate records are checked.
+fn valid_chain_after(bytes: &[u8], from: usize) -> Option<usize> {
     let mut checks = 0;
-    for j in 0..bytes.len().saturating_sub(RECORD_HEADER) {
-        let rest = &bytes[j..];
-        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER.saturating_add(len)) else {
-            continue;
-        };
-        if body.is_empty() {
+    for j in from..bytes.len().saturating_sub(RECORD_HEADER) {
+        let len = u32::from_le_bytes(bytes[j..j + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || j + RECORD_HEADER + len > bytes.len() {
             continue;
         }
         checks += 1;
         if checks > SCAN_CHECKS {
             return None;
         }
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if crc32(body) == crc && decode(body).is_ok() {
+        let mut at = j;
+        while let Some((_, end)) = read_record(bytes, at) {
+            at = end;
+        }
+        if at == bytes.len() && at > j {
             return Some(j);
         }
     }
     None
 }
 
-/// Checksums [`valid_record_within`] computes at most.
+/// Candidate records [`valid_chain_after`] checks at most.
 const SCAN_CHECKS: usize = 4096;
 
 fn apply(state: &mut State, record: Record) -> Result<(), String> {
@@ -461,6 +464,80 @@ mod tests {
             payload: vec![ticket as u8; 3],
             props: Vec::new(),
         }
+    }
+
+    /// Found by the hostile review: what a power loss leaves is a torn tail, not corruption
+    /// — a tail of zeros (the size reached the disk, the data did not), a batch torn into
+    /// zeros, a torn record whose payload holds record-shaped bytes — while a flipped length
+    /// with whole records after it stays corruption.
+    #[test]
+    fn torn_tails_and_corruption_are_told_apart() {
+        let base = file(&[
+            Record::Binding {
+                client_id: "c".into(),
+                url: "u".into(),
+            },
+            publish(0),
+        ]);
+        let kept = |b: &[u8]| replay(b).map(|s| s.publishes.keys().copied().collect::<Vec<_>>());
+        // Zeros after the last whole record.
+        let mut zeros = base.clone();
+        zeros.extend(vec![0u8; 512]);
+        assert_eq!(kept(&zeros), Ok(vec![0]));
+        // A batch of two records torn after 20 bytes, the rest zeros.
+        let mut batch = Vec::new();
+        encode(&publish(1), &mut batch);
+        encode(&publish(2), &mut batch);
+        let mut torn = base.clone();
+        torn.extend_from_slice(&batch[..20]);
+        torn.extend(vec![0u8; batch.len() - 20]);
+        assert_eq!(kept(&torn), Ok(vec![0]));
+        // A record whose payload holds a whole record, torn in its payload.
+        let mut inner = Vec::new();
+        encode(&Record::Finished { ticket: 0 }, &mut inner);
+        let mut payload = b"hello ".to_vec();
+        payload.extend(&inner);
+        payload.extend(vec![b'x'; 1000]);
+        let mut big = Vec::new();
+        encode(
+            &Record::Publish {
+                ticket: 1,
+                qos: 1,
+                retain: false,
+                topic: "t".into(),
+                payload,
+                props: Vec::new(),
+            },
+            &mut big,
+        );
+        let mut embedded = base.clone();
+        embedded.extend_from_slice(&big[..big.len() - 500]);
+        assert_eq!(kept(&embedded), Ok(vec![0]));
+        // A flipped bit in a middle record's length, whole records after it: corruption.
+        let at = base.len();
+        let mut flipped = file(&[
+            Record::Binding {
+                client_id: "c".into(),
+                url: "u".into(),
+            },
+            publish(0),
+            publish(1),
+            publish(2),
+        ]);
+        flipped[at + 3] ^= 0x40;
+        assert!(replay(&flipped).is_err());
+        // And a garbled checksum in the middle.
+        let mut garbled = file(&[
+            Record::Binding {
+                client_id: "c".into(),
+                url: "u".into(),
+            },
+            publish(0),
+            publish(1),
+            publish(2),
+        ]);
+        garbled[at + 5] ^= 1;
+        assert!(replay(&garbled).is_err());
     }
 
     #[test]

@@ -223,8 +223,17 @@ impl Properties {
     /// Reads a property length and the properties of `packet`, refusing any not in `allowed`,
     /// a repeated one (except user properties and, in PUBLISH, subscription identifiers) and
     /// values out of range.
+    /// Reads a property block, within the memory budget of [`Properties::budget`].
     pub fn read(r: &mut Reader<'_>, allowed: &[u8], packet: &str) -> Result<Properties, Error> {
-        Properties::read_within(r, allowed, packet, usize::MAX)
+        let budget = Properties::budget(r.left());
+        Properties::read_within(r, allowed, packet, budget)
+    }
+
+    /// The memory a property block read from a packet of `wire` bytes may take: twice that
+    /// and 64 KiB (a few hundred short user properties are ordinary; millions of empty ones,
+    /// each ~11 times its size once read, are not).
+    pub fn budget(wire: usize) -> usize {
+        wire.saturating_mul(2).saturating_add(64 * 1024)
     }
 
     /// Memory this holds: the list and the strings and binaries it owns.

@@ -132,7 +132,8 @@ pub(super) fn upgrade(
     if let Some(p) = field("sec-websocket-protocol") {
         if !p.eq_ignore_ascii_case("mqtt") {
             return Err(Error::websocket_msg(format!(
-                "the server chose subprotocol {p:?}, not mqtt"
+                "the server chose subprotocol {:?}, not mqtt",
+                crate::error::printable_max(p, 100)
             )));
         }
     }
