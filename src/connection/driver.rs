@@ -272,9 +272,10 @@ impl Driver {
         crate::state::Connack {
             session_present: self.session.session_present(),
             assigned_client_id: l.assigned_client_id.clone(),
-            keep_alive: l
-                .server_keep_alive
-                .map_or(self.options.keep_alive, |s| Duration::from_secs(s.into())),
+            keep_alive: match l.server_keep_alive {
+                Some(0) | None => self.options.keep_alive,
+                Some(s) => Duration::from_secs(s.into()),
+            },
             receive_maximum: l.receive_maximum,
             maximum_packet_size: l.maximum_packet_size,
             maximum_qos: l.maximum_qos,

@@ -31,10 +31,13 @@ impl<R> Session<R> {
                 MqttVersion::V3_1_1 => ServerLimits::default(),
                 MqttVersion::V5 => ServerLimits::from_connack(props),
             };
-            // The server's keep-alive replaces ours on this connection [MQTT-3.2.2-21].
-            let interval = limits
-                .server_keep_alive
-                .map_or(self.cfg.keep_alive, |s| Duration::from_secs(u64::from(s)));
+            // The server's keep-alive replaces ours on this connection [MQTT-3.2.2-21] —
+            // except 0, which only means the server will not time us out: a PINGREQ is
+            // always allowed, and without one a half-open link would go unnoticed for ever.
+            let interval = match limits.server_keep_alive {
+                Some(0) | None => self.cfg.keep_alive,
+                Some(s) => Duration::from_secs(u64::from(s)),
+            };
             self.keepalive.set_interval(interval);
             if let Some(id) = &limits.assigned_client_id {
                 if self.cfg.client_id.is_empty() {

@@ -523,6 +523,16 @@ mod tests {
         assert!(s.next_deadline().unwrap() <= now + Duration::from_secs(5));
     }
 
+    /// A Server Keep Alive of 0 does not switch off our dead-link detection: a PINGREQ is
+    /// always allowed (before: no PINGREQ at all, a half-open link unnoticed for ever).
+    #[test]
+    fn a_server_keep_alive_of_zero_keeps_ours() {
+        let mut p = Properties::new();
+        p.push(id::SERVER_KEEP_ALIVE, Value::U16(0));
+        let (s, _) = v5_session(p);
+        assert!(s.next_deadline().is_some(), "our keep-alive still runs");
+    }
+
     #[test]
     fn topic_aliases_are_used_out_and_resolved_in() {
         let mut p = Properties::new();
