@@ -29,44 +29,50 @@ impl fmt::Display for ConnectionState {
 /// A provider's current state, readable without a lock from any thread, and what its
 /// server's last CONNACK allows (so that a publish it would refuse fails at the call).
 #[derive(Debug)]
-pub(crate) struct SharedState(
-    std::sync::atomic::AtomicU8,
+pub(crate) struct SharedState {
+    state: std::sync::atomic::AtomicU8,
     /// Maximum QoS (0–2) | retain available (bit 7).
-    std::sync::atomic::AtomicU8,
+    caps: std::sync::atomic::AtomicU8,
     /// Maximum Packet Size (0: none said).
-    std::sync::atomic::AtomicU32,
+    max_packet: std::sync::atomic::AtomicU32,
     /// MQTT 5 properties for the DISCONNECT of a graceful close (set before it starts).
-    std::sync::Mutex<Vec<u8>>,
-);
+    disconnect_props: std::sync::Mutex<Vec<u8>>,
+}
 
 impl SharedState {
     pub fn new(state: ConnectionState) -> SharedState {
-        SharedState(
-            std::sync::atomic::AtomicU8::new(state as u8),
-            std::sync::atomic::AtomicU8::new(0x80 | 2),
-            std::sync::atomic::AtomicU32::new(0),
-            std::sync::Mutex::new(Vec::new()),
-        )
+        SharedState {
+            state: std::sync::atomic::AtomicU8::new(state as u8),
+            caps: std::sync::atomic::AtomicU8::new(0x80 | 2),
+            max_packet: std::sync::atomic::AtomicU32::new(0),
+            disconnect_props: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// Sets the properties the graceful close's DISCONNECT carries.
     pub fn set_disconnect_properties(&self, props: Vec<u8>) {
-        *self.3.lock().unwrap_or_else(|e| e.into_inner()) = props;
+        *self
+            .disconnect_props
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = props;
     }
 
     /// The properties the graceful close's DISCONNECT carries.
     pub fn disconnect_properties(&self) -> Vec<u8> {
-        self.3.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.disconnect_props
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Takes the limits of a new connection's CONNACK.
     pub fn set_server_limits(&self, limits: &crate::mqtt::session::ServerLimits) {
         use std::sync::atomic::Ordering::SeqCst;
-        self.1.store(
+        self.caps.store(
             (limits.maximum_qos as u8) | if limits.retain_available { 0x80 } else { 0 },
             SeqCst,
         );
-        self.2
+        self.max_packet
             .store(limits.maximum_packet_size.unwrap_or(0), SeqCst);
     }
 
@@ -81,7 +87,7 @@ impl SharedState {
         size: impl Fn() -> usize,
     ) -> crate::error::Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
-        let caps = self.1.load(SeqCst);
+        let caps = self.caps.load(SeqCst);
         if qos as u8 > caps & 3 {
             return Err(crate::error::Error::Unsupported(format!(
                 "QoS {} publish: provider {provider}'s server allows at most QoS {} (CONNACK \
@@ -96,7 +102,7 @@ impl SharedState {
                  (CONNACK Retain Available 0)"
             )));
         }
-        let max = self.2.load(SeqCst) as usize;
+        let max = self.max_packet.load(SeqCst) as usize;
         if max > 0 && size() > max {
             return Err(crate::error::Error::PayloadTooLarge {
                 size: size(),
@@ -111,7 +117,7 @@ impl SharedState {
     }
 
     pub fn get(&self) -> ConnectionState {
-        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+        match self.state.load(std::sync::atomic::Ordering::SeqCst) {
             0 => ConnectionState::Connecting,
             1 => ConnectionState::Connected,
             2 => ConnectionState::ConnectionDisrupted,
@@ -120,7 +126,7 @@ impl SharedState {
     }
 
     pub fn set(&self, state: ConnectionState) {
-        self.0
+        self.state
             .store(state as u8, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -60,6 +60,20 @@ impl PublishFrame {
         header: usize,
         version: MqttVersion,
     ) -> Result<PublishFrame, Error> {
+        match PublishFrame::parse_or_skip(bytes, header, version)? {
+            Inbound::Publish(p) => Ok(p),
+            Inbound::Oversized(o) => Err(Error::PacketTooLarge {
+                size: o.size,
+                max: v5::Properties::budget(o.size),
+            }),
+            _ => unreachable!("a PUBLISH parses to a message or a skipped one"),
+        }
+    }
+
+    /// Parses one complete PUBLISH packet of `version`: the message, or — when its MQTT 5
+    /// properties would take more memory than [`v5::Properties::budget`] allows — what is
+    /// needed to skip it as an oversized one (no copy of the frame is made either way).
+    fn parse_or_skip(bytes: Bytes, header: usize, version: MqttVersion) -> Result<Inbound, Error> {
         let bad = |why: &str| Error::Protocol(format!("malformed PUBLISH packet: {why}"));
         let flags = bytes[0] & 0x0f;
         let qos = (flags >> 1) & 3;
@@ -104,16 +118,26 @@ impl PublishFrame {
             MqttVersion::V3_1_1 => v5::PublishProps::default(),
             // Properties may take in memory twice what the packet takes on the wire, and
             // 64 KiB: beyond, the message is skipped as an oversized one is.
-            MqttVersion::V5 => v5::parse_publish(
+            MqttVersion::V5 => match v5::parse_publish(
                 &body[topic_end + id_len..],
                 v5::Properties::budget(bytes.len()),
-            )?,
+            ) {
+                Err(Error::PacketTooLarge { .. }) => {
+                    return Ok(Inbound::Oversized(Oversized {
+                        topic: topic.to_string(),
+                        qos: QoS::from_u8(qos).expect("checked above"),
+                        packet_id: (qos > 0).then_some(packet_id),
+                        size: bytes.len(),
+                    }))
+                }
+                other => other?,
+            },
         };
         if topic.is_empty() && alias == 0 {
             // [MQTT-4.7.3-1]; in v5 an empty topic needs a topic alias [MQTT-3.3.2-8].
             return Err(bad("not a topic name"));
         }
-        Ok(PublishFrame {
+        Ok(Inbound::Publish(PublishFrame {
             topic: ((header + 2) as u32, (header + topic_end) as u32),
             payload_start: (header + topic_end + id_len + props_len) as u32,
             flags,
@@ -124,7 +148,7 @@ impl PublishFrame {
             sub_ids,
             n_sub_ids,
             aliased_topic: None,
-        })
+        }))
     }
 
     /// v5: the identifiers of the subscriptions it was sent for, in order.
@@ -363,24 +387,9 @@ impl From<VariablePacket> for Inbound {
 /// Decodes one complete packet held in `frame`, whose fixed header is `header` bytes long.
 fn decode_inbound(frame: Bytes, header: usize, version: MqttVersion) -> Result<Inbound, Error> {
     match (frame[0] >> 4, version) {
-        (3, MqttVersion::V3_1_1) => {
-            PublishFrame::parse_as(frame, header, version).map(Inbound::Publish)
-        }
-        (3, MqttVersion::V5) => match PublishFrame::parse_as(frame.clone(), header, version) {
-            // Properties that would take more memory than the packet itself: skipped like a
-            // packet over the limit (acknowledged, counted, reported).
-            Err(Error::PacketTooLarge { .. }) => {
-                let mut skip = Skip {
-                    header,
-                    total: frame.len(),
-                    seen: 0,
-                    head: Vec::new(),
-                };
-                skip.take(&frame);
-                skip.finish().map(Inbound::Oversized)
-            }
-            other => other.map(Inbound::Publish),
-        },
+        // Properties that would take more memory than allowed: skipped like a packet over
+        // the limit (acknowledged, counted, reported).
+        (3, _) => PublishFrame::parse_or_skip(frame, header, version),
         (_, MqttVersion::V3_1_1) => decode_frame(&frame).map(Inbound::Other),
         (_, MqttVersion::V5) => v5::decode_control(&frame, header).map(Inbound::Control),
     }

@@ -214,18 +214,18 @@ fn connect_in_background_returns_at_once_and_connects_when_the_broker_appears() 
 /// message on every reconnect (19 disconnects in 15 s) and nothing after it arrived.
 fn oversized_message_is_skipped(url: &str, version: mqtt_pubsub::MqttVersion, tag: &str) {
     let topic = format!("oversized/{tag}");
-    let ps = PubSub::new();
-    let states = ps.state_changes();
-    ps.add_provider(
+    let provider = || {
         MqttOverWsProvider::builder(url)
             .mqtt_version(version)
             .client_id(format!("oversized-{tag}"))
             .clean_session(false)
             .max_packet_size(65536)
             .build()
-            .unwrap(),
-    )
-    .unwrap();
+            .unwrap()
+    };
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(provider()).unwrap();
     let sub = ps
         .subscribe_with(&topic, SubscribeOptions::default().qos(QoS::AtLeastOnce))
         .unwrap();
@@ -262,17 +262,7 @@ fn oversized_message_is_skipped(url: &str, version: mqtt_pubsub::MqttVersion, ta
     ps.close().unwrap();
     let again = PubSub::new();
     let states = again.state_changes();
-    again
-        .add_provider(
-            MqttOverWsProvider::builder(url)
-                .mqtt_version(version)
-                .client_id(format!("oversized-{tag}"))
-                .clean_session(false)
-                .max_packet_size(65536)
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+    again.add_provider(provider()).unwrap();
     let sub = again
         .subscribe_with(&topic, SubscribeOptions::default().qos(QoS::AtLeastOnce))
         .unwrap();

@@ -35,18 +35,7 @@ use std::time::{Duration, Instant};
 /// Runs one of the calling test file's `child_*` entry points (an `#[ignore]`d test) in a
 /// new process of the same test binary; panics if it fails.
 pub fn run_child(name: &str, env: &[(&str, String)]) -> std::process::Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = child_command(name, env).output().unwrap();
     assert!(
         out.status.success(),
         "child {name} failed: {}\n{}",
@@ -59,6 +48,15 @@ pub fn run_child(name: &str, env: &[(&str, String)]) -> std::process::Output {
 /// Starts one of the calling test file's `child_*` entry points in a new process of the
 /// same test binary, with its stdout and stderr piped, without waiting for it.
 pub fn spawn_child(name: &str, env: &[(&str, String)]) -> std::process::Child {
+    child_command(name, env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// This test binary running only its `#[ignore]`d entry point `name`, with `env`.
+fn child_command(name: &str, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         name,
@@ -66,13 +64,11 @@ pub fn spawn_child(name: &str, env: &[(&str, String)]) -> std::process::Child {
         "--ignored",
         "--nocapture",
         "--test-threads=1",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    ]);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    cmd
 }
 
 pub fn child_env(key: &str) -> String {
