@@ -88,6 +88,8 @@ pub use subscription::{Iter, Subscription, TryIter};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::mqtt::{codec, router, session, v5};
+    /// The WebSocket frame decoder (server to client).
+    pub use crate::net::websocket::reader as websocket_reader;
     pub use crate::outbox::log as outbox_log;
     pub use crate::outbox::SYNCS as OUTBOX_SYNCS;
     pub use crate::outbox::{Outbox, OutboxOptions};

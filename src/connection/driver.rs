@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use super::poller::Interest;
 use crossbeam_channel::TryRecvError;
-use tungstenite::protocol::WebSocketConfig;
 
 use super::inbox::{Rings, Sink};
 use super::{backoff, deadline_after, Command, Reply};
@@ -23,8 +22,8 @@ use crate::mqtt::codec::{Framer, Inbound, Will};
 use crate::mqtt::router::{Changes, Router};
 use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
 use crate::mqtt::QoS;
-use crate::net::link::{self, Link};
-use crate::net::websocket::{self, map_ws};
+use crate::net::link::{self, Incoming, Link};
+use crate::net::websocket;
 use crate::options::ConnectionOptions;
 use crate::outbox::Outbox;
 use crate::provider::{Opener, ProviderSpec};
@@ -41,8 +40,6 @@ const EVENT_BATCH: usize = 256;
 const MAX_BLOCKED_OUTPUT: usize = 256 * 1024;
 /// Frames read per wake-up before writing and looking at commands again (fairness).
 const FRAMES_PER_WAKE: usize = 256;
-/// tungstenite's read buffer (see `try_connect`).
-const READ_BUFFER: usize = 8 * 1024;
 /// How long DISCONNECT may take to leave on close, after the close timeout's drain.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Output smaller than this waits (Nagle-like) while acknowledgements are outstanding...
@@ -482,20 +479,8 @@ impl Driver {
         let req = crate::net::tcp::with_attempt_abort(Some(self.closing.clone()), || {
             self.opener.open_request(url, deadline)
         })?;
-        let limit = self.options.max_packet_size.saturating_add(64 * 1024);
-        // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
-        // costs a 128 KiB memset per read and 128 KiB of resident memory per connection.
-        // 8 KiB still holds ~100 small messages per read.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .max_message_size(Some(limit))
-            .max_frame_size(Some(limit))
-            .max_write_buffer_size(OUTPUT_BATCH * 4 + self.options.max_packet_size.min(64 << 20));
-        let mut ws = link::open(&req, deadline, Some(self.closing.clone()), config)
-            .map_err(closed_if_aborted)?;
-        // All MQTT data is framed by `Stream` (see `serve_registered`), CONNECT included; that
-        // matters here because CONNECT carries the password and tungstenite logs every frame
-        // it sends, payload included, at trace level.
+        let mut ws =
+            link::open(&req, deadline, Some(self.closing.clone())).map_err(closed_if_aborted)?;
         // CONNACK goes through the session like every packet; what it resumes with is the
         // router's now (no command is taken while connecting).
         let resubscribe = self.router.active();
@@ -503,7 +488,7 @@ impl Driver {
         let mut connect = self.session.connecting(resubscribe, wanted);
         let ready = ws
             .flushed()
-            .map_err(|e| closed_if_aborted(map_ws("sending CONNECT", e)))?;
+            .map_err(|e| closed_if_aborted(websocket::map_io("sending CONNECT", e)))?;
         let stream = ws.stream_mut();
         stream
             .send_binary(&mut connect, ready)
@@ -540,36 +525,27 @@ impl Driver {
     /// as a list of them). `Ok(session_present)`.
     fn await_connack(&mut self, ws: &mut Ws, url: &url::Url) -> Result<bool> {
         loop {
-            let bytes = match ws.read() {
-                Ok(tungstenite::Message::Binary(b)) => b,
-                Ok(tungstenite::Message::Close(f)) => {
+            let chunk = match ws.read("waiting for CONNACK") {
+                Ok(Incoming::Data(chunk)) => chunk,
+                Ok(Incoming::Closed(how)) => {
                     return Err(Error::ConnectionLost(format!(
-                        "the server closed the WebSocket before CONNACK{}",
-                        close_reason(f.as_ref())
+                        "the server closed the WebSocket before CONNACK{how}"
                     )))
                 }
-                Ok(tungstenite::Message::Text(_)) => {
-                    return Err(Error::Protocol(
-                        "a text WebSocket frame (MQTT uses binary frames)".into(),
-                    ))
-                }
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Ok(Incoming::Blocked) => {
                     return Err(Error::timeout(Operation::Connect, "no CONNACK"))
                 }
-                Err(e) => return Err(closed_if_aborted(map_ws("waiting for CONNACK", e))),
+                Err(e) => return Err(closed_if_aborted(e)),
             };
+            let bytes = &chunk.bytes;
             // Bytes that do not start with a CONNACK (type 2) are not MQTT at all, most likely.
             let not_connack =
                 !self.session.is_connected() && bytes.first().is_some_and(|b| b >> 4 != 2);
             let head: Vec<u8> = bytes.iter().take(8).copied().collect();
             let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
-            let fed = framer.feed_bytes(bytes, |p| self.inbound(p, Instant::now()));
+            let fed = framer.feed_shared(chunk.bytes, chunk.backing, |p| {
+                self.inbound(p, Instant::now())
+            });
             self.framer = framer;
             match fed {
                 Err(e @ Error::Protocol(_)) if not_connack => return Err(not_mqtt(url, &head, e)),
@@ -646,12 +622,12 @@ impl Driver {
             self.dispatch_events();
             self.ring();
 
-            // Our frame in flight and whatever tungstenite holds (pongs) go first; `Ready`
-            // means both are out, so a new frame cannot split one of tungstenite's.
+            // Our frame in flight and the control frames behind it (pongs) go first; `Ready`
+            // means all are out, so a new frame cannot split a pong.
             let ready = match ws.flushed() {
                 Ok(ready) => Some(ready),
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
-                Err(e) => return Exit::Lost(map_ws("writing", e)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(e) => return Exit::Lost(websocket::map_io("writing", e)),
             };
             write_blocked = ready.is_none();
             // What the output below answers or assigns (PUBREC, PUBREL, a QoS 2 packet
@@ -1034,32 +1010,22 @@ impl Driver {
                 // What reading made must be written first (backpressure, see the caller).
                 return Ok(true);
             }
-            match ws.read() {
-                Ok(tungstenite::Message::Binary(b)) => {
+            // Pings are answered inside (the pong goes out with the next flush).
+            match ws.read("reading")? {
+                Incoming::Data(chunk) => {
                     let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
-                    let fed = framer.feed_bytes(b, |p| self.inbound(p, now));
+                    let fed =
+                        framer.feed_shared(chunk.bytes, chunk.backing, |p| self.inbound(p, now));
                     self.framer = framer;
                     fed?;
                     self.dispatch_events();
                 }
-                Ok(tungstenite::Message::Text(_)) => {
-                    return Err(Error::Protocol(
-                        "a text WebSocket frame (MQTT uses binary frames)".into(),
-                    ))
-                }
-                Ok(tungstenite::Message::Close(f)) => {
+                Incoming::Closed(how) => {
                     return Err(Error::ConnectionLost(format!(
-                        "the server closed the WebSocket{}",
-                        close_reason(f.as_ref())
+                        "the server closed the WebSocket{how}"
                     )))
                 }
-                // Pings are answered by tungstenite on the next flush.
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(false)
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(map_ws("reading", e)),
+                Incoming::Blocked => return Ok(false),
             }
         }
         Ok(true)
@@ -1424,18 +1390,5 @@ fn closed_if_aborted(e: Error) -> Error {
             Error::Closed
         }
         _ => e,
-    }
-}
-
-fn close_reason(f: Option<&tungstenite::protocol::CloseFrame>) -> String {
-    match f {
-        Some(f) if f.reason.is_empty() => format!(" (code {})", u16::from(f.code)),
-        // The server's text: escaped, so that it cannot forge log lines.
-        Some(f) => format!(
-            " (code {}: {})",
-            u16::from(f.code),
-            crate::error::printable(&f.reason)
-        ),
-        None => String::new(),
     }
 }

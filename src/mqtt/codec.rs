@@ -16,9 +16,9 @@
 
 use std::io::Cursor;
 
+use bytes::Bytes;
 use mqtt::packet::VariablePacket;
 use mqtt::{Decodable, Encodable};
-use tungstenite::Bytes;
 
 use std::sync::Arc;
 
@@ -417,10 +417,12 @@ pub fn decode_packet_as(frame: &[u8], version: MqttVersion) -> Result<Inbound, E
     }
 }
 
-/// Whether a packet of `packet` bytes may stay a slice of a received frame of `frame` bytes:
-/// a message must not keep a much larger frame alive in a subscription's buffer.
-fn keep_as_slice(packet: usize, frame: usize) -> bool {
-    frame <= 4096 || packet * 4 >= frame
+/// Whether a packet of `packet` bytes may stay a slice of a read buffer of `backing` bytes: a
+/// message must not keep a much larger buffer alive in a subscription's buffer, whose bounds
+/// count the message's own size (a 64-byte message kept as a slice of an 8 KiB read would
+/// hold 128 times what it is charged).
+fn keep_as_slice(packet: usize, backing: usize) -> bool {
+    packet.saturating_mul(4) >= backing
 }
 
 /// Reads the remaining-length varint of a fixed header in `buf` (which starts at the first
@@ -562,9 +564,28 @@ impl Framer {
         self.feed_bytes(Bytes::copy_from_slice(data), on_packet)
     }
 
-    /// Like [`Framer::feed`], for a received WebSocket frame: complete packets inside it are
-    /// sliced out of it, not copied.
-    pub fn feed_bytes<F>(&mut self, data: Bytes, mut on_packet: F) -> Result<(), Error>
+    /// Like [`Framer::feed`], for bytes that own their buffer: complete packets inside are
+    /// sliced out of them where that keeps no much larger buffer alive.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
+    pub fn feed_bytes<F>(&mut self, data: Bytes, on_packet: F) -> Result<(), Error>
+    where
+        F: FnMut(Inbound) -> Result<(), Error>,
+    {
+        let backing = data.len();
+        self.feed_shared(data, backing, on_packet)
+    }
+
+    /// Like [`Framer::feed_bytes`], for bytes that are a slice of a read buffer of `backing`
+    /// bytes: a packet sliced out of them keeps that whole buffer alive for as long as the
+    /// application holds the message, so only a packet of at least a quarter of it is
+    /// sliced; a smaller one is copied (see [`keep_as_slice`]).
+    pub fn feed_shared<F>(
+        &mut self,
+        data: Bytes,
+        backing: usize,
+        mut on_packet: F,
+    ) -> Result<(), Error>
     where
         F: FnMut(Inbound) -> Result<(), Error>,
     {
@@ -627,7 +648,7 @@ impl Framer {
                         if data.len() - pos < total {
                             break;
                         }
-                        let frame = if keep_as_slice(total, data.len()) {
+                        let frame = if keep_as_slice(total, backing) {
                             data.slice(pos..pos + total)
                         } else {
                             Bytes::copy_from_slice(&data[pos..pos + total])
@@ -1175,8 +1196,9 @@ mod tests {
 
     #[test]
     fn a_small_packet_does_not_keep_a_large_frame_alive() {
-        assert!(keep_as_slice(100, 4096));
+        assert!(keep_as_slice(2048, 8192));
         assert!(keep_as_slice(20_000, 64 * 1024));
+        assert!(!keep_as_slice(100, 8192));
         assert!(!keep_as_slice(100, 64 * 1024));
     }
 

@@ -8,39 +8,56 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::{Bytes, Message, WebSocket};
+use bytes::{Bytes, BytesMut};
 
+use super::websocket::reader::{self, Decoder, Frame};
 use super::websocket::{self, OpenRequest, Ready, Stream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// How much a raw read takes at once.
-const RAW_READ: usize = 8 * 1024;
+/// How much one read asks for at least; the buffer holds one such read, or one data frame of
+/// up to [`reader::MAX_PIECE`] bytes.
+pub const READ_BUFFER: usize = 8 * 1024;
+/// A read is worth making into the buffer's spare room when at least this much is left;
+/// less and a fresh buffer is taken (the old one is freed when the last slice of it goes).
+const MIN_ROOM: usize = 1024;
 
-/// One open connection (one per provider, made once per connect: the size difference of
-/// the variants does not matter).
+/// One open connection (one per provider, made once per connect).
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum Link {
-    /// MQTT in binary WebSocket frames.
-    Ws(WebSocket<Stream>),
-    /// MQTT on the stream itself.
-    Raw {
-        /// The stream (our frame writer writes batches unframed).
-        stream: Stream,
-        /// The read buffer.
-        buf: Vec<u8>,
-    },
+pub struct Link {
+    /// TCP or TLS, with our frame writer.
+    stream: Stream,
+    /// Bytes read and not handed on yet.
+    buf: BytesMut,
+    /// The size of the allocation `buf` reads into (slices of it keep it alive).
+    backing: usize,
+    /// The WebSocket frame decoder; `None` for a raw MQTT stream (`mqtt://`, `mqtts://`).
+    frames: Option<Decoder>,
+}
+
+/// What a [`Link::read`] brought.
+#[derive(Debug)]
+pub enum Incoming {
+    /// MQTT bytes.
+    Data(Chunk),
+    /// The server closed the WebSocket; the text says how (" (code 1000: bye)"), escaped.
+    Closed(String),
+    /// Nothing for now: the socket would block (or, while connecting, its deadline passed).
+    Blocked,
+}
+
+/// MQTT bytes as read, with the size of the buffer they are a slice of: a packet kept as a
+/// slice keeps that whole buffer alive (see `Framer::feed_chunk`).
+#[derive(Debug)]
+pub struct Chunk {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// The capacity of the allocation they share.
+    pub backing: usize,
 }
 
 /// Opens TCP, TLS when `wss`/`mqtts`, and the WebSocket upgrade when `ws`/`wss`, all before
 /// `deadline`.
-pub fn open(
-    req: &OpenRequest,
-    deadline: Instant,
-    abort: Option<Arc<AtomicBool>>,
-    config: WebSocketConfig,
-) -> Result<Link> {
+pub fn open(req: &OpenRequest, deadline: Instant, abort: Option<Arc<AtomicBool>>) -> Result<Link> {
     match req.url.scheme() {
         "mqtt" | "mqtts" => {
             let host = req.url.host_str().unwrap_or_default();
@@ -53,72 +70,136 @@ pub fn open(
             } else {
                 Stream::raw_plain(tcp)
             };
-            Ok(Link::Raw {
+            Ok(Link {
                 stream,
-                buf: vec![0; RAW_READ],
+                buf: BytesMut::new(),
+                backing: 0,
+                frames: None,
             })
         }
-        _ => websocket::open(req, deadline, abort, config).map(Link::Ws),
+        _ => {
+            let (stream, rest) = websocket::open(req, deadline, abort)?;
+            let buf = BytesMut::from(&rest[..]);
+            Ok(Link {
+                stream,
+                backing: buf.capacity(),
+                buf,
+                frames: Some(Decoder::default()),
+            })
+        }
     }
 }
 
 impl Link {
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
-        self.stream().tcp()
+        self.stream.tcp()
     }
 
     /// Our frame writer.
     pub fn stream(&self) -> &Stream {
-        match self {
-            Link::Ws(ws) => ws.get_ref(),
-            Link::Raw { stream, .. } => stream,
-        }
+        &self.stream
     }
 
     /// Our frame writer, to send.
     pub fn stream_mut(&mut self) -> &mut Stream {
-        match self {
-            Link::Ws(ws) => ws.get_mut(),
-            Link::Raw { stream, .. } => stream,
-        }
+        &mut self.stream
     }
 
     /// Everything pending is out (see [`websocket::flushed`]); `WouldBlock` means not yet.
-    pub fn flushed(&mut self) -> tungstenite::Result<Ready> {
-        match self {
-            Link::Ws(ws) => websocket::flushed(ws),
-            Link::Raw { stream, .. } => Ok(websocket::flushed_raw(stream)?),
+    pub fn flushed(&mut self) -> io::Result<Ready> {
+        websocket::flushed(&mut self.stream)
+    }
+
+    /// The next MQTT bytes from the server. A ping is answered (the pong goes out with the
+    /// next write or flush) and a pong ignored without returning; a close frame is answered
+    /// with ours. `context` names the step in I/O errors.
+    pub fn read(&mut self, context: &'static str) -> Result<Incoming> {
+        loop {
+            match &mut self.frames {
+                Some(decoder) => match decoder.next(&mut self.buf) {
+                    Ok(Some(Frame::Data(bytes))) => {
+                        let backing = self.backing.max(bytes.len());
+                        return Ok(Incoming::Data(Chunk { bytes, backing }));
+                    }
+                    Ok(Some(Frame::Ping(p))) => {
+                        self.stream.queue_pong(&p);
+                        continue;
+                    }
+                    Ok(Some(Frame::Close(close))) => {
+                        // Our close answers theirs [RFC 6455 §5.5.1].
+                        let code = close.as_ref().map_or(1000, |(c, _)| *c);
+                        self.stream.queue_close(if reader::valid_close_code(code) {
+                            code
+                        } else {
+                            1002
+                        });
+                        let _ = self.stream.flush();
+                        return Ok(Incoming::Closed(close_reason(close)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Error::websocket_msg(e)),
+                },
+                None if !self.buf.is_empty() => {
+                    let backing = self.backing;
+                    let bytes = self.buf.split().freeze();
+                    return Ok(Incoming::Data(Chunk { bytes, backing }));
+                }
+                None => {}
+            }
+            match self.fill() {
+                Ok(0) if self.frames.is_some() => {
+                    return Err(Error::ConnectionLost(
+                        "the server closed the connection without a WebSocket close".into(),
+                    ))
+                }
+                Ok(0) => {
+                    return Err(websocket::map_io(
+                        context,
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection",
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(Incoming::Blocked)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(websocket::map_io(context, e)),
+            }
         }
     }
 
-    /// The next bytes from the server, as the WebSocket reader reports them: a raw stream's
-    /// bytes come as a binary message, its end as an error.
-    pub fn read(&mut self) -> tungstenite::Result<Message> {
-        match self {
-            Link::Ws(ws) => ws.read(),
-            Link::Raw { stream, buf } => match stream.read(buf) {
-                Ok(0) => Err(tungstenite::Error::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                ))),
-                Ok(n) => Ok(Message::Binary(Bytes::copy_from_slice(&buf[..n]))),
-                Err(e) => Err(tungstenite::Error::Io(e)),
-            },
+    /// One read into the buffer's spare room: at least [`READ_BUFFER`] bytes, or what the
+    /// data frame under way still lacks (up to one piece), so that a frame arrives whole.
+    fn fill(&mut self) -> io::Result<usize> {
+        let wanted = self.frames.as_ref().map_or(0, |d| d.wanted(self.buf.len()));
+        let want = READ_BUFFER.max(wanted);
+        let room = self.buf.capacity() - self.buf.len();
+        if room < MIN_ROOM.max(wanted) {
+            self.buf.reserve(want);
+            self.backing = self.buf.capacity();
         }
+        let start = self.buf.len();
+        let take = (self.buf.capacity() - start).min(want);
+        // Zeroed before the read (no unsafe code): at most one read's worth.
+        self.buf.resize(start + take, 0);
+        let result = self.stream.read(&mut self.buf[start..]);
+        self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
     }
 
-    /// Best effort, never blocking: the WebSocket close frame, or nothing.
+    /// Best effort, never blocking: our WebSocket close frame (status 1000), or nothing.
     pub fn close(&mut self) {
-        match self {
-            Link::Ws(ws) => {
-                let _ = ws.close(None);
-                let _ = ws.flush();
-            }
-            Link::Raw { stream, .. } => {
-                let _ = stream.flush();
-            }
-        }
+        self.stream.queue_close(1000);
+        let _ = self.stream.flush();
     }
 
     /// Ends a connection whose last words (DISCONNECT) were written: [`Link::close`], then
@@ -142,6 +223,30 @@ impl Link {
             match std::io::Read::read(&mut &*tcp, &mut sink) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// How the server's close frame is reported: `" (code 1000: bye)"`, its reason escaped; a
+/// code no server may send says so.
+fn close_reason(close: Option<(u16, String)>) -> String {
+    match close {
+        None => String::new(),
+        Some((code, reason)) => {
+            let invalid = if reader::valid_close_code(code) {
+                ""
+            } else {
+                ", not a valid close code"
+            };
+            if reason.is_empty() {
+                format!(" (code {code}{invalid})")
+            } else {
+                // The server's text: escaped, so that it cannot forge log lines.
+                format!(
+                    " (code {code}{invalid}: {})",
+                    crate::error::printable(&reason)
+                )
             }
         }
     }

@@ -495,6 +495,58 @@ fn hostile_text_frame_is_a_protocol_error_then_recovery() {
     recovers_from(Misbehaviour::Text, "text WebSocket frame");
 }
 
+/// Frames no server may send a client are named, and the connection comes back.
+#[test]
+fn hostile_websocket_frames_against_the_rfc_are_errors_then_recovery() {
+    use crate::support::fake_server::ws_frame;
+    let pingresp = [0xd0, 0x00];
+    // Masked (the server must not mask).
+    let mut masked = vec![0x82, 0x82, 0, 0, 0, 0];
+    masked.extend_from_slice(&pingresp);
+    recovers_from(Misbehaviour::Raw(masked), "masked frame");
+    recovers_from(
+        Misbehaviour::Raw(ws_frame(0xc2, &pingresp)),
+        "reserved bits",
+    );
+    recovers_from(
+        Misbehaviour::Raw(ws_frame(0x80, &pingresp)),
+        "continuation frame",
+    );
+    recovers_from(Misbehaviour::Raw(ws_frame(0x83, &pingresp)), "opcode 3");
+    recovers_from(Misbehaviour::Raw(ws_frame(0x89, &[0; 126])), "125 bytes");
+}
+
+/// A close code no server may send (999) is reported with the code and what is wrong with
+/// it. Before: tungstenite's "Protocol error: Invalid close sequence", with no code.
+#[test]
+fn hostile_invalid_close_code_is_named() {
+    use crate::support::fake_server::ws_frame;
+    recovers_from(
+        Misbehaviour::Raw(ws_frame(0x88, &[0x03, 0xe7])),
+        "closed the WebSocket (code 999, not a valid close code)",
+    );
+}
+
+/// CONNACK in three fragments with a ping and a pong between them is one CONNACK.
+#[test]
+fn a_fragmented_connack_with_pings_between_is_read_whole() {
+    use crate::support::fake_server::ws_frame;
+    let mut raw = ws_frame(0x02, &[0x20]);
+    raw.extend(ws_frame(0x89, b"hi"));
+    raw.extend(ws_frame(0x00, &[0x02]));
+    raw.extend(ws_frame(0x8a, b""));
+    raw.extend(ws_frame(0x80, &[0x00, 0x00]));
+    let server = FakeServer::start(vec![Misbehaviour::RawConnack(raw)]);
+    let ps = PubSub::new();
+    ps.add_provider(fast_reconnect(server.url()).build().unwrap())
+        .unwrap();
+    crate::support::assert_roundtrip(&ps, "fragments/roundtrip");
+    assert_eq!(
+        server.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
 /// WebSocket pings arriving while big publishes stream out: every ping gets its pong, whole,
 /// between our frames (a pong written into the middle of a partly sent frame would corrupt
 /// the stream and the server would drop the connection).

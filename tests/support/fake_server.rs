@@ -50,6 +50,29 @@ pub enum Misbehaviour {
     CloseWithReason(String),
     /// Behave; after the first SUBACK, send `count` copies of `packet` in one frame.
     BurstAfterSuback { packet: Vec<u8>, count: usize },
+    /// Instead of the CONNACK frame, these raw bytes on the socket (WebSocket frames made by
+    /// hand: fragments, pings, what tungstenite would not send), then behave.
+    RawConnack(Vec<u8>),
+    /// After a good CONNACK, these raw bytes on the socket, then behave.
+    Raw(Vec<u8>),
+}
+
+/// A server-to-client WebSocket frame (unmasked): `first` is FIN/RSV/opcode.
+pub fn ws_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![first];
+    match payload.len() {
+        n if n < 126 => v.push(n as u8),
+        n if n <= 0xffff => {
+            v.push(126);
+            v.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            v.push(127);
+            v.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    v.extend_from_slice(payload);
+    v
 }
 
 pub struct FakeServer {
@@ -195,6 +218,11 @@ fn serve(
             while ws.read().is_ok() {}
             return;
         }
+        Some(Misbehaviour::RawConnack(ref raw)) => {
+            if ws.get_mut().write_all(raw).is_err() {
+                return;
+            }
+        }
         Some(Misbehaviour::ConnackWith(ref more)) => {
             let mut bytes = CONNACK_OK.to_vec();
             bytes.extend_from_slice(more);
@@ -213,6 +241,7 @@ fn serve(
     match step {
         // Scripted bytes, then the server behaves on the same connection.
         Some(Misbehaviour::Bytes(b)) if send(&mut ws, b.clone()).is_err() => return,
+        Some(Misbehaviour::Raw(b)) if ws.get_mut().write_all(&b).is_err() => return,
         Some(Misbehaviour::Close) => {
             let _ = ws.close(None);
             while ws.read().is_ok() {}

@@ -1,11 +1,10 @@
-//! Our binary frames, written beside tungstenite's reader over one stream.
+//! The byte stream under a connection, and the client frames written on it.
 //!
-//! Outgoing MQTT data does not go through tungstenite's `write`, which copies the payload into
-//! its own buffer and masks it there: [`Stream::send_binary`] takes the session's output
+//! Outgoing MQTT data is written by [`Stream::send_binary`], which takes the session's output
 //! buffer by swapping it, masks it in place and writes header and payload with one vectored
-//! write. The two writers must never interleave: a frame of ours may only start when
-//! tungstenite has nothing buffered, which is what a [`Ready`] proves ([`flushed`] is the only
-//! way to get one).
+//! write. Control frames (a pong, our close) wait in a small queue until the data frame under
+//! way is out, so that the two never interleave; a new data frame may only start when both
+//! are out, which is what a [`Ready`] proves ([`flushed`] is the only way to get one).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -14,7 +13,6 @@ use std::net::TcpStream;
 use std::time::Instant;
 
 use rustls::{ClientConnection, StreamOwned};
-use tungstenite::WebSocket;
 
 use crate::net::tcp::Tcp;
 
@@ -36,14 +34,12 @@ impl Transport {
     }
 }
 
-/// The byte stream under tungstenite: TCP or TLS, plus the binary frame of ours being written.
+/// TCP or TLS, plus the frames of ours being written: one binary frame and the control frames
+/// queued behind it.
 ///
-/// Outgoing MQTT data does not go through tungstenite's `write`, which copies the payload into
-/// its own buffer and masks it there: [`Stream::send_binary`] takes the session's output
-/// buffer by swapping it, masks it in place and writes header and payload with one vectored
-/// write. Every write tungstenite makes (pongs, close) goes through this type, which finishes
-/// our frame first, so the two never interleave as long as a frame is only started when
-/// tungstenite has nothing buffered (its `flush` returned `Ok`).
+/// Outgoing MQTT data is not copied into a second buffer: [`Stream::send_binary`] takes the
+/// session's output buffer by swapping it, masks it in place and writes header and payload
+/// with one vectored write.
 #[derive(Debug)]
 pub struct Stream {
     transport: Transport,
@@ -66,7 +62,18 @@ pub struct Stream {
     /// readable again ([`Stream::set_readable`]). A read that could only have failed with
     /// `EAGAIN` was a third of the reads of a QoS 1 stream.
     drained: bool,
+    /// Control frames (pongs, a close), masked, waiting for the data frame under way.
+    control: Vec<u8>,
+    /// Bytes of `control` written so far.
+    control_written: usize,
+    /// Our close frame is queued: nothing more is sent after it.
+    close_queued: bool,
 }
+
+/// Control frames waiting beyond this are not added to (a flood of pings while our writes are
+/// blocked is answered by the pongs already queued: RFC 6455 §5.5.3 allows answering only the
+/// latest).
+const MAX_CONTROL: usize = 4 * 1024;
 
 /// Largest client frame header: 2 + 8 (length) + 4 (mask key).
 const MAX_HEADER: usize = 14;
@@ -113,7 +120,43 @@ impl Stream {
             frames: 0,
             polled: false,
             drained: false,
+            control: Vec::new(),
+            control_written: 0,
+            close_queued: false,
         }
+    }
+
+    /// Queues a pong answering a ping that carried `payload` (at most 125 bytes); it goes out
+    /// after the data frame under way, on the next write or flush.
+    pub fn queue_pong(&mut self, payload: &[u8]) {
+        if self.close_queued || self.control.len() > MAX_CONTROL {
+            return;
+        }
+        self.queue_control(0x8a, payload);
+    }
+
+    /// Queues our close frame (status `code`, no reason), once; nothing is sent after it.
+    pub fn queue_close(&mut self, code: u16) {
+        if self.close_queued || !self.websocket {
+            return;
+        }
+        self.close_queued = true;
+        self.queue_control(0x88, &code.to_be_bytes());
+    }
+
+    fn queue_control(&mut self, first: u8, payload: &[u8]) {
+        debug_assert!(payload.len() <= 125);
+        self.frames = self.frames.wrapping_add(1);
+        let mut h = self.mask_keys.build_hasher();
+        h.write_u64(self.frames);
+        let key = (h.finish() as u32).to_ne_bytes();
+        let mut header = [0; MAX_HEADER];
+        let n = frame_header(payload.len(), key, &mut header);
+        header[0] = first;
+        let mut body = payload.to_vec();
+        mask(&mut body, key);
+        self.control.extend_from_slice(&header[..n]);
+        self.control.extend_from_slice(&body);
     }
 
     /// Enters (`true`) or leaves the polled phase, where a short read means "drained until
@@ -155,10 +198,15 @@ impl Stream {
     /// [`Write::write`] or [`Write::flush`] (a `WouldBlock` from either means "still
     /// pending").
     ///
-    /// `ready` proves that nothing is pending here nor in tungstenite (see [`flushed`]).
+    /// `ready` proves that nothing is pending (see [`flushed`]).
     pub fn send_binary(&mut self, payload: &mut Vec<u8>, ready: Ready) -> io::Result<()> {
         let Ready(()) = ready;
         debug_assert!(!self.frame_pending(), "one frame at a time");
+        if self.close_queued {
+            // Nothing follows a close frame [RFC 6455 §5.5.1].
+            payload.clear();
+            return Err(io::ErrorKind::NotConnected.into());
+        }
         self.body.clear();
         std::mem::swap(&mut self.body, payload);
         if self.websocket {
@@ -214,6 +262,22 @@ impl Stream {
             } else {
                 self.body.clear();
             }
+        }
+        // Then the control frames, between data frames.
+        while self.control_written < self.control.len() {
+            match self
+                .transport
+                .write_vectored(&[io::IoSlice::new(&self.control[self.control_written..])])
+            {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.control_written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.control.is_empty() {
+            self.control.clear();
+            self.control_written = 0;
         }
         Ok(())
     }
@@ -292,20 +356,15 @@ fn mask(buf: &mut [u8], key: [u8; 4]) {
     }
 }
 
-/// Proof that nothing is half-written below our next frame: tungstenite's buffer and our own
-/// previous frame are out. Made only by [`flushed`]; spent by [`Stream::send_binary`].
+/// Proof that nothing is half-written below our next frame: our previous frame and the
+/// control frames queued behind it are out. Made only by [`flushed`]; spent by
+/// [`Stream::send_binary`].
 #[derive(Debug)]
 pub struct Ready(());
 
-/// Flushes what tungstenite holds (pongs, a close) and our frame in flight; `Ok(Ready)` when
-/// both are out, so that a new frame may start. `WouldBlock` means "not yet".
-pub fn flushed(ws: &mut WebSocket<Stream>) -> tungstenite::Result<Ready> {
-    ws.flush()?;
-    Ok(Ready(()))
-}
-
-/// [`flushed`] for a raw stream (no tungstenite above it): our frame in flight is out.
-pub fn flushed_raw(stream: &mut Stream) -> io::Result<Ready> {
+/// Writes our frame in flight and the control frames queued; `Ok(Ready)` when all are out,
+/// so that a new frame may start. `WouldBlock` means "not yet".
+pub fn flushed(stream: &mut Stream) -> io::Result<Ready> {
     stream.flush()?;
     Ok(Ready(()))
 }
@@ -339,8 +398,8 @@ mod tests {
         }
     }
 
-    /// A frame the socket takes only in part is finished before anything tungstenite writes,
-    /// and the spare buffer handed back is empty.
+    /// A frame the socket takes only in part is finished before a control frame queued
+    /// behind it, and the spare buffer handed back is empty.
     #[test]
     fn pending_frame_goes_out_before_later_writes() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -371,21 +430,11 @@ mod tests {
             let second = ws.read().unwrap();
             (first, second)
         });
-        // What tungstenite would write (a pong, say) waits for our frame.
-        let pong = {
-            let mut header = [0; MAX_HEADER];
-            let n = frame_header(3, [1, 2, 3, 4], &mut header);
-            header[0] = 0x8a; // FIN, pong
-            let mut body = b"abc".to_vec();
-            mask(&mut body, [1, 2, 3, 4]);
-            let mut v = header[..n].to_vec();
-            v.extend_from_slice(&body);
-            v
-        };
-        let mut sent = 0;
-        while sent < pong.len() {
-            match stream.write(&pong[sent..]) {
-                Ok(n) => sent += n,
+        // A pong queued now waits for our frame.
+        stream.queue_pong(b"abc");
+        loop {
+            match stream.flush() {
+                Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(std::time::Duration::from_millis(1))
                 }

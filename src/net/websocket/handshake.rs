@@ -4,8 +4,6 @@
 
 use std::io::{Read, Write};
 
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::WebSocket;
 use url::Url;
 
 use super::frame::Stream;
@@ -24,8 +22,7 @@ pub(super) fn upgrade(
     mut stream: Stream,
     url: &Url,
     headers: &[(String, String)],
-    config: WebSocketConfig,
-) -> Result<WebSocket<Stream>> {
+) -> Result<(Stream, Vec<u8>)> {
     let key = tungstenite::handshake::client::generate_key();
     let host = url.host_str().unwrap_or_default();
     let authority = match url.port() {
@@ -137,10 +134,5 @@ pub(super) fn upgrade(
             )));
         }
     }
-    Ok(WebSocket::from_partially_read(
-        stream,
-        rest,
-        tungstenite::protocol::Role::Client,
-        Some(config),
-    ))
+    Ok((stream, rest))
 }

@@ -7,8 +7,6 @@ use std::time::Instant;
 
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::ServerName;
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::WebSocket;
 use url::Url;
 
 use super::tcp::Tcp;
@@ -16,8 +14,9 @@ use crate::error::{Error, Operation, Result};
 
 mod frame;
 mod handshake;
+pub mod reader;
 
-pub use frame::{flushed, flushed_raw, Ready, Stream};
+pub use frame::{flushed, Ready, Stream};
 
 /// Everything needed to open one connection. Providers make a fresh one per attempt (AWS IoT
 /// signs a new URL each time).
@@ -100,38 +99,14 @@ pub fn rejected(status: u16, body: &[u8]) -> Error {
     }
 }
 
-/// Maps a tungstenite error.
-pub fn map_ws(context: &'static str, e: tungstenite::Error) -> Error {
-    match e {
-        tungstenite::Error::Io(e) => map_io(context, e),
-        tungstenite::Error::Http(resp) => {
-            let body = resp.body().clone().unwrap_or_default();
-            rejected(resp.status().as_u16(), &body)
-        }
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            Error::ConnectionLost("the WebSocket is closed".into())
-        }
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => Error::ConnectionLost(
-            "the server closed the connection without a WebSocket close".into(),
-        ),
-        other => Error::WebSocket {
-            message: other.to_string(),
-            source: Some(Box::new(other)),
-        },
-    }
-}
-
 /// Opens TCP, TLS when `wss`, and upgrades to WebSocket with subprotocol `mqtt`, all before
-/// `deadline`. The returned socket is blocking with timeouts; the driver switches it to
-/// non-blocking.
+/// `deadline`: the stream, and what the server sent after its answer (frames already). The
+/// socket is blocking with timeouts; the driver switches it to non-blocking.
 pub fn open(
     req: &OpenRequest,
     deadline: Instant,
     abort: Option<Arc<AtomicBool>>,
-    config: WebSocketConfig,
-) -> Result<WebSocket<Stream>> {
+) -> Result<(Stream, Vec<u8>)> {
     let url = &req.url;
     let host = url
         .host_str()
@@ -144,7 +119,7 @@ pub fn open(
     } else {
         Stream::plain(tcp)
     };
-    handshake::upgrade(stream, url, &req.headers, config).map_err(|e| scrub_error(e, req))
+    handshake::upgrade(stream, url, &req.headers).map_err(|e| scrub_error(e, req))
 }
 
 /// The secrets a request carries: query values (signatures, tokens), header values, and the
