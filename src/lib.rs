@@ -96,7 +96,7 @@ pub mod internals {
     /// The HTTP/1.x response reader (Cognito) and status-line parser (every reader).
     #[cfg(feature = "aws-iot")]
     pub mod http {
-        pub use crate::net::head::{status_line, StatusLine};
+        pub use crate::net::head::{read_head, status_line, Head, StatusLine};
         pub use crate::net::http::{read_response, Response};
     }
 }

@@ -1,12 +1,45 @@
 //! The outbox reader: arbitrary file contents never panic, never allocate beyond the input,
+//! read whole or streamed one byte at a time under limits they agree (or the limits refuse),
 //! and what a file replays to, written out again, replays to the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mqtt_pubsub::internals::outbox_log::{encode, replay, Record, MAGIC};
+use mqtt_pubsub::internals::outbox_log::{encode, replay, replay_stream, Limits, Record, MAGIC};
+
+/// A reader that hands out one byte per call.
+struct Drip<'a>(&'a [u8]);
+
+impl std::io::Read for Drip<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((&b, rest)), Some(slot)) => {
+                *slot = b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(state) = replay(data) else { return };
+    let whole = replay(data);
+    // Streamed under limits: the same answer, or a refusal the limits explain.
+    let limits = Limits {
+        max_live: 4096,
+        max_tail: 1024,
+    };
+    let streamed = replay_stream(&mut Drip(data), data.len() as u64, limits);
+    match (&whole, &streamed) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        (Ok(a), Err(e)) => assert!(
+            e.contains("outbox_max_bytes") || e.contains("more than a torn write"),
+            "whole {a:?}, streamed {e}"
+        ),
+        (Err(e), Ok(b)) => panic!("whole {e}, streamed {b:?}"),
+    }
+    let Ok(state) = whole else { return };
     assert!(state.valid_len + state.torn == data.len());
     let Some((client_id, url)) = state.binding.clone() else {
         return;

@@ -614,6 +614,12 @@ impl Framer {
                             continue;
                         }
                         if self.buf.len() == total {
+                            // Grown by doubling as it arrived: up to twice its size, which
+                            // the message would keep while held (a shrink of a large
+                            // allocation is a remap, not a copy).
+                            if self.buf.capacity() > total + total / 4 {
+                                self.buf.shrink_to_fit();
+                            }
                             let frame = Bytes::from(std::mem::take(&mut self.buf));
                             on_packet(decode_inbound(frame, header, self.version)?)?;
                             continue;

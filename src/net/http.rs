@@ -111,54 +111,25 @@ pub fn post(
 /// answers (`100 Continue`) are read past. Fuzzed (`fuzz/fuzz_targets/http.rs`).
 pub fn read_response(conn: &mut impl Read, max_body: usize) -> Result<Response> {
     let mut reader = io::BufReader::new(conn);
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    let mut interim = 0;
-    let (status, text) = loop {
-        head.clear();
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = reader
-                .read(&mut byte)
-                .map_err(|e| map_io("reading the response", e))?;
-            if n == 0 {
-                return Err(malformed("the connection closed in the response head"));
-            }
-            head.push(byte[0]);
-            if head.len() > MAX_HEAD {
-                return Err(malformed("response head too long"));
-            }
+    // Byte by byte from the buffered reader: the body stays in it.
+    let (head, _) = crate::net::head::read_head(&mut reader, MAX_HEAD, 1).map_err(|e| {
+        use crate::net::head::HeadError;
+        match e {
+            HeadError::Closed => malformed("the connection closed in the response head"),
+            HeadError::Io(e) => map_io("reading the response", e),
+            other => malformed(&other.to_string()),
         }
-        let text = String::from_utf8_lossy(&head).into_owned();
-        let status = text
-            .split("\r\n")
-            .next()
-            .and_then(crate::net::head::status_line)
-            .map(|s| s.status)
-            .ok_or_else(|| malformed("no HTTP/1.x status line"))?;
-        if (100..200).contains(&status) {
-            interim += 1;
-            if interim > 8 {
-                return Err(malformed("too many interim (1xx) answers"));
-            }
-            continue;
-        }
-        break (status, text);
-    };
-    let mut lines = text.split("\r\n");
-    lines.next();
+    })?;
+    let status = head.status;
     let mut length = None;
     let mut chunked = false;
-    for line in lines {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim(), v.trim());
-        if k.eq_ignore_ascii_case("content-length") {
+    for (k, v) in &head.fields {
+        if k == "content-length" {
             length = Some(
                 v.parse::<usize>()
                     .map_err(|_| malformed("bad Content-Length"))?,
             );
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+        } else if k == "transfer-encoding" {
             chunked = v.to_ascii_lowercase().contains("chunked");
         }
     }

@@ -2,7 +2,7 @@
 //! set explicitly or taken from the conventional environment variables as curl, ureq and
 //! the AWS SDKs do.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -201,42 +201,28 @@ pub fn connect(
     tcp.write_all(request.as_bytes())
         .and_then(|()| tcp.flush())
         .map_err(|e| failed(format!("sending CONNECT: {e}")))?;
-    // Read the answer's head byte by byte: whatever follows it is the tunnel's (the server
+    // The answer's head, byte by byte: whatever follows it is the tunnel's (the server
     // speaks first on no scheme of ours, but a proxy may pass bytes on at once).
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() >= MAX_HEAD {
-            return Err(failed(format!(
-                "the answer to CONNECT is longer than {MAX_HEAD} bytes"
-            )));
-        }
-        match tcp.read(&mut byte) {
-            Ok(0) => {
-                return Err(failed(
-                    "the proxy closed the connection before answering CONNECT".into(),
-                ))
+    let (head, _) = crate::net::head::read_head(&mut tcp, MAX_HEAD, 1).map_err(|e| {
+        use crate::net::head::HeadError;
+        match e {
+            HeadError::Closed => {
+                failed("the proxy closed the connection before answering CONNECT".into())
             }
-            Ok(_) => head.push(byte[0]),
-            Err(e) => {
-                return Err(match super::websocket::map_io("proxy CONNECT", e) {
-                    timeout @ Error::Timeout { .. } => timeout,
-                    other => failed(format!("reading the answer to CONNECT: {other}")),
-                })
-            }
+            HeadError::Io(e) => match super::websocket::map_io("proxy CONNECT", e) {
+                timeout @ Error::Timeout { .. } => timeout,
+                other => failed(format!("reading the answer to CONNECT: {other}")),
+            },
+            other => failed(format!("CONNECT {authority}: {other}")),
         }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let status_line = text.lines().next().unwrap_or_default();
-    let parsed = crate::net::head::status_line(status_line);
-    let status = parsed.map(|s| s.status);
-    let reason = crate::error::printable_max(parsed.map_or("", |s| s.reason), 100);
-    match status {
-        Some(200..=299) => {
+    })?;
+    let reason = crate::error::printable_max(&head.reason, 100);
+    match head.status {
+        200..=299 => {
             log::debug!("tunnel to {authority} through proxy {proxy}");
             Ok(tcp)
         }
-        Some(status) => {
+        status => {
             let hint = match status {
                 407 if proxy.authorization.is_some() => {
                     ": the proxy refused the user name and password"
@@ -254,10 +240,6 @@ pub fn connect(
                 message: format!("CONNECT {authority} answered {status} {reason}{hint}"),
             })
         }
-        None => Err(failed(format!(
-            "the answer to CONNECT is not HTTP: {}",
-            crate::error::printable_max(status_line, 100)
-        ))),
     }
 }
 

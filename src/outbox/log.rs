@@ -1,5 +1,7 @@
 //! The outbox's on-disk format: an append-only log of checksummed records, and the reader
-//! that replays it (pure: bytes in, state out; fuzzed).
+//! that replays it (pure: a byte stream in, state out; fuzzed). The reader streams: it holds
+//! one record at a time, plus at most a torn tail's worth of bytes when a record cannot be
+//! read, so opening a log costs what the log holds live, never the log's size.
 //!
 //! File: `MQPSOBX1` (8 bytes), then records. Record: body length (u32 LE), CRC-32 of the
 //! body (u32 LE), body. Body: a type byte and its fields (integers little-endian, strings
@@ -11,6 +13,7 @@
 //! dropped. A wrong checksum with more records after it is corruption: an error.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"MQPSOBX1";
@@ -186,43 +189,137 @@ pub struct State {
     pub valid_len: usize,
     /// Bytes of a torn tail that were dropped.
     pub torn: usize,
+    /// What the unfinished publishes count against the outbox's bound ([`Live::size`]).
+    pub live_bytes: u64,
 }
 
-/// Replays a whole log file. `Err` is corruption (not a torn tail), in words.
+/// How much a replay may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The outbox's bound: a log whose unfinished publishes ever exceed it was not written
+    /// with this bound, and is refused rather than loaded.
+    pub max_live: u64,
+    /// The most bytes read into memory after a record that cannot be read, to tell a torn
+    /// tail (what a power loss leaves: part of one group of appends, or zeros) from
+    /// corruption in the middle; more than this after it is corruption.
+    pub max_tail: u64,
+}
+
+impl Limits {
+    /// No limits: the whole input may be held (it is in memory already).
+    // Used by the fuzz targets and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
+    pub const NONE: Limits = Limits {
+        max_live: u64::MAX,
+        max_tail: u64::MAX,
+    };
+}
+
+/// Replays a whole log held in memory. `Err` is corruption (not a torn tail), in words.
+// Used by the fuzz targets and the tests only.
+#[cfg_attr(not(feature = "__internals"), allow(dead_code))]
 pub fn replay(bytes: &[u8]) -> Result<State, String> {
-    if bytes.len() < MAGIC.len() {
+    replay_stream(&mut &bytes[..], bytes.len() as u64, Limits::NONE)
+}
+
+/// Replays a log of `len` bytes read from `r` (buffer it), holding one record at a time.
+/// `Err` is corruption (not a torn tail), a log over `limits`, or a read error, in words.
+pub fn replay_stream(r: &mut impl Read, len: u64, limits: Limits) -> Result<State, String> {
+    let mut magic = [0u8; MAGIC.len()];
+    let got = read_full(r, &mut magic)?;
+    if got < MAGIC.len() {
         // Power lost while the file was being created.
         return Ok(State {
-            torn: bytes.len(),
+            torn: got,
             ..State::default()
         });
     }
-    if &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not an mqtt-pubsub outbox (wrong magic bytes)".into());
+    if &magic != MAGIC {
+        return Err("corrupt: not an mqtt-pubsub outbox (wrong magic bytes)".into());
     }
     let mut state = State::default();
-    let mut at = MAGIC.len();
-    while at < bytes.len() {
+    let mut at = MAGIC.len() as u64;
+    // A record longer than the bound (plus room for its fields) is not one we wrote.
+    let max_record = limits.max_live.saturating_add(64 * 1024);
+    let mut body = Vec::new();
+    while at < len {
+        let left = len - at;
+        let mut header = [0u8; RECORD_HEADER];
+        let mut consumed = read_full(r, &mut header[..left.min(RECORD_HEADER as u64) as usize])?;
+        if consumed == RECORD_HEADER {
+            let n = u64::from(u32::from_le_bytes(
+                header[0..4].try_into().expect("4 bytes"),
+            ));
+            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+            if n > 0 && n <= left - RECORD_HEADER as u64 && n <= max_record {
+                body.resize(n as usize, 0);
+                consumed += read_full(r, &mut body)?;
+                if consumed as u64 == RECORD_HEADER as u64 + n && crc32(&body) == crc {
+                    if let Ok(record) = decode(&body) {
+                        apply(&mut state, record)
+                            .map_err(|e| format!("corrupt: record at byte {at}: {e}"))?;
+                        if state.live_bytes > limits.max_live {
+                            return Err(format!(
+                                "its unsent publishes take more than the outbox's bound \
+                                 ({} bytes, outbox_max_bytes): it was written with a larger \
+                                 bound; open it with that bound to send them",
+                                limits.max_live
+                            ));
+                        }
+                        at += RECORD_HEADER as u64 + n;
+                        if body.capacity() > 1 << 20 {
+                            body = Vec::new();
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
         // A record that cannot be read (short header, a length past the end, a wrong
         // checksum, fields that do not parse) is a torn tail — what a power loss during an
         // append leaves, zeros included — unless a chain of whole records runs from some
         // later byte to the end of the file: then something in the middle was corrupted (a
         // flipped bit), and the records after it must not be dropped silently.
-        let Some((record, end)) = read_record(bytes, at) else {
-            if let Some(j) = valid_chain_after(bytes, at + 1) {
-                return Err(format!(
-                    "record at byte {at} is unreadable (its length or checksum is corrupt) \
-                     and whole records follow from byte {j} to the end"
-                ));
-            }
-            break;
-        };
-        apply(&mut state, record).map_err(|e| format!("record at byte {at}: {e}"))?;
-        at = end;
+        if left > limits.max_tail {
+            return Err(format!(
+                "corrupt: record at byte {at} is unreadable (its length or checksum is \
+                 corrupt) and {left} bytes follow it, more than a torn write leaves"
+            ));
+        }
+        let mut tail = header[..consumed.min(RECORD_HEADER)].to_vec();
+        if consumed > RECORD_HEADER {
+            tail.extend_from_slice(&body[..consumed - RECORD_HEADER]);
+        }
+        r.take(left - tail.len() as u64)
+            .read_to_end(&mut tail)
+            .map_err(|e| format!("reading: {e}"))?;
+        if let Some(j) = valid_chain_after(&tail, 1) {
+            return Err(format!(
+                "corrupt: record at byte {at} is unreadable (its length or checksum is \
+                 corrupt) and whole records follow from byte {} to the end",
+                at + j as u64
+            ));
+        }
+        state.valid_len = at as usize;
+        state.torn = (len - at) as usize;
+        return Ok(state);
     }
-    state.valid_len = at;
-    state.torn = bytes.len() - at;
+    state.valid_len = at as usize;
     Ok(state)
+}
+
+/// Reads until `buf` is full or the input ends; how much was read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading: {e}")),
+        }
+    }
+    Ok(n)
 }
 
 /// The whole, valid record at `at` (length within the file, checksum right, fields that
@@ -302,18 +399,17 @@ fn apply(state: &mut State, record: Record) -> Result<(), String> {
                 return Err(format!("publish {ticket} has QoS {qos}"));
             }
             state.last_ticket = Some(ticket);
-            state.publishes.insert(
-                ticket,
-                Live {
-                    qos,
-                    retain,
-                    topic,
-                    payload,
-                    props,
-                    pid: None,
-                    released: false,
-                },
-            );
+            let live = Live {
+                qos,
+                retain,
+                topic,
+                payload,
+                props,
+                pid: None,
+                released: false,
+            };
+            state.live_bytes += live.size();
+            state.publishes.insert(ticket, live);
         }
         Record::Assigned { ticket, pid } => {
             if let Some(p) = state.publishes.get_mut(&ticket) {
@@ -326,7 +422,9 @@ fn apply(state: &mut State, record: Record) -> Result<(), String> {
             }
         }
         Record::Finished { ticket } => {
-            state.publishes.remove(&ticket);
+            if let Some(p) = state.publishes.remove(&ticket) {
+                state.live_bytes -= p.size();
+            }
         }
         Record::InboundReceived { pid } => {
             state.inbound.insert(pid);

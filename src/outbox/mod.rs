@@ -220,17 +220,24 @@ impl Outbox {
             Err(std::fs::TryLockError::Error(e)) => return Err(err(format!("locking: {e}"))),
         }
         let path = dir.join(LOG);
-        let bytes = match open_private(&path, false, false) {
-            Ok(mut f) => {
-                let mut b = Vec::new();
-                std::io::Read::read_to_end(&mut f, &mut b)
-                    .map_err(|e| err(format!("reading {LOG}: {e}")))?;
-                b
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(err(format!("reading {LOG}: {e}"))),
+        // Streamed: one record at a time, never the whole file (see `log::replay_stream`).
+        let limits = log::Limits {
+            max_live: options.max_bytes,
+            max_tail: options.max_bytes.saturating_add(1 << 20),
         };
-        let state = log::replay(&bytes).map_err(|e| err(format!("{LOG} is corrupt: {e}")))?;
+        let state = match open_private(&path, false, false) {
+            Ok(f) => {
+                let len = f
+                    .metadata()
+                    .map_err(|e| err(format!("reading {LOG}: {e}")))?
+                    .len();
+                let mut r = std::io::BufReader::with_capacity(64 * 1024, f);
+                log::replay_stream(&mut r, len, limits)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(log::State::default()),
+            Err(e) => return Err(err(format!("reading {LOG}: {e}"))),
+        }
+        .map_err(|e| err(format!("{LOG}: {e}")))?;
         let binding = Record::Binding {
             client_id: client_id.to_string(),
             url: url.to_string(),
@@ -273,15 +280,18 @@ impl Outbox {
         outbox
             .rewrite(&state)
             .map_err(|e| err(format!("rewriting {LOG}: {e}")))?;
+        let next_ticket = state.last_ticket.map_or(0, |t| t.saturating_add(1));
+        let inbound_qos2 = state.inbound.iter().copied().collect();
+        // Moved, not copied: what the log holds is in memory once.
         let kept = Kept {
             publishes: state
                 .publishes
-                .iter()
+                .into_iter()
                 .map(|(ticket, p)| Restored {
-                    ticket: *ticket,
-                    topic: p.topic.clone(),
-                    payload: p.payload.clone(),
-                    props: p.props.clone(),
+                    ticket,
+                    topic: p.topic,
+                    payload: p.payload,
+                    props: p.props,
                     qos: if p.qos == 2 {
                         QoS::ExactlyOnce
                     } else {
@@ -292,8 +302,8 @@ impl Outbox {
                     released: p.released,
                 })
                 .collect(),
-            inbound_qos2: state.inbound.iter().copied().collect(),
-            next_ticket: state.last_ticket.map_or(0, |t| t.saturating_add(1)),
+            inbound_qos2,
+            next_ticket,
         };
         Ok((outbox, kept))
     }
@@ -447,9 +457,18 @@ impl Outbox {
             path: path.clone(),
             message,
         };
-        let bytes = std::fs::read(self.dir.join(LOG))
+        let f = open_private(&self.dir.join(LOG), false, false)
             .map_err(|e| err(format!("reading {LOG} to compact it: {e}")))?;
-        let state = log::replay(&bytes).map_err(|e| err(format!("{LOG} is corrupt: {e}")))?;
+        let len = f
+            .metadata()
+            .map_err(|e| err(format!("reading {LOG} to compact it: {e}")))?
+            .len();
+        let limits = log::Limits {
+            max_live: self.max_bytes,
+            max_tail: self.max_bytes.saturating_add(1 << 20),
+        };
+        let state = log::replay_stream(&mut std::io::BufReader::new(f), len, limits)
+            .map_err(|e| err(format!("{LOG}: {e}")))?;
         self.rewrite(&state)
             .map_err(|e| err(format!("compacting {LOG}: {e}")))
     }
@@ -518,12 +537,15 @@ impl Outbox {
                 return Err(e);
             }
         }
+        // The handle appends go to is the new file's, taken before the rename: once the
+        // rename is done, nothing that fails after it (the directory's fsync) may leave
+        // appends going to the replaced file, which no longer has a name.
+        let new = open_private(&tmp, false, true)?;
         std::fs::rename(&tmp, self.dir.join(LOG))?;
-        File::open(&self.dir)?.sync_all()?;
-        SYNCS.fetch_add(2, Ordering::Relaxed);
-        self.file = open_private(&self.dir.join(LOG), false, true)?;
+        self.file = new;
         self.file_len = out.len() as u64;
-        Ok(())
+        SYNCS.fetch_add(2, Ordering::Relaxed);
+        File::open(&self.dir)?.sync_all()
     }
 }
 

@@ -966,9 +966,36 @@ fn hostile_frame_of_tiny_publishes_is_bounded() {
     let server = FakeServer::start(vec![Misbehaviour::BurstAfterSuback {
         packet: vec![0x30, 0x03, 0x00, 0x01, b't'],
         count,
+        per_frame: count,
     }]);
     let grown = child_peak_kib(server.url(), "publish-burst", count).saturating_sub(baseline_kib());
     assert!(grown < 48 * 1024, "grew {grown} KiB");
+}
+
+/// 64 WebSocket frames of 4 MiB, each a 1 MiB PUBLISH on `t` (held: the subscription's
+/// byte bound, 64 MiB, charges it 1 MiB) and a 3 MiB one on a topic nobody subscribed to.
+/// With tungstenite each held message was a slice of its whole 4 MiB frame (+261 MiB for
+/// 64 MiB charged, the figure); with frames streamed in 64 KiB pieces a packet
+/// assembled from them kept its doubling growth room (+134 MiB); now it is given back
+/// (+72 MiB measured).
+#[test]
+fn hostile_large_frames_do_not_make_held_messages_cost_more_than_charged() {
+    let publish = |topic: u8, len: usize| {
+        let mut body = vec![0x00, 0x01, topic];
+        body.resize(len, 7);
+        crate::support::v5_server::packet(0x30, &body)
+    };
+    let mut packet = publish(b't', 1 << 20);
+    packet.extend(publish(b'u', 3 << 20));
+    let server = FakeServer::start(vec![Misbehaviour::BurstAfterSuback {
+        packet,
+        count: 64,
+        per_frame: 1,
+    }]);
+    let grown = child_peak_kib(server.url(), "publish-burst", 64).saturating_sub(baseline_kib());
+    // 64 MiB charged, plus what is in flight (a frame piece, one packet being assembled);
+    // the fake server's frames are in the parent process, not the measured child.
+    assert!(grown < 96 * 1024, "grew {grown} KiB");
 }
 
 #[test]

@@ -48,8 +48,13 @@ pub enum Misbehaviour {
     SlowReader(usize),
     /// After CONNACK, a WebSocket close frame with this reason.
     CloseWithReason(String),
-    /// Behave; after the first SUBACK, send `count` copies of `packet` in one frame.
-    BurstAfterSuback { packet: Vec<u8>, count: usize },
+    /// Behave; after the first SUBACK, send `count` copies of `packet`, `per_frame` copies
+    /// to a WebSocket frame.
+    BurstAfterSuback {
+        packet: Vec<u8>,
+        count: usize,
+        per_frame: usize,
+    },
     /// Instead of the CONNACK frame, these raw bytes on the socket (WebSocket frames made by
     /// hand: fragments, pings, what tungstenite would not send), then behave.
     RawConnack(Vec<u8>),
@@ -279,7 +284,11 @@ fn serve(
         suback_codes: !matches!(step, Some(Misbehaviour::SubackWithoutCodes)),
         subscribes,
         burst: match step {
-            Some(Misbehaviour::BurstAfterSuback { packet, count }) => Some((packet, count)),
+            Some(Misbehaviour::BurstAfterSuback {
+                packet,
+                count,
+                per_frame,
+            }) => Some((packet, count, per_frame)),
             _ => None,
         },
     };
@@ -333,7 +342,7 @@ struct Behaviour {
     ping: Option<mpsc::Sender<bool>>,
     suback_codes: bool,
     subscribes: Arc<AtomicUsize>,
-    burst: Option<(Vec<u8>, usize)>,
+    burst: Option<(Vec<u8>, usize, usize)>,
 }
 
 /// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1. With `ping`,
@@ -422,15 +431,20 @@ fn behave(mut ws: tungstenite::WebSocket<TcpStream>, options: Behaviour) {
             if !out.is_empty() && ws.send(Message::Binary(out.into())).is_err() {
                 return;
             }
-            if let (true, Some((packet, count))) = (subscribed_now, burst.take()) {
-                let frame: Vec<u8> = packet
-                    .iter()
-                    .copied()
-                    .cycle()
-                    .take(packet.len() * count)
-                    .collect();
-                if ws.send(Message::Binary(frame.into())).is_err() {
-                    return;
+            if let (true, Some((packet, count, per_frame))) = (subscribed_now, burst.take()) {
+                let mut left = count;
+                while left > 0 {
+                    let n = left.min(per_frame.max(1));
+                    left -= n;
+                    let frame: Vec<u8> = packet
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(packet.len() * n)
+                        .collect();
+                    if ws.send(Message::Binary(frame.into())).is_err() {
+                        return;
+                    }
                 }
             }
         }

@@ -48,46 +48,21 @@ pub(super) fn upgrade(
         .map_err(|e| map_io("WebSocket upgrade", e))?;
     log::trace!("WebSocket upgrade request sent to {}", redact(url));
 
-    // The response head, bounded.
-    let mut buf = Vec::with_capacity(512);
+    // The response head, bounded; what follows it is the first frames.
+    let (head, mut rest) = crate::net::head::read_head(&mut stream, MAX_RESPONSE_HEAD, 512)
+        .map_err(|e| {
+            use crate::net::head::HeadError;
+            match e {
+                HeadError::Closed => Error::ConnectionLost(
+                    "the server closed the connection during the WebSocket upgrade".into(),
+                ),
+                HeadError::Io(e) => map_io("WebSocket upgrade", e),
+                other => Error::Protocol(format!("the answer to the WebSocket upgrade: {other}")),
+            }
+        })?;
+    let status = head.status;
+    let field = |name: &str| head.field(name);
     let mut chunk = [0u8; 512];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(Error::Protocol(
-                "the HTTP answer to the upgrade is too large".into(),
-            ));
-        }
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| map_io("WebSocket upgrade", e))?;
-        if n == 0 {
-            return Err(Error::ConnectionLost(
-                "the server closed the connection during the WebSocket upgrade".into(),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut rest = buf[head_end + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(crate::net::head::status_line)
-        .map(|s| s.status)
-        .ok_or_else(|| Error::Protocol("the answer to the WebSocket upgrade is not HTTP".into()))?;
-    let fields: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
     if status != 101 {
         // What the body says, bounded by its length, our limit and the socket's deadline.
         let want = field("content-length")
