@@ -52,7 +52,7 @@ impl ConnackCode {
             3 => "server unavailable",
             4 => "bad user name or password",
             5 => "not authorized",
-            c @ 0x80.. => crate::mqtt::v5::ReasonCode(c).meaning(),
+            c @ 0x80.. => crate::mqtt::reason::ReasonCode(c).meaning(),
             _ => "unknown return code",
         }
     }
@@ -136,7 +136,7 @@ pub enum Error {
         /// Which publish.
         what: String,
         /// The reason code.
-        code: crate::mqtt::v5::ReasonCode,
+        code: crate::mqtt::reason::ReasonCode,
         /// The server's reason string, if it sent one.
         reason: Option<String>,
     },
@@ -146,7 +146,7 @@ pub enum Error {
     /// other loss.
     ServerDisconnect {
         /// The reason code.
-        code: crate::mqtt::v5::ReasonCode,
+        code: crate::mqtt::reason::ReasonCode,
         /// The server's reason string, if it sent one.
         reason: Option<String>,
         /// The server reference ("use another server", "server moved"), if it sent one.

@@ -54,7 +54,7 @@ impl Clone for Message {
 pub(crate) struct Credit {
     counter: Arc<std::sync::atomic::AtomicUsize>,
     bytes: usize,
-    flow: Option<Arc<crate::connection::inbox::Flow>>,
+    flow: Option<Arc<crate::connection::wake::Flow>>,
 }
 
 impl Drop for Credit {
@@ -71,7 +71,7 @@ impl Drop for Credit {
 /// the last copy is dropped, the provider's I/O thread is woken to send it (the I/O thread
 /// holds a weak reference, in arrival order).
 pub(crate) struct AckToken {
-    pub wake: Arc<crate::connection::Wake>,
+    pub wake: Arc<crate::connection::wake::Wake>,
 }
 
 impl Drop for AckToken {
@@ -102,7 +102,7 @@ impl Message {
 
     /// Counts it as held by the application of an acknowledge-after-processing subscription
     /// (after [`Message::charge`]).
-    pub(crate) fn hold_in(&mut self, flow: &Arc<crate::connection::inbox::Flow>) {
+    pub(crate) fn hold_in(&mut self, flow: &Arc<crate::connection::wake::Flow>) {
         if let Some(c) = self.credit.as_mut() {
             flow.held.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             c.flow = Some(flow.clone());

@@ -488,12 +488,12 @@ impl Driver {
         let mut connect = self.session.connecting(resubscribe, wanted);
         let ready = ws
             .flushed()
-            .map_err(|e| closed_if_aborted(websocket::map_io("sending CONNECT", e)))?;
+            .map_err(|e| closed_if_aborted(crate::net::error::map_io("sending CONNECT", e)))?;
         let stream = ws.stream_mut();
         stream
             .send_binary(&mut connect, ready)
             .and_then(|()| std::io::Write::flush(stream))
-            .map_err(|e| closed_if_aborted(websocket::map_io("sending CONNECT", e)))?;
+            .map_err(|e| closed_if_aborted(crate::net::error::map_io("sending CONNECT", e)))?;
 
         self.framer.reset();
         let result = self.await_connack(&mut ws, &req.url);
@@ -509,7 +509,7 @@ impl Driver {
             .set_read_timeout(None)
             .and_then(|()| stream.tcp().set_write_timeout(None))
             .and_then(|()| stream.tcp().set_nonblocking(true))
-            .map_err(|e| websocket::map_io("socket setup", e))?;
+            .map_err(|e| crate::net::error::map_io("socket setup", e))?;
         let shown = websocket::redact(&req.url);
         log::debug!(
             "provider {}: connected to {shown} (session present: {session_present})",
@@ -627,7 +627,7 @@ impl Driver {
             let ready = match ws.flushed() {
                 Ok(ready) => Some(ready),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                Err(e) => return Exit::Lost(websocket::map_io("writing", e)),
+                Err(e) => return Exit::Lost(crate::net::error::map_io("writing", e)),
             };
             write_blocked = ready.is_none();
             // What the output below answers or assigns (PUBREC, PUBREL, a QoS 2 packet
@@ -641,7 +641,7 @@ impl Driver {
                 match ws.stream_mut().send_binary(out, ready) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => write_blocked = true,
-                    Err(e) => return Exit::Lost(websocket::map_io("writing", e)),
+                    Err(e) => return Exit::Lost(crate::net::error::map_io("writing", e)),
                 }
                 self.session.mark_sent(now);
             }

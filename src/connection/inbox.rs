@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
+pub(crate) use super::wake::Flow;
 use crate::message::Message;
 
 /// How the I/O thread wakes a `Subscription` blocked in `recv`, `recv_timeout` or iteration.
@@ -59,40 +60,6 @@ impl Doorbell {
             // it go spares the woken receiver from blocking on it at once.
             drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()));
             self.ready.notify_all();
-        }
-    }
-}
-
-/// A subscription that acknowledges after processing: what its application holds
-/// (delivered, not yet dropped) against its bounds, and how to wake the providers that
-/// stopped reading for it.
-pub(crate) struct Flow {
-    /// Messages delivered and not yet dropped by the application.
-    pub held: AtomicUsize,
-    pub capacity: usize,
-    /// The subscription's bytes (the sinks' counter) and their bound.
-    pub bytes: Arc<AtomicUsize>,
-    pub max_bytes: usize,
-    /// Providers not reading because of this subscription.
-    pub paused: AtomicUsize,
-    /// Each provider's I/O thread, registered when it takes the subscription.
-    pub wakes: std::sync::Mutex<Vec<Arc<super::Wake>>>,
-}
-
-impl Flow {
-    /// Whether the application holds all the subscription may hold.
-    pub fn full(&self) -> bool {
-        self.held.load(Ordering::Acquire) >= self.capacity
-            || self.bytes.load(Ordering::Acquire) >= self.max_bytes
-    }
-
-    /// A message was dropped: a provider that stopped reading may go on.
-    pub fn released(&self) {
-        self.held.fetch_sub(1, Ordering::AcqRel);
-        if self.paused.load(Ordering::Acquire) > 0 {
-            for w in self.wakes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                w.notify();
-            }
         }
     }
 }

@@ -6,6 +6,7 @@ mod driver;
 pub(crate) mod inbox;
 mod poller;
 mod queue;
+pub(crate) mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use poller::Poller;
+pub(crate) use wake::Wake;
 
 pub(crate) use crate::deadline::deadline_after;
 use crate::error::{Error, Operation, Result};
@@ -83,49 +85,6 @@ pub(crate) struct Connection {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The I/O thread's poller, and whether the thread sleeps in it.
-///
-/// Callers wake the thread (a system call, and on a busy machine a context switch) only when
-/// it sleeps or is about to: while it works, it sees what they queued before it sleeps
-/// again. (Notifying at every call wrote the eventfd at the first call after each wait,
-/// whether the thread slept or not, and its next wait then returned at once for nothing.)
-pub(crate) struct Wake {
-    /// Also the socket's registration (the I/O thread's).
-    pub poller: Poller,
-    sleeping: AtomicBool,
-}
-
-impl Wake {
-    /// Called after queueing work for the I/O thread (a command, the closing flag).
-    pub fn notify(&self) {
-        // Pairs with the fence in `sleep`: either the I/O thread's re-check sees our work,
-        // or we see it sleeping and wake it.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            let _ = self.poller.notify();
-        }
-    }
-
-    /// The I/O thread's wait: announces the sleep, then waits unless `work` (checked after
-    /// the announcement) finds something queued meanwhile. `Ok(None)` if it did not wait,
-    /// else whether the socket was reported readable.
-    pub fn sleep(
-        &self,
-        timeout: Option<std::time::Duration>,
-        work: impl FnOnce() -> bool,
-    ) -> std::io::Result<Option<bool>> {
-        self.sleeping.store(true, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        let result = if work() {
-            Ok(None)
-        } else {
-            self.poller.wait(timeout).map(Some)
-        };
-        self.sleeping.store(false, Ordering::SeqCst);
-        result
-    }
-}
-
 /// A provider that ends without its I/O thread (a panic while connecting or serving, a
 /// thread that could not be spawned): logged, the state says Disconnected, and state
 /// listeners hear why. Returns the reason.
@@ -156,13 +115,10 @@ impl Connection {
     /// Makes the first connection on this thread (until CONNACK, or the error that prevented
     /// it), then starts the I/O thread with it.
     pub fn open(spec: ProviderSpec, hub: StateHub) -> Result<Connection> {
-        let wake = Arc::new(Wake {
-            poller: Poller::new().map_err(|e| Error::Io {
-                context: "creating the poller",
-                source: e,
-            })?,
-            sleeping: AtomicBool::new(false),
-        });
+        let wake = Arc::new(Wake::new(Poller::new().map_err(|e| Error::Io {
+            context: "creating the poller",
+            source: e,
+        })?));
         let (cmd_tx, cmd_rx) = queue::queue(spec.options.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
         let unfinished = Arc::new(AtomicBool::new(false));

@@ -5,6 +5,7 @@
 
 pub mod codec;
 mod qos;
+pub mod reason;
 pub mod router;
 pub mod session;
 pub mod v5;

@@ -13,8 +13,9 @@ use std::time::Instant;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use url::Url;
 
+use super::error::map_io;
 use super::tcp::Tcp;
-use super::websocket::{map_io, tls_handshake};
+use super::tls::handshake as tls_handshake;
 use crate::error::{Error, Result};
 
 /// Largest response head accepted.

@@ -65,7 +65,7 @@ pub fn open(req: &OpenRequest, deadline: Instant, abort: Option<Arc<AtomicBool>>
             let port = req.url.port().unwrap_or(if tls { 8883 } else { 1883 });
             let tcp = super::proxy::connect(req.proxy.as_ref(), host, port, deadline, abort)?;
             let stream = if tls {
-                let t = websocket::tls_handshake(req.tls.clone(), host, tcp)?;
+                let t = super::tls::handshake(req.tls.clone(), host, tcp)?;
                 Stream::raw_tls(t)
             } else {
                 Stream::raw_plain(tcp)
@@ -154,7 +154,7 @@ impl Link {
                     ))
                 }
                 Ok(0) => {
-                    return Err(websocket::map_io(
+                    return Err(super::error::map_io(
                         context,
                         io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -172,7 +172,7 @@ impl Link {
                     return Ok(Incoming::Blocked)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(websocket::map_io(context, e)),
+                Err(e) => return Err(super::error::map_io(context, e)),
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Opening the transport: TCP, optional TLS, and the WebSocket upgrade.
 
+pub mod error;
 pub mod head;
 #[cfg(feature = "aws-iot")]
 pub mod http;

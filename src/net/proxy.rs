@@ -209,7 +209,7 @@ pub fn connect(
             HeadError::Closed => {
                 failed("the proxy closed the connection before answering CONNECT".into())
             }
-            HeadError::Io(e) => match super::websocket::map_io("proxy CONNECT", e) {
+            HeadError::Io(e) => match super::error::map_io("proxy CONNECT", e) {
                 timeout @ Error::Timeout { .. } => timeout,
                 other => failed(format!("reading the answer to CONNECT: {other}")),
             },

@@ -154,7 +154,7 @@ pub fn connect(
         match connect_one(&addr, deadline, abort.as_deref()) {
             Ok(sock) => {
                 sock.set_nodelay(true)
-                    .map_err(|e| super::websocket::map_io("TCP setup", e))?;
+                    .map_err(|e| super::error::map_io("TCP setup", e))?;
                 return Ok(Tcp {
                     sock,
                     deadline: Some(deadline),
@@ -165,7 +165,7 @@ pub fn connect(
         }
     }
     Err(match last {
-        Some(e) => super::websocket::map_io("TCP connect", e),
+        Some(e) => super::error::map_io("TCP connect", e),
         None => Error::Io {
             context: "DNS lookup",
             source: io::Error::new(io::ErrorKind::NotFound, "no address"),

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls_pki_types::ServerName;
+
+use crate::net::tcp::Tcp;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -85,6 +88,25 @@ fn build(
         }
     };
     Ok(Arc::new(config))
+}
+
+/// The TLS handshake, completed now so that a certificate problem is reported as such.
+pub fn handshake(
+    config: Arc<ClientConfig>,
+    host: &str,
+    tcp: Tcp,
+) -> Result<StreamOwned<ClientConnection, Tcp>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name =
+        ServerName::try_from(bare.to_string()).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
+    let conn = ClientConnection::new(config, name).map_err(|e| Error::tls(e.to_string(), e))?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .map_err(|e| crate::net::error::map_io("TLS handshake", e))?;
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

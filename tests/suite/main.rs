@@ -9,6 +9,7 @@
 mod support;
 
 #[cfg(feature = "aws-iot")]
+mod architecture;
 mod aws;
 mod brokers;
 mod correctness;

@@ -15,15 +15,14 @@ mod connect;
 mod disconnect;
 mod properties;
 mod publish;
-mod reason;
 mod subscribe;
 mod unsubscribe;
 
+pub use crate::mqtt::reason::ReasonCode;
 pub use connect::{encode_connect, ConnectProperties};
 #[cfg_attr(not(feature = "__internals"), allow(unused_imports))]
 pub use properties::{id, Properties, Property, Value};
 pub use publish::{encode_publish, parse_publish, Alias, PublishProps, INLINE_IDS};
-pub use reason::ReasonCode;
 pub use subscribe::encode_subscribe;
 pub use unsubscribe::encode_unsubscribe;
 

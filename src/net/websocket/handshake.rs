@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use url::Url;
 
 use super::frame::Stream;
-use super::{map_io, redact, rejected};
+use super::{redact, rejected};
 use crate::error::{Error, Result};
+use crate::net::error::map_io;
 
 /// Largest HTTP head accepted in answer to the upgrade.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;

@@ -1,16 +1,13 @@
 //! The WebSocket upgrade (subprotocol `mqtt`) over TCP or TLS, with one deadline for all.
 
-use std::io;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use rustls_pki_types::ServerName;
+use rustls::ClientConfig;
 use url::Url;
 
-use super::tcp::Tcp;
-use crate::error::{Error, Operation, Result};
+use crate::error::{Error, Result};
 
 mod frame;
 mod handshake;
@@ -58,20 +55,6 @@ pub fn parse_url(url: &str) -> Result<Url> {
     Ok(parsed)
 }
 
-/// Maps an I/O error met while connecting: rustls errors become [`Error::Tls`], timeouts
-/// [`Error::Timeout`].
-pub fn map_io(context: &'static str, e: io::Error) -> Error {
-    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return Error::tls(tls.to_string(), tls.clone());
-    }
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            Error::timeout(Operation::Connect, context)
-        }
-        _ => Error::Io { context, source: e },
-    }
-}
-
 /// The error for an upgrade answered with `status` instead of 101, with what the body says.
 pub fn rejected(status: u16, body: &[u8]) -> Error {
     let mut hint = match status {
@@ -115,7 +98,7 @@ pub fn open(
     let port = url.port().unwrap_or(if tls { 443 } else { 80 });
     let tcp = super::proxy::connect(req.proxy.as_ref(), host, port, deadline, abort)?;
     let stream = if tls {
-        Stream::tls(tls_handshake(req.tls.clone(), host, tcp)?)
+        Stream::tls(crate::net::tls::handshake(req.tls.clone(), host, tcp)?)
     } else {
         Stream::plain(tcp)
     };
@@ -170,23 +153,4 @@ pub fn redact_text(url: &str) -> String {
         Ok(u) => redact(&u),
         Err(_) => "<unparsable URL>".into(),
     }
-}
-
-/// The TLS handshake, completed now so that a certificate problem is reported as such.
-pub fn tls_handshake(
-    config: Arc<ClientConfig>,
-    host: &str,
-    tcp: Tcp,
-) -> Result<StreamOwned<ClientConnection, Tcp>> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let name =
-        ServerName::try_from(bare.to_string()).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
-    let conn = ClientConnection::new(config, name).map_err(|e| Error::tls(e.to_string(), e))?;
-    let mut s = StreamOwned::new(conn, tcp);
-    while s.conn.is_handshaking() {
-        s.conn
-            .complete_io(&mut s.sock)
-            .map_err(|e| map_io("TLS handshake", e))?;
-    }
-    Ok(s)
 }
