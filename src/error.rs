@@ -66,8 +66,11 @@ impl fmt::Display for ConnackCode {
 
 /// Everything that can go wrong, one enum for the whole crate.
 ///
-/// Errors that come from elsewhere keep their cause as [`std::error::Error::source`] (I/O,
-/// rustls, tungstenite, JSON, UTF-8).
+/// The message (`Display`) tells the whole story, the cause's own text included, so that
+/// printing an error once says everything; [`std::error::Error::source`] is therefore
+/// `None`, so that a chain printer (`anyhow`'s `{:#}`, `eyre`) does not print the cause
+/// twice. An error that comes from elsewhere keeps its cause in the variant's field (I/O,
+/// rustls, JSON, UTF-8) for code that needs the typed value.
 ///
 /// ```no_run
 /// use mqtt_pubsub::{Error, MqttOverWsProvider, PubSub, PublishOptions, QoS};
@@ -343,22 +346,8 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(source),
-            Error::Tls {
-                source: Some(s), ..
-            }
-            | Error::WebSocket {
-                source: Some(s), ..
-            } => Some(&**s),
-            Error::Utf8(e) => Some(e),
-            Error::Json(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// `source()` is `None`: the message already carries the cause's text (see [`Error`]).
+impl std::error::Error for Error {}
 
 /// A boxed error kept as the [`std::error::Error::source`] of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -575,6 +564,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chain printer prints each cause once: the message has the cause's text, and
+    /// `source()` adds nothing.
+    #[test]
+    fn a_cause_is_printed_once() {
+        let e = Error::Io {
+            context: "TCP connect",
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        };
+        assert_eq!(e.to_string(), "TCP connect: refused");
+        assert!(std::error::Error::source(&e).is_none());
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let e = Error::Json(json);
+        assert!(e.to_string().starts_with("JSON: "));
+        assert!(std::error::Error::source(&e).is_none());
+    }
 
     /// Found by the hostile review: a text of many copies of a secret shrinks as it is
     /// redacted, and the copy cut in two at the look-ahead window's end was shown.

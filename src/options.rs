@@ -18,6 +18,7 @@ use crate::mqtt::QoS;
 /// # Ok::<(), mqtt_pubsub::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct LastWill {
     pub(crate) topic: String,
     pub(crate) payload: Vec<u8>,
@@ -143,6 +144,7 @@ impl ReconnectPolicy {
 
 /// What a QoS 0 publish does while its provider is not connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OfflineQoS0 {
     /// Queue it with the QoS 1/2 publishes (bounded by `queue_capacity`); it goes out after
     /// the reconnect, in order. The default.
@@ -166,6 +168,7 @@ pub enum OfflineQoS0 {
 /// # let _ = opts;
 /// ```
 #[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct PublishOptions {
     pub(crate) provider: Option<String>,
     pub(crate) qos: QoS,
@@ -277,6 +280,7 @@ pub enum RetainHandling {
 /// # Ok::<(), mqtt_pubsub::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct DisconnectOptions {
     pub(crate) session_expiry: Option<Duration>,
     pub(crate) props: crate::mqtt::v5::Properties,
@@ -339,6 +343,7 @@ pub(crate) const RETAIN_HANDLING_SET: u8 = 0x40;
 /// # let _ = opts;
 /// ```
 #[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct SubscribeOptions {
     pub(crate) provider: Option<String>,
     pub(crate) qos: QoS,

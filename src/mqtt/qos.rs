@@ -33,3 +33,23 @@ impl QoS {
         }
     }
 }
+
+/// ```
+/// use mqtt_pubsub::QoS;
+/// assert_eq!(QoS::try_from(1).unwrap(), QoS::AtLeastOnce);
+/// assert!(QoS::try_from(3).is_err());
+/// ```
+impl TryFrom<u8> for QoS {
+    type Error = crate::error::Error;
+
+    fn try_from(v: u8) -> Result<QoS, Self::Error> {
+        QoS::from_u8(v)
+            .ok_or_else(|| crate::error::Error::InvalidConfig(format!("QoS {v}: it is 0, 1 or 2")))
+    }
+}
+
+impl From<QoS> for u8 {
+    fn from(q: QoS) -> u8 {
+        q as u8
+    }
+}

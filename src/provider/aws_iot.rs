@@ -343,6 +343,7 @@ impl sealed::Sealed for AwsIotProvider {
 }
 
 /// Builds an [`AwsIotProvider`].
+#[must_use = "a builder does nothing until it is used"]
 pub struct AwsIotProviderBuilder {
     name: String,
     endpoint: String,

@@ -155,6 +155,7 @@ impl sealed::Sealed for MqttOverWsProvider {
 }
 
 /// Builds a [`MqttOverWsProvider`]; every setting has a documented default.
+#[must_use = "a builder does nothing until it is used"]
 pub struct MqttOverWsProviderBuilder {
     name: String,
     urls: Vec<String>,
