@@ -1,8 +1,8 @@
 //! # mqtt-pubsub
 //!
 //! The PubSub category of AWS Amplify for Rust programs without an async runtime: publish
-//! and subscribe through named *providers*, each one MQTT 3.1.1 connection over WebSocket,
-//! with plain threads, blocking calls and channels.
+//! and subscribe through named *providers*, each one MQTT 3.1.1 or MQTT 5 connection over
+//! WebSocket or the plain stream, with plain threads, blocking calls and channels.
 //!
 //! ```no_run
 //! use mqtt_pubsub::{MqttOverWsProvider, PubSub, PublishOptions, QoS};
@@ -20,9 +20,12 @@
 //! ```
 //!
 //! ## In scope
-//! - MQTT 3.1.1 client over `ws://` and `wss://`, or on the plain stream with `mqtt://` and
-//!   `mqtts://` (rustls, webpki roots, extra CAs, client certificates), QoS 0, 1 and 2,
-//!   retained messages, last will, persistent sessions.
+//! - MQTT 3.1.1 and MQTT 5 client over `ws://` and `wss://`, or on the plain stream with
+//!   `mqtt://` and `mqtts://` (rustls, webpki roots, extra CAs, client certificates), QoS 0,
+//!   1 and 2, retained messages, last will, persistent sessions, an HTTP proxy, failover
+//!   URLs, and a durable outbox for QoS 1/2 publishes that outlives the process.
+//! - MQTT 5: properties on publish, subscribe and disconnect, topic aliases, request and
+//!   response, reason codes and strings, the server's limits from CONNACK.
 //! - Several providers on one [`PubSub`]; publish and subscribe on all or one by name.
 //! - [`Subscription`]s that are bounded channels and `Iterator`s, pollable without blocking.
 //! - Blocking calls that return real outcomes: `subscribe` after SUBACK, QoS 1 `publish`
@@ -33,7 +36,8 @@
 //!   reconnect, credentials static, from the environment, profile files, or Cognito.
 //!
 //! ## Out of scope
-//! - A broker. Async APIs (use `rumqttc` with tokio). MQTT 5.
+//! - A broker. Async APIs (use `rumqttc` with tokio). MQTT 5 enhanced authentication (AUTH
+//!   exchanges) and shared-subscription load balancing beyond what the broker does.
 //!
 //! ## Threads
 //! One I/O thread per provider, sleeping until its socket is ready, a command arrives, or a

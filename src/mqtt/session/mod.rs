@@ -750,42 +750,7 @@ impl<R> Session<R> {
                     log::warn!("ignoring PUBACK for unknown packet id {id}");
                 }
             }
-            Control::Pubrec(a) => {
-                let id = a.id;
-                if a.code.is_failure()
-                    && self.slot_is(id, |k| matches!(k, Pending::Publish { packet, released: false, .. } if packet.qos == QoS::ExactlyOnce))
-                {
-                    // A refusal ends the exchange: no PUBREL [MQTT-4.3.3].
-                    self.complete_publish(id, a.code, a.props.reason());
-                    return Ok(());
-                }
-                let mut known = None;
-                if let Some(Inflight {
-                    kind:
-                        Pending::Publish {
-                            packet,
-                            released,
-                            ticket,
-                            ..
-                        },
-                    ..
-                }) = self.ids.get_mut(id)
-                {
-                    if packet.qos == QoS::ExactlyOnce {
-                        // A repeated PUBREC is answered again, recorded once.
-                        known = Some((*ticket, !*released));
-                        *released = true;
-                    }
-                }
-                if let Some((ticket, first)) = known {
-                    if first {
-                        self.record(Journal::Released { ticket });
-                    }
-                    wire::ack(0x62, id, &mut self.out);
-                } else {
-                    log::warn!("ignoring PUBREC for unknown packet id {id}");
-                }
-            }
+            Control::Pubrec(a) => self.on_pubrec(a),
             Control::Pubcomp(a) => {
                 let id = a.id;
                 if self.slot_is(id, |k| matches!(k, Pending::Publish { released: true, .. })) {
@@ -795,90 +760,8 @@ impl<R> Session<R> {
                     log::warn!("ignoring PUBCOMP for unknown packet id {id}");
                 }
             }
-            Control::Suback { id, codes, props } => {
-                if !self.slot_is(id, |k| matches!(k, Pending::Subscribe { .. })) {
-                    log::warn!("ignoring SUBACK for unknown packet id {id}");
-                    return Ok(());
-                }
-                let Some(Inflight {
-                    kind: Pending::Subscribe { filters, waiter },
-                    ..
-                }) = self.free(id)
-                else {
-                    unreachable!("checked above")
-                };
-                self.wire.acknowledged(id);
-                if codes.len() != filters.len() {
-                    let msg = format!(
-                        "SUBACK has {} return codes for {} filters",
-                        codes.len(),
-                        filters.len()
-                    );
-                    // The caller hears it now, not at its timeout.
-                    if let Some(pos) =
-                        waiter.and_then(|w| self.waiters.iter().position(|x| x.id == w))
-                    {
-                        let w = self.waiters.swap_remove(pos);
-                        self.events.push_back(Event::Failed(w.reply, msg.clone()));
-                    }
-                    return Err(Error::Protocol(msg));
-                }
-                let v5 = self.cfg.version == MqttVersion::V5;
-                let refused: Vec<(String, Option<String>)> = filters
-                    .into_iter()
-                    .zip(&codes)
-                    .filter(|(_, c)| **c >= 0x80)
-                    .map(|((f, _), c)| {
-                        let why = v5.then(|| reason_text(ReasonCode(*c), props.reason()));
-                        (f, why)
-                    })
-                    .collect();
-                if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
-                    w.refused.extend(refused);
-                    let id = w.id;
-                    self.chunk_done(id);
-                } else {
-                    for (f, why) in refused {
-                        log::warn!(
-                            "broker refused the subscription to {f:?} on resubscribe{}",
-                            why.map(|w| format!(": {w}")).unwrap_or_default()
-                        );
-                    }
-                }
-                self.drain_queue();
-            }
-            Control::Unsuback { id, codes, props } => {
-                if self.slot_is(id, |k| matches!(k, Pending::Unsubscribe { .. })) {
-                    if let Some(Inflight {
-                        kind: Pending::Unsubscribe { filters, waiter },
-                        ..
-                    }) = self.free(id)
-                    {
-                        self.wire.acknowledged(id);
-                        let refused: Vec<(String, ReasonCode, Option<String>)> = filters
-                            .iter()
-                            .zip(&codes)
-                            .filter(|(_, c)| **c >= 0x80)
-                            .map(|(f, c)| {
-                                (
-                                    f.clone(),
-                                    ReasonCode(*c),
-                                    props.reason().map(crate::error::printable),
-                                )
-                            })
-                            .collect();
-                        if !refused.is_empty() {
-                            self.events.push_back(Event::UnsubscribeRefused(refused));
-                        }
-                        if let Some(w) = waiter {
-                            self.chunk_done(w);
-                        }
-                    }
-                    self.drain_queue();
-                } else {
-                    log::warn!("ignoring UNSUBACK for unknown packet id {id}");
-                }
-            }
+            Control::Suback { id, codes, props } => return self.on_suback(id, codes, props),
+            Control::Unsuback { id, codes, props } => self.on_unsuback(id, codes, props),
             Control::Pingresp => self.keepalive.pong(),
             Control::Disconnect { code, props } => {
                 return Err(Error::ServerDisconnect {
@@ -897,6 +780,132 @@ impl<R> Session<R> {
             }
         }
         Ok(())
+    }
+
+    /// PUBREC: a QoS 2 publish of ours reached the server (answered with PUBREL, recorded
+    /// once), or was refused (the exchange ends).
+    fn on_pubrec(&mut self, a: v5::Ack) {
+        let id = a.id;
+        if a.code.is_failure()
+            && self.slot_is(id, |k| matches!(k, Pending::Publish { packet, released: false, .. } if packet.qos == QoS::ExactlyOnce))
+        {
+            // A refusal ends the exchange: no PUBREL [MQTT-4.3.3].
+            self.complete_publish(id, a.code, a.props.reason());
+            return;
+        }
+        let mut known = None;
+        if let Some(Inflight {
+            kind:
+                Pending::Publish {
+                    packet,
+                    released,
+                    ticket,
+                    ..
+                },
+            ..
+        }) = self.ids.get_mut(id)
+        {
+            if packet.qos == QoS::ExactlyOnce {
+                // A repeated PUBREC is answered again, recorded once.
+                known = Some((*ticket, !*released));
+                *released = true;
+            }
+        }
+        if let Some((ticket, first)) = known {
+            if first {
+                self.record(Journal::Released { ticket });
+            }
+            wire::ack(0x62, id, &mut self.out);
+        } else {
+            log::warn!("ignoring PUBREC for unknown packet id {id}");
+        }
+    }
+
+    /// SUBACK: the request's filters granted or refused; the waiting call hears which.
+    fn on_suback(&mut self, id: u16, codes: Vec<u8>, props: v5::Properties) -> Result<()> {
+        if !self.slot_is(id, |k| matches!(k, Pending::Subscribe { .. })) {
+            log::warn!("ignoring SUBACK for unknown packet id {id}");
+            return Ok(());
+        }
+        let Some(Inflight {
+            kind: Pending::Subscribe { filters, waiter },
+            ..
+        }) = self.free(id)
+        else {
+            unreachable!("checked above")
+        };
+        self.wire.acknowledged(id);
+        if codes.len() != filters.len() {
+            let msg = format!(
+                "SUBACK has {} return codes for {} filters",
+                codes.len(),
+                filters.len()
+            );
+            // The caller hears it now, not at its timeout.
+            if let Some(pos) = waiter.and_then(|w| self.waiters.iter().position(|x| x.id == w)) {
+                let w = self.waiters.swap_remove(pos);
+                self.events.push_back(Event::Failed(w.reply, msg.clone()));
+            }
+            return Err(Error::Protocol(msg));
+        }
+        let v5 = self.cfg.version == MqttVersion::V5;
+        let refused: Vec<(String, Option<String>)> = filters
+            .into_iter()
+            .zip(&codes)
+            .filter(|(_, c)| **c >= 0x80)
+            .map(|((f, _), c)| {
+                let why = v5.then(|| reason_text(ReasonCode(*c), props.reason()));
+                (f, why)
+            })
+            .collect();
+        if let Some(w) = waiter.and_then(|w| self.waiters.iter_mut().find(|x| x.id == w)) {
+            w.refused.extend(refused);
+            let id = w.id;
+            self.chunk_done(id);
+        } else {
+            for (f, why) in refused {
+                log::warn!(
+                    "broker refused the subscription to {f:?} on resubscribe{}",
+                    why.map(|w| format!(": {w}")).unwrap_or_default()
+                );
+            }
+        }
+        self.drain_queue();
+        Ok(())
+    }
+
+    /// UNSUBACK: refusals (MQTT 5) are reported; the waiting call goes on.
+    fn on_unsuback(&mut self, id: u16, codes: Vec<u8>, props: v5::Properties) {
+        if self.slot_is(id, |k| matches!(k, Pending::Unsubscribe { .. })) {
+            if let Some(Inflight {
+                kind: Pending::Unsubscribe { filters, waiter },
+                ..
+            }) = self.free(id)
+            {
+                self.wire.acknowledged(id);
+                let refused: Vec<(String, ReasonCode, Option<String>)> = filters
+                    .iter()
+                    .zip(&codes)
+                    .filter(|(_, c)| **c >= 0x80)
+                    .map(|(f, c)| {
+                        (
+                            f.clone(),
+                            ReasonCode(*c),
+                            props.reason().map(crate::error::printable),
+                        )
+                    })
+                    .collect();
+                if !refused.is_empty() {
+                    self.events.push_back(Event::UnsubscribeRefused(refused));
+                }
+                if let Some(w) = waiter {
+                    self.chunk_done(w);
+                }
+            }
+            self.drain_queue();
+        } else {
+            log::warn!("ignoring UNSUBACK for unknown packet id {id}");
+        }
     }
 
     fn inbound_publish(&mut self, mut p: PublishFrame) -> Result<()> {

@@ -79,30 +79,42 @@ pub(super) fn upgrade(
         rest.truncate(want);
         return Err(rejected(status, &rest));
     }
-    let upgrade_ok = field("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let connection_ok =
-        field("connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
+    check_switch(&head, &key)?;
+    Ok((stream, rest))
+}
+
+/// A 101 answer must be to our upgrade: `Upgrade: websocket`, `Connection: Upgrade`, the
+/// accept value of our key, no extension (we asked for none: a server that names one, such as
+/// permessage-deflate, would send frames we cannot read [RFC 6455 §9.1]), and the `mqtt`
+/// subprotocol if it names one (some brokers and proxies leave it out).
+fn check_switch(head: &crate::net::head::Head, key: &str) -> Result<()> {
+    let upgrade_ok = head
+        .field("upgrade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let connection_ok = head
+        .field("connection")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
     if !upgrade_ok || !connection_ok {
         return Err(Error::websocket_msg(
             "the 101 answer lacks Upgrade: websocket / Connection: Upgrade",
         ));
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    if field("sec-websocket-accept") != Some(accept.as_str()) {
+    if head.field("sec-websocket-accept") != Some(accept.as_str()) {
         return Err(Error::websocket_msg(
             "the server's Sec-WebSocket-Accept does not match our key",
         ));
     }
-    // We ask for no extension: a server that names one (permessage-deflate) would send
-    // frames we cannot read [RFC 6455 §9.1].
-    if let Some(ext) = field("sec-websocket-extensions").filter(|e| !e.is_empty()) {
+    if let Some(ext) = head
+        .field("sec-websocket-extensions")
+        .filter(|e| !e.is_empty())
+    {
         return Err(Error::websocket_msg(format!(
             "the server chose extension {:?}, which we did not ask for",
             crate::error::printable_max(ext, 100)
         )));
     }
-    // The subprotocol may be left out (some brokers and proxies), but if named it must be ours.
-    if let Some(p) = field("sec-websocket-protocol") {
+    if let Some(p) = head.field("sec-websocket-protocol") {
         if !p.eq_ignore_ascii_case("mqtt") {
             return Err(Error::websocket_msg(format!(
                 "the server chose subprotocol {:?}, not mqtt",
@@ -110,5 +122,5 @@ pub(super) fn upgrade(
             )));
         }
     }
-    Ok((stream, rest))
+    Ok(())
 }
