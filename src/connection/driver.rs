@@ -535,6 +535,8 @@ impl Driver {
                 Ok(Incoming::Blocked) => {
                     return Err(Error::timeout(Operation::Connect, "no CONNACK"))
                 }
+                // Bounded by the connect deadline, which every read checks.
+                Ok(Incoming::Progress) => continue,
                 Err(e) => return Err(closed_if_aborted(e)),
             };
             let bytes = &chunk.bytes;
@@ -1026,6 +1028,7 @@ impl Driver {
                     )))
                 }
                 Incoming::Blocked => return Ok(false),
+                Incoming::Progress => {}
             }
         }
         Ok(true)

@@ -43,6 +43,9 @@ pub enum Incoming {
     Closed(String),
     /// Nothing for now: the socket would block (or, while connecting, its deadline passed).
     Blocked,
+    /// Something was read or answered (a ping, pongs, empty frames, part of a frame) but no
+    /// MQTT bytes yet: call again (each call makes at most one read).
+    Progress,
 }
 
 /// MQTT bytes as read, with the size of the buffer they are a slice of: a packet kept as a
@@ -115,6 +118,7 @@ impl Link {
     /// next write or flush) and a pong ignored without returning; a close frame is answered
     /// with ours. `context` names the step in I/O errors.
     pub fn read(&mut self, context: &'static str) -> Result<Incoming> {
+        let mut filled = false;
         loop {
             match &mut self.frames {
                 Some(decoder) => match decoder.next(&mut self.buf) {
@@ -124,7 +128,9 @@ impl Link {
                     }
                     Ok(Some(Frame::Ping(p))) => {
                         self.stream.queue_pong(&p);
-                        continue;
+                        // Counted by the caller like a frame: a flood of pings cannot keep
+                        // it from its timers, commands and close.
+                        return Ok(Incoming::Progress);
                     }
                     Ok(Some(Frame::Close(close))) => {
                         // Our close answers theirs [RFC 6455 §5.5.1].
@@ -147,6 +153,12 @@ impl Link {
                 }
                 None => {}
             }
+            if filled {
+                // One read per call: it brought pongs, empty frames or part of a frame. The
+                // caller counts the call like a frame and comes back (a flood of them must
+                // not keep it from its timers, commands and close).
+                return Ok(Incoming::Progress);
+            }
             match self.fill() {
                 Ok(0) if self.frames.is_some() => {
                     return Err(Error::ConnectionLost(
@@ -162,14 +174,21 @@ impl Link {
                         ),
                     ))
                 }
-                Ok(_) => {}
+                Ok(_) => filled = true,
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Ok(Incoming::Blocked)
+                    // Nothing more for now: the part of a data frame that is here goes on
+                    // (MQTT inside a long frame must not wait for the rest of the frame).
+                    if let Some(bytes) = self.frames.as_mut().and_then(|d| d.partial(&mut self.buf))
+                    {
+                        let backing = self.backing.max(bytes.len());
+                        return Ok(Incoming::Data(Chunk { bytes, backing }));
+                    }
+                    return Ok(Incoming::Blocked);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(super::error::map_io(context, e)),
@@ -184,7 +203,12 @@ impl Link {
         let want = READ_BUFFER.max(wanted);
         let room = self.buf.capacity() - self.buf.len();
         if room < MIN_ROOM.max(wanted) {
-            self.buf.reserve(want);
+            // A buffer of our own, of a size we know: `backing` must be the whole
+            // allocation a slice keeps alive (growing the old one in place could reuse an
+            // allocation larger than its capacity says).
+            let mut fresh = BytesMut::with_capacity(self.buf.len() + want);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
             self.backing = self.buf.capacity();
         }
         let start = self.buf.len();
@@ -249,5 +273,47 @@ fn close_reason(close: Option<(u16, String)>) -> String {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `read` call makes at most one socket read, however many pings (or pongs, or
+    /// empty frames) the bytes hold: a server that floods them can no longer keep the I/O
+    /// thread inside one call, away from its keep-alive, commands and close (found by the
+    /// hostile review: the call answered pings until the socket was empty, which a fast
+    /// enough server never lets happen).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn one_read_call_reads_the_socket_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        // 20,000 pings, 40,000 bytes, all in the socket before the first read.
+        let flood: Vec<u8> = [0x89u8, 0x00].repeat(20_000);
+        server.write_all(&flood).unwrap();
+        let probe = client.try_clone().unwrap();
+        while rustix::io::ioctl_fionread(&probe).unwrap() < flood.len() as u64 {
+            std::thread::yield_now();
+        }
+        client
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut link = Link {
+            stream: Stream::raw_plain(crate::net::tcp::Tcp::from(client)),
+            buf: BytesMut::new(),
+            backing: 0,
+            frames: Some(Decoder::default()),
+        };
+        let _ = link.read("test");
+        let left = rustix::io::ioctl_fionread(&probe).unwrap();
+        assert!(
+            left >= (flood.len() - 2 * READ_BUFFER) as u64,
+            "one call read {} of {} bytes",
+            flood.len() as u64 - left,
+            flood.len()
+        );
     }
 }

@@ -60,6 +60,15 @@ pub enum Misbehaviour {
     RawConnack(Vec<u8>),
     /// After a good CONNACK, these raw bytes on the socket, then behave.
     Raw(Vec<u8>),
+    /// After a good CONNACK, `frame` (raw bytes) over and over for `seconds`, reading
+    /// nothing and answering nothing, then hold the connection until the client goes.
+    Flood { frame: Vec<u8>, seconds: u64 },
+    /// Behave; after the first SUBACK, open one binary frame announcing 2^40 bytes and
+    /// send `packets` inside it, one every `every_ms`, then hold the connection.
+    LongFrameAfterSuback {
+        packets: Vec<Vec<u8>>,
+        every_ms: u64,
+    },
 }
 
 /// A server-to-client WebSocket frame (unmasked): `first` is FIN/RSV/opcode.
@@ -276,6 +285,27 @@ fn serve(
             slow_reader(ws, rate);
             return;
         }
+        Some(Misbehaviour::Flood { ref frame, seconds }) => {
+            let start = std::time::Instant::now();
+            let batch: Vec<u8> = frame
+                .iter()
+                .copied()
+                .cycle()
+                .take(frame.len() * (64 * 1024 / frame.len()))
+                .collect();
+            // Writes wait as long as the client takes: the flood goes on however slowly it
+            // is read.
+            let _ = ws
+                .get_ref()
+                .set_write_timeout(Some(Duration::from_secs(seconds)));
+            while start.elapsed() < Duration::from_secs(seconds) {
+                if ws.get_mut().write_all(&batch).is_err() {
+                    break;
+                }
+            }
+            while ws.read().is_ok() {}
+            return;
+        }
         _ => {}
     }
     let options = Behaviour {
@@ -283,6 +313,12 @@ fn serve(
         ping,
         suback_codes: !matches!(step, Some(Misbehaviour::SubackWithoutCodes)),
         subscribes,
+        long_frame: match &step {
+            Some(Misbehaviour::LongFrameAfterSuback { packets, every_ms }) => {
+                Some((packets.clone(), *every_ms))
+            }
+            _ => None,
+        },
         burst: match step {
             Some(Misbehaviour::BurstAfterSuback {
                 packet,
@@ -343,6 +379,7 @@ struct Behaviour {
     suback_codes: bool,
     subscribes: Arc<AtomicUsize>,
     burst: Option<(Vec<u8>, usize, usize)>,
+    long_frame: Option<(Vec<Vec<u8>>, u64)>,
 }
 
 /// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1. With `ping`,
@@ -354,6 +391,7 @@ fn behave(mut ws: tungstenite::WebSocket<TcpStream>, options: Behaviour) {
         suback_codes,
         subscribes,
         mut burst,
+        mut long_frame,
     } = options;
     let mut subscribed: Vec<String> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
@@ -429,6 +467,23 @@ fn behave(mut ws: tungstenite::WebSocket<TcpStream>, options: Behaviour) {
             let subscribed_now = first >> 4 == 8;
             buf.drain(..used);
             if !out.is_empty() && ws.send(Message::Binary(out.into())).is_err() {
+                return;
+            }
+            if let (true, Some((packets, every_ms))) = (subscribed_now, long_frame.take()) {
+                let mut header = vec![0x82, 127];
+                header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+                if ws.get_mut().write_all(&header).is_err() {
+                    return;
+                }
+                for p in packets {
+                    std::thread::sleep(Duration::from_millis(every_ms));
+                    if ws.get_mut().write_all(&p).is_err() {
+                        return;
+                    }
+                }
+                // Inside the long frame for good: nothing more can be framed.
+                let mut sink = [0u8; 4096];
+                while ws.get_mut().read(&mut sink).is_ok_and(|n| n > 0) {}
                 return;
             }
             if let (true, Some((packet, count, per_frame))) = (subscribed_now, burst.take()) {

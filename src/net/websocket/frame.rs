@@ -62,18 +62,21 @@ pub struct Stream {
     /// readable again ([`Stream::set_readable`]). A read that could only have failed with
     /// `EAGAIN` was a third of the reads of a QoS 1 stream.
     drained: bool,
-    /// Control frames (pongs, a close), masked, waiting for the data frame under way.
+    /// Control frames (a pong, our close), masked, being written after the data frame under
+    /// way.
     control: Vec<u8>,
+    /// Pongs not started yet, masked, oldest first: every ping is answered in order, but
+    /// at most the latest [`MAX_PONGS`] wait (a flood of pings while our writes are blocked
+    /// must not pile up; RFC 6455 §5.5.3 allows answering only the most recent).
+    pongs: std::collections::VecDeque<Vec<u8>>,
     /// Bytes of `control` written so far.
     control_written: usize,
     /// Our close frame is queued: nothing more is sent after it.
     close_queued: bool,
 }
 
-/// Control frames waiting beyond this are not added to (a flood of pings while our writes are
-/// blocked is answered by the pongs already queued: RFC 6455 §5.5.3 allows answering only the
-/// latest).
-const MAX_CONTROL: usize = 4 * 1024;
+/// Pongs waiting at most (each at most 131 bytes); older ones are dropped for newer ones.
+const MAX_PONGS: usize = 128;
 
 /// Largest client frame header: 2 + 8 (length) + 4 (mask key).
 const MAX_HEADER: usize = 14;
@@ -122,29 +125,41 @@ impl Stream {
             drained: false,
             control: Vec::new(),
             control_written: 0,
+            pongs: std::collections::VecDeque::new(),
             close_queued: false,
         }
     }
 
-    /// Queues a pong answering a ping that carried `payload` (at most 125 bytes); it goes out
-    /// after the data frame under way, on the next write or flush.
+    /// Queues a pong answering a ping that carried `payload` (at most 125 bytes); it goes
+    /// out after the data frame under way, on the next write or flush. Past [`MAX_PONGS`]
+    /// waiting, the oldest waiting pong is dropped: the latest ping is always answered.
     pub fn queue_pong(&mut self, payload: &[u8]) {
-        if self.close_queued || self.control.len() > MAX_CONTROL {
+        if self.close_queued {
             return;
         }
-        self.queue_control(0x8a, payload);
+        if self.pongs.len() >= MAX_PONGS {
+            self.pongs.pop_front();
+        }
+        let pong = self.control_frame(0x8a, payload);
+        self.pongs.push_back(pong);
     }
 
-    /// Queues our close frame (status `code`, no reason), once; nothing is sent after it.
+    /// Queues our close frame (status `code`, no reason), once, behind a pending pong;
+    /// nothing is sent after it.
     pub fn queue_close(&mut self, code: u16) {
         if self.close_queued || !self.websocket {
             return;
         }
         self.close_queued = true;
-        self.queue_control(0x88, &code.to_be_bytes());
+        for pong in self.pongs.drain(..) {
+            self.control.extend_from_slice(&pong);
+        }
+        let close = self.control_frame(0x88, &code.to_be_bytes());
+        self.control.extend_from_slice(&close);
     }
 
-    fn queue_control(&mut self, first: u8, payload: &[u8]) {
+    /// A masked control frame.
+    fn control_frame(&mut self, first: u8, payload: &[u8]) -> Vec<u8> {
         debug_assert!(payload.len() <= 125);
         self.frames = self.frames.wrapping_add(1);
         let mut h = self.mask_keys.build_hasher();
@@ -153,10 +168,11 @@ impl Stream {
         let mut header = [0; MAX_HEADER];
         let n = frame_header(payload.len(), key, &mut header);
         header[0] = first;
-        let mut body = payload.to_vec();
-        mask(&mut body, key);
-        self.control.extend_from_slice(&header[..n]);
-        self.control.extend_from_slice(&body);
+        let mut frame = header[..n].to_vec();
+        let at = frame.len();
+        frame.extend_from_slice(payload);
+        mask(&mut frame[at..], key);
+        frame
     }
 
     /// Enters (`true`) or leaves the polled phase, where a short read means "drained until
@@ -263,7 +279,13 @@ impl Stream {
                 self.body.clear();
             }
         }
-        // Then the control frames, between data frames.
+        // Then the control frames, between data frames: what is being written, then the
+        // waiting pongs.
+        if self.control.is_empty() {
+            for pong in self.pongs.drain(..) {
+                self.control.extend_from_slice(&pong);
+            }
+        }
         while self.control_written < self.control.len() {
             match self
                 .transport
@@ -396,6 +418,62 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// Pings that arrive while our writes are blocked are answered up to the latest of them
+    /// (RFC 6455 §5.5.3), however many came. Before (found by the hostile review):
+    /// pongs were queued up to 4 KiB and the newer pings dropped, so the latest was never
+    /// answered.
+    #[test]
+    fn the_latest_ping_is_answered_after_blocked_writes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut stream = Stream::new(Transport::Plain(Tcp::from(client)));
+        let mut payload = vec![7u8; 8 << 20];
+        match stream.send_binary(&mut payload, Ready(())) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("expected a partial write, got {other:?}"),
+        }
+        for i in 0..2000 {
+            stream.queue_pong(format!("{i:08}").as_bytes());
+        }
+        let reader = std::thread::spawn(move || {
+            let mut ws = tungstenite::WebSocket::from_raw_socket(
+                server,
+                tungstenite::protocol::Role::Server,
+                Some(
+                    WebSocketConfig::default()
+                        .max_message_size(None)
+                        .max_frame_size(None),
+                ),
+            );
+            let mut last_pong = None;
+            loop {
+                match ws.read() {
+                    Ok(tungstenite::Message::Pong(p)) => last_pong = Some(p.to_vec()),
+                    Ok(tungstenite::Message::Close(_)) | Err(_) => return last_pong,
+                    Ok(_) => {}
+                }
+            }
+        });
+        loop {
+            match stream.flush() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stream.queue_close(1000);
+        while let Err(e) = stream.flush() {
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let last = reader.join().unwrap();
+        assert_eq!(last.as_deref(), Some(&b"00001999"[..]));
     }
 
     /// A frame the socket takes only in part is finished before a control frame queued

@@ -45,6 +45,18 @@ impl Decoder {
         (self.left.min(MAX_PIECE as u64) as usize).saturating_sub(buffered)
     }
 
+    /// The payload of the data frame under way that is in `buf` now, however short: what
+    /// arrived goes on when no more is coming for now (MQTT inside a long frame must not
+    /// wait for the frame to end).
+    pub fn partial(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        if self.left == 0 || buf.is_empty() {
+            return None;
+        }
+        let n = (buf.len() as u64).min(self.left) as usize;
+        self.left -= n as u64;
+        Some(buf.split_to(n).freeze())
+    }
+
     /// Takes the next frame, or the next piece of one, from the front of `buf`. `Ok(None)`:
     /// more bytes are needed (or a pong or an empty data frame was consumed: call again).
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, String> {
