@@ -74,6 +74,7 @@ pub use error::{ConnackCode, Error, Operation, Result};
 pub use message::{Message, Payload, Topics};
 pub use mqtt::v5::{MqttVersion, ReasonCode};
 pub use mqtt::QoS;
+pub use net::tls::TrustRoots;
 pub use options::{
     DisconnectOptions, LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, RetainHandling,
     SubscribeOptions,
@@ -83,6 +84,8 @@ pub use outbox::OutboxSync;
 pub use provider::{AwsIotProvider, AwsIotProviderBuilder, CustomAuthorizer};
 pub use provider::{MqttOverWsProvider, MqttOverWsProviderBuilder, Provider};
 pub use pubsub::{PubSub, PublishReceipt};
+/// The TLS library whose [`ClientConfig`](rustls::ClientConfig) `tls_config(..)` takes.
+pub use rustls;
 pub use state::{Connack, ConnectionState, StateEvent};
 pub use subscription::{Iter, Subscription, TryIter};
 

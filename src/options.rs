@@ -485,6 +485,8 @@ pub(crate) struct ConnectionOptions {
     pub headers: Vec<(String, String)>,
     pub ca_pems: Vec<Vec<u8>>,
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    pub trust_roots: crate::net::tls::TrustRoots,
+    pub tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub reconnect: ReconnectPolicy,
     pub max_inflight: u16,
     pub queue_capacity: usize,
@@ -647,6 +649,8 @@ impl Default for ConnectionOptions {
             headers: Vec::new(),
             ca_pems: Vec::new(),
             client_cert: None,
+            trust_roots: Default::default(),
+            tls_config: None,
             reconnect: ReconnectPolicy::default(),
             max_inflight: 100,
             queue_capacity: 1000,
@@ -691,6 +695,32 @@ impl ConnectionOptions {
     }
 }
 
+impl ConnectionOptions {
+    /// The TLS settings, with `client_cert` (a provider may bring its own).
+    pub fn tls_settings(
+        &self,
+        client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> crate::error::Result<crate::net::tls::TlsSettings> {
+        if self.tls_config.is_some()
+            && (!self.ca_pems.is_empty()
+                || client_cert.is_some()
+                || self.trust_roots != crate::net::tls::TrustRoots::Webpki)
+        {
+            return Err(crate::error::Error::InvalidConfig(
+                "tls_config is used as it is: set the roots, CAs and client certificate in \
+                 it, not with trust_roots / ca_pem / client_cert_pem"
+                    .into(),
+            ));
+        }
+        Ok(crate::net::tls::TlsSettings {
+            roots: self.trust_roots,
+            extra_ca_pems: self.ca_pems.clone(),
+            client_cert,
+            config: self.tls_config.clone(),
+        })
+    }
+}
+
 impl std::fmt::Debug for ConnectionOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the password or header values (they may carry tokens).
@@ -705,6 +735,8 @@ impl std::fmt::Debug for ConnectionOptions {
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
             .field("reconnect", &self.reconnect)
+            .field("trust_roots", &self.trust_roots)
+            .field("tls_config", &self.tls_config.as_ref().map(|_| "<user's>"))
             .field(
                 "proxy",
                 &match &self.proxy {
@@ -791,9 +823,34 @@ macro_rules! connection_builder_methods {
             self
         }
 
-        /// Trust these CA certificates (PEM) in addition to the webpki roots.
+        /// Trust these CA certificates (PEM) in addition to the roots chosen with
+        /// [`trust_roots`](Self::trust_roots) (default: the webpki roots).
         pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
             self.options.ca_pems.push(pem.into());
+            self
+        }
+
+        /// Which roots `wss://` and `mqtts://` trust: [`TrustRoots::Webpki`]
+        /// (Mozilla's, compiled in; the default) or [`TrustRoots::Platform`] (the operating
+        /// system's store, read by `build()`). Extra CAs from
+        /// [`ca_pem`](Self::ca_pem) are trusted on top of either.
+        ///
+        /// [`TrustRoots::Webpki`]: $crate::TrustRoots::Webpki
+        /// [`TrustRoots::Platform`]: $crate::TrustRoots::Platform
+        pub fn trust_roots(mut self, roots: $crate::TrustRoots) -> Self {
+            self.options.trust_roots = roots;
+            self
+        }
+
+        /// Use this rustls configuration as it is, for a verifier of your own (a pinned
+        /// certificate), a FIPS crypto provider, session-resumption settings or client
+        /// authentication from elsewhere: [`trust_roots`](Self::trust_roots),
+        /// [`ca_pem`](Self::ca_pem) and [`client_cert_pem`](Self::client_cert_pem) are then
+        /// ignored (`build()` refuses the combination). The library changes nothing in it but
+        /// its ALPN protocols where a connection needs one (AWS IoT certificate
+        /// authentication on port 443 offers `x-amzn-mqtt-ca`).
+        pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+            self.options.tls_config = Some(config);
             self
         }
 

@@ -16,9 +16,14 @@ struct Connection {
     /// Password (with --username).
     #[arg(short = 'P', long, requires = "username")]
     password: Option<String>,
-    /// A CA certificate (PEM file) to trust besides the system's, for wss:// and mqtts://.
+    /// A CA certificate (PEM file) to trust for wss:// and mqtts://, on top of the roots
+    /// trusted anyway: Mozilla's (compiled in), or the system's with --system-roots.
     #[arg(long)]
     cafile: Option<std::path::PathBuf>,
+    /// Trust the operating system's certificate store (SSL_CERT_FILE / SSL_CERT_DIR when
+    /// set) instead of Mozilla's roots compiled into the program.
+    #[arg(long)]
+    system_roots: bool,
     /// A client certificate chain (PEM file) for mutual TLS (with --key).
     #[arg(long, requires = "key")]
     cert: Option<std::path::PathBuf>,
@@ -58,6 +63,9 @@ impl Connection {
         }
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
             b = b.username_password(u, p);
+        }
+        if self.system_roots {
+            b = b.trust_roots(mqtt_pubsub::TrustRoots::Platform);
         }
         if let Some(ca) = &self.cafile {
             b = b.ca_pem(read(ca)?);

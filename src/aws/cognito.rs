@@ -146,7 +146,7 @@ impl CognitoCredentials {
         // Shown in errors without a user, password or query (a token may be in either).
         let shown = crate::net::websocket::redact(&parsed_url);
         let target = format!("AWSCognitoIdentityService.{action}");
-        let tls = crate::net::tls::client_config(&[], None)?;
+        let tls = crate::net::tls::TlsSettings::default().client_config(&[])?;
         let proxy = match &self.proxy {
             None => crate::net::proxy::ProxySetting::FromEnv,
             Some(None) => crate::net::proxy::ProxySetting::Off,

@@ -1,4 +1,5 @@
-//! rustls client configuration: webpki roots, extra CAs, client certificates.
+//! rustls client configuration: webpki or platform roots, extra CAs, client certificates, or
+//! the user's own configuration; and the TLS handshake.
 
 use std::sync::Arc;
 
@@ -11,83 +12,178 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 
-/// A client configuration trusting the webpki roots plus `extra_ca_pems`, presenting
-/// `client_cert` (chain PEM, key PEM) when given.
+/// Which roots a TLS connection trusts (extra CAs from `ca_pem` are added to either).
 ///
-/// Without extra CAs or a client certificate every provider shares one configuration (and
-/// its session cache): the root store and resumption cache are ~20 KiB of heap, which every
-/// `ws://` provider used to carry without ever using it.
-pub fn client_config(
-    extra_ca_pems: &[Vec<u8>],
-    client_cert: Option<&(Vec<u8>, Vec<u8>)>,
-) -> Result<Arc<ClientConfig>> {
-    client_config_alpn(extra_ca_pems, client_cert, &[])
+/// ```
+/// use mqtt_pubsub::{MqttOverWsProvider, TrustRoots};
+/// // The operating system's store: what IT installed, a private CA in /etc/ssl/certs.
+/// let provider = MqttOverWsProvider::builder("wss://broker.internal/mqtt")
+///     .trust_roots(TrustRoots::Platform)
+///     .build()?;
+/// # let _ = provider;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TrustRoots {
+    /// Mozilla's root program, compiled in (the `webpki-roots` crate): the same on every
+    /// machine, blind to roots an administrator installed. The default.
+    #[default]
+    Webpki,
+    /// The operating system's trust store, read when the provider is built (the
+    /// `rustls-native-certs` crate: on Linux the distribution's bundle, or the file and
+    /// directory `SSL_CERT_FILE` and `SSL_CERT_DIR` name; the keychain on macOS; the
+    /// certificate store on Windows). A store with no usable certificate is an error.
+    Platform,
 }
 
-/// [`client_config`] offering the ALPN protocols `alpn` (none: no ALPN extension).
-pub fn client_config_alpn(
-    extra_ca_pems: &[Vec<u8>],
-    client_cert: Option<&(Vec<u8>, Vec<u8>)>,
-    alpn: &[&[u8]],
-) -> Result<Arc<ClientConfig>> {
-    if !alpn.is_empty() {
-        let mut config = (*build(extra_ca_pems, client_cert)?).clone();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        return Ok(Arc::new(config));
-    }
-    static DEFAULT: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
-    if extra_ca_pems.is_empty() && client_cert.is_none() {
-        if let Some(shared) = DEFAULT.get() {
-            return Ok(shared.clone());
-        }
-        let config = build(&[], None)?;
-        return Ok(DEFAULT.get_or_init(|| config).clone());
-    }
-    build(extra_ca_pems, client_cert)
+/// Everything a provider's TLS configuration is made of.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+    /// The roots trusted.
+    pub roots: TrustRoots,
+    /// Extra CA certificates (PEM), trusted on top of `roots`.
+    pub extra_ca_pems: Vec<Vec<u8>>,
+    /// Client certificate chain and key (PEM) for mutual TLS.
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// A configuration of the user's, used as it is (its ALPN protocols replaced only where
+    /// the connection needs one, AWS IoT's `x-amzn-mqtt-ca` on port 443).
+    pub config: Option<Arc<ClientConfig>>,
 }
 
-fn build(
-    extra_ca_pems: &[Vec<u8>],
-    client_cert: Option<&(Vec<u8>, Vec<u8>)>,
-) -> Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for pem in extra_ca_pems {
-        let mut found = 0;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| Error::tls(format!("bad CA certificate PEM: {e}"), e))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::tls(format!("unusable CA certificate: {e}"), e))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(Error::tls_msg("no certificate found in CA PEM"));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::tls(e.to_string(), e))?
-        .with_root_certificates(roots);
-    let config = match client_cert {
-        None => builder.with_no_client_auth(),
-        Some((chain, key)) => {
-            let chain = CertificateDer::pem_slice_iter(chain)
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::tls(format!("bad client certificate PEM: {e}"), e))?;
-            if chain.is_empty() {
-                return Err(Error::tls_msg(
-                    "no certificate found in client certificate PEM",
-                ));
+impl TlsSettings {
+    /// The configuration, offering the ALPN protocols `alpn` (none: no ALPN extension).
+    ///
+    /// The default settings share one configuration (and its session cache) across every
+    /// provider: the root store and resumption cache are ~20 KiB of heap, which every
+    /// `ws://` provider used to carry without ever using it.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>> {
+        if let Some(user) = &self.config {
+            if alpn.is_empty() {
+                return Ok(user.clone());
             }
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| Error::tls(format!("bad client key PEM: {e}"), e))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::tls(format!("client certificate: {e}"), e))?
+            let mut config = (**user).clone();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            return Ok(Arc::new(config));
         }
+        if !alpn.is_empty() {
+            let mut config = (*self.build()?).clone();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            return Ok(Arc::new(config));
+        }
+        static DEFAULT: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+        let plain = self.roots == TrustRoots::Webpki
+            && self.extra_ca_pems.is_empty()
+            && self.client_cert.is_none();
+        if plain {
+            if let Some(shared) = DEFAULT.get() {
+                return Ok(shared.clone());
+            }
+            let config = self.build()?;
+            return Ok(DEFAULT.get_or_init(|| config).clone());
+        }
+        self.build()
+    }
+
+    fn roots(&self) -> Result<RootCertStore> {
+        let mut roots = match self.roots {
+            TrustRoots::Webpki => {
+                RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
+            }
+            TrustRoots::Platform => platform_roots()?,
+        };
+        for pem in &self.extra_ca_pems {
+            let mut found = 0;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.map_err(|e| Error::tls(format!("bad CA certificate PEM: {e}"), e))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::tls(format!("unusable CA certificate: {e}"), e))?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(Error::tls_msg("no certificate found in CA PEM"));
+            }
+        }
+        Ok(roots)
+    }
+
+    fn build(&self) -> Result<Arc<ClientConfig>> {
+        let roots = self.roots()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::tls(e.to_string(), e))?
+            .with_root_certificates(roots);
+        let config = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => {
+                let chain = CertificateDer::pem_slice_iter(chain)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::tls(format!("bad client certificate PEM: {e}"), e))?;
+                if chain.is_empty() {
+                    return Err(Error::tls_msg(
+                        "no certificate found in client certificate PEM",
+                    ));
+                }
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| Error::tls(format!("bad client key PEM: {e}"), e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(client_identity_error)?
+            }
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// The operating system's roots; the certificates it cannot parse are skipped (and logged),
+/// none at all is an error.
+fn platform_roots() -> Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in found.errors.iter().take(3) {
+        log::warn!(
+            "platform trust store: {}",
+            crate::error::printable_max(&e.to_string(), 200)
+        );
+    }
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if ignored > 0 {
+        log::debug!("platform trust store: {ignored} certificates rustls cannot use were skipped");
+    }
+    if added == 0 {
+        return Err(Error::tls_msg(
+            "the platform's trust store has no usable certificate (on Linux: install \
+             ca-certificates, or point SSL_CERT_FILE / SSL_CERT_DIR at a bundle)",
+        ));
+    }
+    Ok(roots)
+}
+
+/// What rustls says of a client certificate and key, in words that say which is wrong and
+/// what to do (rustls calls our own certificate the "peer" here and prints a Debug string).
+fn client_identity_error(e: rustls::Error) -> Error {
+    use rustls::{CertificateError, Error as E, InconsistentKeys};
+    let text = match &e {
+        E::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
+            "client certificate: the private key does not belong to the certificate (check \
+             that the key file is the one the certificate was issued for)"
+                .to_string()
+        }
+        E::InvalidCertificate(CertificateError::Other(other))
+            if format!("{other:?}").contains("UnsupportedCertVersion") =>
+        {
+            "client certificate: it is an X.509 v1 certificate, which rustls does not accept; \
+             reissue it as v3 (e.g. `openssl x509 -req ... -extfile` with a \
+             `basicConstraints=CA:FALSE` line)"
+                .to_string()
+        }
+        E::InvalidCertificate(c) => format!("client certificate: {c}"),
+        other => format!("client certificate and key: {other}"),
     };
-    Ok(Arc::new(config))
+    Error::tls(text, e)
 }
 
 /// The TLS handshake, completed now so that a certificate problem is reported as such.
@@ -115,10 +211,22 @@ mod tests {
 
     #[test]
     fn default_configuration_is_shared_and_custom_ones_are_not() {
-        let a = client_config(&[], None).unwrap();
-        let b = client_config(&[], None).unwrap();
+        let a = TlsSettings::default().client_config(&[]).unwrap();
+        let b = TlsSettings::default().client_config(&[]).unwrap();
         assert!(Arc::ptr_eq(&a, &b), "one default configuration per process");
         // A custom CA gets its own configuration (a bad PEM proves it is really parsed).
-        assert!(client_config(&[b"not a pem".to_vec()], None).is_err());
+        let custom = TlsSettings {
+            extra_ca_pems: vec![b"not a pem".to_vec()],
+            ..TlsSettings::default()
+        };
+        assert!(custom.client_config(&[]).is_err());
+        // A user's configuration is used as it is, ALPN set only when asked for.
+        let user = TlsSettings {
+            config: Some(a.clone()),
+            ..TlsSettings::default()
+        };
+        assert!(Arc::ptr_eq(&user.client_config(&[]).unwrap(), &a));
+        let alpn = user.client_config(&[b"x-amzn-mqtt-ca"]).unwrap();
+        assert_eq!(alpn.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
     }
 }

@@ -9,7 +9,6 @@ use super::{sealed, Limits, Opener, Provider, ProviderSpec};
 use crate::aws::{presign_url, CredentialsProvider, DefaultCredentials, PresignParams};
 use crate::error::{Error, Result};
 use crate::net::proxy::ProxySetting;
-use crate::net::tls;
 use crate::net::websocket::{parse_url, OpenRequest};
 use crate::options::{connection_builder_methods, ConnectionOptions};
 
@@ -532,7 +531,10 @@ impl AwsIotProviderBuilder {
         };
         let offer_alpn = certificate_mode && self.alpn.unwrap_or(port == 443);
         let alpn: &[&[u8]] = if offer_alpn { &[AWS_IOT_ALPN] } else { &[] };
-        let tls = tls::client_config_alpn(&self.options.ca_pems, client_cert.as_ref(), alpn)?;
+        let tls = self
+            .options
+            .tls_settings(client_cert)?
+            .client_config(alpn)?;
         let proxy = self.options.proxy_setting()?;
         Ok(AwsIotProvider {
             name: self.name,

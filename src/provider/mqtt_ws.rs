@@ -8,7 +8,6 @@ use url::Url;
 use super::{sealed, Limits, Opener, Provider, ProviderSpec};
 use crate::error::{Error, Result};
 use crate::net::proxy::ProxySetting;
-use crate::net::tls;
 use crate::net::websocket::{parse_url, OpenRequest};
 use crate::options::{connection_builder_methods, ConnectionOptions};
 
@@ -220,7 +219,10 @@ impl MqttOverWsProviderBuilder {
             .iter()
             .map(|u| parse_url(u))
             .collect::<Result<Vec<_>>>()?;
-        let tls = tls::client_config(&self.options.ca_pems, self.options.client_cert.as_ref())?;
+        let tls = self
+            .options
+            .tls_settings(self.options.client_cert.clone())?
+            .client_config(&[])?;
         let proxy = self.options.proxy_setting()?;
         for url in &urls {
             proxy.for_url(url)?;

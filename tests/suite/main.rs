@@ -19,4 +19,5 @@ mod hostile;
 mod mqtt5;
 mod outbox;
 mod reliability;
+mod tls;
 mod transports;

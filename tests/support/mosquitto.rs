@@ -135,6 +135,12 @@ impl Mosquitto {
         })
     }
 
+    /// The folder of the test CA and certificates (`ca.crt`, `ca.key`, `server.crt`,
+    /// `server.key`, `client.crt`, `client.key`).
+    pub fn certs_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/mqtt", self.ws_port)
     }
