@@ -485,6 +485,8 @@ pub(crate) struct ConnectionOptions {
     pub headers: Vec<(String, String)>,
     pub ca_pems: Vec<Vec<u8>>,
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// A PKCS#12 bundle and its password (feature `pkcs12`).
+    pub client_p12: Option<(Vec<u8>, String)>,
     pub trust_roots: crate::net::tls::TrustRoots,
     pub tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub reconnect: ReconnectPolicy,
@@ -649,6 +651,7 @@ impl Default for ConnectionOptions {
             headers: Vec::new(),
             ca_pems: Vec::new(),
             client_cert: None,
+            client_p12: None,
             trust_roots: Default::default(),
             tls_config: None,
             reconnect: ReconnectPolicy::default(),
@@ -701,9 +704,15 @@ impl ConnectionOptions {
         &self,
         client_cert: Option<(Vec<u8>, Vec<u8>)>,
     ) -> crate::error::Result<crate::net::tls::TlsSettings> {
+        if self.client_p12.is_some() && client_cert.is_some() {
+            return Err(crate::error::Error::InvalidConfig(
+                "a client identity from PEM and one from PKCS#12: give one".into(),
+            ));
+        }
         if self.tls_config.is_some()
             && (!self.ca_pems.is_empty()
                 || client_cert.is_some()
+                || self.client_p12.is_some()
                 || self.trust_roots != crate::net::tls::TrustRoots::Webpki)
         {
             return Err(crate::error::Error::InvalidConfig(
@@ -712,10 +721,20 @@ impl ConnectionOptions {
                     .into(),
             ));
         }
+        #[cfg(feature = "pkcs12")]
+        let client_der = match &self.client_p12 {
+            Some((bundle, password)) => {
+                Some(crate::net::tls::identity_from_pkcs12(bundle, password)?)
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "pkcs12"))]
+        let client_der = None;
         Ok(crate::net::tls::TlsSettings {
             roots: self.trust_roots,
             extra_ca_pems: self.ca_pems.clone(),
             client_cert,
+            client_der,
             config: self.tls_config.clone(),
         })
     }
@@ -736,6 +755,13 @@ impl std::fmt::Debug for ConnectionOptions {
             )
             .field("reconnect", &self.reconnect)
             .field("trust_roots", &self.trust_roots)
+            .field(
+                "client_p12",
+                &self
+                    .client_p12
+                    .as_ref()
+                    .map(|_| "<bundle, password redacted>"),
+            )
             .field("tls_config", &self.tls_config.as_ref().map(|_| "<user's>"))
             .field(
                 "proxy",
@@ -861,6 +887,21 @@ macro_rules! connection_builder_methods {
             private_key: impl Into<Vec<u8>>,
         ) -> Self {
             self.options.client_cert = Some((cert_chain.into(), private_key.into()));
+            self
+        }
+
+        /// Present the client certificate and key of this PKCS#12 bundle (`.p12`, `.pfx`,
+        /// as device fleets ship them), opened with `password` when the provider is built.
+        /// A wrong password, a file that is not PKCS#12 and a bundle without a key each give
+        /// an `Error::Tls` saying which. The password is never logged or shown. Feature
+        /// `pkcs12`.
+        #[cfg(feature = "pkcs12")]
+        pub fn client_identity_p12(
+            mut self,
+            bundle: impl Into<Vec<u8>>,
+            password: impl Into<String>,
+        ) -> Self {
+            self.options.client_p12 = Some((bundle.into(), password.into()));
             self
         }
 

@@ -46,6 +46,8 @@ pub struct TlsSettings {
     pub extra_ca_pems: Vec<Vec<u8>>,
     /// Client certificate chain and key (PEM) for mutual TLS.
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// Client certificate chain and PKCS#8 key (DER), from a PKCS#12 bundle.
+    pub client_der: Option<(Vec<CertificateDer<'static>>, Vec<u8>)>,
     /// A configuration of the user's, used as it is (its ALPN protocols replaced only where
     /// the connection needs one, AWS IoT's `x-amzn-mqtt-ca` on port 443).
     pub config: Option<Arc<ClientConfig>>,
@@ -74,7 +76,8 @@ impl TlsSettings {
         static DEFAULT: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
         let plain = self.roots == TrustRoots::Webpki
             && self.extra_ca_pems.is_empty()
-            && self.client_cert.is_none();
+            && self.client_cert.is_none()
+            && self.client_der.is_none();
         if plain {
             if let Some(shared) = DEFAULT.get() {
                 return Ok(shared.clone());
@@ -116,9 +119,12 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::tls(e.to_string(), e))?
             .with_root_certificates(roots);
-        let config = match &self.client_cert {
-            None => builder.with_no_client_auth(),
-            Some((chain, key)) => {
+        let config = match (&self.client_cert, &self.client_der) {
+            (None, None) => builder.with_no_client_auth(),
+            (_, Some((chain, key))) => builder
+                .with_client_auth_cert(chain.clone(), PrivateKeyDer::Pkcs8(key.clone().into()))
+                .map_err(client_identity_error)?,
+            (Some((chain, key)), None) => {
                 let chain = CertificateDer::pem_slice_iter(chain)
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| Error::tls(format!("bad client certificate PEM: {e}"), e))?;
@@ -203,6 +209,53 @@ pub fn handshake(
             .map_err(|e| crate::net::error::map_io("TLS handshake", e))?;
     }
     Ok(s)
+}
+
+/// The certificate chain and private key of a PKCS#12 bundle (`.p12`, `.pfx`) opened with
+/// `password`: the first entry that holds a key and its certificates.
+#[cfg(feature = "pkcs12")]
+pub fn identity_from_pkcs12(
+    bundle: &[u8],
+    password: &str,
+) -> Result<(Vec<CertificateDer<'static>>, Vec<u8>)> {
+    use p12_keystore::error::Error as P12;
+    use p12_keystore::{KeyStore, KeyStoreEntry, Pkcs12ImportPolicy};
+    let store =
+        KeyStore::from_pkcs12(bundle, password, Pkcs12ImportPolicy::Strict).map_err(|e| {
+            let text = match &e {
+                P12::MacError(_) => {
+                    "PKCS#12 bundle: wrong password (its integrity check failed)".to_string()
+                }
+                P12::DerError(_) | P12::InvalidVersion | P12::InvalidData | P12::InvalidLength => {
+                    "PKCS#12 bundle: not a PKCS#12 file (or a damaged one)".to_string()
+                }
+                P12::UnsupportedEncryptionScheme | P12::UnsupportedMacAlgorithm => format!(
+                    "PKCS#12 bundle: {e}; re-export it with AES-256 and SHA-256 \
+                 (openssl pkcs12 -export -keypbe AES-256-CBC -certpbe AES-256-CBC -macalg sha256)"
+                ),
+                P12::UnpadError => {
+                    "PKCS#12 bundle: wrong password (it does not decrypt)".to_string()
+                }
+                other => format!("PKCS#12 bundle: {other}"),
+            };
+            Error::tls(text, e)
+        })?;
+    for (_, entry) in store.entries() {
+        if let KeyStoreEntry::PrivateKeyChain(chain) = entry {
+            if chain.certs().is_empty() {
+                continue;
+            }
+            let certs = chain
+                .certs()
+                .iter()
+                .map(|c| CertificateDer::from(c.as_der().to_vec()))
+                .collect();
+            return Ok((certs, chain.key().as_der().to_vec()));
+        }
+    }
+    Err(Error::tls_msg(
+        "PKCS#12 bundle: no private key with its certificate in it",
+    ))
 }
 
 #[cfg(test)]

@@ -435,7 +435,7 @@ impl AwsIotProviderBuilder {
     /// Checks everything and makes the provider (nothing connects yet).
     pub fn build(self) -> Result<AwsIotProvider> {
         self.options.validate()?;
-        let certificate_mode = self.certificate.is_some();
+        let certificate_mode = self.certificate.is_some() || self.options.client_p12.is_some();
         if certificate_mode {
             if self.auth.is_some() {
                 return Err(Error::InvalidConfig(

@@ -266,3 +266,58 @@ fn a_wrong_client_identity_says_what_is_wrong() {
         );
     }
 }
+
+/// A PKCS#12 bundle (what `openssl pkcs12 -export` makes; OpenSSL 3's defaults: AES-256,
+/// PBKDF2, SHA-256 MAC) with the right password is the client identity mosquitto requires;
+/// a wrong password and a file that is no bundle each say so, without the password.
+#[test]
+fn a_pkcs12_bundle_is_a_client_identity_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let dir = m.certs_dir();
+    openssl(
+        dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "client.crt",
+            "-inkey",
+            "client.key",
+            "-out",
+            "client.p12",
+            "-passout",
+            "pass:s3cret-p12-pass",
+        ],
+    );
+    let bundle = std::fs::read(dir.join("client.p12")).unwrap();
+    for url in [
+        format!("wss://localhost:{}/mqtt", m.mtls_port),
+        format!("mqtts://localhost:{}", m.mqtts_mtls_port),
+    ] {
+        let ps = PubSub::new();
+        ps.add_provider(
+            MqttOverWsProvider::builder(url.as_str())
+                .ca_pem(m.ca_pem.clone())
+                .client_identity_p12(bundle.clone(), "s3cret-p12-pass")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        crate::support::assert_roundtrip(&ps, "tls/p12");
+    }
+    let err = MqttOverWsProvider::builder(m.wss_url())
+        .client_identity_p12(bundle.clone(), "wrong-password")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("wrong password"), "{err}");
+    assert!(!format!("{err:?}").contains("wrong-password"), "{err:?}");
+    let err = MqttOverWsProvider::builder(m.wss_url())
+        .client_identity_p12(m.ca_pem.clone(), "x")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("not a PKCS#12 file"), "{err}");
+    // Debug never shows the password.
+    let b = MqttOverWsProvider::builder(m.wss_url()).client_identity_p12(bundle, "s3cret-p12-pass");
+    assert!(!format!("{b:?}").contains("s3cret"), "{b:?}");
+}
