@@ -747,7 +747,15 @@ impl std::fmt::Debug for ConnectionOptions {
             .field("client_id", &self.client_id)
             .field("keep_alive", &self.keep_alive)
             .field("clean_session", &self.clean_session)
-            .field("username", &self.username)
+            // A custom authorizer over MQTT puts its token and signature in the
+            // username's query string.
+            .field(
+                "username",
+                &self.username.as_deref().map(|u| match u.split_once('?') {
+                    Some((name, _)) => format!("{name}?<redacted>"),
+                    None => u.to_string(),
+                }),
+            )
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field(
                 "headers",

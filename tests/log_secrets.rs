@@ -389,6 +389,14 @@ fn no_secret_in_any_log_line_at_any_level() {
                 .custom_authorizer(authorizer.clone())
         ),
         format!("{authorizer:?}"),
+        // Over MQTT the token and signature ride in the username.
+        format!(
+            "{:?}",
+            AwsIotProvider::builder("a.iot.us-east-1.amazonaws.com")
+                .custom_authorizer(authorizer.clone().over_mqtt(true))
+                .build()
+                .unwrap()
+        ),
         format!(
             "{:?}",
             StaticCredentials::new("AKIDDBG", SECRET_KEY).session_token(TOKEN)

@@ -14,13 +14,30 @@ use crate::options::{connection_builder_methods, ConnectionOptions};
 
 /// Connects with an AWS IoT custom authorizer instead of SigV4: the authorizer's name, the
 /// token under its token key name, and the token signature (when signing is enabled), sent
-/// as upgrade headers or as query parameters.
+/// as upgrade headers or query parameters over `wss://`, or in the MQTT username over
+/// `mqtts://` ([`over_mqtt`](Self::over_mqtt)).
+///
+/// ```
+/// use mqtt_pubsub::{AwsIotProvider, CustomAuthorizer};
+/// let provider = AwsIotProvider::builder("abc123-ats.iot.eu-west-1.amazonaws.com")
+///     .custom_authorizer(
+///         CustomAuthorizer::new("my-authorizer")
+///             .token("token", "eyJhbGciOi...")
+///             .signature("c2lnbmF0dXJl...")
+///             .over_mqtt(true), // MQTT on 443 with ALPN "mqtt", no WebSocket
+///     )
+///     .username_password("device-17", "passed to the authorizer")
+///     .build()?;
+/// # let _ = provider;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct CustomAuthorizer {
     name: String,
     token: Option<(String, String)>,
     signature: Option<String>,
     in_query: bool,
+    mqtt: bool,
 }
 
 impl std::fmt::Debug for CustomAuthorizer {
@@ -29,6 +46,7 @@ impl std::fmt::Debug for CustomAuthorizer {
             .field("name", &self.name)
             .field("token_key_name", &self.token.as_ref().map(|t| &t.0))
             .field("in_query", &self.in_query)
+            .field("over_mqtt", &self.mqtt)
             .finish_non_exhaustive()
     }
 }
@@ -41,6 +59,7 @@ impl CustomAuthorizer {
             token: None,
             signature: None,
             in_query: false,
+            mqtt: false,
         }
     }
 
@@ -60,10 +79,37 @@ impl CustomAuthorizer {
         self
     }
 
-    /// Send as query parameters instead of headers.
+    /// Send as query parameters instead of headers (over `wss://`).
     pub fn in_query(mut self, yes: bool) -> Self {
         self.in_query = yes;
         self
+    }
+
+    /// Connect with MQTT over TLS instead of WebSocket, as AWS IoT allows for custom
+    /// authentication: port 443 offering the ALPN protocol `mqtt` (or the port given with
+    /// `port(..)`, 8883 without ALPN), the authorizer's name, token and signature in the
+    /// MQTT username's query string
+    /// (`username?x-amz-customauthorizer-name=…&x-amz-customauthorizer-signature=…&token-key=…`,
+    /// each value percent-encoded), the password from `username_password(..)` passed as it
+    /// is.
+    pub fn over_mqtt(mut self, yes: bool) -> Self {
+        self.mqtt = yes;
+        self
+    }
+
+    /// The query string AWS IoT reads from the MQTT username.
+    fn username_query(&self) -> String {
+        self.pairs()
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    crate::aws::uri_encode(k),
+                    crate::aws::uri_encode(v)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&")
     }
 
     fn pairs(&self) -> Vec<(String, String)> {
@@ -91,6 +137,18 @@ enum Auth {
 
 /// The ALPN protocol AWS IoT expects for MQTT with a device certificate on port 443.
 pub(crate) const AWS_IOT_ALPN: &[u8] = b"x-amzn-mqtt-ca";
+/// The ALPN protocol AWS IoT expects for MQTT with a custom authorizer on port 443.
+pub(crate) const AWS_IOT_CUSTOM_AUTH_ALPN: &[u8] = b"mqtt";
+
+impl Auth {
+    /// MQTT over TLS rather than WebSocket.
+    fn raw_mqtt(&self) -> bool {
+        matches!(
+            self,
+            Auth::Certificate | Auth::Custom(CustomAuthorizer { mqtt: true, .. })
+        )
+    }
+}
 
 /// AWS IoT Core (default name `"AWSIoTProvider"`, Amplify's).
 ///
@@ -217,7 +275,8 @@ impl Opener for AwsOpener {
     fn open_request(&mut self, _url: usize, deadline: std::time::Instant) -> Result<OpenRequest> {
         let mut headers = self.headers.clone();
         let url = match &self.auth {
-            Auth::Certificate => {
+            // Over MQTT the authorizer's values are in the CONNECT username (see `build`).
+            auth if auth.raw_mqtt() => {
                 headers.clear();
                 format!("mqtts://{}:{}", self.host, self.port)
             }
@@ -243,6 +302,7 @@ impl Opener for AwsOpener {
                 };
                 presign_url(&params, &creds)
             }
+            Auth::Certificate => unreachable!("raw MQTT, above"),
             Auth::Custom(a) => {
                 let authority = if self.port == 443 {
                     self.host.clone()
@@ -308,11 +368,7 @@ impl Opener for AwsOpener {
 
 impl sealed::Sealed for AwsIotProvider {
     fn into_spec(self) -> ProviderSpec {
-        let scheme = if matches!(self.auth, Auth::Certificate) {
-            "mqtts"
-        } else {
-            "wss"
-        };
+        let scheme = if self.auth.raw_mqtt() { "mqtts" } else { "wss" };
         let binding_url = format!("{scheme}://{}:{}{}", self.host, self.port, self.path);
         let opener = AwsOpener {
             host: self.host,
@@ -432,10 +488,52 @@ impl AwsIotProviderBuilder {
         self
     }
 
+    /// For a custom authorizer over MQTT: checks what AWS would refuse and puts the
+    /// authorizer's query string into the MQTT username. `Ok(true)` in that mode.
+    fn custom_over_mqtt(&mut self) -> Result<bool> {
+        let Some(Auth::Custom(a)) = &self.auth else {
+            return Ok(false);
+        };
+        if !a.mqtt {
+            return Ok(false);
+        }
+        if a.in_query {
+            return Err(Error::InvalidConfig(
+                "in_query() is for wss://; over MQTT the authorizer's values go in the \
+                 username"
+                    .into(),
+            ));
+        }
+        if !self.options.headers.is_empty() {
+            return Err(Error::InvalidConfig(
+                "headers are for wss://; over MQTT there is no HTTP request to carry them".into(),
+            ));
+        }
+        let base = self.options.username.take().unwrap_or_default();
+        if base.contains('?') {
+            return Err(Error::InvalidConfig(
+                "over MQTT the username's query string is the authorizer's: the username \
+                 itself may not contain '?'"
+                    .into(),
+            ));
+        }
+        let username = format!("{base}?{}", a.username_query());
+        if username.len() > u16::MAX as usize {
+            return Err(Error::InvalidConfig(
+                "the MQTT username with the authorizer's token and signature is longer than \
+                 65535 bytes"
+                    .into(),
+            ));
+        }
+        self.options.username = Some(username);
+        Ok(true)
+    }
+
     /// Checks everything and makes the provider (nothing connects yet).
-    pub fn build(self) -> Result<AwsIotProvider> {
+    pub fn build(mut self) -> Result<AwsIotProvider> {
         self.options.validate()?;
         let certificate_mode = self.certificate.is_some() || self.options.client_p12.is_some();
+        let custom_mqtt = self.custom_over_mqtt()?;
         if certificate_mode {
             if self.auth.is_some() {
                 return Err(Error::InvalidConfig(
@@ -449,17 +547,21 @@ impl AwsIotProviderBuilder {
                     "expires() is for SigV4 URLs; a device certificate does not sign".into(),
                 ));
             }
-        } else if self.alpn.is_some() {
+        } else if self.alpn.is_some() && !custom_mqtt {
             return Err(Error::InvalidConfig(
-                "alpn() applies to device-certificate connections only".into(),
+                "alpn() applies to MQTT connections only (device certificate, or a custom \
+                 authorizer over_mqtt)"
+                    .into(),
             ));
         }
-        let scheme = if certificate_mode { "mqtts" } else { "wss" };
+        let raw_mqtt = certificate_mode || custom_mqtt;
+        let scheme = if raw_mqtt { "mqtts" } else { "wss" };
         let url = if self.endpoint.contains("://") {
             let u = parse_url(&self.endpoint)?;
             if u.scheme() != scheme {
-                return Err(Error::InvalidUrl(if certificate_mode {
-                    "AWS IoT with a device certificate needs mqtts:// (or just the endpoint host)"
+                return Err(Error::InvalidUrl(if raw_mqtt {
+                    "AWS IoT over MQTT (a device certificate, or a custom authorizer over_mqtt) \
+                     needs mqtts:// (or just the endpoint host)"
                         .into()
                 } else {
                     "AWS IoT needs wss:// (or just the endpoint host)".into()
@@ -482,7 +584,7 @@ impl AwsIotProviderBuilder {
         };
         let region = match self.region.or_else(|| region_from_host(&host)) {
             Some(r) => r,
-            None if certificate_mode => String::new(),
+            None if raw_mqtt => String::new(),
             None => {
                 return Err(Error::InvalidConfig(format!(
                     "no region given and none in the endpoint {host:?} (expected *.iot.<region>.amazonaws.com)"
@@ -529,8 +631,12 @@ impl AwsIotProviderBuilder {
                 expires: self.expires,
             },
         };
-        let offer_alpn = certificate_mode && self.alpn.unwrap_or(port == 443);
-        let alpn: &[&[u8]] = if offer_alpn { &[AWS_IOT_ALPN] } else { &[] };
+        let offer_alpn = raw_mqtt && self.alpn.unwrap_or(port == 443);
+        let alpn: &[&[u8]] = match (offer_alpn, certificate_mode) {
+            (false, _) => &[],
+            (true, true) => &[AWS_IOT_ALPN],
+            (true, false) => &[AWS_IOT_CUSTOM_AUTH_ALPN],
+        };
         let tls = self
             .options
             .tls_settings(client_cert)?

@@ -96,7 +96,8 @@ mod aws_certificate {
             hellos,
             vec![Hello {
                 alpn: vec!["x-amzn-mqtt-ca".into()],
-                completed: true
+                completed: true,
+                credentials: None,
             }]
         );
     }
@@ -566,5 +567,95 @@ mod clusters {
             "{N} messages, node 0 killed after {}, {duplicates} duplicates",
             N / 4
         );
+    }
+}
+
+#[cfg(feature = "aws-iot")]
+mod aws_custom_auth_over_mqtt {
+    use super::*;
+    use crate::support::tls_gateway::TlsGateway;
+    use crate::support::{make_certs, TempDir};
+    use mqtt_pubsub::{AwsIotProvider, CustomAuthorizer};
+
+    /// A custom authorizer over MQTT (AWS's alternative to `wss://` headers): MQTT over TLS
+    /// offering the ALPN protocol `mqtt` (what port 443 needs; `alpn(true)` stands in for
+    /// it on the gateway's port), no client certificate, the authorizer's name, signature and
+    /// token percent-encoded in the username's query string, the password as given. The
+    /// gateway records what it received and relays to mosquitto; a round trip completes.
+    #[test]
+    fn the_authorizer_rides_in_the_mqtt_username_and_a_round_trip_completes() {
+        let Some(m) = Mosquitto::start() else { return };
+        let dir = TempDir::new("aws-custom-mqtt");
+        let certs = make_certs(dir.path());
+        let gw = TlsGateway::start_custom_auth(&certs, m.tcp_port);
+        let token = "tok+en/with=chars&more-custom-auth-token";
+        let ps = PubSub::new();
+        ps.add_provider(
+            AwsIotProvider::builder(format!("mqtts://localhost:{}", gw.port))
+                .custom_authorizer(
+                    CustomAuthorizer::new("my-authorizer")
+                        .token("x-token", token)
+                        .signature("c2lnbmF0dXJlLWJ5dGVzLWJhc2U2NA==")
+                        .over_mqtt(true),
+                )
+                .alpn(true)
+                .username_password("device-17", "passed-through-password")
+                .ca_pem(certs.ca_pem.clone())
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_roundtrip(&ps, "devices/custom/telemetry");
+        ps.close().unwrap();
+        let hello = &gw.hellos()[0];
+        assert_eq!(hello.alpn, vec!["mqtt".to_string()]);
+        let (username, password) = hello.credentials.clone().expect("a CONNECT");
+        assert_eq!(
+            username.as_deref(),
+            Some(
+                "device-17?x-amz-customauthorizer-name=my-authorizer\
+                 &x-amz-customauthorizer-signature=c2lnbmF0dXJlLWJ5dGVzLWJhc2U2NA%3D%3D\
+                 &x-token=tok%2Ben%2Fwith%3Dchars%26more-custom-auth-token"
+            )
+        );
+        assert_eq!(password.as_deref(), Some(&b"passed-through-password"[..]));
+    }
+
+    /// Combinations AWS would refuse are build errors.
+    #[test]
+    fn combinations_aws_refuses_are_build_errors() {
+        let over_mqtt = || CustomAuthorizer::new("a").token("k", "v").over_mqtt(true);
+        for (what, b) in [
+            (
+                "in_query",
+                AwsIotProvider::builder("abc-ats.iot.eu-west-1.amazonaws.com")
+                    .custom_authorizer(over_mqtt().in_query(true)),
+            ),
+            (
+                "headers",
+                AwsIotProvider::builder("abc-ats.iot.eu-west-1.amazonaws.com")
+                    .custom_authorizer(over_mqtt())
+                    .header("x-a", "b"),
+            ),
+            (
+                "needs mqtts://",
+                AwsIotProvider::builder("wss://abc-ats.iot.eu-west-1.amazonaws.com/mqtt")
+                    .custom_authorizer(over_mqtt()),
+            ),
+            (
+                "'?'",
+                AwsIotProvider::builder("abc-ats.iot.eu-west-1.amazonaws.com")
+                    .custom_authorizer(over_mqtt())
+                    .username_password("a?b", "p"),
+            ),
+        ] {
+            let err = b.build().unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+        // No region is needed over MQTT, and 443 is the default port.
+        AwsIotProvider::builder("localhost")
+            .custom_authorizer(over_mqtt())
+            .build()
+            .unwrap();
     }
 }
