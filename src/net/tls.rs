@@ -204,11 +204,46 @@ pub fn handshake(
     let conn = ClientConnection::new(config, name).map_err(|e| Error::tls(e.to_string(), e))?;
     let mut s = StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
-        s.conn
-            .complete_io(&mut s.sock)
-            .map_err(|e| crate::net::error::map_io("TLS handshake", e))?;
+        s.conn.complete_io(&mut s.sock).map_err(|e| {
+            let tls = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .and_then(|r| server_certificate_problem(r, bare));
+            match tls {
+                Some(text) => Error::tls(text, e),
+                None => crate::net::error::map_io("TLS handshake", e),
+            }
+        })?;
     }
     Ok(s)
+}
+
+/// What is wrong with the server's certificate, and what to do, for the problems a user
+/// meets (rustls says "invalid peer certificate: UnknownIssuer").
+fn server_certificate_problem(e: &rustls::Error, host: &str) -> Option<String> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e else {
+        return None;
+    };
+    Some(match c {
+        C::UnknownIssuer => format!(
+            "the certificate of {host} is not signed by a CA this provider trusts: add its CA \
+             with ca_pem(..), or trust the operating system's store with \
+             trust_roots(TrustRoots::Platform)"
+        ),
+        C::Expired | C::ExpiredContext { .. } => {
+            format!("the certificate of {host} has expired (or this machine's clock is wrong)")
+        }
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            format!("the certificate of {host} is not valid yet (check this machine's clock)")
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+            "the certificate the server presented is not for {host} (a wrong host name in the \
+             URL, or a server answering for another name)"
+        ),
+        C::Revoked => format!("the certificate of {host} has been revoked"),
+        _ => return None,
+    })
 }
 
 /// The certificate chain and private key of a PKCS#12 bundle (`.p12`, `.pfx`) opened with
@@ -261,6 +296,23 @@ pub fn identity_from_pkcs12(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_certificate_problems_say_what_to_do() {
+        use rustls::CertificateError as C;
+        let say =
+            |c: C| server_certificate_problem(&rustls::Error::InvalidCertificate(c), "b.example");
+        assert!(say(C::UnknownIssuer).unwrap().contains("ca_pem"));
+        assert!(say(C::Expired).unwrap().contains("expired"));
+        assert!(say(C::NotValidYet).unwrap().contains("clock"));
+        assert!(say(C::NotValidForName)
+            .unwrap()
+            .contains("not for b.example"));
+        assert!(
+            say(C::BadSignature).is_none(),
+            "rustls's own words otherwise"
+        );
+    }
 
     #[test]
     fn default_configuration_is_shared_and_custom_ones_are_not() {

@@ -321,3 +321,23 @@ fn a_pkcs12_bundle_is_a_client_identity_mosquitto() {
     let b = MqttOverWsProvider::builder(m.wss_url()).client_identity_p12(bundle, "s3cret-p12-pass");
     assert!(!format!("{b:?}").contains("s3cret"), "{b:?}");
 }
+
+/// A server whose CA is not trusted: the error says so and names both ways to trust it.
+/// Before: "invalid peer certificate: UnknownIssuer".
+#[test]
+fn an_untrusted_server_certificate_says_how_to_trust_it_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    for url in [m.wss_url(), format!("mqtts://localhost:{}", m.mqtts_port)] {
+        let err = PubSub::new()
+            .add_provider(MqttOverWsProvider::builder(url.as_str()).build().unwrap())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Tls { .. }), "{url}: {text}");
+        assert!(
+            text.contains("not signed by a CA")
+                && text.contains("ca_pem")
+                && text.contains("TrustRoots::Platform"),
+            "{url}: {text}"
+        );
+    }
+}
