@@ -671,7 +671,7 @@ fn mosquitto_wss_to_a_name_the_certificate_does_not_cover_fails_with_a_tls_error
         )
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls { message, source: Some(_) } if message.contains("not valid for name")),
+        matches!(&err, Error::Tls { message, source: Some(_) } if message.contains("not for 127.0.0.2")),
         "{err}"
     );
 }
@@ -683,7 +683,7 @@ fn mosquitto_wss_without_the_ca_fails_with_a_tls_error() {
         .add_provider(MqttOverWsProvider::builder(m.wss_url()).build().unwrap())
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls { message, source: Some(_) } if message.contains("UnknownIssuer")),
+        matches!(&err, Error::Tls { message, source: Some(_) } if message.contains("not signed by a CA")),
         "{err}"
     );
 }
@@ -705,7 +705,7 @@ fn mosquitto_mqtts_works_with_the_test_ca_and_fails_without_it() {
         .add_provider(MqttOverWsProvider::builder(&url).build().unwrap())
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Tls { message, .. } if message.contains("UnknownIssuer")),
+        matches!(&err, Error::Tls { message, .. } if message.contains("not signed by a CA")),
         "{err}"
     );
     // A name the certificate does not cover.

@@ -192,7 +192,7 @@ mod aws_certificate {
             "{no_key}"
         );
         let alpn = b().alpn(true).build().unwrap_err();
-        assert!(alpn.to_string().contains("device-certificate"), "{alpn}");
+        assert!(alpn.to_string().contains("device certificate"), "{alpn}");
         let wss = AwsIotProvider::builder("wss://x.iot.eu-west-1.amazonaws.com/mqtt")
             .client_certificate(pem, b"key".to_vec())
             .build()
