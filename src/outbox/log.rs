@@ -196,14 +196,20 @@ pub struct State {
 /// How much a replay may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// The outbox's bound: a log whose unfinished publishes ever exceed it was not written
-    /// with this bound, and is refused rather than loaded.
+    /// The outbox's bound: a log whose unfinished publishes exceed it at its end was not
+    /// written with this bound, and is refused rather than loaded. While replaying, what is
+    /// unfinished may exceed it for a while (a burst written with a larger bound, finished
+    /// since), up to [`TRANSIENT_FACTOR`] times it.
     pub max_live: u64,
     /// The most bytes read into memory after a record that cannot be read, to tell a torn
     /// tail (what a power loss leaves: part of one group of appends, or zeros) from
     /// corruption in the middle; more than this after it is corruption.
     pub max_tail: u64,
 }
+
+/// How many times the bound the publishes unfinished at some point of a log may take
+/// while it is replayed (memory is held for them until they are finished).
+pub const TRANSIENT_FACTOR: u64 = 4;
 
 impl Limits {
     /// No limits: the whole input may be held (it is in memory already).
@@ -239,8 +245,9 @@ pub fn replay_stream(r: &mut impl Read, len: u64, limits: Limits) -> Result<Stat
     }
     let mut state = State::default();
     let mut at = MAGIC.len() as u64;
-    // A record longer than the bound (plus room for its fields) is not one we wrote.
-    let max_record = limits.max_live.saturating_add(64 * 1024);
+    let max_transient = limits.max_live.saturating_mul(TRANSIENT_FACTOR);
+    // A record longer than that (plus room for its fields) is not one we wrote.
+    let max_record = max_transient.saturating_add(64 * 1024);
     let mut body = Vec::new();
     while at < len {
         let left = len - at;
@@ -252,19 +259,18 @@ pub fn replay_stream(r: &mut impl Read, len: u64, limits: Limits) -> Result<Stat
             ));
             let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
             if n > 0 && n <= left - RECORD_HEADER as u64 && n <= max_record {
+                if body.capacity() < n as usize + RECORD_HEADER {
+                    // Room for the header too: a torn tail is made of this buffer (below).
+                    body = Vec::with_capacity(n as usize + RECORD_HEADER);
+                }
                 body.resize(n as usize, 0);
                 consumed += read_full(r, &mut body)?;
                 if consumed as u64 == RECORD_HEADER as u64 + n && crc32(&body) == crc {
                     if let Ok(record) = decode(&body) {
                         apply(&mut state, record)
                             .map_err(|e| format!("corrupt: record at byte {at}: {e}"))?;
-                        if state.live_bytes > limits.max_live {
-                            return Err(format!(
-                                "its unsent publishes take more than the outbox's bound \
-                                 ({} bytes, outbox_max_bytes): it was written with a larger \
-                                 bound; open it with that bound to send them",
-                                limits.max_live
-                            ));
+                        if state.live_bytes > max_transient {
+                            return Err(over_bound(limits.max_live));
                         }
                         at += RECORD_HEADER as u64 + n;
                         if body.capacity() > 1 << 20 {
@@ -286,10 +292,12 @@ pub fn replay_stream(r: &mut impl Read, len: u64, limits: Limits) -> Result<Stat
                  corrupt) and {left} bytes follow it, more than a torn write leaves"
             ));
         }
-        let mut tail = header[..consumed.min(RECORD_HEADER)].to_vec();
-        if consumed > RECORD_HEADER {
-            tail.extend_from_slice(&body[..consumed - RECORD_HEADER]);
-        }
+        // The tail is the record's own buffer, header put in front (its room was reserved):
+        // never a second copy of what was read.
+        let mut tail = std::mem::take(&mut body);
+        tail.truncate(consumed.saturating_sub(RECORD_HEADER));
+        tail.splice(0..0, header[..consumed.min(RECORD_HEADER)].iter().copied());
+        tail.reserve_exact((left as usize).saturating_sub(tail.len()));
         r.take(left - tail.len() as u64)
             .read_to_end(&mut tail)
             .map_err(|e| format!("reading: {e}"))?;
@@ -302,10 +310,26 @@ pub fn replay_stream(r: &mut impl Read, len: u64, limits: Limits) -> Result<Stat
         }
         state.valid_len = at as usize;
         state.torn = (len - at) as usize;
-        return Ok(state);
+        return finish(state, limits);
     }
     state.valid_len = at as usize;
+    finish(state, limits)
+}
+
+/// What is unfinished at the end must fit the bound.
+fn finish(state: State, limits: Limits) -> Result<State, String> {
+    if state.live_bytes > limits.max_live {
+        return Err(over_bound(limits.max_live));
+    }
     Ok(state)
+}
+
+fn over_bound(max_live: u64) -> String {
+    format!(
+        "its unsent publishes take more than the outbox's bound ({max_live} bytes, \
+         outbox_max_bytes): it was written with a larger bound; open it with that bound to \
+         send them"
+    )
 }
 
 /// Reads until `buf` is full or the input ends; how much was read.
@@ -342,24 +366,58 @@ fn read_record(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
 /// The first byte from `from` on where whole records follow one another to exactly the end
 /// of the file, if any. A torn tail has none (zeros, or part of a record — even one whose
 /// payload holds record-shaped bytes, which stop short of the end). Bounded work: at most
-/// [`SCAN_CHECKS`] candidate records are checked.
+/// [`SCAN_CHECKS`] candidates, and each byte is walked over by the cheap length check at
+/// most once across all of them (a position already seen on a failed walk fails again), so
+/// that checksums are computed only for chains that end exactly at the end of the file.
 fn valid_chain_after(bytes: &[u8], from: usize) -> Option<usize> {
+    let len_at = |j: usize| -> Option<usize> {
+        let l = u32::from_le_bytes(bytes.get(j..j + 4)?.try_into().expect("4 bytes")) as usize;
+        (l > 0 && j + RECORD_HEADER + l <= bytes.len()).then_some(l)
+    };
+    // Positions known to lead to no whole chain, one bit each.
+    let mut failed = vec![0u64; bytes.len() / 64 + 1];
+    let seen = |f: &[u64], p: usize| (f[p / 64] >> (p % 64)) & 1 == 1;
     let mut checks = 0;
     for j in from..bytes.len().saturating_sub(RECORD_HEADER) {
-        let len = u32::from_le_bytes(bytes[j..j + 4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || j + RECORD_HEADER + len > bytes.len() {
+        if seen(&failed, j) || len_at(j).is_none() {
             continue;
         }
         checks += 1;
         if checks > SCAN_CHECKS {
             return None;
         }
+        // Lengths only: does the chain from `j` land exactly on the end?
         let mut at = j;
-        while let Some((_, end)) = read_record(bytes, at) {
-            at = end;
+        let reaches_end = loop {
+            if at == bytes.len() {
+                break true;
+            }
+            if seen(&failed, at) {
+                break false;
+            }
+            match len_at(at) {
+                Some(l) => at += RECORD_HEADER + l,
+                None => break false,
+            }
+        };
+        // Then checksums and fields, only for such a chain.
+        if reaches_end {
+            let mut at = j;
+            while let Some((_, end)) = read_record(bytes, at) {
+                at = end;
+            }
+            if at == bytes.len() {
+                return Some(j);
+            }
         }
-        if at == bytes.len() && at > j {
-            return Some(j);
+        // The walk's positions lead nowhere: never walked again.
+        let mut at = j;
+        while at < bytes.len() && !seen(&failed, at) {
+            failed[at / 64] |= 1 << (at % 64);
+            match len_at(at) {
+                Some(l) => at += RECORD_HEADER + l,
+                None => break,
+            }
         }
     }
     None

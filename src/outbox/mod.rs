@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use self::log::{Live, Record, State};
+use self::log::{Record, State};
 use crate::error::{Error, Result};
 use crate::mqtt::session::{Journal, Restored};
 use crate::mqtt::QoS;
@@ -476,74 +476,81 @@ impl Outbox {
     /// Replaces the log by `state`'s live records: a new file, fsynced, renamed over the old
     /// one, the directory fsynced; then appends go to it.
     fn rewrite(&mut self, state: &State) -> std::io::Result<()> {
-        let mut out = log::MAGIC.to_vec();
-        log::encode(&self.binding, &mut out);
+        let tmp = self.dir.join(format!("{LOG}.tmp"));
+        // Whatever is at the name goes (a link is removed, not followed), and the file is
+        // made new: never someone else's file written through.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let f = o.open(&tmp)?;
+        // Written record by record through a buffer: the live publishes are in memory once
+        // (in `state`), never a second time as the new file's bytes.
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+        let mut written = 0u64;
+        let mut record = Vec::new();
+        let mut put = |w: &mut std::io::BufWriter<File>, r: &Record| -> std::io::Result<()> {
+            record.clear();
+            log::encode(r, &mut record);
+            written += record.len() as u64;
+            w.write_all(&record)
+        };
         self.live.clear();
         self.live_bytes = 0;
-        for (ticket, p) in &state.publishes {
-            let Live {
-                qos,
-                retain,
-                topic,
-                payload,
-                props,
-                pid,
-                released,
-            } = p;
-            log::encode(
-                &Record::Publish {
-                    ticket: *ticket,
-                    qos: *qos,
-                    retain: *retain,
-                    topic: topic.clone(),
-                    payload: payload.clone(),
-                    props: props.clone(),
-                },
-                &mut out,
-            );
-            if let Some(pid) = pid {
-                log::encode(
-                    &Record::Assigned {
+        let result = (|| {
+            w.write_all(log::MAGIC)?;
+            put(&mut w, &self.binding)?;
+            for (ticket, p) in &state.publishes {
+                put(
+                    &mut w,
+                    &Record::Publish {
                         ticket: *ticket,
-                        pid: *pid,
+                        qos: p.qos,
+                        retain: p.retain,
+                        topic: p.topic.clone(),
+                        payload: p.payload.clone(),
+                        props: p.props.clone(),
                     },
-                    &mut out,
-                );
+                )?;
+                if let Some(pid) = p.pid {
+                    put(
+                        &mut w,
+                        &Record::Assigned {
+                            ticket: *ticket,
+                            pid,
+                        },
+                    )?;
+                }
+                if p.released {
+                    put(&mut w, &Record::Released { ticket: *ticket })?;
+                }
             }
-            if *released {
-                log::encode(&Record::Released { ticket: *ticket }, &mut out);
+            for pid in &state.inbound {
+                put(&mut w, &Record::InboundReceived { pid: *pid })?;
             }
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        for (ticket, p) in &state.publishes {
             self.live.insert(*ticket, p.size());
             self.live_bytes += p.size();
         }
-        for pid in &state.inbound {
-            log::encode(&Record::InboundReceived { pid: *pid }, &mut out);
-        }
-        let tmp = self.dir.join(format!("{LOG}.tmp"));
-        {
-            // Whatever is at the name goes (a link is removed, not followed), and the file
-            // is made new: never someone else's file written through.
-            match std::fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut o = OpenOptions::new();
-            o.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-            let mut f = o.open(&tmp)?;
-            if let Err(e) = f.write_all(&out).and_then(|()| f.sync_all()) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        }
+        let out_len = log::MAGIC.len() as u64 + written;
         // The handle appends go to is the new file's, taken before the rename: once the
         // rename is done, nothing that fails after it (the directory's fsync) may leave
         // appends going to the replaced file, which no longer has a name.
         let new = open_private(&tmp, false, true)?;
         std::fs::rename(&tmp, self.dir.join(LOG))?;
         self.file = new;
-        self.file_len = out.len() as u64;
+        self.file_len = out_len;
         SYNCS.fetch_add(2, Ordering::Relaxed);
         File::open(&self.dir)?.sync_all()
     }
