@@ -11,21 +11,9 @@ use mqtt_pubsub::internals::http::{read_head, read_response, status_line};
 const MAX_BODY: usize = 4096;
 const MAX_HEAD: usize = 2048;
 
-/// A reader that hands out one byte per call (a server dripping its answer).
-struct Drip<'a>(&'a [u8]);
-
-impl std::io::Read for Drip<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match (self.0.split_first(), buf.first_mut()) {
-            (Some((&b, rest)), Some(slot)) => {
-                *slot = b;
-                self.0 = rest;
-                Ok(1)
-            }
-            _ => Ok(0),
-        }
-    }
-}
+#[path = "drip.rs"]
+mod drip;
+use drip::Drip;
 
 fuzz_target!(|data: &[u8]| {
     let whole = read_response(&mut &data[..], MAX_BODY);

@@ -6,21 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use mqtt_pubsub::internals::outbox_log::{encode, replay, replay_stream, Limits, Record, MAGIC};
 
-/// A reader that hands out one byte per call.
-struct Drip<'a>(&'a [u8]);
-
-impl std::io::Read for Drip<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match (self.0.split_first(), buf.first_mut()) {
-            (Some((&b, rest)), Some(slot)) => {
-                *slot = b;
-                self.0 = rest;
-                Ok(1)
-            }
-            _ => Ok(0),
-        }
-    }
-}
+#[path = "drip.rs"]
+mod drip;
+use drip::Drip;
 
 fuzz_target!(|data: &[u8]| {
     let whole = replay(data);

@@ -97,8 +97,9 @@ impl CustomAuthorizer {
         self
     }
 
-    /// The query string AWS IoT reads from the MQTT username.
-    fn username_query(&self) -> String {
+    /// The authorizer's values as a query string (percent-encoded): in the URL over
+    /// `wss://` with `in_query`, in the MQTT username over MQTT.
+    fn query(&self) -> String {
         self.pairs()
             .iter()
             .map(|(k, v)| {
@@ -311,18 +312,7 @@ impl Opener for AwsOpener {
                 };
                 let mut url = format!("wss://{authority}{}", self.path);
                 if a.in_query {
-                    let q: Vec<String> = a
-                        .pairs()
-                        .iter()
-                        .map(|(k, v)| {
-                            format!(
-                                "{}={}",
-                                crate::aws::uri_encode(k),
-                                crate::aws::uri_encode(v)
-                            )
-                        })
-                        .collect();
-                    url = format!("{url}?{}", q.join("&"));
+                    url = format!("{url}?{}", a.query());
                 } else {
                     headers.extend(a.pairs());
                 }
@@ -517,7 +507,7 @@ impl AwsIotProviderBuilder {
                     .into(),
             ));
         }
-        let username = format!("{base}?{}", a.username_query());
+        let username = format!("{base}?{}", a.query());
         if username.len() > u16::MAX as usize {
             return Err(Error::InvalidConfig(
                 "the MQTT username with the authorizer's token and signature is longer than \

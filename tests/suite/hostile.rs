@@ -486,14 +486,7 @@ fn child_property_flood_subscriber() {
 fn properties_cannot_blow_a_packet_up_in_memory() {
     let out = crate::support::run_child("hostile::child_property_flood_subscriber", &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let value = |key: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.split(key).nth(1))
-            .unwrap_or_else(|| panic!("no {key} in {text}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let value = |key: &str| crate::support::number_in(&text, key);
     let peak = value("PEAK_KIB ");
     eprintln!("property flood: peak RSS {peak} KiB");
     assert_eq!(value("DROPPED "), 6, "{text}");
@@ -541,14 +534,7 @@ fn held_small_messages_do_not_pin_read_buffers() {
         let mut err = String::new();
         let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
         assert!(child.wait().unwrap().success(), "{text}\n{err}");
-        let value = |key: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.split(key).nth(1))
-                .unwrap_or_else(|| panic!("no {key} in {text}"))
-                .trim()
-                .parse()
-                .unwrap()
-        };
+        let value = |key: &str| crate::support::number_in(&text, key);
         let (held, peak) = (value("HELD "), value("PEAK_KIB "));
         eprintln!("{url}: {held} small messages held, peak RSS {peak} KiB");
         assert_eq!(held, HELD as u64, "every small message is held");
@@ -672,13 +658,17 @@ fn open_in_child(dir: &std::path::Path, url: &str, max: u64) -> (String, u64) {
         ],
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let peak = text
-        .split("PEAK_KIB ")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no PEAK_KIB in {text}"));
+    let peak = crate::support::peak_in(&text);
     (text, peak)
+}
+
+/// Opens the outbox in `dir` in a child process with the default 64 MiB bound: it must open,
+/// within `max_peak_kib` of peak memory.
+fn opens_within(dir: &std::path::Path, url: &str, what: &str, max_peak_kib: u64) {
+    let (text, peak) = open_in_child(dir, url, 64 << 20);
+    eprintln!("{what}: peak RSS {peak} KiB");
+    assert!(text.contains("OPENED"), "{what}: {text}");
+    assert!(peak < max_peak_kib, "{what}: peak {peak} KiB");
 }
 
 /// A 160 MiB log of which 640 KiB is live (2,500 publishes of 64 KiB, the last ten
@@ -690,10 +680,7 @@ fn opening_a_large_outbox_log_streams_it() {
     let dir = TempDir::new("large-log");
     let url = format!("ws://127.0.0.1:{}/", free_port());
     write_outbox_log(dir.path(), &url, 2500, 64 * 1024, 10);
-    let (text, peak) = open_in_child(dir.path(), &url, 64 << 20);
-    eprintln!("160 MiB log, 640 KiB live: peak RSS {peak} KiB");
-    assert!(text.contains("OPENED"), "{text}");
-    assert!(peak < 48 * 1024, "peak {peak} KiB");
+    opens_within(dir.path(), &url, "160 MiB log, 640 KiB live", 48 * 1024);
     // Rewritten to the live records.
     let len = std::fs::metadata(dir.path().join("outbox.log"))
         .unwrap()
@@ -794,11 +781,8 @@ fn opening_an_outbox_holds_its_publishes_once() {
     let dir = TempDir::new("live60");
     let url = format!("ws://127.0.0.1:{}/", free_port());
     write_log_records(dir.path(), &url, (0..60).map(|t| publish_bytes(t, 1 << 20)));
-    let (text, peak) = open_in_child(dir.path(), &url, 64 << 20);
-    eprintln!("60 MiB live: peak RSS {peak} KiB");
-    assert!(text.contains("OPENED"), "{text}");
     // The publishes (60 MiB), the test binary (~14 MiB) and room for a record or two.
-    assert!(peak < 96 * 1024, "peak {peak} KiB");
+    opens_within(dir.path(), &url, "60 MiB live", 96 * 1024);
 }
 
 /// A torn 64 MiB publish (its header written, its body zeros: a big group write cut by a
@@ -814,10 +798,7 @@ fn a_large_torn_record_is_held_once() {
         *b = 0;
     }
     write_log_records(dir.path(), &url, std::iter::once(torn));
-    let (text, peak) = open_in_child(dir.path(), &url, 64 << 20);
-    eprintln!("64 MiB torn record: peak RSS {peak} KiB");
-    assert!(text.contains("OPENED"), "{text}");
-    assert!(peak < 100 * 1024, "peak {peak} KiB");
+    opens_within(dir.path(), &url, "64 MiB torn record", 100 * 1024);
 }
 
 /// A crafted log: one publish, then 34 MiB of the byte 0x02, so that every position reads

@@ -916,12 +916,7 @@ fn child_peak_kib(url: String, mode: &str, count: usize) -> u64 {
         ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    let peak = text
-        .split("PEAK_KIB ")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no PEAK_KIB in {text}"));
+    let peak = crate::support::peak_in(&text);
     eprintln!("{mode}: peak RSS {peak} KiB");
     peak
 }

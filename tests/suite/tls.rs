@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mqtt_pubsub::rustls;
 use mqtt_pubsub::{Error, MqttOverWsProvider, PubSub, TrustRoots};
 
-use crate::support::Mosquitto;
+use crate::support::{openssl, Mosquitto};
 
 /// Connects in a process of its own to `CHILD_URL` trusting `CHILD_ROOTS` (`platform` or
 /// `webpki`), with the environment the parent gives it (`SSL_CERT_FILE`): prints `OK` after a
@@ -183,19 +183,6 @@ fn a_user_configuration_with_a_pinned_certificate_is_used_as_it_is_mosquitto() {
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
-}
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A client key that is not the certificate's, and an X.509 v1 certificate (what

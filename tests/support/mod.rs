@@ -19,7 +19,7 @@ pub mod tls_gateway;
 pub mod v5_server;
 
 pub use aedes::Aedes;
-pub use certs::{make_certs, Certs};
+pub use certs::{make_certs, openssl, Certs};
 pub use mosquitto::Mosquitto;
 pub use moto::Moto;
 pub use nats::{Nats, NatsCluster};
@@ -73,6 +73,20 @@ fn child_command(name: &str, env: &[(&str, String)]) -> Command {
 
 pub fn child_env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} is set by the parent test"))
+}
+
+/// The `PEAK_KIB n` a child printed.
+pub fn peak_in(text: &str) -> u64 {
+    number_in(text, "PEAK_KIB ")
+}
+
+/// The number after `key` (`"HELD "`, `"DROPPED "`) in what a child printed.
+pub fn number_in(text: &str, key: &str) -> u64 {
+    text.split(key)
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key:?} in {text}"))
 }
 
 /// The memory high-water mark of this process (VmHWM), in KiB.

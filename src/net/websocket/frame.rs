@@ -420,17 +420,35 @@ mod tests {
         }
     }
 
+    /// Our stream over a non-blocking loopback connection, and the server's end.
+    fn nonblocking_pair() -> (Stream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        (Stream::new(Transport::Plain(Tcp::from(client))), server)
+    }
+
+    /// tungstenite, server role, no size limits: the independent reader of our frames.
+    fn server_side(server: TcpStream) -> tungstenite::WebSocket<TcpStream> {
+        tungstenite::WebSocket::from_raw_socket(
+            server,
+            tungstenite::protocol::Role::Server,
+            Some(
+                WebSocketConfig::default()
+                    .max_message_size(None)
+                    .max_frame_size(None),
+            ),
+        )
+    }
+
     /// Pings that arrive while our writes are blocked are answered up to the latest of them
     /// (RFC 6455 §5.5.3), however many came. Before (found by the hostile review):
     /// pongs were queued up to 4 KiB and the newer pings dropped, so the latest was never
     /// answered.
     #[test]
     fn the_latest_ping_is_answered_after_blocked_writes() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        client.set_nonblocking(true).unwrap();
-        let mut stream = Stream::new(Transport::Plain(Tcp::from(client)));
+        let (mut stream, server) = nonblocking_pair();
         let mut payload = vec![7u8; 8 << 20];
         match stream.send_binary(&mut payload, Ready(())) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -440,15 +458,7 @@ mod tests {
             stream.queue_pong(format!("{i:08}").as_bytes());
         }
         let reader = std::thread::spawn(move || {
-            let mut ws = tungstenite::WebSocket::from_raw_socket(
-                server,
-                tungstenite::protocol::Role::Server,
-                Some(
-                    WebSocketConfig::default()
-                        .max_message_size(None)
-                        .max_frame_size(None),
-                ),
-            );
+            let mut ws = server_side(server);
             let mut last_pong = None;
             loop {
                 match ws.read() {
@@ -480,11 +490,7 @@ mod tests {
     /// behind it, and the spare buffer handed back is empty.
     #[test]
     fn pending_frame_goes_out_before_later_writes() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        client.set_nonblocking(true).unwrap();
-        let mut stream = Stream::new(Transport::Plain(Tcp::from(client)));
+        let (mut stream, server) = nonblocking_pair();
         // Far more than the socket buffers take at once.
         let big: Vec<u8> = (0..8 << 20).map(|i| i as u8).collect();
         let mut payload = big.clone();
@@ -495,15 +501,7 @@ mod tests {
         assert!(payload.is_empty());
         assert!(stream.frame_pending());
         let reader = std::thread::spawn(move || {
-            let mut ws = tungstenite::WebSocket::from_raw_socket(
-                server,
-                tungstenite::protocol::Role::Server,
-                Some(
-                    WebSocketConfig::default()
-                        .max_message_size(None)
-                        .max_frame_size(None),
-                ),
-            );
+            let mut ws = server_side(server);
             let first = ws.read().unwrap();
             let second = ws.read().unwrap();
             (first, second)
