@@ -30,6 +30,15 @@ struct Connection {
     /// The client certificate's private key (PEM file) (with --cert).
     #[arg(long, requires = "cert")]
     key: Option<std::path::PathBuf>,
+    /// A PKCS#12 bundle (.p12/.pfx) holding the client certificate and key, for mutual TLS
+    /// (with --p12-password-env).
+    #[arg(long, conflicts_with = "cert", requires = "p12_password_env")]
+    p12: Option<std::path::PathBuf>,
+    /// The environment variable holding the --p12 bundle's password. Not the password
+    /// itself: a command line is visible to every user of the machine (ps, /proc) and kept in
+    /// shell history.
+    #[arg(long, requires = "p12")]
+    p12_password_env: Option<String>,
     /// An HTTP proxy to tunnel through: http://[user:password@]host[:port]
     /// (default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, minus NO_PROXY).
     #[arg(long, conflicts_with = "no_proxy")]
@@ -72,6 +81,11 @@ impl Connection {
         }
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             b = b.client_cert_pem(read(cert)?, read(key)?);
+        }
+        if let (Some(p12), Some(var)) = (&self.p12, &self.p12_password_env) {
+            let password = std::env::var(var)
+                .map_err(|_| format!("--p12-password-env {var}: that variable is not set"))?;
+            b = b.client_identity_p12(read(p12)?, password);
         }
         if let Some(proxy) = &self.proxy {
             b = b.proxy(proxy);

@@ -328,3 +328,75 @@ fn an_untrusted_server_certificate_says_how_to_trust_it_mosquitto() {
         );
     }
 }
+
+/// The `pub` tool with a PKCS#12 bundle whose password comes from an environment variable
+/// (never the command line) publishes over mutual TLS; `--system-roots` with the CA given as
+/// the platform's store (SSL_CERT_FILE) trusts the broker without `--cafile`.
+#[test]
+fn the_pub_tool_takes_a_pkcs12_bundle_and_the_system_roots_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let dir = m.certs_dir();
+    openssl(
+        dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "client.crt",
+            "-inkey",
+            "client.key",
+            "-out",
+            "cli.p12",
+            "-passout",
+            "pass:cli-p12-secret",
+        ],
+    );
+    let url = format!("mqtts://localhost:{}", m.mqtts_mtls_port);
+    let ps = PubSub::new();
+    let (cert, key) = m.client_cert.clone();
+    ps.add_provider(
+        MqttOverWsProvider::builder(url.as_str())
+            .ca_pem(m.ca_pem.clone())
+            .client_cert_pem(cert, key)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("cli/p12").unwrap();
+    let empty = crate::support::TempDir::new("cli-empty-certs");
+    let out = std::process::Command::new(crate::correctness::example("pub"))
+        .args(["--url", &url, "--system-roots", "--p12"])
+        .arg(dir.join("cli.p12"))
+        .args(["--p12-password-env", "CLI_P12_PASSWORD"])
+        .args(["-t", "cli/p12", "-m", "with a bundle", "-q", "1"])
+        .env("CLI_P12_PASSWORD", "cli-p12-secret")
+        .env("SSL_CERT_FILE", dir.join("ca.crt"))
+        .env("SSL_CERT_DIR", empty.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let m1 = sub
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(m1.payload(), b"with a bundle");
+    // The variable unset: a clear error naming it, exit code 1 or 2, no connection.
+    let out = std::process::Command::new(crate::correctness::example("pub"))
+        .args(["--url", &url, "--system-roots", "--p12"])
+        .arg(dir.join("cli.p12"))
+        .args([
+            "--p12-password-env",
+            "CLI_P12_UNSET_VAR",
+            "-t",
+            "cli/p12",
+            "-m",
+            "x",
+        ])
+        .env_remove("CLI_P12_UNSET_VAR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CLI_P12_UNSET_VAR"),
+        "{out:?}"
+    );
+}
