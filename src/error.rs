@@ -428,6 +428,19 @@ static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new
 /// words, and are no secret worth the name.
 const MIN_SECRET: usize = 4;
 
+/// RFC 3986 percent-encoding: unreserved `A-Z a-z 0-9 - _ . ~` stay, the rest is `%XX`.
+pub(crate) fn rfc3986(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Registers `secret` (and its percent-encoded and base64 forms) for redaction.
 pub(crate) fn register_secret(secret: &str) {
     if secret.len() < MIN_SECRET {
@@ -456,16 +469,7 @@ pub(crate) fn register_secret(secret: &str) {
     forms.push(lower_hex(&encoded));
     // RFC 3986 (what SigV4 and a custom authorizer's MQTT username use): `~` kept, `*`
     // encoded, the reverse of a form's choices.
-    let rfc3986: String = secret
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let rfc3986 = rfc3986(secret);
     forms.push(lower_hex(&rfc3986));
     forms.push(rfc3986);
     forms.push(encoded.replace('+', "%20"));
@@ -586,16 +590,7 @@ mod tests {
     fn a_secret_is_redacted_in_its_uri_encoded_form() {
         for token in ["tok~en+val/ue-0917", "tokAB*CDen-0917"] {
             register_secret(token);
-            let echoed: String = token
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
+            let echoed = rfc3986(token);
             let out = printable(&format!("server said: user?x-token={echoed}&x=1"));
             assert!(!out.contains(&echoed), "{out}");
             assert!(out.contains("<redacted>"), "{out}");

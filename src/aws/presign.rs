@@ -51,15 +51,7 @@ impl<'a> PresignParams<'a> {
 
 /// RFC 3986 percent-encoding: unreserved characters `A-Z a-z 0-9 - _ . ~` stay.
 pub(crate) fn uri_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    crate::error::rfc3986(s)
 }
 
 fn hex(bytes: &[u8]) -> String {
