@@ -703,23 +703,35 @@ impl ConnectionOptions {
     pub fn tls_settings(
         &self,
         client_cert: Option<(Vec<u8>, Vec<u8>)>,
+        client_cert_method: &str,
     ) -> crate::error::Result<crate::net::tls::TlsSettings> {
         if self.client_p12.is_some() && client_cert.is_some() {
-            return Err(crate::error::Error::InvalidConfig(
-                "a client identity from PEM and one from PKCS#12: give one".into(),
-            ));
+            return Err(crate::error::Error::InvalidConfig(format!(
+                "a client identity from PEM ({client_cert_method}) and one from PKCS#12 \
+                 (client_identity_p12): give one"
+            )));
         }
-        if self.tls_config.is_some()
-            && (!self.ca_pems.is_empty()
-                || client_cert.is_some()
-                || self.client_p12.is_some()
-                || self.trust_roots != crate::net::tls::TrustRoots::Webpki)
-        {
-            return Err(crate::error::Error::InvalidConfig(
-                "tls_config is used as it is: set the roots, CAs and client certificate in \
-                 it, not with trust_roots / ca_pem / client_cert_pem"
-                    .into(),
-            ));
+        if self.tls_config.is_some() {
+            let mut also = Vec::new();
+            if self.trust_roots != crate::net::tls::TrustRoots::Webpki {
+                also.push("trust_roots".to_string());
+            }
+            if !self.ca_pems.is_empty() {
+                also.push("ca_pem".to_string());
+            }
+            if client_cert.is_some() {
+                also.push(client_cert_method.to_string());
+            }
+            if self.client_p12.is_some() {
+                also.push("client_identity_p12".to_string());
+            }
+            if !also.is_empty() {
+                return Err(crate::error::Error::InvalidConfig(format!(
+                    "tls_config is used as it is, so {} would be ignored: put the roots, CAs \
+                     and client identity in the rustls ClientConfig instead",
+                    also.join(" and ")
+                )));
+            }
         }
         #[cfg(feature = "pkcs12")]
         let client_der = match &self.client_p12 {

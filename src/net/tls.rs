@@ -98,8 +98,7 @@ impl TlsSettings {
         for pem in &self.extra_ca_pems {
             let mut found = 0;
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert =
-                    cert.map_err(|e| Error::tls(format!("bad CA certificate PEM: {e}"), e))?;
+                let cert = cert.map_err(|e| Error::tls(pem_words("CA certificate", &e), e))?;
                 roots
                     .add(cert)
                     .map_err(|e| Error::tls(format!("unusable CA certificate: {e}"), e))?;
@@ -127,14 +126,13 @@ impl TlsSettings {
             (Some((chain, key)), None) => {
                 let chain = CertificateDer::pem_slice_iter(chain)
                     .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| Error::tls(format!("bad client certificate PEM: {e}"), e))?;
+                    .map_err(|e| Error::tls(pem_words("client certificate", &e), e))?;
                 if chain.is_empty() {
                     return Err(Error::tls_msg(
                         "no certificate found in client certificate PEM",
                     ));
                 }
-                let key = PrivateKeyDer::from_pem_slice(key)
-                    .map_err(|e| Error::tls(format!("bad client key PEM: {e}"), e))?;
+                let key = client_key(key)?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(client_identity_error)?
@@ -151,7 +149,7 @@ fn platform_roots() -> Result<RootCertStore> {
     for e in found.errors.iter().take(3) {
         log::warn!(
             "platform trust store: {}",
-            crate::error::printable_max(&e.to_string(), 200)
+            crate::error::printable_max(&store_error_words(e), 300)
         );
     }
     let mut roots = RootCertStore::empty();
@@ -160,12 +158,54 @@ fn platform_roots() -> Result<RootCertStore> {
         log::debug!("platform trust store: {ignored} certificates rustls cannot use were skipped");
     }
     if added == 0 {
-        return Err(Error::tls_msg(
-            "the platform's trust store has no usable certificate (on Linux: install \
-             ca-certificates, or point SSL_CERT_FILE / SSL_CERT_DIR at a bundle)",
-        ));
+        return Err(Error::tls_msg(empty_store_message(
+            std::env::var_os("SSL_CERT_FILE"),
+            std::env::var_os("SSL_CERT_DIR"),
+        )));
     }
     Ok(roots)
+}
+
+/// Why the platform's store gave no certificate, naming what `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` point at when they are set (they replace the system's own locations).
+fn empty_store_message(
+    file: Option<std::ffi::OsString>,
+    dir: Option<std::ffi::OsString>,
+) -> String {
+    let shown = |v: &std::ffi::OsString| {
+        crate::error::printable_max(&std::path::Path::new(v).display().to_string(), 200)
+    };
+    let mut named = Vec::new();
+    if let Some(f) = &file {
+        named.push(format!("SSL_CERT_FILE names {} (a PEM bundle)", shown(f)));
+    }
+    if let Some(d) = &dir {
+        named.push(format!(
+            "SSL_CERT_DIR names {} (a directory of PEM certificates, as `openssl rehash` \
+             leaves them)",
+            shown(d)
+        ));
+    }
+    if named.is_empty() {
+        "the platform's trust store has no usable certificate (on Linux: install \
+         ca-certificates, or point SSL_CERT_FILE at a PEM bundle or SSL_CERT_DIR at a \
+         directory of PEM certificates)"
+            .to_string()
+    } else {
+        format!(
+            "the platform's trust store has no usable certificate: {}, and the system's own \
+             store is not read while either is set; put PEM certificates there, or unset them",
+            named.join("; ")
+        )
+    }
+}
+
+/// One problem the platform's store reported, in words (no Debug bytes).
+fn store_error_words(e: &rustls_native_certs::Error) -> String {
+    match &e.kind {
+        rustls_native_certs::ErrorKind::Pem(p) => pem_words(e.context, p),
+        _ => e.to_string(),
+    }
 }
 
 /// What rustls says of a client certificate and key, in words that say which is wrong and
@@ -208,9 +248,9 @@ pub fn handshake(
             let tls = e
                 .get_ref()
                 .and_then(|i| i.downcast_ref::<rustls::Error>())
-                .and_then(|r| server_certificate_problem(r, bare));
+                .and_then(|r| Some((server_certificate_problem(r, bare)?, r.clone())));
             match tls {
-                Some(text) => Error::tls(text, e),
+                Some((text, cause)) => Error::tls(text, cause),
                 None => crate::net::error::map_io("TLS handshake", e),
             }
         })?;
@@ -242,8 +282,83 @@ fn server_certificate_problem(e: &rustls::Error, host: &str) -> Option<String> {
              URL, or a server answering for another name)"
         ),
         C::Revoked => format!("the certificate of {host} has been revoked"),
+        C::Other(other) => {
+            let name = format!("{other:?}");
+            if name.contains("CaUsedAsEndEntity") {
+                format!(
+                    "the server {host} presents a CA certificate (basicConstraints CA:TRUE, \
+                     as `openssl req -x509` makes by default) as its own, which rustls refuses \
+                     even when trusted: give the server a certificate signed by a CA, with \
+                     basicConstraints=CA:FALSE and a subjectAltName for {host}, and trust that \
+                     CA with ca_pem(..)"
+                )
+            } else if name.contains("UnsupportedCertVersion") {
+                format!(
+                    "the certificate of {host} is an X.509 v1 certificate, which rustls does \
+                     not accept: the server's certificate must be reissued as v3 (e.g. \
+                     `openssl x509 -req ... -extfile` with subjectAltName and \
+                     basicConstraints=CA:FALSE lines)"
+                )
+            } else if name.contains("RequiredEkuNotFound") {
+                format!(
+                    "the certificate of {host} is not issued for TLS servers (its \
+                     extendedKeyUsage lacks serverAuth): it must be reissued with \
+                     extendedKeyUsage=serverAuth"
+                )
+            } else {
+                return None;
+            }
+        }
         _ => return None,
     })
+}
+
+/// Whether `err` is the server's certificate being refused (so not a problem of the client's
+/// own identity).
+pub fn is_server_certificate_refused(err: &Error) -> bool {
+    let Error::Tls {
+        source: Some(source),
+        ..
+    } = err
+    else {
+        return false;
+    };
+    let rustls_error = source.downcast_ref::<rustls::Error>().or_else(|| {
+        source
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+    });
+    matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_)))
+}
+
+/// A PEM problem in words (pki-types prints the offending bytes as a Debug list).
+fn pem_words(what: &str, e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as P;
+    match e {
+        P::MissingSectionEnd { .. } => {
+            format!("{what}: a PEM section has no END line (the file is cut short)")
+        }
+        P::IllegalSectionStart { .. } => format!("{what}: a malformed PEM BEGIN line"),
+        P::Base64Decode(_) => format!("{what}: a PEM section is not valid base64"),
+        P::NoItemsFound => format!("{what}: no PEM section of the expected kind"),
+        other => format!("{what}: {other}"),
+    }
+}
+
+/// The private key of a client identity, or why not: an encrypted key says so and how to
+/// decrypt it (pki-types only sees "no items found" in it).
+fn client_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("BEGIN ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(Error::tls_msg(
+            "client key: the private key is encrypted with a passphrase, which PEM keys \
+             cannot be here: decrypt it once (`openssl pkey -in key.pem -out plain-key.pem`, \
+             kept readable only by the device's user) or ship the identity as a PKCS#12 \
+             bundle with client_identity_p12(..)",
+        ));
+    }
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::tls(pem_words("client key", &e), e))
 }
 
 /// The certificate chain and private key of a PKCS#12 bundle (`.p12`, `.pfx`) opened with
@@ -268,7 +383,9 @@ pub fn identity_from_pkcs12(
                     "PKCS#12 bundle: {e}; re-export it with AES-256 and SHA-256 \
                  (openssl pkcs12 -export -keypbe AES-256-CBC -certpbe AES-256-CBC -macalg sha256)"
                 ),
-                P12::UnpadError => {
+                // Without an integrity check (`-nomac`) a wrong password shows as a key or
+                // certificate that does not decrypt.
+                P12::UnpadError | P12::Pkcs5Error(_) => {
                     "PKCS#12 bundle: wrong password (it does not decrypt)".to_string()
                 }
                 other => format!("PKCS#12 bundle: {other}"),
@@ -312,6 +429,29 @@ mod tests {
             say(C::BadSignature).is_none(),
             "rustls's own words otherwise"
         );
+    }
+
+    #[test]
+    fn platform_store_problems_are_words_without_debug_bytes() {
+        let e = rustls_native_certs::Error {
+            context: "failed to read PEM from file",
+            kind: rustls_native_certs::ErrorKind::Pem(
+                rustls_pki_types::pem::Error::MissingSectionEnd {
+                    end_marker: b"-----END CERTIFICATE-----".to_vec(),
+                },
+            ),
+        };
+        let text = store_error_words(&e);
+        assert!(text.contains("cut short"), "{text}");
+        assert!(!text.contains("[45, 45"), "no Debug bytes: {text}");
+        let dir_only = empty_store_message(None, Some("/certs".into()));
+        assert!(
+            dir_only.contains("SSL_CERT_DIR names /certs (a directory"),
+            "{dir_only}"
+        );
+        assert!(!dir_only.contains("SSL_CERT_FILE names"), "{dir_only}");
+        let neither = empty_store_message(None, None);
+        assert!(neither.contains("ca-certificates"), "{neither}");
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl AwsIotProvider {
             region: None,
             auth: None,
             certificate: None,
+            certificate_in_tls_config: false,
             port: None,
             alpn: None,
             expires: None,
@@ -329,8 +330,12 @@ impl Opener for AwsOpener {
     }
 
     fn explain(&self, err: Error) -> Error {
+        // The device-certificate hint is for a handshake the server refused, not for the
+        // server's own certificate being refused here (its message says what to do).
+        let device_certificate = matches!(self.auth, Auth::Certificate)
+            && !crate::net::tls::is_server_certificate_refused(&err);
         match err {
-            Error::Tls { message, source } if matches!(self.auth, Auth::Certificate) => Error::Tls {
+            Error::Tls { message, source } if device_certificate => Error::Tls {
                 message: format!(
                     "{message} (AWS IoT device certificate: check that the endpoint is your \
                      account's *-ats endpoint, that the certificate is registered and ACTIVE, \
@@ -395,6 +400,7 @@ pub struct AwsIotProviderBuilder {
     region: Option<String>,
     auth: Option<Auth>,
     certificate: Option<(Vec<u8>, Vec<u8>)>,
+    certificate_in_tls_config: bool,
     port: Option<u16>,
     alpn: Option<bool>,
     expires: Option<Duration>,
@@ -463,6 +469,27 @@ impl AwsIotProviderBuilder {
         self
     }
 
+    /// Connect in device-certificate mode (as [`client_certificate`](Self::client_certificate))
+    /// with the certificate and key already inside the [`tls_config`](Self::tls_config) given:
+    /// for a key that never leaves an HSM, a TPM or a PKCS#11 token, behind rustls's
+    /// `ResolvesClientCert`. The configuration's roots must trust AWS IoT's (Amazon's root
+    /// CAs); its ALPN protocols are replaced by `x-amzn-mqtt-ca` on port 443.
+    ///
+    /// ```no_run
+    /// # fn hsm_config() -> std::sync::Arc<mqtt_pubsub::rustls::ClientConfig> { unimplemented!() }
+    /// use mqtt_pubsub::AwsIotProvider;
+    /// let provider = AwsIotProvider::builder("abc123-ats.iot.eu-west-1.amazonaws.com")
+    ///     .tls_config(hsm_config())
+    ///     .client_certificate_in_tls_config()
+    ///     .build()?;
+    /// # let _ = provider;
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
+    pub fn client_certificate_in_tls_config(mut self) -> Self {
+        self.certificate_in_tls_config = true;
+        self
+    }
+
     /// The port (default: 443 for SigV4 and custom authorizers over `wss://`; 8883 with a
     /// device certificate, or 443 where only 443 is open).
     pub fn port(mut self, port: u16) -> Self {
@@ -522,7 +549,16 @@ impl AwsIotProviderBuilder {
     /// Checks everything and makes the provider (nothing connects yet).
     pub fn build(mut self) -> Result<AwsIotProvider> {
         self.options.validate()?;
-        let certificate_mode = self.certificate.is_some() || self.options.client_p12.is_some();
+        if self.certificate_in_tls_config && self.options.tls_config.is_none() {
+            return Err(Error::InvalidConfig(
+                "client_certificate_in_tls_config() needs the configuration: call \
+                 tls_config(..) with a rustls ClientConfig that holds the client certificate"
+                    .into(),
+            ));
+        }
+        let certificate_mode = self.certificate.is_some()
+            || self.options.client_p12.is_some()
+            || self.certificate_in_tls_config;
         let custom_mqtt = self.custom_over_mqtt()?;
         if certificate_mode {
             if self.auth.is_some() {
@@ -596,6 +632,11 @@ impl AwsIotProviderBuilder {
             }
         }
         let mut client_cert = self.options.client_cert.clone();
+        let client_cert_method = if self.certificate.is_some() {
+            "client_certificate"
+        } else {
+            "client_cert_pem"
+        };
         if let Some((cert, key)) = self.certificate {
             if cert.iter().all(u8::is_ascii_whitespace) {
                 return Err(Error::InvalidConfig(
@@ -629,7 +670,7 @@ impl AwsIotProviderBuilder {
         };
         let tls = self
             .options
-            .tls_settings(client_cert)?
+            .tls_settings(client_cert, client_cert_method)?
             .client_config(alpn)?;
         let proxy = self.options.proxy_setting()?;
         Ok(AwsIotProvider {

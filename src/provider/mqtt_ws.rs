@@ -221,7 +221,7 @@ impl MqttOverWsProviderBuilder {
             .collect::<Result<Vec<_>>>()?;
         let tls = self
             .options
-            .tls_settings(self.options.client_cert.clone())?
+            .tls_settings(self.options.client_cert.clone(), "client_cert_pem")?
             .client_config(&[])?;
         let proxy = self.options.proxy_setting()?;
         for url in &urls {

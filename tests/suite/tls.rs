@@ -400,3 +400,239 @@ fn the_pub_tool_takes_a_pkcs12_bundle_and_the_system_roots_mosquitto() {
         "{out:?}"
     );
 }
+
+/// Makes an X.509 v1 certificate for `localhost` signed by the test CA in `dir` (what
+/// `openssl x509 -req` makes without an extensions file): `<name>.crt` and `<name>.key`.
+fn v1_certificate(dir: &std::path::Path, name: &str) {
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    openssl(dir, &["genrsa", "-out", &key, "2048"]);
+    let subject = "/CN=localhost";
+    openssl(
+        dir,
+        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+        ],
+    );
+}
+
+/// Server certificates rustls refuses for their shape, from a real TLS server (openssl
+/// s_server): the self-signed certificate `openssl req -x509` makes (a CA certificate, even
+/// when trusted) and an X.509 v1 one. Each error says what is wrong and what to do, with no
+/// Debug text. Before: "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))" and
+/// "… Other(OtherError(UnsupportedCertVersion))".
+#[test]
+fn a_server_certificate_rustls_refuses_says_why_and_what_to_do() {
+    let dir = crate::support::TempDir::new("refused-server-cert");
+    let d = dir.path();
+    let certs = crate::support::make_certs(d);
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+    );
+    v1_certificate(d, "v1server");
+    let cases = [
+        (
+            "self.crt",
+            "self.key",
+            std::fs::read(d.join("self.crt")).unwrap(),
+            ["CA certificate", "basicConstraints=CA:FALSE"],
+        ),
+        (
+            "v1server.crt",
+            "v1server.key",
+            certs.ca_pem.clone(),
+            ["X.509 v1", "reissued as v3"],
+        ),
+    ];
+    for (cert, key, trusted, words) in cases {
+        let server = crate::support::openssl_server::OpensslServer::start(d, cert, key);
+        let err = PubSub::new()
+            .add_provider(
+                MqttOverWsProvider::builder(format!("mqtts://localhost:{}", server.port))
+                    .ca_pem(trusted)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Tls { .. }), "{cert}: {text}");
+        for w in words {
+            assert!(text.contains(w), "{cert}: {w:?} in {text}");
+        }
+        assert!(
+            !text.contains("OtherError") && !text.contains("Other("),
+            "{cert}: no Debug text: {text}"
+        );
+    }
+}
+
+/// AWS IoT certificate mode: a server certificate this device does not trust gets the words
+/// for that, not the device-certificate checklist (which is for a handshake the server
+/// refused). Before: every TLS error ended with "(AWS IoT device certificate: check …)".
+#[cfg(feature = "aws-iot")]
+#[test]
+fn aws_certificate_mode_blames_the_device_certificate_only_when_it_may_be_at_fault() {
+    use mqtt_pubsub::AwsIotProvider;
+    let dir = crate::support::TempDir::new("aws-untrusted-server");
+    let certs = crate::support::make_certs(dir.path());
+    let (cert, key) = certs.client();
+    let server = crate::support::openssl_server::OpensslServer::start(
+        dir.path(),
+        "server.crt",
+        "server.key",
+    );
+    let err = PubSub::new()
+        .add_provider(
+            AwsIotProvider::builder(format!("mqtts://localhost:{}", server.port))
+                .client_certificate(cert, key)
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("not signed by a CA"), "{text}");
+    assert!(!text.contains("device certificate"), "{text}");
+}
+
+/// A passphrase-protected PEM key (PKCS#8 `ENCRYPTED PRIVATE KEY`, and the traditional
+/// `Proc-Type: 4,ENCRYPTED` form) is named as such, with how to decrypt it. Before: "bad
+/// client key PEM: no items found" and a base64 error.
+#[test]
+fn an_encrypted_pem_key_says_it_is_encrypted_and_how_to_decrypt_it() {
+    let dir = crate::support::TempDir::new("encrypted-key");
+    let d = dir.path();
+    let certs = crate::support::make_certs(d);
+    openssl(
+        d,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "client.key",
+            "-out",
+            "p8.key",
+            "-passout",
+            "pass:k3y-pass",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "rsa",
+            "-in",
+            "client.key",
+            "-aes256",
+            "-traditional",
+            "-out",
+            "trad.key",
+            "-passout",
+            "pass:k3y-pass",
+        ],
+    );
+    let (cert, _) = certs.client();
+    for key in ["p8.key", "trad.key"] {
+        let err = MqttOverWsProvider::builder("mqtts://localhost:8883")
+            .client_cert_pem(cert.clone(), std::fs::read(d.join(key)).unwrap())
+            .build()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("encrypted") && text.contains("openssl pkey"),
+            "{key}: {text}"
+        );
+    }
+}
+
+/// A PKCS#12 bundle without an integrity check (`-nomac`): a wrong password is named as one,
+/// the right one opens it. Before: "PKCS#12 bundle: PKCS#5 decryption failed".
+#[test]
+fn a_pkcs12_bundle_without_a_mac_names_a_wrong_password() {
+    let dir = crate::support::TempDir::new("p12-nomac");
+    let d = dir.path();
+    crate::support::make_certs(d);
+    openssl(
+        d,
+        &[
+            "pkcs12",
+            "-export",
+            "-nomac",
+            "-in",
+            "client.crt",
+            "-inkey",
+            "client.key",
+            "-out",
+            "nomac.p12",
+            "-passout",
+            "pass:right-pass",
+        ],
+    );
+    let bundle = std::fs::read(d.join("nomac.p12")).unwrap();
+    MqttOverWsProvider::builder("mqtts://localhost:8883")
+        .client_identity_p12(bundle.clone(), "right-pass")
+        .build()
+        .unwrap();
+    for wrong in ["wrong-pass", "x", ""] {
+        let err = MqttOverWsProvider::builder("mqtts://localhost:8883")
+            .client_identity_p12(bundle.clone(), wrong)
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("wrong password"),
+            "{wrong:?}: {err}"
+        );
+    }
+}
+
+/// `TrustRoots::Platform` with `SSL_CERT_FILE` naming an empty file: the error names the
+/// variable and what it points at (installing ca-certificates would not help: the system's
+/// store is not read while it is set). Before: "… install ca-certificates, or point
+/// SSL_CERT_FILE / SSL_CERT_DIR at a bundle".
+#[test]
+fn an_empty_platform_store_names_what_ssl_cert_file_points_at() {
+    let dir = crate::support::TempDir::new("empty-store");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, b"").unwrap();
+    let out = platform_child("mqtts://localhost:8883", "platform", &empty);
+    assert!(
+        out.contains("SSL_CERT_FILE names") && out.contains("empty.pem"),
+        "{out}"
+    );
+    assert!(out.contains("a directory of PEM certificates"), "{out}");
+    assert!(!out.contains("install ca-certificates"), "{out}");
+}

@@ -141,6 +141,72 @@ mod aws_certificate {
         assert!(!gw.hellos()[1].completed, "{:?}", gw.hellos());
     }
 
+    /// Certificate mode with the identity inside the user's own rustls configuration (a key
+    /// an HSM holds, behind rustls's client-certificate resolver): offers AWS's ALPN on 443 and
+    /// completes a round trip through the gateway that requires the certificate. Mixing the
+    /// configuration with `client_certificate` names `client_certificate`. Before: there was
+    /// no way into certificate mode without PEM, and the conflict named `client_cert_pem`.
+    #[test]
+    fn certificate_mode_takes_the_identity_from_a_user_tls_config() {
+        use mqtt_pubsub::rustls;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let Some((_m, gw, certs, dir)) = gateway() else {
+            return;
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&certs.ca_pem) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain = CertificateDer::pem_file_iter(dir.path().join("client.crt"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(dir.path().join("client.key")).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+        let config = std::sync::Arc::new(config);
+        let ps = PubSub::new();
+        ps.add_provider(
+            AwsIotProvider::builder(format!("mqtts://localhost:{}", gw.port))
+                .tls_config(config.clone())
+                .client_certificate_in_tls_config()
+                .alpn(true)
+                .client_id("device-hsm")
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_roundtrip(&ps, "devices/hsm/telemetry");
+        ps.close().unwrap();
+        let hello = &gw.hellos()[0];
+        assert!(hello.completed, "{hello:?}");
+        assert_eq!(hello.alpn, vec!["x-amzn-mqtt-ca".to_string()]);
+        let (cert, key) = certs.client();
+        let err = AwsIotProvider::builder(format!("mqtts://localhost:{}", gw.port))
+            .tls_config(config)
+            .client_certificate(cert, key)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("client_certificate") && !err.contains("client_cert_pem"),
+            "{err}"
+        );
+        let err = AwsIotProvider::builder(format!("mqtts://localhost:{}", gw.port))
+            .client_certificate_in_tls_config()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls_config("), "{err}");
+    }
+
     /// The `aws_iot` example as a device: `--cert --key --ca` against the gateway.
     #[test]
     fn aws_iot_example_connects_with_a_device_certificate() {

@@ -11,6 +11,7 @@ pub mod http;
 mod mosquitto;
 mod moto;
 mod nats;
+pub mod openssl_server;
 mod process;
 pub mod proxy;
 mod rumqttd;
