@@ -837,6 +837,13 @@ macro_rules! connection_builder_methods {
             self
         }
 
+        /// A user name without a password (MQTT allows one alone; never logged).
+        pub fn username(mut self, username: impl Into<String>) -> Self {
+            self.options.username = Some(username.into());
+            self.options.password = None;
+            self
+        }
+
         /// The last will (`build()` fails with `InvalidTopic` if its topic is not a valid topic
         /// name: empty, or with a wildcard).
         pub fn last_will(mut self, will: $crate::options::LastWill) -> Self {

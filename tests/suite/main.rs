@@ -20,4 +20,5 @@ mod mqtt5;
 mod outbox;
 mod reliability;
 mod tls;
+mod tools;
 mod transports;

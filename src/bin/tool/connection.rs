@@ -1,0 +1,383 @@
+//! mosquitto's connection flags (`-h -p -L -i -I -u -P -k -c -x -V --will-* --cafile
+//! --capath --cert --key --tls-use-os-certs -D connect …`), plus this library's own as long
+//! options that mosquitto does not use (`--http-proxy`, `--no-proxy`, `--p12`, `--outbox`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mqtt_pubsub::{LastWill, MqttOverWsProvider, MqttOverWsProviderBuilder, MqttVersion, QoS};
+
+/// Where and how to connect.
+#[derive(clap::Args, Debug)]
+pub struct Connection {
+    /// Host to connect to (default: localhost).
+    #[arg(short = 'h', long, default_value = "localhost")]
+    pub host: String,
+    /// Port (default: 1883, or 8883 with TLS).
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// A URL instead of -h/-p: mqtt(s)://[user[:password]@]host[:port]/topic, or
+    /// ws(s)://[user[:password]@]host[:port]/path for MQTT over WebSocket.
+    #[arg(short = 'L', long)]
+    pub url: Option<String>,
+    /// Client id (default: random).
+    #[arg(short = 'i', long = "id")]
+    pub id: Option<String>,
+    /// Client id prefix: the id is this prefix followed by the process id.
+    #[arg(short = 'I', long = "id-prefix", conflicts_with = "id")]
+    pub id_prefix: Option<String>,
+    /// User name.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (a command line is visible to every user of the machine: prefer -L with
+    /// care, or a broker without passwords on the command line).
+    #[arg(short = 'P', long = "pw")]
+    pub password: Option<String>,
+    /// Keep-alive in seconds (default 60).
+    #[arg(short = 'k', long, default_value_t = 60)]
+    pub keepalive: u16,
+    /// Persistent session: the broker keeps the session after we go (needs -i).
+    #[arg(short = 'c', long = "disable-clean-session")]
+    pub disable_clean_session: bool,
+    /// MQTT 5 session expiry interval in seconds (-1: never).
+    #[arg(
+        short = 'x',
+        long = "session-expiry-interval",
+        allow_negative_numbers = true
+    )]
+    pub session_expiry: Option<i64>,
+    /// MQTT version: mqttv5 (or 5), mqttv311 (or 311; the default).
+    #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311", value_parser = parse_version)]
+    pub version: MqttVersion,
+    /// MQTT 5 property: -D COMMAND NAME VALUE (user-property takes KEY VALUE). Commands:
+    /// connect (session-expiry-interval, receive-maximum, user-property) and publish
+    /// (content-type, correlation-data, message-expiry-interval, payload-format-indicator,
+    /// response-topic, user-property).
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "NAME", "VALUE"])]
+    pub property_words: Vec<String>,
+    /// Print connection state changes on stderr.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Do not print error messages.
+    #[arg(long)]
+    pub quiet: bool,
+    /// The will's topic.
+    #[arg(long)]
+    pub will_topic: Option<String>,
+    /// The will's payload (default: empty).
+    #[arg(long, requires = "will_topic")]
+    pub will_payload: Option<String>,
+    /// The will's QoS.
+    #[arg(long, requires = "will_topic", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub will_qos: u8,
+    /// Retain the will.
+    #[arg(long, requires = "will_topic")]
+    pub will_retain: bool,
+    /// A CA certificate (PEM) to trust, on top of Mozilla's roots compiled in (or the
+    /// system's with --tls-use-os-certs); turns TLS on.
+    #[arg(long)]
+    pub cafile: Option<PathBuf>,
+    /// A directory of CA certificates (PEM files) to trust, as --cafile; turns TLS on.
+    #[arg(long)]
+    pub capath: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --key); turns TLS on.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Trust the operating system's certificate store (SSL_CERT_FILE / SSL_CERT_DIR when set)
+    /// instead of Mozilla's roots compiled in; turns TLS on.
+    #[arg(long, alias = "system-roots")]
+    pub tls_use_os_certs: bool,
+    /// A PKCS#12 bundle (.p12/.pfx) with the client certificate and key (with
+    /// --p12-password-env); turns TLS on.
+    #[arg(long, conflicts_with = "cert", requires = "p12_password_env")]
+    pub p12: Option<PathBuf>,
+    /// The environment variable holding the --p12 password. Not the password itself: a
+    /// command line is visible to every user of the machine (ps, /proc) and kept in shell
+    /// history.
+    #[arg(long, requires = "p12")]
+    pub p12_password_env: Option<String>,
+    /// mosquitto's SOCKS5 proxy: not supported (use --http-proxy).
+    #[arg(long, hide = true)]
+    pub proxy: Option<String>,
+    /// Tunnel through this HTTP proxy: http://[user:password@]host[:port] (default:
+    /// HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, minus NO_PROXY).
+    #[arg(long, conflicts_with = "no_proxy")]
+    pub http_proxy: Option<String>,
+    /// Connect directly, whatever the proxy environment variables say.
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// Accepted for mosquitto's sake: Nagle's algorithm is always off here.
+    #[arg(long, hide = true)]
+    pub nodelay: bool,
+}
+
+fn parse_version(v: &str) -> Result<MqttVersion, String> {
+    match v {
+        "5" | "mqttv5" => Ok(MqttVersion::V5),
+        "311" | "mqttv311" | "3.1.1" => Ok(MqttVersion::V3_1_1),
+        "31" | "mqttv31" => Err("MQTT 3.1 is not supported: give mqttv311 or mqttv5".into()),
+        other => Err(format!("{other:?}: give mqttv5 or mqttv311")),
+    }
+}
+
+/// The broker URL, and the user name, password and topic a `-L` URL carried.
+type Target = (String, Option<String>, Option<String>, Option<String>);
+
+/// What the connection flags make: the provider, and a topic the `-L` URL carried.
+pub struct Made {
+    pub provider: MqttOverWsProvider,
+    pub url_topic: Option<String>,
+}
+
+impl Connection {
+    /// The `-D` properties, one `[command, name, value…]` each (a user property has two
+    /// values, every other one).
+    pub fn properties(&self) -> Vec<Vec<String>> {
+        let mut words = self.property_words.iter().cloned();
+        let mut out = Vec::new();
+        while let (Some(command), Some(name)) = (words.next(), words.next()) {
+            let values = if name == "user-property" { 2 } else { 1 };
+            let mut p = vec![command, name];
+            p.extend(words.by_ref().take(values));
+            out.push(p);
+        }
+        out
+    }
+
+    fn tls(&self) -> bool {
+        self.cafile.is_some()
+            || self.capath.is_some()
+            || self.cert.is_some()
+            || self.p12.is_some()
+            || self.tls_use_os_certs
+    }
+
+    /// The broker URL, user name, password and topic these flags say.
+    fn target(&self) -> Result<Target, String> {
+        let Some(given) = &self.url else {
+            let (scheme, port) = if self.tls() {
+                ("mqtts", 8883)
+            } else {
+                ("mqtt", 1883)
+            };
+            let host = if self.host.contains(':') && !self.host.starts_with('[') {
+                format!("[{}]", self.host)
+            } else {
+                self.host.clone()
+            };
+            let port = self.port.unwrap_or(port);
+            return Ok((format!("{scheme}://{host}:{port}"), None, None, None));
+        };
+        let with_scheme = if given.contains("://") {
+            given.clone()
+        } else {
+            format!("mqtt://{given}")
+        };
+        let mut url = url::Url::parse(&with_scheme).map_err(|e| format!("-L {given}: {e}"))?;
+        let decode =
+            |s: &str| percent_decode(s).ok_or_else(|| format!("-L: bad percent-encoding in {s:?}"));
+        let user = match url.username() {
+            "" => None,
+            u => Some(decode(u)?),
+        };
+        let password = url.password().map(decode).transpose()?;
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let mut topic = None;
+        if matches!(url.scheme(), "mqtt" | "mqtts") {
+            let path = url.path().trim_start_matches('/').to_string();
+            if !path.is_empty() {
+                topic = Some(decode(&path)?);
+            }
+            url.set_path("");
+        }
+        Ok((url.to_string(), user, password, topic))
+    }
+
+    /// The provider these flags describe, with `more` applied to its builder last.
+    pub fn make_with(
+        &self,
+        tool: &str,
+        more: impl FnOnce(MqttOverWsProviderBuilder) -> MqttOverWsProviderBuilder,
+    ) -> Result<Made, String> {
+        if let Some(p) = &self.proxy {
+            return Err(format!(
+                "--proxy {p}: SOCKS proxies are not supported; --http-proxy takes an HTTP \
+                 proxy that tunnels with CONNECT"
+            ));
+        }
+        let (url, url_user, url_password, url_topic) = self.target()?;
+        let mut b = MqttOverWsProvider::builder(url.as_str())
+            .mqtt_version(self.version)
+            .keep_alive(Duration::from_secs(u64::from(self.keepalive)))
+            .clean_session(!self.disable_clean_session);
+        match (&self.id, &self.id_prefix) {
+            (Some(id), _) => b = b.client_id(id),
+            (None, Some(prefix)) => b = b.client_id(format!("{prefix}{}", std::process::id())),
+            (None, None) if self.disable_clean_session => {
+                return Err(format!(
+                    "{tool}: -c (a persistent session) needs a client id: give -i ID"
+                ))
+            }
+            (None, None) => {}
+        }
+        let username = self.username.clone().or(url_user);
+        let password = self.password.clone().or(url_password);
+        b = match (username, password) {
+            (Some(u), Some(p)) => b.username_password(u, p),
+            (Some(u), None) => b.username(u),
+            (None, Some(_)) => return Err("a password (-P) needs a user name (-u)".into()),
+            (None, None) => b,
+        };
+        if let Some(x) = self.session_expiry {
+            let secs = if x < 0 { u64::from(u32::MAX) } else { x as u64 };
+            b = b.session_expiry(Duration::from_secs(secs));
+        }
+        if let Some(topic) = &self.will_topic {
+            let payload = self.will_payload.clone().unwrap_or_default();
+            let qos = QoS::try_from(self.will_qos).map_err(|e| e.to_string())?;
+            b = b.last_will(
+                LastWill::new(topic.as_str(), payload)
+                    .qos(qos)
+                    .retain(self.will_retain),
+            );
+        }
+        b = self.with_tls(b)?;
+        b = self.with_connect_properties(b)?;
+        if let Some(proxy) = &self.http_proxy {
+            b = b.proxy(proxy);
+        }
+        if self.no_proxy {
+            b = b.no_proxy();
+        }
+        let provider = more(b).build().map_err(|e| e.to_string())?;
+        Ok(Made {
+            provider,
+            url_topic,
+        })
+    }
+
+    fn with_tls(
+        &self,
+        mut b: MqttOverWsProviderBuilder,
+    ) -> Result<MqttOverWsProviderBuilder, String> {
+        if self.tls_use_os_certs {
+            b = b.trust_roots(mqtt_pubsub::TrustRoots::Platform);
+        }
+        if let Some(ca) = &self.cafile {
+            b = b.ca_pem(read(ca)?);
+        }
+        if let Some(dir) = &self.capath {
+            for pem in ca_directory(dir)? {
+                b = b.ca_pem(pem);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            b = b.client_cert_pem(read(cert)?, read(key)?);
+        }
+        if let (Some(p12), Some(var)) = (&self.p12, &self.p12_password_env) {
+            let password = std::env::var(var)
+                .map_err(|_| format!("--p12-password-env {var}: that variable is not set"))?;
+            b = b.client_identity_p12(read(p12)?, password);
+        }
+        Ok(b)
+    }
+
+    fn with_connect_properties(
+        &self,
+        mut b: MqttOverWsProviderBuilder,
+    ) -> Result<MqttOverWsProviderBuilder, String> {
+        let properties = self.properties();
+        for p in properties.iter().filter(|p| p[0] == "connect") {
+            let value = |i: usize| p.get(i).cloned().unwrap_or_default();
+            b = match p[1].as_str() {
+                "session-expiry-interval" => b.session_expiry(Duration::from_secs(number(
+                    &value(2),
+                    "session-expiry-interval",
+                )?)),
+                "receive-maximum" => b.receive_maximum(
+                    u16::try_from(number(&value(2), "receive-maximum")?)
+                        .map_err(|_| "receive-maximum: at most 65535".to_string())?,
+                ),
+                "user-property" if p.len() == 4 => b.connect_user_property(value(2), value(3)),
+                other => return Err(unsupported("connect", other)),
+            };
+        }
+        for p in &properties {
+            if p[0] != "connect" && p[0] != "publish" {
+                return Err(format!(
+                    "-D {}: properties are supported for connect and publish",
+                    p[0]
+                ));
+            }
+            if p[1] == "user-property" && p.len() != 4 {
+                return Err("-D … user-property takes a key and a value".into());
+            }
+        }
+        Ok(b)
+    }
+}
+
+/// `-D COMMAND NAME` that this tool does not send.
+pub fn unsupported(command: &str, name: &str) -> String {
+    format!("-D {command} {name}: not a property this tool can send")
+}
+
+/// A whole number from a `-D` value.
+pub fn number(value: &str, what: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{what}: {value:?} is not a whole number"))
+}
+
+/// A file's bytes, or an error naming it.
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Every PEM file in a `--capath` directory (OpenSSL's hashed links included: a certificate
+/// reached twice is trusted once, which is harmless).
+fn ca_directory(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("--capath {}: {e}", dir.display()))?;
+    let mut pems = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = read(&path)?;
+        if bytes
+            .windows(27)
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            pems.push(bytes);
+        }
+    }
+    if pems.is_empty() {
+        return Err(format!(
+            "--capath {}: no PEM certificate in that directory",
+            dir.display()
+        ));
+    }
+    Ok(pems)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
