@@ -32,11 +32,13 @@ struct Connection {
     key: Option<std::path::PathBuf>,
     /// A PKCS#12 bundle (.p12/.pfx) holding the client certificate and key, for mutual TLS
     /// (with --p12-password-env).
-    #[arg(long, conflicts_with = "cert", requires = "p12_password_env")]
+    #[cfg(feature = "pkcs12")]
+    #[arg(long, conflicts_with_all = ["cert", "key"], requires = "p12_password_env")]
     p12: Option<std::path::PathBuf>,
     /// The environment variable holding the --p12 bundle's password. Not the password
     /// itself: a command line is visible to every user of the machine (ps, /proc) and kept in
     /// shell history.
+    #[cfg(feature = "pkcs12")]
     #[arg(long, requires = "p12")]
     p12_password_env: Option<String>,
     /// An HTTP proxy to tunnel through: http://[user:password@]host[:port]
@@ -82,9 +84,9 @@ impl Connection {
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             b = b.client_cert_pem(read(cert)?, read(key)?);
         }
+        #[cfg(feature = "pkcs12")]
         if let (Some(p12), Some(var)) = (&self.p12, &self.p12_password_env) {
-            let password = std::env::var(var)
-                .map_err(|_| format!("--p12-password-env {var}: that variable is not set"))?;
+            let password = std::env::var(var).map_err(|_| p12_variable_missing(var))?;
             b = b.client_identity_p12(read(p12)?, password);
         }
         if let Some(proxy) = &self.proxy {
@@ -95,4 +97,19 @@ impl Connection {
         }
         Ok(b)
     }
+}
+
+/// `--p12-password-env VAR` names no set variable. A name is shown; anything else may be a
+/// password given there by mistake, and is not echoed.
+#[cfg(feature = "pkcs12")]
+fn p12_variable_missing(var: &str) -> String {
+    let looks_like_a_name = !var.is_empty()
+        && var
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    let shown = if looks_like_a_name { var } else { "(not shown)" };
+    format!(
+        "--p12-password-env {shown}: no environment variable of that name is set (give the \
+         name of a variable that holds the password, not the password)"
+    )
 }

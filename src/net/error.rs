@@ -10,7 +10,8 @@ use crate::error::{Error, Operation};
 /// [`Error::Timeout`].
 pub fn map_io(context: &'static str, e: io::Error) -> Error {
     if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return Error::tls(tls.to_string(), tls.clone());
+        let text = crate::net::tls_words::handshake_problem(tls, "").unwrap_or(tls.to_string());
+        return Error::tls(text, tls.clone());
     }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {

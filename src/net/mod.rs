@@ -8,4 +8,5 @@ pub mod link;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
+pub mod tls_words;
 pub mod websocket;

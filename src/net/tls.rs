@@ -99,9 +99,15 @@ impl TlsSettings {
             let mut found = 0;
             for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| Error::tls(pem_words("CA certificate", &e), e))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::tls(format!("unusable CA certificate: {e}"), e))?;
+                roots.add(cert).map_err(|e| {
+                    let words = match &e {
+                        rustls::Error::InvalidCertificate(
+                            rustls::CertificateError::BadEncoding,
+                        ) => "it is malformed (not valid DER inside the PEM)".to_string(),
+                        other => other.to_string(),
+                    };
+                    Error::tls(format!("unusable CA certificate: {words}"), e)
+                })?;
                 found += 1;
             }
             if found == 0 {
@@ -113,6 +119,10 @@ impl TlsSettings {
 
     fn build(&self) -> Result<Arc<ClientConfig>> {
         let roots = self.roots()?;
+        // ring, deprecated in rustls 0.23.48 for want of post-quantum key exchange, stays
+        // the provider: aws-lc-rs would bring a C build (cmake, and NASM on Windows) to every
+        // user. A user who wants post-quantum groups hands in a tls_config of their own.
+        #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -124,6 +134,14 @@ impl TlsSettings {
                 .with_client_auth_cert(chain.clone(), PrivateKeyDer::Pkcs8(key.clone().into()))
                 .map_err(client_identity_error)?,
             (Some((chain, key)), None) => {
+                if let Some(problem) = pem_shape(
+                    "client certificate",
+                    chain,
+                    "CERTIFICATE",
+                    "openssl x509 -inform DER -in cert.der -out cert.pem",
+                ) {
+                    return Err(Error::tls_msg(problem));
+                }
                 let chain = CertificateDer::pem_slice_iter(chain)
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| Error::tls(pem_words("client certificate", &e), e))?;
@@ -158,10 +176,17 @@ fn platform_roots() -> Result<RootCertStore> {
         log::debug!("platform trust store: {ignored} certificates rustls cannot use were skipped");
     }
     if added == 0 {
-        return Err(Error::tls_msg(empty_store_message(
+        let mut text = empty_store_message(
             std::env::var_os("SSL_CERT_FILE"),
             std::env::var_os("SSL_CERT_DIR"),
-        )));
+        );
+        if let Some(first) = found.errors.first() {
+            text.push_str(&format!(
+                " (the store said: {})",
+                crate::error::printable_max(&store_error_words(first), 300)
+            ));
+        }
+        return Err(Error::tls_msg(text));
     }
     Ok(roots)
 }
@@ -226,6 +251,9 @@ fn client_identity_error(e: rustls::Error) -> Error {
              `basicConstraints=CA:FALSE` line)"
                 .to_string()
         }
+        E::InvalidCertificate(rustls::CertificateError::BadEncoding) => {
+            "client certificate: it is malformed (not valid DER inside the PEM)".to_string()
+        }
         E::InvalidCertificate(c) => format!("client certificate: {c}"),
         other => format!("client certificate and key: {other}"),
     };
@@ -248,9 +276,26 @@ pub fn handshake(
             let tls = e
                 .get_ref()
                 .and_then(|i| i.downcast_ref::<rustls::Error>())
-                .and_then(|r| Some((server_certificate_problem(r, bare)?, r.clone())));
+                .and_then(|r| {
+                    Some((
+                        crate::net::tls_words::handshake_problem(r, bare)?,
+                        r.clone(),
+                    ))
+                });
             match tls {
                 Some((text, cause)) => Error::tls(text, cause),
+                None if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+                {
+                    let text = format!(
+                        "the server {bare} closed the connection during the TLS handshake ({e}): \
+                         a server that does not speak TLS on this port (e.g. 1883 is plain \
+                         MQTT; use mqtt:// or ws://), or one that refuses this client"
+                    );
+                    Error::tls(text, e)
+                }
                 None => crate::net::error::map_io("TLS handshake", e),
             }
         })?;
@@ -258,78 +303,40 @@ pub fn handshake(
     Ok(s)
 }
 
-/// What is wrong with the server's certificate, and what to do, for the problems a user
-/// meets (rustls says "invalid peer certificate: UnknownIssuer").
-fn server_certificate_problem(e: &rustls::Error, host: &str) -> Option<String> {
-    use rustls::CertificateError as C;
-    let rustls::Error::InvalidCertificate(c) = e else {
-        return None;
-    };
-    Some(match c {
-        C::UnknownIssuer => format!(
-            "the certificate of {host} is not signed by a CA this provider trusts: add its CA \
-             with ca_pem(..), or trust the operating system's store with \
-             trust_roots(TrustRoots::Platform)"
-        ),
-        C::Expired | C::ExpiredContext { .. } => {
-            format!("the certificate of {host} has expired (or this machine's clock is wrong)")
-        }
-        C::NotValidYet | C::NotValidYetContext { .. } => {
-            format!("the certificate of {host} is not valid yet (check this machine's clock)")
-        }
-        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
-            "the certificate the server presented is not for {host} (a wrong host name in the \
-             URL, or a server answering for another name)"
-        ),
-        C::Revoked => format!("the certificate of {host} has been revoked"),
-        C::Other(other) => {
-            let name = format!("{other:?}");
-            if name.contains("CaUsedAsEndEntity") {
-                format!(
-                    "the server {host} presents a CA certificate (basicConstraints CA:TRUE, \
-                     as `openssl req -x509` makes by default) as its own, which rustls refuses \
-                     even when trusted: give the server a certificate signed by a CA, with \
-                     basicConstraints=CA:FALSE and a subjectAltName for {host}, and trust that \
-                     CA with ca_pem(..)"
-                )
-            } else if name.contains("UnsupportedCertVersion") {
-                format!(
-                    "the certificate of {host} is an X.509 v1 certificate, which rustls does \
-                     not accept: the server's certificate must be reissued as v3 (e.g. \
-                     `openssl x509 -req ... -extfile` with subjectAltName and \
-                     basicConstraints=CA:FALSE lines)"
-                )
-            } else if name.contains("RequiredEkuNotFound") {
-                format!(
-                    "the certificate of {host} is not issued for TLS servers (its \
-                     extendedKeyUsage lacks serverAuth): it must be reissued with \
-                     extendedKeyUsage=serverAuth"
-                )
-            } else {
-                return None;
-            }
-        }
-        _ => return None,
-    })
+/// Whether `err` is the server refusing this client's certificate (or requiring one), which
+/// is when a checklist about the device certificate helps.
+pub fn is_client_certificate_refused(err: &Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        rustls_cause(err),
+        Some(rustls::Error::AlertReceived(
+            A::CertificateRequired
+                | A::BadCertificate
+                | A::UnknownCA
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::AccessDenied
+                | A::HandshakeFailure
+        ))
+    )
 }
 
-/// Whether `err` is the server's certificate being refused (so not a problem of the client's
-/// own identity).
-pub fn is_server_certificate_refused(err: &Error) -> bool {
+/// The rustls error behind `err`, if any.
+fn rustls_cause(err: &Error) -> Option<&rustls::Error> {
     let Error::Tls {
         source: Some(source),
         ..
     } = err
     else {
-        return false;
+        return None;
     };
-    let rustls_error = source.downcast_ref::<rustls::Error>().or_else(|| {
+    source.downcast_ref::<rustls::Error>().or_else(|| {
         source
             .downcast_ref::<std::io::Error>()
             .and_then(|e| e.get_ref())
             .and_then(|i| i.downcast_ref::<rustls::Error>())
-    });
-    matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_)))
+    })
 }
 
 /// A PEM problem in words (pki-types prints the offending bytes as a Debug list).
@@ -346,6 +353,31 @@ fn pem_words(what: &str, e: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
+/// Why a file meant to hold PEM `kind` (e.g. "CERTIFICATE") cannot: it is empty, binary
+/// (DER), or holds something else (a key where a certificate belongs: swapped arguments).
+fn pem_shape(what: &str, pem: &[u8], kind: &str, convert: &str) -> Option<String> {
+    if pem.iter().all(u8::is_ascii_whitespace) {
+        return Some(format!("{what}: the file is empty"));
+    }
+    let text = String::from_utf8_lossy(pem);
+    if !text.contains("-----BEGIN ") {
+        return Some(format!(
+            "{what}: the file is not PEM (binary DER?): convert it with `{convert}`"
+        ));
+    }
+    if !text.contains(kind) {
+        let holds = if text.contains("PRIVATE KEY") {
+            "a private key (certificate and key swapped?)"
+        } else if text.contains("CERTIFICATE") {
+            "a certificate (certificate and key swapped?)"
+        } else {
+            "no section of the expected kind"
+        };
+        return Some(format!("{what}: the PEM file holds {holds}"));
+    }
+    None
+}
+
 /// The private key of a client identity, or why not: an encrypted key says so and how to
 /// decrypt it (pki-types only sees "no items found" in it).
 fn client_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
@@ -357,6 +389,14 @@ fn client_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
              kept readable only by the device's user) or ship the identity as a PKCS#12 \
              bundle with client_identity_p12(..)",
         ));
+    }
+    if let Some(problem) = pem_shape(
+        "client key",
+        pem,
+        "PRIVATE KEY",
+        "openssl pkey -inform DER -in key.der -out key.pem",
+    ) {
+        return Err(Error::tls_msg(problem));
     }
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::tls(pem_words("client key", &e), e))
 }
@@ -417,8 +457,12 @@ mod tests {
     #[test]
     fn server_certificate_problems_say_what_to_do() {
         use rustls::CertificateError as C;
-        let say =
-            |c: C| server_certificate_problem(&rustls::Error::InvalidCertificate(c), "b.example");
+        let say = |c: C| {
+            crate::net::tls_words::server_certificate_problem(
+                &rustls::Error::InvalidCertificate(c),
+                "b.example",
+            )
+        };
         assert!(say(C::UnknownIssuer).unwrap().contains("ca_pem"));
         assert!(say(C::Expired).unwrap().contains("expired"));
         assert!(say(C::NotValidYet).unwrap().contains("clock"));

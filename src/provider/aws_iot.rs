@@ -330,10 +330,11 @@ impl Opener for AwsOpener {
     }
 
     fn explain(&self, err: Error) -> Error {
-        // The device-certificate hint is for a handshake the server refused, not for the
-        // server's own certificate being refused here (its message says what to do).
+        // The device-certificate checklist is for a handshake in which the server refused
+        // this client's certificate, nothing else (a server certificate refused here, a
+        // server that does not speak TLS have their own words).
         let device_certificate = matches!(self.auth, Auth::Certificate)
-            && !crate::net::tls::is_server_certificate_refused(&err);
+            && crate::net::tls::is_client_certificate_refused(&err);
         match err {
             Error::Tls { message, source } if device_certificate => Error::Tls {
                 message: format!(
@@ -556,7 +557,30 @@ impl AwsIotProviderBuilder {
                     .into(),
             ));
         }
+        if self.certificate.is_some() && self.options.client_cert.is_some() {
+            return Err(Error::InvalidConfig(
+                "both client_certificate and client_cert_pem are given: they are the same \
+                 thing here, give one"
+                    .into(),
+            ));
+        }
+        if self.certificate_in_tls_config {
+            let has_certs = self
+                .options
+                .tls_config
+                .as_ref()
+                .is_some_and(|c| c.client_auth_cert_resolver.has_certs());
+            if !has_certs {
+                return Err(Error::InvalidConfig(
+                    "client_certificate_in_tls_config(): the tls_config has no client \
+                     certificate (built with_no_client_auth?)"
+                        .into(),
+                ));
+            }
+        }
+        // client_cert_pem is client_certificate by another name (the shared builder's).
         let certificate_mode = self.certificate.is_some()
+            || self.options.client_cert.is_some()
             || self.options.client_p12.is_some()
             || self.certificate_in_tls_config;
         let custom_mqtt = self.custom_over_mqtt()?;

@@ -306,6 +306,7 @@ const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
     ("src/options.rs", "validate", "one check per option in the order of the docs; each is two lines"),
     ("src/provider/aws_iot.rs", "build", "each auth mode's refusals in one place, as the README's table lists them"),
     ("src/mqtt/codec.rs", "feed_shared", "the framer's hot loop: partial packet, whole packets sliced, skip — one state machine"),
+    ("src/net/tls_words.rs", "server_certificate_problem", "one match arm per certificate problem rustls reports, each a sentence saying what to do: a table in code form"),
     ("src/connection/driver.rs", "serve_registered", "the poll loop's order (close, commands, read, timers, write) is the algorithm; to be split with the driver by phase"),
     ("src/connection/driver.rs", "command", "one arm per command kind; moves with the driver's split by phase"),
     ("src/mqtt/session/resend.rs", "on_connected", "the resume order after CONNACK (resubscribe, resend, queue) is one sequence; to be split with the packet module"),

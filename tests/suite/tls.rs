@@ -636,3 +636,134 @@ fn an_empty_platform_store_names_what_ssl_cert_file_points_at() {
     assert!(out.contains("a directory of PEM certificates"), "{out}");
     assert!(!out.contains("install ca-certificates"), "{out}");
 }
+
+/// Handshakes that fail for reasons other than trust, against real servers: a certificate
+/// issued for clients only (openssl s_server), TLS to mosquitto's plain port, and a server
+/// that requires a client certificate none was given for. Each says which and what to do.
+/// Before: "invalid peer certificate: certificate does not allow extended key usage for
+/// server authentication…", "received corrupt message of type InvalidContentType", and
+/// "received fatal alert: CertificateRequired".
+#[test]
+fn handshake_failures_say_what_went_wrong_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let dir = crate::support::TempDir::new("handshake-failures");
+    let certs = crate::support::make_certs(dir.path());
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "eku.key",
+            "-subj",
+            "/CN=localhost",
+            "-out",
+            "eku.csr",
+        ],
+    );
+    std::fs::write(
+        dir.path().join("eku.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "eku.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "eku.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "eku.ext",
+        ],
+    );
+    let server =
+        crate::support::openssl_server::OpensslServer::start(dir.path(), "eku.crt", "eku.key");
+    let connect = |url: String, ca: &[u8]| {
+        PubSub::new()
+            .add_provider(
+                MqttOverWsProvider::builder(url)
+                    .ca_pem(ca.to_vec())
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap_err()
+            .to_string()
+    };
+    let eku = connect(format!("mqtts://localhost:{}", server.port), &certs.ca_pem);
+    assert!(eku.contains("serverAuth"), "{eku}");
+    // mosquitto's plain port resets the connection at the ClientHello.
+    let plain = connect(format!("mqtts://localhost:{}", m.tcp_port), &m.ca_pem);
+    assert!(plain.contains("does not speak TLS"), "{plain}");
+    let required = connect(
+        format!("mqtts://localhost:{}", m.mqtts_mtls_port),
+        &m.ca_pem,
+    );
+    assert!(
+        required.contains("requires a client certificate")
+            || required.contains("refused this client's certificate"),
+        "{required}"
+    );
+    assert!(!required.contains("CertificateRequired"), "{required}");
+}
+
+/// Identity files of the wrong shape say which: empty, binary DER, certificate and key
+/// swapped; a platform store file that does not exist says so. Before: "no items found",
+/// "no certificate found in client certificate PEM", and the cause only in a log line.
+#[test]
+fn identity_files_of_the_wrong_shape_say_which() {
+    let dir = crate::support::TempDir::new("identity-shapes");
+    let d = dir.path();
+    crate::support::make_certs(d);
+    openssl(
+        d,
+        &[
+            "pkey",
+            "-in",
+            "client.key",
+            "-outform",
+            "DER",
+            "-out",
+            "client.key.der",
+        ],
+    );
+    let read = |f: &str| std::fs::read(d.join(f)).unwrap();
+    let build = |cert: Vec<u8>, key: Vec<u8>| {
+        MqttOverWsProvider::builder("mqtts://localhost:8883")
+            .client_cert_pem(cert, key)
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    let empty = build(read("client.crt"), Vec::new());
+    assert!(empty.contains("client key: the file is empty"), "{empty}");
+    let der = build(read("client.crt"), read("client.key.der"));
+    assert!(
+        der.contains("not PEM") && der.contains("openssl pkey"),
+        "{der}"
+    );
+    let swapped = build(read("client.key"), read("client.crt"));
+    assert!(swapped.contains("swapped"), "{swapped}");
+    let missing = platform_child(
+        "mqtts://localhost:8883",
+        "platform",
+        &d.join("no-such-bundle.pem"),
+    );
+    assert!(
+        missing.contains("SSL_CERT_FILE names") && missing.contains("No such file"),
+        "{missing}"
+    );
+}

@@ -104,7 +104,6 @@ fn mqtt_pub_matches_mosquitto_pub_mosquitto() {
             "-h", "localhost", "-p", &mtls, "--cafile", &ca, "--cert", &cert, "--key", &key,
             "-t", "{T}", "-m", "mtls", "-r",
         ], b"", "mqttv311"),
-        ("tls untrusted", vec!["-h", "localhost", "-p", &mqtts, "-t", "{T}", "-m", "x", "-r", "--capath", "/nonexistent"], b"", "mqttv311"),
         ("refused", vec!["-p", "1", "-t", "{T}", "-m", "x"], b"", "mqttv311"),
         ("wrong flag", vec!["-p", &port, "-t", "{T}", "-m", "x", "--bogus"], b"", "mqttv311"),
         ("no message", vec!["-p", &port, "-t", "{T}"], b"", "mqttv311"),

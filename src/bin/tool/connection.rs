@@ -92,7 +92,7 @@ pub struct Connection {
     pub tls_use_os_certs: bool,
     /// A PKCS#12 bundle (.p12/.pfx) with the client certificate and key (with
     /// --p12-password-env); turns TLS on.
-    #[arg(long, conflicts_with = "cert", requires = "p12_password_env")]
+    #[arg(long, conflicts_with_all = ["cert", "key"], requires = "p12_password_env")]
     pub p12: Option<PathBuf>,
     /// The environment variable holding the --p12 password. Not the password itself: a
     /// command line is visible to every user of the machine (ps, /proc) and kept in shell
@@ -279,8 +279,7 @@ impl Connection {
             b = b.client_cert_pem(read(cert)?, read(key)?);
         }
         if let (Some(p12), Some(var)) = (&self.p12, &self.p12_password_env) {
-            let password = std::env::var(var)
-                .map_err(|_| format!("--p12-password-env {var}: that variable is not set"))?;
+            let password = std::env::var(var).map_err(|_| p12_variable_missing(var))?;
             b = b.client_identity_p12(read(p12)?, password);
         }
         Ok(b)
@@ -380,4 +379,22 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `--p12-password-env VAR` names no set variable. A name is shown; anything else may be a
+/// password given there by mistake, and is not echoed.
+fn p12_variable_missing(var: &str) -> String {
+    let looks_like_a_name = !var.is_empty()
+        && var
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    let shown = if looks_like_a_name {
+        var
+    } else {
+        "(not shown)"
+    };
+    format!(
+        "--p12-password-env {shown}: no environment variable of that name is set (give the \
+         name of a variable that holds the password, not the password)"
+    )
 }
