@@ -303,6 +303,7 @@ pub fn handshake(
     Ok(s)
 }
 
+#[cfg(feature = "aws-iot")]
 /// Whether `err` is the server refusing this client's certificate (or requiring one), which
 /// is when a checklist about the device certificate helps.
 pub fn is_client_certificate_refused(err: &Error) -> bool {
@@ -322,6 +323,7 @@ pub fn is_client_certificate_refused(err: &Error) -> bool {
     )
 }
 
+#[cfg(feature = "aws-iot")]
 /// The rustls error behind `err`, if any.
 fn rustls_cause(err: &Error) -> Option<&rustls::Error> {
     let Error::Tls {

@@ -16,8 +16,8 @@ pub struct Connection {
     /// Port (default: 1883, or 8883 with TLS).
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
-    /// A URL instead of -h/-p: mqtt(s)://[user[:password]@]host[:port]/topic, or
-    /// ws(s)://[user[:password]@]host[:port]/path for MQTT over WebSocket.
+    /// A URL instead of -h/-p: `mqtt(s)://[user[:password]@]host[:port]/topic`, or
+    /// `ws(s)://[user[:password]@]host[:port]/path` for MQTT over WebSocket.
     #[arg(short = 'L', long)]
     pub url: Option<String>,
     /// Client id (default: random).
@@ -102,7 +102,7 @@ pub struct Connection {
     /// mosquitto's SOCKS5 proxy: not supported (use --http-proxy).
     #[arg(long, hide = true)]
     pub proxy: Option<String>,
-    /// Tunnel through this HTTP proxy: http://[user:password@]host[:port] (default:
+    /// Tunnel through this HTTP proxy: `http://[user:password@]host[:port]` (default:
     /// HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, minus NO_PROXY).
     #[arg(long, conflicts_with = "no_proxy")]
     pub http_proxy: Option<String>,
