@@ -97,6 +97,9 @@ pub enum Error {
         context: &'static str,
         /// The underlying error.
         source: io::Error,
+        /// Where to, for an error while connecting: the URL of the attempt, without
+        /// credentials or query (`mqtt://127.0.0.1:1883`).
+        target: Option<String>,
     },
     /// TLS failed: unknown certificate authority, name mismatch, bad PEM, ...
     Tls {
@@ -121,6 +124,8 @@ pub enum Error {
         status: u16,
         /// A hint on what to check.
         hint: String,
+        /// The URL of the upgrade, without credentials or query.
+        target: Option<String>,
     },
     /// A WebSocket protocol error (bad frame, unexpected close, text frame, ...).
     WebSocket {
@@ -172,6 +177,11 @@ pub enum Error {
         /// acknowledgement, on every provider; commands not yet taken by a provider's
         /// thread count too).
         unfinished: Option<usize>,
+        /// For a connect: the URL of the attempt (without credentials or query).
+        target: Option<String>,
+        /// The time limit that ran out, where one call has one (a connect's
+        /// `connect_timeout`).
+        limit: Option<std::time::Duration>,
     },
     /// The broker refused a subscription (SUBACK return code 0x80 and above).
     SubscriptionRefused {
@@ -223,6 +233,9 @@ pub enum Error {
     Json(serde_json::Error),
     /// AWS credentials could not be obtained.
     Credentials(String),
+    /// Every URL of a provider with fallback URLs failed in one connect: each attempt's
+    /// error, in the order tried (each names its URL).
+    EveryUrlFailed(Vec<Error>),
     /// The durable outbox cannot be used: locked by another process, corrupt, bound to
     /// another client id or broker, or a write or fsync failed.
     Outbox {
@@ -246,7 +259,14 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidUrl(s) => write!(f, "invalid broker URL: {s}"),
             Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Io {
+                context,
+                source,
+                target,
+            } => match target {
+                Some(t) => write!(f, "{context} ({t}): {source}"),
+                None => write!(f, "{context}: {source}"),
+            },
             Error::Tls { message, .. } => write!(f, "TLS error: {message}"),
             Error::Proxy { proxy, message, .. } => write!(f, "proxy {proxy}: {message}"),
             Error::Outbox { path, message } => write!(f, "outbox {path}: {message}"),
@@ -255,8 +275,15 @@ impl fmt::Display for Error {
                 "outbox {path} is full ({max_bytes} bytes of unfinished publishes): \
                  not accepted; wait for acknowledgements (flush) or raise outbox_max_bytes"
             ),
-            Error::HandshakeRejected { status, hint } => {
-                write!(f, "WebSocket upgrade refused with HTTP {status}")?;
+            Error::HandshakeRejected {
+                status,
+                hint,
+                target,
+            } => {
+                match target {
+                    Some(t) => write!(f, "WebSocket upgrade at {t} refused with HTTP {status}")?,
+                    None => write!(f, "WebSocket upgrade refused with HTTP {status}")?,
+                }
                 if !hint.is_empty() {
                     write!(f, ": {hint}")?;
                 }
@@ -296,8 +323,17 @@ impl fmt::Display for Error {
                 operation,
                 detail,
                 unfinished,
+                target,
+                limit,
             } => {
-                write!(f, "{operation} timed out")?;
+                write!(f, "{operation}")?;
+                if let Some(t) = target {
+                    write!(f, " to {t}")?;
+                }
+                write!(f, " timed out")?;
+                if let Some(l) = limit {
+                    write!(f, " after {}", crate::error::seconds(*l))?;
+                }
                 if let Some(n) = unfinished {
                     let noun = if *n == 1 { "publish" } else { "publishes" };
                     write!(f, " with {n} {noun} unfinished")?;
@@ -342,7 +378,25 @@ impl fmt::Display for Error {
             Error::Utf8(e) => write!(f, "payload is not UTF-8: {e}"),
             Error::Json(e) => write!(f, "JSON: {e}"),
             Error::Credentials(s) => write!(f, "AWS credentials: {s}"),
+            Error::EveryUrlFailed(errors) => {
+                write!(f, "every URL failed")?;
+                for (i, e) in errors.iter().enumerate() {
+                    write!(f, "{} {}. {e}", if i == 0 { ":" } else { ";" }, i + 1)?;
+                }
+                Ok(())
+            }
         }
+    }
+}
+
+/// A duration as a person reads it in an error: "10 s", "1.5 s", "250 ms".
+pub(crate) fn seconds(d: std::time::Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 
@@ -396,6 +450,65 @@ impl Error {
             operation,
             detail,
             unfinished: None,
+            target: None,
+            limit: None,
+        }
+    }
+
+    /// This error of a connection attempt to `target` (a URL without credentials or query),
+    /// naming it, and the limit `connect_limit` for a connect timeout. Errors that name their
+    /// target already are left as they are.
+    pub(crate) fn at(self, target: &str, connect_limit: std::time::Duration) -> Error {
+        let host = url::Url::parse(target)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let named = |text: &str| !host.is_empty() && text.contains(&host);
+        match self {
+            Error::Io {
+                context,
+                source,
+                target: None,
+            } => Error::Io {
+                context,
+                source,
+                target: Some(target.to_string()),
+            },
+            Error::Timeout {
+                operation: Operation::Connect,
+                detail,
+                unfinished,
+                target: None,
+                limit,
+            } => Error::Timeout {
+                operation: Operation::Connect,
+                detail,
+                unfinished,
+                target: Some(target.to_string()),
+                limit: limit.or(Some(connect_limit)),
+            },
+            Error::HandshakeRejected {
+                status,
+                hint,
+                target: None,
+            } => Error::HandshakeRejected {
+                status,
+                hint,
+                target: Some(target.to_string()),
+            },
+            Error::Tls { message, source } if !named(&message) => Error::Tls {
+                message: format!("{message} ({target})"),
+                source,
+            },
+            Error::WebSocket { message, source } if !named(&message) => Error::WebSocket {
+                message: format!("{target}: {message}"),
+                source,
+            },
+            Error::Protocol(s) if !named(&s) => Error::Protocol(format!("{target}: {s}")),
+            Error::ConnectionLost(s) if !named(&s) => {
+                Error::ConnectionLost(format!("{target}: {s}"))
+            }
+            other => other,
         }
     }
 
@@ -403,6 +516,9 @@ impl Error {
     /// tell a refused configuration from a passing outage; both are retried, but the former
     /// is reported louder).
     pub(crate) fn is_auth_refusal(&self) -> bool {
+        if let Error::EveryUrlFailed(errors) = self {
+            return errors.iter().any(Error::is_auth_refusal);
+        }
         matches!(
             self,
             Error::ConnectionRefused(ConnackCode(4 | 5 | 0x86 | 0x87 | 0x8a | 0x8c))
@@ -604,6 +720,7 @@ mod tests {
         let e = Error::Io {
             context: "TCP connect",
             source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+            target: None,
         };
         assert_eq!(e.to_string(), "TCP connect: refused");
         assert!(std::error::Error::source(&e).is_none());

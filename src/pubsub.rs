@@ -574,6 +574,8 @@ impl PubSub {
                         operation,
                         detail,
                         unfinished: Some(targets.iter().map(|c| c.pending()).sum()),
+                        target: None,
+                        limit: Some(timeout),
                     })
                 }
                 other => other?,

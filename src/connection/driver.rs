@@ -447,7 +447,7 @@ impl Driver {
     /// connects; the error (of the last URL tried) is explained by the provider.
     fn connect(&mut self) -> Result<Ws> {
         let plan = self.opener.plan();
-        let mut last = None;
+        let mut failed = Vec::new();
         for (n, url) in plan.iter().enumerate() {
             match self.try_connect(*url) {
                 Ok(ws) => return Ok(ws),
@@ -461,14 +461,21 @@ impl Driver {
                             plan.len()
                         );
                     }
-                    last = Some(e);
+                    failed.push(e);
                     if self.closing() {
                         break;
                     }
                 }
             }
         }
-        Err(last.unwrap_or(Error::Closed))
+        // Each URL's own error when several failed (the last alone hid the others'); a
+        // `close()` in between is what it is.
+        match failed.len() {
+            0 => Err(Error::Closed),
+            1 => Err(failed.remove(0)),
+            _ if self.closing() => Err(failed.pop().unwrap_or(Error::Closed)),
+            _ => Err(Error::EveryUrlFailed(failed)),
+        }
     }
 
     /// Transport, CONNECT, CONNACK, then the session resumes — all before one deadline
@@ -479,8 +486,21 @@ impl Driver {
         let req = crate::net::tcp::with_attempt_abort(Some(self.closing.clone()), || {
             self.opener.open_request(url, deadline)
         })?;
+        // Every error from here on names the URL (without credentials or query).
+        let target = crate::net::websocket::redact(&req.url);
+        let limit = self.options.connect_timeout;
+        self.connect_to(&req, deadline)
+            .map_err(|e| e.at(&target, limit))
+    }
+
+    /// The attempt on `req` once its request is made: transport, CONNECT, CONNACK, resume.
+    fn connect_to(
+        &mut self,
+        req: &crate::net::websocket::OpenRequest,
+        deadline: Instant,
+    ) -> Result<Ws> {
         let mut ws =
-            link::open(&req, deadline, Some(self.closing.clone())).map_err(closed_if_aborted)?;
+            link::open(req, deadline, Some(self.closing.clone())).map_err(closed_if_aborted)?;
         // CONNACK goes through the session like every packet; what it resumes with is the
         // router's now (no command is taken while connecting).
         let resubscribe = self.router.active();
@@ -580,6 +600,7 @@ impl Driver {
             return Exit::Lost(Error::Io {
                 context: "registering the socket",
                 source: e,
+                target: None,
             });
         }
         ws.stream_mut().set_polled(true);
@@ -679,6 +700,7 @@ impl Driver {
                     return Exit::Lost(Error::Io {
                         context: "polling the socket",
                         source: e,
+                        target: None,
                     });
                 }
                 watching = want;
@@ -716,6 +738,7 @@ impl Driver {
                     return Exit::Lost(Error::Io {
                         context: "polling the socket",
                         source: e,
+                        target: None,
                     })
                 }
             }
@@ -1381,8 +1404,13 @@ fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
             url.path()
         )
     };
+    // The cause's own words, without its "MQTT protocol error:" prefix a second time.
+    let cause = match err {
+        Error::Protocol(s) => s,
+        other => other.to_string(),
+    };
     Error::Protocol(format!(
-        "the server's first bytes are not an MQTT CONNACK{nats}: {err}. {hint}"
+        "the server's first bytes are not an MQTT CONNACK{nats}: {cause}. {hint}"
     ))
 }
 

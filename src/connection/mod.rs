@@ -118,6 +118,7 @@ impl Connection {
         let wake = Arc::new(Wake::new(Poller::new().map_err(|e| Error::Io {
             context: "creating the poller",
             source: e,
+            target: None,
         })?));
         let (cmd_tx, cmd_rx) = queue::queue(spec.options.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
@@ -180,6 +181,7 @@ impl Connection {
                 Error::Io {
                     context: "spawning the I/O thread",
                     source: e,
+                    target: None,
                 }
             })?;
         Ok(Connection {

@@ -456,8 +456,12 @@ pub fn parse_fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
 /// Decodes exactly one complete packet frame.
 pub fn decode_frame(frame: &[u8]) -> Result<VariablePacket, Error> {
     let mut cursor = Cursor::new(frame);
-    let packet = VariablePacket::decode(&mut cursor)
-        .map_err(|e| Error::Protocol(format!("malformed packet: {e}")))?;
+    let packet = VariablePacket::decode(&mut cursor).map_err(|e| {
+        // mqtt-protocol appends the packet's bytes in Debug form ("…, [u8, ..0]").
+        let text = e.to_string();
+        let words = text.split(", [").next().unwrap_or_default();
+        Error::Protocol(format!("malformed packet: {words}"))
+    })?;
     let malformed = || {
         Error::Protocol(format!(
             "malformed {} packet of {} bytes",

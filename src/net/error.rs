@@ -17,6 +17,10 @@ pub fn map_io(context: &'static str, e: io::Error) -> Error {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             Error::timeout(Operation::Connect, context)
         }
-        _ => Error::Io { context, source: e },
+        _ => Error::Io {
+            context,
+            source: e,
+            target: None,
+        },
     }
 }

@@ -147,6 +147,7 @@ pub fn connect(
         .map_err(|e| Error::Io {
             context: "DNS lookup",
             source: e,
+            target: None,
         })?
         .collect();
     let mut last = None;
@@ -169,6 +170,7 @@ pub fn connect(
         None => Error::Io {
             context: "DNS lookup",
             source: io::Error::new(io::ErrorKind::NotFound, "no address"),
+            target: None,
         },
     })
 }

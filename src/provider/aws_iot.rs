@@ -344,8 +344,9 @@ impl Opener for AwsOpener {
                 ),
                 source,
             },
-            Error::HandshakeRejected { status: status @ (401 | 403), hint } => Error::HandshakeRejected {
+            Error::HandshakeRejected { status: status @ (401 | 403), hint, target } => Error::HandshakeRejected {
                 status,
+                target,
                 hint: format!(
                     "AWS IoT refused the {what}. Check: the IoT policy attached to the identity \
                      (for Cognito: AttachPolicy on the identity id) allows iot:Connect for this client id \
@@ -823,6 +824,7 @@ mod tests {
         let e = spec.opener.explain(Error::HandshakeRejected {
             status: 403,
             hint: String::new(),
+            target: None,
         });
         let s = e.to_string();
         assert!(

@@ -14,6 +14,7 @@ mod aws;
 mod brokers;
 mod correctness;
 mod delivery;
+mod errors;
 mod fuzz_regressions;
 mod hostile;
 mod mqtt5;

@@ -40,6 +40,12 @@ pub fn redact(url: &Url) -> String {
 
 /// Parses and checks a broker URL: `ws://` or `wss://` with a host.
 pub fn parse_url(url: &str) -> Result<Url> {
+    if !url.contains("://") {
+        return Err(Error::InvalidUrl(format!(
+            "{:?} has no scheme: write mqtt://{0} (or ws://, wss://, mqtts://)",
+            crate::error::printable_max(url, 200)
+        )));
+    }
     let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
     match parsed.scheme() {
         "ws" | "wss" | "mqtt" | "mqtts" => {}
@@ -60,6 +66,10 @@ pub fn rejected(status: u16, body: &[u8]) -> Error {
     let mut hint = match status {
         401 | 403 => "the server refused the credentials or signature",
         404 => "wrong URL path (NATS and AWS IoT use /mqtt)",
+        400 | 405 | 426 => {
+            "an HTTP server that does not take a WebSocket upgrade here: check the port and \
+             path of the broker's WebSocket listener (e.g. /mqtt)"
+        }
         _ => "",
     }
     .to_string();
@@ -79,6 +89,7 @@ pub fn rejected(status: u16, body: &[u8]) -> Error {
     Error::HandshakeRejected {
         status,
         hint: hint.trim_start_matches("; ").to_string(),
+        target: None,
     }
 }
 
@@ -139,9 +150,14 @@ pub fn scrub(text: &str, req: &OpenRequest) -> String {
 
 fn scrub_error(e: Error, req: &OpenRequest) -> Error {
     match e {
-        Error::HandshakeRejected { status, hint } => Error::HandshakeRejected {
+        Error::HandshakeRejected {
+            status,
+            hint,
+            target,
+        } => Error::HandshakeRejected {
             status,
             hint: scrub(&hint, req),
+            target,
         },
         other => other,
     }
