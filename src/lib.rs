@@ -63,6 +63,7 @@ mod outbox;
 mod provider;
 mod pubsub;
 mod state;
+mod stats;
 mod subscription;
 pub mod topic;
 
@@ -87,6 +88,7 @@ pub use pubsub::{PubSub, PublishReceipt};
 /// The TLS library whose [`ClientConfig`](rustls::ClientConfig) `tls_config(..)` takes.
 pub use rustls;
 pub use state::{Connack, ConnectionState, StateEvent};
+pub use stats::ProviderStats;
 pub use subscription::{Iter, Subscription, TryIter};
 
 /// The sans-IO layers, exposed for the fuzz targets, the benchmark and the tests (feature

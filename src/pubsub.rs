@@ -198,6 +198,29 @@ impl PubSub {
             .map(|c| c.state())
     }
 
+    /// A provider's counters and gauges (`None`: no provider of that name): what it
+    /// published, had acknowledged, received, delivered and dropped since it started, and
+    /// what it holds now. See [`ProviderStats`](crate::ProviderStats) for each field's exact
+    /// meaning. A snapshot is as of the provider's I/O thread's last turn (it stores its
+    /// counts after each batch, and before a flush or close answers), so right after
+    /// [`flush`](Self::flush) or [`close`](Self::close) it is exact.
+    ///
+    /// ```no_run
+    /// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
+    /// let pubsub = PubSub::new();
+    /// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:8080/mqtt").name("edge").build()?)?;
+    /// pubsub.publish("a/b", "x")?;
+    /// let s = pubsub.stats("edge").unwrap();
+    /// println!("{} published, {} bytes out, {} reconnects", s.published, s.bytes_out, s.reconnects);
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
+    pub fn stats(&self, provider: &str) -> Option<crate::ProviderStats> {
+        self.read()
+            .iter()
+            .find(|c| &*c.name == provider)
+            .map(|c| c.stats())
+    }
+
     /// A new receiver of every provider's state changes from now on (bounded: a receiver
     /// that falls 1024 events behind misses the newer ones, with a warning logged).
     pub fn state_changes(&self) -> Receiver<StateEvent> {

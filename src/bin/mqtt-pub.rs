@@ -192,7 +192,11 @@ fn finish(pubsub: &PubSub, args: &Args) -> Result<(), String> {
         (Some(_), false) => Duration::from_secs(1),
         _ => Duration::from_secs(args.flush_timeout),
     };
-    match (pubsub.flush(timeout), &args.outbox) {
+    let flushed = pubsub.flush(timeout);
+    if args.conn.debug {
+        tool::print_stats(pubsub);
+    }
+    match (flushed, &args.outbox) {
         (Ok(()), _) => pubsub.close().map_err(|e| e.to_string()),
         (
             Err(Error::Timeout {

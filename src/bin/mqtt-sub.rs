@@ -125,7 +125,7 @@ fn run(args: &Args) -> Result<End, String> {
         .subscribe_with(topics, SubscribeOptions::default().qos(qos))
         .map_err(|e| e.to_string())?;
     if args.exit_when_subscribed {
-        return close(&pubsub, End::Done);
+        return close(&pubsub, End::Done, args.conn.debug);
     }
     let stdout = std::io::stdout();
     let mut line = Vec::new();
@@ -135,12 +135,14 @@ fn run(args: &Args) -> Result<End, String> {
             None => sub.recv().ok_or("the connection was closed")?,
             Some(d) => match sub.recv_timeout(d.saturating_duration_since(Instant::now())) {
                 Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => return close(&pubsub, End::TimedOut),
+                Err(RecvTimeoutError::Timeout) => {
+                    return close(&pubsub, End::TimedOut, args.conn.debug)
+                }
                 Err(e) => return Err(e.to_string()),
             },
         };
         if args.retained_only && !msg.retain() {
-            return close(&pubsub, End::Done);
+            return close(&pubsub, End::Done, args.conn.debug);
         }
         if args.filter_out.iter().any(|f| covers(f, msg.topic())) {
             continue;
@@ -159,11 +161,11 @@ fn run(args: &Args) -> Result<End, String> {
         let mut out = stdout.lock();
         if out.write_all(&line).and_then(|_| out.flush()).is_err() {
             // The reader went away (a closed pipe): nothing more to print to.
-            return close(&pubsub, End::Done);
+            return close(&pubsub, End::Done, args.conn.debug);
         }
         printed += 1;
         if args.count.is_some_and(|c| printed >= c) {
-            return close(&pubsub, End::Done);
+            return close(&pubsub, End::Done, args.conn.debug);
         }
     }
 }
@@ -185,7 +187,10 @@ fn render(args: &Args, msg: &Message, out: &mut Vec<u8>) {
     }
 }
 
-fn close(pubsub: &PubSub, end: End) -> Result<End, String> {
+fn close(pubsub: &PubSub, end: End, debug: bool) -> Result<End, String> {
+    if debug {
+        tool::print_stats(pubsub);
+    }
     pubsub.close().map_err(|e| e.to_string())?;
     Ok(end)
 }

@@ -118,6 +118,9 @@ pub(crate) struct Driver {
     flows: Vec<(u64, Arc<super::inbox::Flow>)>,
     /// Reading stopped because such a subscription is full.
     paused: bool,
+    /// This thread's counts, stored into `stats` once per turn.
+    tally: crate::stats::Tally,
+    stats: Arc<crate::stats::Cell>,
 }
 
 impl Driver {
@@ -133,6 +136,7 @@ impl Driver {
         pending: Arc<std::sync::atomic::AtomicUsize>,
         state: Arc<SharedState>,
         hub: StateHub,
+        stats: Arc<crate::stats::Cell>,
     ) -> Driver {
         let o = &spec.options;
         let client_id = o
@@ -187,7 +191,34 @@ impl Driver {
             acks: VecDeque::new(),
             flows: Vec::new(),
             paused: false,
+            tally: crate::stats::Tally::default(),
+            stats,
         }
+    }
+
+    /// Stores the counts into what [`crate::PubSub::stats`] reads: once per turn of the
+    /// loop, and before a flush or close answers.
+    fn publish_stats(&mut self) {
+        use crate::stats::Counter as K;
+        let c = self.session.counts;
+        let t = &mut self.tally;
+        t.set(K::Published, c.published);
+        t.set(K::Sent, c.sent);
+        t.set(K::Acknowledged, c.acknowledged);
+        t.set(K::Resent, c.resent);
+        t.set(K::Received, c.received);
+        t.set(K::DroppedUnclaimed, self.unclaimed.dropped);
+        t.set(K::InFlight, self.session.inflight() as u64);
+        t.set(
+            K::Queued,
+            (self.session.queued() + self.cmd_rx.len()) as u64,
+        );
+        t.set(K::Unclaimed, self.unclaimed.messages.len() as u64);
+        if let Some(o) = &self.outbox {
+            t.set(K::OutboxRecords, o.records());
+            t.set(K::OutboxBytes, o.live_bytes());
+        }
+        self.stats.store(&self.tally);
     }
 
     /// Opens the outbox (when configured) and gives the session what it kept.
@@ -373,6 +404,7 @@ impl Driver {
                     match self.reconnect(&mut attempt, false) {
                         Some(new) => {
                             ws = new;
+                            self.tally.add(crate::stats::Counter::Reconnects, 1);
                             if !self.session.session_present() {
                                 // No session kept: no identifier of the last one is ours.
                                 self.acks.clear();
@@ -661,6 +693,8 @@ impl Driver {
             if let (Some(ready), false, false) = (ready, out.is_empty(), hold) {
                 // The batch becomes one binary frame, masked in place: the output buffer is
                 // swapped into the stream, not copied.
+                self.tally
+                    .add(crate::stats::Counter::BytesOut, out.len() as u64);
                 match ws.stream_mut().send_binary(out, ready) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => write_blocked = true,
@@ -723,6 +757,7 @@ impl Driver {
             .map(|d| d.saturating_duration_since(Instant::now()));
             // Commands queued since they were last taken, or a close asked meanwhile, are seen
             // here, after the sleep is announced (callers then skip the wake-up).
+            self.publish_stats();
             let (cmd_rx, session, closing) = (&self.cmd_rx, &self.session, &self.closing);
             let not_closing_yet = matches!(self.closing_state, Closing::No);
             let work = || {
@@ -808,6 +843,7 @@ impl Driver {
 
     /// Answers the flushes whose publishes are all done (the output is written).
     fn finish_flushes(&mut self) {
+        self.publish_stats();
         let oldest = self.session.oldest_unfinished();
         self.flushes.retain(|(mark, reply)| {
             let done = oldest.is_none_or(|o| o >= *mark);
@@ -1038,6 +1074,8 @@ impl Driver {
             // Pings are answered inside (the pong goes out with the next flush).
             match ws.read("reading")? {
                 Incoming::Data(chunk) => {
+                    self.tally
+                        .add(crate::stats::Counter::BytesIn, chunk.bytes.len() as u64);
                     let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
                     let fed =
                         framer.feed_shared(chunk.bytes, chunk.backing, |p| self.inbound(p, now));
@@ -1080,6 +1118,7 @@ impl Driver {
                     let _ = reply.send(Err(Error::Protocol(why)));
                 }
                 SessionEvent::PublishRefused(reply, what) => {
+                    self.tally.add(crate::stats::Counter::Rejected, 1);
                     let err = Error::Refused(what);
                     self.report_refusal(&err);
                     if let Some(r) = reply {
@@ -1087,6 +1126,7 @@ impl Driver {
                     }
                 }
                 SessionEvent::PublishRejected(reply, code, reason, what) => {
+                    self.tally.add(crate::stats::Counter::Rejected, 1);
                     let err = Error::Rejected { what, code, reason };
                     self.report_refusal(&err);
                     if let Some(r) = reply {
@@ -1208,13 +1248,15 @@ impl Driver {
             Some(filters) => {
                 for sink in self.router.route_for(msg.topic(), filters) {
                     routed = true;
-                    self.rings.deliver(sink, msg.clone());
+                    let ok = self.rings.deliver(sink, msg.clone());
+                    self.tally.add(delivered_or_dropped(ok), 1);
                 }
             }
             None => {
                 for sink in self.router.route(msg.topic()) {
                     routed = true;
-                    self.rings.deliver(sink, msg.clone());
+                    let ok = self.rings.deliver(sink, msg.clone());
+                    self.tally.add(delivered_or_dropped(ok), 1);
                 }
             }
         }
@@ -1265,6 +1307,7 @@ impl Driver {
     /// it was for counts it as dropped, a persistent session's unclaimed hold too when none
     /// was, and a state event names it.
     fn report_oversized(&mut self, o: &crate::mqtt::codec::Oversized) {
+        self.tally.add(crate::stats::Counter::DroppedOversized, 1);
         let mut routed = false;
         for sink in self.router.route(&o.topic) {
             routed = true;
@@ -1315,6 +1358,7 @@ impl Driver {
     /// Ends the provider: the WebSocket close (DISCONNECT was written by the graceful close),
     /// fail what waits, end subscriptions. Never blocks.
     fn shutdown(&mut self, ws: Option<Ws>) {
+        self.publish_stats();
         if let Some(mut ws) = ws {
             match self.closing_state {
                 // DISCONNECT is out: end without a reset (which could discard it), within
@@ -1412,6 +1456,15 @@ fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
     Error::Protocol(format!(
         "the server's first bytes are not an MQTT CONNACK{nats}: {cause}. {hint}"
     ))
+}
+
+/// The counter a delivery counts in.
+fn delivered_or_dropped(delivered: bool) -> crate::stats::Counter {
+    if delivered {
+        crate::stats::Counter::Delivered
+    } else {
+        crate::stats::Counter::DroppedFull
+    }
 }
 
 /// An attempt abandoned because `close()` was called is reported as `Closed`.

@@ -82,6 +82,8 @@ pub(crate) struct Connection {
     /// the I/O thread last counted them (what a flush timeout reports).
     pending: Arc<std::sync::atomic::AtomicUsize>,
     state: Arc<SharedState>,
+    /// The I/O thread's counters, as of its last turn.
+    stats: Arc<crate::stats::Cell>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -141,6 +143,7 @@ impl Connection {
         let version = spec.options.mqtt_version;
         // Boxed: the I/O thread's closure and `run` move a pointer, not the driver's 2.4 KB,
         // so the copies never land on (and stay resident in) the thread's stack.
+        let stats = Arc::new(crate::stats::Cell::default());
         let mut driver = Box::new(driver::Driver::new(
             spec,
             cmd_rx,
@@ -150,6 +153,7 @@ impl Connection {
             pending.clone(),
             state.clone(),
             hub.clone(),
+            stats.clone(),
         ));
         // The first attempt, on this thread (bounded by the connect timeout); a panic in it
         // becomes an error like one on the I/O thread.
@@ -201,8 +205,14 @@ impl Connection {
             unfinished,
             pending,
             state,
+            stats,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// The provider's counters, as of its I/O thread's last turn.
+    pub fn stats(&self) -> crate::stats::ProviderStats {
+        self.stats.snapshot()
     }
 
     /// Whether this provider's server (its last CONNACK) takes such a publish.

@@ -308,6 +308,16 @@ impl Outbox {
         Ok((outbox, kept))
     }
 
+    /// Unfinished publishes held.
+    pub fn records(&self) -> u64 {
+        self.live.len() as u64
+    }
+
+    /// Their bytes as the bound counts them.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
     /// The directory, for errors.
     pub fn path(&self) -> &Path {
         &self.dir

@@ -20,6 +20,7 @@ mod hostile;
 mod mqtt5;
 mod outbox;
 mod reliability;
+mod stats;
 mod tls;
 mod tools;
 mod transports;

@@ -55,7 +55,7 @@ pub struct Connection {
     /// response-topic, user-property).
     #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "NAME", "VALUE"])]
     pub property_words: Vec<String>,
-    /// Print connection state changes on stderr.
+    /// Print connection state changes, and the counters at the end, on stderr.
     #[arg(short = 'd', long)]
     pub debug: bool,
     /// Do not print error messages.

@@ -55,3 +55,26 @@ pub fn watch_states(pubsub: &mqtt_pubsub::PubSub) -> std::thread::JoinHandle<()>
         }
     })
 }
+
+/// `-d`: the providers' final counters on stderr, one line each.
+pub fn print_stats(pubsub: &mqtt_pubsub::PubSub) {
+    for name in pubsub.provider_names() {
+        if let Some(s) = pubsub.stats(&name) {
+            eprintln!(
+                "{name}: published {} sent {} acknowledged {} rejected {} resent {} received {} \
+                 delivered {} dropped {} reconnects {} bytes in {} out {}",
+                s.published,
+                s.sent,
+                s.acknowledged,
+                s.rejected,
+                s.resent,
+                s.received,
+                s.delivered,
+                s.dropped_full + s.dropped_oversized + s.dropped_unclaimed,
+                s.reconnects,
+                s.bytes_in,
+                s.bytes_out
+            );
+        }
+    }
+}

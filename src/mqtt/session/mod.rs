@@ -248,10 +248,27 @@ struct SubWaiter<R> {
     reply: R,
 }
 
+/// What a session has counted since it was made (the `counts` field of [`Session`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Publishes accepted.
+    pub published: u64,
+    /// PUBLISH packets written for the first time.
+    pub sent: u64,
+    /// PUBLISH packets written again with DUP after a reconnect.
+    pub resent: u64,
+    /// QoS 1/2 publishes acknowledged with success.
+    pub acknowledged: u64,
+    /// PUBLISH packets received.
+    pub received: u64,
+}
+
 /// The sans-IO MQTT client session. `R` is the driver's reply handle for a request.
 #[derive(Debug)]
 pub struct Session<R> {
     cfg: SessionConfig,
+    /// What it counted (the driver reads it for the provider's statistics).
+    pub(crate) counts: Counts,
     phase: Phase,
     /// Acknowledgements of incoming QoS 1/2 wait for [`Session::ack`].
     defer_acks: bool,
@@ -295,6 +312,7 @@ impl<R> Session<R> {
             MqttVersion::V5 => cfg.v5.topic_alias_maximum,
         };
         Session {
+            counts: Counts::default(),
             ids: ids::Ids::new(max, CONTROL_IDS),
             keepalive: keepalive::KeepAlive::new(cfg.keep_alive, now),
             cfg: SessionConfig {
@@ -578,8 +596,10 @@ impl<R> Session<R> {
         let qos = packet.qos;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
+        self.counts.published += 1;
         if qos == QoS::AtMostOnce && self.is_connected() && self.queue.is_empty() {
             self.wire.publish(&packet, 0, false, &mut self.out);
+            self.counts.sent += 1;
             return Ok(());
         }
         self.queue.push_back(Request::Publish {
@@ -909,6 +929,7 @@ impl<R> Session<R> {
     }
 
     fn inbound_publish(&mut self, mut p: PublishFrame) -> Result<()> {
+        self.counts.received += 1;
         if self.cfg.version == MqttVersion::V5 {
             self.wire.resolve(&mut p)?;
         }
@@ -1091,6 +1112,9 @@ impl<R> Session<R> {
         }) = self.free(id)
         {
             self.record(Journal::Finished { ticket });
+            if !code.is_failure() {
+                self.counts.acknowledged += 1;
+            }
             if code.is_failure() {
                 let what = format!(
                     "the QoS {} publish to \"{}\" ({} bytes)",
@@ -1200,6 +1224,7 @@ impl<R> Session<R> {
             if !needs_id {
                 if let Some(Request::Publish { packet, .. }) = self.queue.pop_front() {
                     self.wire.publish(&packet, 0, false, &mut self.out);
+                    self.counts.sent += 1;
                 }
                 continue;
             }
@@ -1233,6 +1258,7 @@ impl<R> Session<R> {
                         self.record(Journal::Assigned { ticket, pid: id });
                     }
                     self.wire.publish(&packet, id, false, &mut self.out);
+                    self.counts.sent += 1;
                     Pending::Publish {
                         packet,
                         reply,

@@ -200,7 +200,10 @@ impl<R> Session<R> {
                     packet,
                     released: false,
                     ..
-                } => self.wire.publish(packet, id, true, &mut self.out),
+                } => {
+                    self.wire.publish(packet, id, true, &mut self.out);
+                    self.counts.resent += 1;
+                }
                 Pending::Publish { released: true, .. } => wire::ack(0x62, id, &mut self.out),
                 // Taken out above; the ones just sent are newer than `resent_before`.
                 Pending::Subscribe { .. } | Pending::Unsubscribe { .. } => {}
