@@ -481,65 +481,51 @@ fn outgoing_topic_aliases_work_with_mosquitto() {
     }
 }
 
-/// The examples speak MQTT 5: `pub -V 5` with properties (retained), then `sub -V 5 -v`
-/// prints them after the payload; bad property or version arguments exit with code 2.
+/// The tools speak MQTT 5: `mqtt-pub -V 5` with mosquitto's `-D publish …` properties
+/// (retained), then `mqtt-sub -V mqttv5 -F` prints them with mosquitto_sub's fields; bad
+/// property or version arguments exit with code 1, as mosquitto's tools do.
 #[test]
-fn the_examples_carry_and_print_mqtt5_properties() {
-    use crate::correctness::example;
+fn the_tools_carry_and_print_mqtt5_properties() {
     use std::process::Command;
     let Some(m) = Mosquitto::start() else { return };
     let url = m.mqtt_url();
-    let out = Command::new(example("pub"))
+    let out = Command::new(crate::tools::ours("pub"))
         .args([
             "--url", &url, "-V", "5", "-t", "cli/v5", "-m", "{}", "-q", "1", "-r",
         ])
-        .args(["--content-type", "application/json"])
-        .args([
-            "--property",
-            "user:site=north",
-            "--property",
-            "user:site=south",
-        ])
-        .args(["--property", "correlation-data:ab"])
+        .args(["-D", "publish", "content-type", "application/json"])
+        .args(["-D", "publish", "user-property", "site", "north"])
+        .args(["-D", "publish", "user-property", "site", "south"])
+        .args(["-D", "publish", "correlation-data", "ab"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let out = Command::new(example("sub"))
-        .args([
-            "--url", &url, "-V", "mqttv5", "-t", "cli/#", "-v", "-C", "1",
-        ])
+    let out = Command::new(crate::tools::ours("sub"))
+        .args(["--url", &url, "-V", "mqttv5", "-t", "cli/#", "-C", "1"])
+        .args(["-F", "%t %p|%P|%C|%D|%S"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "cli/v5\t{}\tuser:site=north user:site=south content-type=application/json \
-         correlation-data=6162 subscription-id=1\n"
+        "cli/v5 {}|site:north site:south|application/json|ab|1\n"
     );
     for args in [
-        vec!["--property", "bogus"],
-        vec!["--property", "user:novalue"],
+        vec!["-D", "publish", "bogus", "x"],
+        vec!["-D", "publish", "user-property", "novalue"],
         vec!["-V", "4"],
     ] {
-        let out = Command::new(example("pub"))
+        let out = Command::new(crate::tools::ours("pub"))
             .args(["--url", &url, "-t", "a", "-m", "b"])
             .args(&args)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
     }
     // A property on a 3.1.1 connection: a clear error, exit code 1.
-    let out = Command::new(example("pub"))
-        .args([
-            "--url",
-            &url,
-            "-t",
-            "a",
-            "-m",
-            "b",
-            "--property",
-            "user:k=v",
-        ])
+    let out = Command::new(crate::tools::ours("pub"))
+        .args(["--url", &url, "-t", "a", "-m", "b"])
+        .args(["-D", "publish", "user-property", "k", "v"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -364,7 +364,7 @@ fn the_pub_tool_takes_a_pkcs12_bundle_and_the_system_roots_mosquitto() {
     .unwrap();
     let sub = ps.subscribe("cli/p12").unwrap();
     let empty = crate::support::TempDir::new("cli-empty-certs");
-    let out = std::process::Command::new(crate::correctness::example("pub"))
+    let out = std::process::Command::new(crate::tools::ours("pub"))
         .args(["--url", &url, "--system-roots", "--p12"])
         .arg(dir.join("cli.p12"))
         .args(["--p12-password-env", "CLI_P12_PASSWORD"])
@@ -380,7 +380,7 @@ fn the_pub_tool_takes_a_pkcs12_bundle_and_the_system_roots_mosquitto() {
         .unwrap();
     assert_eq!(m1.payload(), b"with a bundle");
     // The variable unset: a clear error naming it, exit code 1 or 2, no connection.
-    let out = std::process::Command::new(crate::correctness::example("pub"))
+    let out = std::process::Command::new(crate::tools::ours("pub"))
         .args(["--url", &url, "--system-roots", "--p12"])
         .arg(dir.join("cli.p12"))
         .args([

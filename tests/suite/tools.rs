@@ -10,7 +10,7 @@ use mqtt_pubsub::{PubSub, QoS, SubscribeOptions};
 use crate::support::Mosquitto;
 
 /// Our tool `name` (`pub` or `sub`), as cargo built it for this test.
-fn ours(name: &str) -> PathBuf {
+pub(crate) fn ours(name: &str) -> PathBuf {
     PathBuf::from(match name {
         "pub" => env!("CARGO_BIN_EXE_mqtt-pub"),
         _ => env!("CARGO_BIN_EXE_mqtt-sub"),

@@ -477,8 +477,8 @@ mod proxy {
         ps.add_provider(MqttOverWsProvider::builder(m.mqtt_url()).build().unwrap())
             .unwrap();
         let sub = ps.subscribe("cli/proxy").unwrap();
-        let out = std::process::Command::new(crate::correctness::example("pub"))
-            .args(["--url", &m.mqtt_url(), "--proxy"])
+        let out = std::process::Command::new(crate::tools::ours("pub"))
+            .args(["--url", &m.mqtt_url(), "--http-proxy"])
             .arg(proxy.url(Some((USER, PASSWORD))))
             .args(["-t", "cli/proxy", "-m", "tunnelled", "-q", "1"])
             .output()
