@@ -21,7 +21,8 @@
 //!
 //! ## In scope
 //! - MQTT 3.1.1 and MQTT 5 client over `ws://` and `wss://`, or on the plain stream with
-//!   `mqtt://` and `mqtts://` (rustls, webpki roots, extra CAs, client certificates), QoS 0,
+//!   `mqtt://` and `mqtts://` (rustls: webpki roots, the platform's store or your own
+//!   configuration, extra CAs, client certificates from PEM or PKCS#12), QoS 0,
 //!   1 and 2, retained messages, last will, persistent sessions, an HTTP proxy, failover
 //!   URLs, and a durable outbox for QoS 1/2 publishes that outlives the process.
 //! - MQTT 5: properties on publish, subscribe and disconnect, topic aliases, request and
@@ -43,8 +44,14 @@
 //! One I/O thread per provider, sleeping until its socket is ready, a command arrives, or a
 //! keep-alive deadline falls due; callers hand it commands over a bounded channel.
 //!
+//! ## Counters
+//! [`PubSub::stats`] gives a provider's [`ProviderStats`]: what it published, had
+//! acknowledged, received, delivered and dropped, reconnects, bytes, and what it holds now.
+//!
 //! ## Cargo features
 //! - `aws-iot` (default): `AwsIotProvider` and the `aws` module (aws-sigv4, sha2).
+//! - `pkcs12`: client identities from PKCS#12 bundles (p12-keystore, pure Rust).
+//! - `cli`: the `mqtt-pub` and `mqtt-sub` tools (clap; includes `pkcs12`).
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]

@@ -992,7 +992,7 @@ macro_rules! connection_builder_methods {
         /// `publish_nowait`'s receipt completes), stays there until acknowledged (PUBACK, or
         /// PUBCOMP for QoS 2), and a later process that opens the same outbox resends it, in
         /// order. Needs a fixed [`client_id`](Self::client_id); one process per outbox.
-        /// `PubSub::flush` still waits for the broker's acknowledgements. See the README's
+        /// `PubSub::flush` still waits for the broker's acknowledgements. See docs/guide.md's
         /// "Durable outbox" for exactly what survives what.
         pub fn outbox(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
             self.options.outbox_dir = Some(dir.into());
@@ -1074,7 +1074,7 @@ macro_rules! connection_builder_methods {
 
         /// The MQTT version to speak (default [`MqttVersion::V3_1_1`](crate::MqttVersion)).
         /// With [`MqttVersion::V5`](crate::MqttVersion) the same calls work, and the MQTT 5
-        /// settings and options become available (see the README's MQTT 5 section).
+        /// settings and options become available (see the MQTT 5 section of docs/guide.md).
         pub fn mqtt_version(mut self, version: $crate::MqttVersion) -> Self {
             self.options.mqtt_version = version;
             self

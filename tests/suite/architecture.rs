@@ -1,4 +1,4 @@
-//! The layer rules of the README's architecture section, checked from the source rather than
+//! The layer rules of docs/design.md's architecture section, checked from the source rather than
 //! by eye: which file of `src/` names which (`crate::…`, `$crate::…` and `super::…` paths
 //! outside comments and test modules, `use` groups included), then
 //! - no two files depend on each other, directly or around a loop (a cycle of files);
@@ -304,7 +304,7 @@ const MAX_FUNCTION_LINES: usize = 80;
 const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
     ("src/error.rs", "fmt", "one arm per error variant, each a sentence; split, the messages would be scattered"),
     ("src/options.rs", "validate", "one check per option in the order of the docs; each is two lines"),
-    ("src/provider/aws_iot.rs", "build", "each auth mode's refusals in one place, as the README's table lists them"),
+    ("src/provider/aws_iot.rs", "build", "each auth mode's refusals in one place, as docs/guide.md's table lists them"),
     ("src/mqtt/codec.rs", "feed_shared", "the framer's hot loop: partial packet, whole packets sliced, skip — one state machine"),
     ("src/net/tls_words.rs", "server_certificate_problem", "one match arm per certificate problem rustls reports, each a sentence saying what to do: a table in code form"),
     ("src/connection/driver.rs", "serve_registered", "the poll loop's order (close, commands, read, timers, write) is the algorithm; to be split with the driver by phase"),

@@ -101,7 +101,7 @@ fn an_outbox_ticket_of_u64_max_is_an_outbox_error_not_a_panic() {
 
 // ---- Deadlines: close() abandons an attempt in every blocking step ----
 
-/// How long `close()` takes while the provider's attempt is stuck in `stuck`; the README
+/// How long `close()` takes while the provider's attempt is stuck in `stuck`; the guide
 /// promises 0.1 s ("a connection attempt in progress is abandoned within 0.1 s").
 fn close_while_connecting(provider: impl mqtt_pubsub::Provider) -> std::time::Duration {
     use mqtt_pubsub::ConnectionState;

@@ -1377,7 +1377,7 @@ fn back_to_back_round_trips_never_wait_for_a_timer() {
     }
 }
 
-/// The README: an idle connection makes no wake-ups at all until its keep-alive. Counted by
+/// The guide (docs/guide.md): an idle connection makes no wake-ups at all until its keep-alive. Counted by
 /// the kernel (the I/O thread's voluntary and involuntary context switches, from
 /// /proc/self/task) over two seconds of a connection with a subscription and nothing to
 /// do; a timer armed by mistake, a wake-up by the caller's side, or a poll loop shows up.
