@@ -206,38 +206,7 @@ fn a_wrong_client_identity_says_what_is_wrong() {
     );
     assert!(!text.contains("KeyMismatch"), "no Debug text: {text}");
     // A v1 certificate signed by the test CA.
-    openssl(dir, &["genrsa", "-out", "v1.key", "2048"]);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "v1.key",
-            "-subj",
-            "/CN=device-v1",
-            "-out",
-            "v1.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "v1.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "v1.crt",
-            "-days",
-            "2",
-        ],
-    );
+    crate::support::issue(dir, "v1", "/CN=device-v1", None, 2);
     for key in ["v1.key", "server.key"] {
         let err = MqttOverWsProvider::builder(m.wss_url())
             .ca_pem(m.ca_pem.clone())
@@ -401,40 +370,6 @@ fn the_pub_tool_takes_a_pkcs12_bundle_and_the_system_roots_mosquitto() {
     );
 }
 
-/// Makes an X.509 v1 certificate for `localhost` signed by the test CA in `dir` (what
-/// `openssl x509 -req` makes without an extensions file): `<name>.crt` and `<name>.key`.
-fn v1_certificate(dir: &std::path::Path, name: &str) {
-    let (key, csr, crt) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.crt"),
-    );
-    openssl(dir, &["genrsa", "-out", &key, "2048"]);
-    let subject = "/CN=localhost";
-    openssl(
-        dir,
-        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-        ],
-    );
-}
-
 /// Server certificates rustls refuses for their shape, from a real TLS server (openssl
 /// s_server): the self-signed certificate `openssl req -x509` makes (a CA certificate, even
 /// when trusted) and an X.509 v1 one. Each error says what is wrong and what to do, with no
@@ -465,7 +400,7 @@ fn a_server_certificate_rustls_refuses_says_why_and_what_to_do() {
             "subjectAltName=DNS:localhost",
         ],
     );
-    v1_certificate(d, "v1server");
+    crate::support::issue(d, "v1server", "/CN=localhost", None, 2);
     let cases = [
         (
             "self.crt",
@@ -648,46 +583,12 @@ fn handshake_failures_say_what_went_wrong_mosquitto() {
     let Some(m) = Mosquitto::start() else { return };
     let dir = crate::support::TempDir::new("handshake-failures");
     let certs = crate::support::make_certs(dir.path());
-    openssl(
+    crate::support::issue(
         dir.path(),
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "eku.key",
-            "-subj",
-            "/CN=localhost",
-            "-out",
-            "eku.csr",
-        ],
-    );
-    std::fs::write(
-        dir.path().join("eku.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir.path(),
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "eku.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "eku.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "eku.ext",
-        ],
+        "eku",
+        "/CN=localhost",
+        Some("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"),
+        2,
     );
     let server =
         crate::support::openssl_server::OpensslServer::start(dir.path(), "eku.crt", "eku.key");

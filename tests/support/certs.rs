@@ -23,6 +23,46 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Issues `<name>.crt` (with a new key `<name>.key`) for `subject`, signed by the CA in
+/// `dir` (`ca.crt`, `ca.key`), valid for `days`, with the X.509 v3 extensions `ext` (one per
+/// line, as an `-extfile`), or none at all, which makes an X.509 v1 certificate.
+pub fn issue(dir: &Path, name: &str, subject: &str, ext: Option<&str>, days: u32) {
+    let (key, csr, crt, extfile) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
+        ],
+    );
+    let days = days.to_string();
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &crt,
+        "-days",
+        &days,
+        "-sha256",
+    ];
+    if let Some(ext) = ext {
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        args.extend(["-extfile", extfile.as_str()]);
+    }
+    openssl(dir, &args);
+}
+
 pub fn make_certs(dir: &Path) -> Certs {
     let run = |args: &[&str]| openssl(dir, args);
     run(&[
@@ -44,77 +84,21 @@ pub fn make_certs(dir: &Path) -> Certs {
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
+    issue(
+        dir,
+        "server",
         "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "30",
-        "-sha256",
-        "-extfile",
-        "server.ext",
-    ]);
+        Some("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"),
+        30,
+    );
     // A client certificate from the same CA, for mutual TLS.
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
+    issue(
+        dir,
+        "client",
         "/CN=mqtt-pubsub-client",
-    ]);
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.crt",
-        "-days",
-        "30",
-        "-sha256",
-        "-extfile",
-        "client.ext",
-    ]);
+        Some("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n"),
+        30,
+    );
     Certs {
         ca_pem: std::fs::read(dir.join("ca.crt")).unwrap(),
         dir: dir.to_path_buf(),
