@@ -157,6 +157,11 @@ impl Driver {
                 props: w.props.clone(),
             }),
             max_inflight: o.max_inflight,
+            // MQTT 5 servers say their window in CONNACK.
+            max_inflight_qos2: match o.mqtt_version {
+                crate::MqttVersion::V3_1_1 => o.max_inflight_qos2,
+                _ => 0,
+            },
             max_queued: o.queue_capacity,
             max_filters_per_subscribe: spec.limits.max_filters_per_subscribe,
             version: o.mqtt_version,

@@ -1254,3 +1254,33 @@ fn large_traffic(url: &str) {
     publisher.close().unwrap();
     subscriber.close().unwrap();
 }
+
+/// A burst of QoS 2 publishes over MQTT 3.1.1 arrives whole at a subscriber of a stock
+/// mosquitto. mosquitto takes 20 QoS 2 publishes in flight per client (its
+/// `max_inflight_messages`) and acknowledges and drops those over it, and 3.1.1 cannot say
+/// so: before, every publish returned after its PUBCOMP and the subscriber got 40 of 200.
+#[test]
+fn a_qos2_burst_over_mqtt311_arrives_whole_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    for url in [m.mqtt_url(), m.ws_url()] {
+        let watcher = connect(&url);
+        let sub = watcher
+            .subscribe_with(
+                "burst/qos2",
+                SubscribeOptions::default().qos(QoS::ExactlyOnce),
+            )
+            .unwrap();
+        let ps = connect(&url);
+        let q2 = PublishOptions::default().qos(QoS::ExactlyOnce);
+        let receipts: Vec<_> = (0..200)
+            .map(|i| {
+                ps.publish_nowait("burst/qos2", format!("{i}"), q2.clone())
+                    .unwrap()
+            })
+            .collect();
+        for r in receipts {
+            r.wait().unwrap();
+        }
+        assert_eq!(receive_numbers(&sub, 200), (0..200).collect(), "{url}");
+    }
+}

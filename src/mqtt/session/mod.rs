@@ -49,6 +49,8 @@ pub struct SessionConfig {
     pub will: Option<Will>,
     /// Most unacknowledged QoS 1/2 publishes at once (1..=65503).
     pub max_inflight: u16,
+    /// Most unacknowledged QoS 2 publishes at once, within `max_inflight` (0: no own limit).
+    pub max_inflight_qos2: u16,
     /// Most requests waiting for a packet identifier or for the connection.
     pub max_queued: usize,
     /// Most filters in one SUBSCRIBE packet (AWS IoT allows 8); larger requests are split.
@@ -72,6 +74,7 @@ impl SessionConfig {
             password: None,
             will: None,
             max_inflight: 100,
+            max_inflight_qos2: 0,
             max_queued: 1000,
             max_filters_per_subscribe: 64,
             version: MqttVersion::V3_1_1,
@@ -1084,6 +1087,25 @@ impl<R> Session<R> {
         self.keepalive.check()
     }
 
+    /// Whether the next request is a QoS 2 publish and the QoS 2 window is full.
+    fn qos2_window_full(&self) -> bool {
+        let limit = self.cfg.max_inflight_qos2 as usize;
+        let next_is_qos2 = matches!(
+            self.queue.front(),
+            Some(Request::Publish { packet, .. }) if packet.qos == QoS::ExactlyOnce
+        );
+        limit > 0
+            && next_is_qos2
+            && self
+                .ids
+                .iter()
+                .filter(|(_, e)| {
+                    matches!(&e.kind, Pending::Publish { packet, .. } if packet.qos == QoS::ExactlyOnce)
+                })
+                .count()
+                >= limit
+    }
+
     fn unsubscribes_in_flight(&self) -> bool {
         self.ids
             .iter()
@@ -1232,6 +1254,10 @@ impl<R> Session<R> {
                 continue;
             }
             let is_publish = matches!(self.queue.front(), Some(Request::Publish { .. }));
+            if self.qos2_window_full() {
+                // In order: what queues behind it waits too.
+                return;
+            }
             let Some(id) = self.ids.take(is_publish) else {
                 return;
             };
