@@ -459,11 +459,21 @@ impl Error {
     /// naming it, and the limit `connect_limit` for a connect timeout. Errors that name their
     /// target already are left as they are.
     pub(crate) fn at(self, target: &str, connect_limit: std::time::Duration) -> Error {
-        let host = url::Url::parse(target)
+        // Named already: the URL, or its host and port, is in the text (a host alone is not
+        // enough: two URLs of one host differ by port).
+        let authority = url::Url::parse(target)
             .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
+            .and_then(|u| {
+                let host = u.host_str()?.to_string();
+                Some(match u.port_or_known_default() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
             .unwrap_or_default();
-        let named = |text: &str| !host.is_empty() && text.contains(&host);
+        let named = |text: &str| {
+            text.contains(target) || (!authority.is_empty() && text.contains(&authority))
+        };
         match self {
             Error::Io {
                 context,

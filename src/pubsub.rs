@@ -46,6 +46,20 @@ struct Inner {
     hub: StateHub,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// The counters of providers removed or closed, by name (the latest of each name), so
+    /// that their final counts can still be read.
+    retired: std::sync::Mutex<Vec<(Arc<str>, Arc<crate::stats::Cell>)>>,
+}
+
+impl Inner {
+    /// Keeps `conns`' counters readable after they leave the list.
+    fn retire(&self, conns: &[Arc<Connection>]) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for c in conns {
+            retired.retain(|(name, _)| name != &c.name);
+            retired.push((c.name.clone(), c.stats_cell()));
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -175,6 +189,7 @@ impl PubSub {
             conn
         };
         conn.close();
+        self.inner.retire(std::slice::from_ref(&conn));
         if conn.ended_unfinished() {
             return Err(Error::timeout(
                 Operation::Close,
@@ -202,8 +217,10 @@ impl PubSub {
     /// published, had acknowledged, received, delivered and dropped since it started, and
     /// what it holds now. See [`ProviderStats`](crate::ProviderStats) for each field's exact
     /// meaning. A snapshot is as of the provider's I/O thread's last turn (it stores its
-    /// counts after each batch, and before a flush or close answers), so right after
-    /// [`flush`](Self::flush) or [`close`](Self::close) it is exact.
+    /// counts after each batch, while offline too, and before a flush or close answers), so
+    /// right after [`flush`](Self::flush) or [`close`](Self::close) it is exact. A provider
+    /// closed or removed keeps its final counts here, by name, until one of the same name
+    /// replaces it.
     ///
     /// ```no_run
     /// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
@@ -215,10 +232,14 @@ impl PubSub {
     /// # Ok::<(), mqtt_pubsub::Error>(())
     /// ```
     pub fn stats(&self, provider: &str) -> Option<crate::ProviderStats> {
-        self.read()
+        if let Some(c) = self.read().iter().find(|c| &*c.name == provider) {
+            return Some(c.stats());
+        }
+        let retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired
             .iter()
-            .find(|c| &*c.name == provider)
-            .map(|c| c.stats())
+            .find(|(name, _)| &**name == provider)
+            .map(|(_, cell)| cell.snapshot())
     }
 
     /// A new receiver of every provider's state changes from now on (bounded: a receiver
@@ -659,7 +680,9 @@ impl PubSub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        if close_all(&list) {
+        let all_done = close_all(&list);
+        self.inner.retire(&list);
+        if all_done {
             Ok(())
         } else {
             Err(Error::timeout(

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[non_exhaustive]
 pub struct ProviderStats {
     /// Publishes the provider accepted (one per topic of a publish call; those refused at
-    /// the call, e.g. a payload over a limit, are not counted).
+    /// the call, e.g. a payload over a limit, are not counted), and those its outbox
+    /// restored from an earlier process.
     pub published: u64,
     /// PUBLISH packets written for the first time (QoS 0 included).
     pub sent: u64,
@@ -24,7 +25,8 @@ pub struct ProviderStats {
     pub rejected: u64,
     /// PUBLISH packets sent again (DUP) after a reconnect.
     pub resent: u64,
-    /// PUBLISH packets received from the broker (a QoS 2 duplicate before PUBREL counts).
+    /// PUBLISH packets received from the broker (a QoS 2 duplicate before PUBREL counts, and
+    /// so does one skipped as oversized).
     pub received: u64,
     /// Messages put into subscriptions (one per matching subscription, so one received
     /// message can count several times or none).

@@ -81,7 +81,14 @@ fn main() {
 fn publish_options(args: &Args) -> Result<PublishOptions, String> {
     let qos = QoS::try_from(args.qos).map_err(|e| e.to_string())?;
     let mut o = PublishOptions::default().qos(qos).retain(args.retain);
-    for p in args.conn.properties().iter().filter(|p| p[0] == "publish") {
+    // As mosquitto_pub: properties mean nothing to MQTT 3.1.1 and are ignored there.
+    let v5 = args.conn.v5();
+    for p in args
+        .conn
+        .properties()
+        .iter()
+        .filter(|p| p[0] == "publish" && v5)
+    {
         let value = p.get(2).cloned().unwrap_or_default();
         o = match p[1].as_str() {
             "content-type" => o.content_type(value),
@@ -117,6 +124,10 @@ fn payloads(args: &Args) -> Result<Payloads, String> {
         std::io::stdin()
             .read_to_end(&mut all)
             .map_err(|e| format!("reading stdin: {e}"))?;
+        if all.is_empty() {
+            // As mosquitto_pub.
+            return Err("Zero length input.".into());
+        }
         Payloads::One(all)
     } else if args.null {
         Payloads::One(Vec::new())
@@ -193,10 +204,8 @@ fn finish(pubsub: &PubSub, args: &Args) -> Result<(), String> {
         _ => Duration::from_secs(args.flush_timeout),
     };
     let flushed = pubsub.flush(timeout);
-    if args.conn.debug {
-        tool::print_stats(pubsub);
-    }
-    match (flushed, &args.outbox) {
+    let names = pubsub.provider_names();
+    let result = match (flushed, &args.outbox) {
         (Ok(()), _) => pubsub.close().map_err(|e| e.to_string()),
         (
             Err(Error::Timeout {
@@ -220,5 +229,10 @@ fn finish(pubsub: &PubSub, args: &Args) -> Result<(), String> {
             Ok(())
         }
         (Err(e), _) => Err(e.to_string()),
+    };
+    if args.conn.debug {
+        // After close: the final counts.
+        tool::print_stats(pubsub, &names);
     }
+    result
 }

@@ -147,14 +147,16 @@ fn run(args: &Args) -> Result<End, String> {
         if args.filter_out.iter().any(|f| covers(f, msg.topic())) {
             continue;
         }
+        // As mosquitto_sub: -R is checked first (a stale message is neither printed nor
+        // cleared).
+        if args.no_retained && msg.retain() {
+            continue;
+        }
         if args.remove_retained && msg.retain() {
             let clear = PublishOptions::default().retain(true);
             pubsub
                 .publish_with(msg.topic(), Vec::new(), clear)
                 .map_err(|e| e.to_string())?;
-        }
-        if args.no_retained && msg.retain() {
-            continue;
         }
         line.clear();
         render(args, &msg, &mut line);
@@ -174,10 +176,16 @@ fn run(args: &Args) -> Result<End, String> {
 fn render(args: &Args, msg: &Message, out: &mut Vec<u8>) {
     match &args.format {
         Some(f) => f.write(msg, out),
+        // As mosquitto_sub: an empty payload prints nothing at all, or "(null)" after the
+        // topic with -v.
+        None if msg.payload().is_empty() && !args.verbose => return,
         None => {
             if args.verbose {
                 out.extend_from_slice(msg.topic().as_bytes());
                 out.push(b' ');
+            }
+            if msg.payload().is_empty() {
+                out.extend_from_slice(b"(null)");
             }
             out.extend_from_slice(msg.payload());
         }
@@ -188,9 +196,12 @@ fn render(args: &Args, msg: &Message, out: &mut Vec<u8>) {
 }
 
 fn close(pubsub: &PubSub, end: End, debug: bool) -> Result<End, String> {
+    let names = pubsub.provider_names();
+    let closed = pubsub.close().map_err(|e| e.to_string());
     if debug {
-        tool::print_stats(pubsub);
+        // After close: the final counts.
+        tool::print_stats(pubsub, &names);
     }
-    pubsub.close().map_err(|e| e.to_string())?;
+    closed?;
     Ok(end)
 }

@@ -121,6 +121,8 @@ pub(crate) struct Driver {
     /// This thread's counts, stored into `stats` once per turn.
     tally: crate::stats::Tally,
     stats: Arc<crate::stats::Cell>,
+    /// Incoming messages skipped as oversized (received, though the session never saw them).
+    oversized: u64,
 }
 
 impl Driver {
@@ -198,6 +200,7 @@ impl Driver {
             paused: false,
             tally: crate::stats::Tally::default(),
             stats,
+            oversized: 0,
         }
     }
 
@@ -211,7 +214,9 @@ impl Driver {
         t.set(K::Sent, c.sent);
         t.set(K::Acknowledged, c.acknowledged);
         t.set(K::Resent, c.resent);
-        t.set(K::Received, c.received);
+        // A message skipped as oversized was received too (the framer skips it before the
+        // session sees it).
+        t.set(K::Received, c.received + self.oversized);
         t.set(K::DroppedUnclaimed, self.unclaimed.dropped);
         t.set(K::InFlight, self.session.inflight() as u64);
         t.set(
@@ -243,6 +248,8 @@ impl Driver {
                 kept.inbound_qos2.len()
             );
         }
+        // Restored publishes count as published (by this provider, for an earlier process).
+        self.session.counts.published += kept.publishes.len() as u64;
         self.session
             .restore(kept.publishes, kept.inbound_qos2, kept.next_ticket);
         self.session.enable_journal();
@@ -448,6 +455,8 @@ impl Driver {
                 }
                 self.dispatch_events();
                 self.ring();
+                // Offline is when the queue and outbox gauges matter most.
+                self.publish_stats();
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -581,6 +590,7 @@ impl Driver {
     /// through the session as it is decoded (a frame of a million tiny packets is never held
     /// as a list of them). `Ok(session_present)`.
     fn await_connack(&mut self, ws: &mut Ws, url: &url::Url) -> Result<bool> {
+        let mut first = true;
         loop {
             let chunk = match ws.read("waiting for CONNACK") {
                 Ok(Incoming::Data(chunk)) => chunk,
@@ -597,10 +607,21 @@ impl Driver {
                 Err(e) => return Err(closed_if_aborted(e)),
             };
             let bytes = &chunk.bytes;
-            // Bytes that do not start with a CONNACK (type 2) are not MQTT at all, most likely.
+            // A server's first packet is CONNACK [MQTT-3.2.0-1]: first bytes of another type
+            // are not MQTT at all, most likely, and are said so at once (an HTTP answer of a
+            // few bytes would otherwise wait for the rest of a "packet" until the deadline).
             let not_connack =
-                !self.session.is_connected() && bytes.first().is_some_and(|b| b >> 4 != 2);
+                first && !self.session.is_connected() && bytes.first().is_some_and(|b| b >> 4 != 2);
+            first = false;
             let head: Vec<u8> = bytes.iter().take(8).copied().collect();
+            if not_connack {
+                let what = if head.starts_with(b"HTTP/") {
+                    "an HTTP answer".to_string()
+                } else {
+                    format!("a packet of type {}", head[0] >> 4)
+                };
+                return Err(not_mqtt(url, &head, Error::Protocol(what)));
+            }
             let mut framer = std::mem::replace(&mut self.framer, Framer::new(0));
             let fed = framer.feed_shared(chunk.bytes, chunk.backing, |p| {
                 self.inbound(p, Instant::now())
@@ -1313,6 +1334,7 @@ impl Driver {
     /// was, and a state event names it.
     fn report_oversized(&mut self, o: &crate::mqtt::codec::Oversized) {
         self.tally.add(crate::stats::Counter::DroppedOversized, 1);
+        self.oversized += 1;
         let mut routed = false;
         for sink in self.router.route(&o.topic) {
             routed = true;
@@ -1436,7 +1458,15 @@ fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
     } else {
         ""
     };
-    let hint = if matches!(url.scheme(), "mqtt" | "mqtts") {
+    let hint = if matches!(url.scheme(), "mqtt" | "mqtts") && head.starts_with(b"HTTP/") {
+        format!(
+            "Port {} is an HTTP server: if it is the broker's WebSocket listener, use \
+             ws{}://{}:{0}/mqtt",
+            url.port().unwrap_or(0),
+            if url.scheme() == "mqtts" { "s" } else { "" },
+            url.host_str().unwrap_or_default()
+        )
+    } else if matches!(url.scheme(), "mqtt" | "mqtts") {
         format!(
             "Does port {} speak MQTT{}?",
             url.port().unwrap_or(0),

@@ -215,6 +215,11 @@ impl Connection {
         self.stats.snapshot()
     }
 
+    /// Where the counters are stored (kept readable after the provider is gone).
+    pub fn stats_cell(&self) -> Arc<crate::stats::Cell> {
+        self.stats.clone()
+    }
+
     /// Whether this provider's server (its last CONNACK) takes such a publish.
     pub fn check_server_limits(
         &self,

@@ -74,7 +74,30 @@ fn connect_errors_name_what_failed() {
         "mqtts://127.0.0.1:{}",
         m.tcp_port
     )));
-    table.push(("TLS to plain", text, vec!["does not speak TLS".into()]));
+    table.push((
+        "TLS to plain",
+        text,
+        vec![
+            "does not speak TLS".into(),
+            format!("127.0.0.1:{}", m.tcp_port),
+        ],
+    ));
+    // Plain MQTT to mosquitto's WebSocket listener (an HTTP server): said at once, not at
+    // the connect timeout.
+    let started = std::time::Instant::now();
+    let text = first_error(
+        MqttOverWsProvider::builder(format!("mqtt://127.0.0.1:{}", m.ws_port))
+            .connect_timeout(Duration::from_secs(20)),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "waited for the connect timeout: {text}"
+    );
+    table.push((
+        "MQTT to a WebSocket listener",
+        text,
+        vec![format!("127.0.0.1:{}", m.ws_port)],
+    ));
     // A WebSocket upgrade to an HTTP server that is no WebSocket endpoint.
     let http = crate::support::connect_proxy::ConnectProxy::start(None);
     let text = first_error(MqttOverWsProvider::builder(format!(

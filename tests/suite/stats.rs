@@ -101,4 +101,35 @@ fn counters_follow_a_known_traffic_pattern_mosquitto() {
     let s = stats_until(&ps, "counted", |s| s.reconnects >= 1);
     assert!(s.reconnects >= 1, "{s:?}");
     ps.close().unwrap();
+    // The final counts stay readable after close. Before: `None`.
+    let after = ps.stats("counted").expect("kept after close");
+    assert_eq!(after.published, 5, "{after:?}");
+}
+
+/// Offline, the gauges an operator watches move: publishes accepted while the broker is
+/// unreachable count as published and sit in the queue or the outbox. Before: every counter
+/// stayed 0 until a connection was made.
+#[test]
+fn counters_move_while_offline_with_an_outbox() {
+    let dir = crate::support::TempDir::new("stats-offline");
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(format!("mqtt://127.0.0.1:{}", crate::support::free_port()))
+            .name("offline")
+            .client_id("stats-offline")
+            .outbox(dir.path())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let q1 = PublishOptions::default().qos(QoS::AtLeastOnce);
+    for i in 0..3 {
+        let _receipt = ps
+            .publish_nowait(format!("stats/offline/{i}"), "x", q1.clone())
+            .unwrap();
+    }
+    let s = stats_until(&ps, "offline", |s| s.outbox_records == 3);
+    assert_eq!((s.published, s.sent), (3, 0), "{s:?}");
+    assert!(s.outbox_bytes > 3 * 64, "{s:?}");
+    let _ = ps.close();
 }

@@ -109,6 +109,15 @@ fn mqtt_pub_matches_mosquitto_pub_mosquitto() {
         ("no message", vec!["-p", &port, "-t", "{T}"], b"", "mqttv311"),
         ("two messages", vec!["-p", &port, "-t", "{T}", "-m", "x", "-n"], b"", "mqttv311"),
         ("bad qos", vec!["-p", &port, "-t", "{T}", "-m", "x", "-q", "3"], b"", "mqttv311"),
+        ("empty stdin", vec!["-p", &port, "-t", "{T}", "-s", "-r"], b"", "mqttv311"),
+        ("session expiry on 3.1.1", vec!["-p", &port, "-x", "60", "-t", "{T}", "-m", "x", "-r"], b"", "mqttv311"),
+        ("properties on 3.1.1", vec![
+            "-p", &port, "-t", "{T}", "-m", "x", "-r", "-D", "publish", "content-type", "text/plain",
+        ], b"", "mqttv311"),
+        ("session expiry without an id", vec![
+            "-p", &port, "-V", "mqttv5", "-x", "60", "-t", "{T}", "-m", "x", "-r",
+        ], b"", "mqttv5"),
+        ("port after the URL", vec!["-L", "mqtt://localhost:1/{T}", "-p", &port, "-m", "late", "-r"], b"", "mqttv311"),
     ];
     for (name, args, stdin, version) in cases {
         let topic = |who: &str| format!("side/pub/{}/{who}", name.replace(' ', "-"));
@@ -227,8 +236,14 @@ fn mqtt_sub_matches_mosquitto_sub_mosquitto() {
         ("wrong flag", vec!["-p", p, "-t", "side/sub/#", "--bogus"]),
         ("no topic", vec!["-p", p]),
         ("refused", vec!["-p", "1", "-t", "x"]),
+        ("stale, not cleared", vec!["-p", p, "-t", "side/sub/#", "-R", "--remove-retained", "-W", "1"]),
     ];
     for (name, args) in cases {
+        // -R is checked before --remove-retained: nothing was cleared.
+        assert!(
+            !retained(&m, "side/sub/a", "mqttv311").is_empty(),
+            "{name}: the retained message is gone"
+        );
         let theirs_out = run(&theirs("sub"), &args, "", b"");
         let ours_out = run(&ours("sub"), &args, "", b"");
         assert_eq!(
@@ -242,6 +257,38 @@ fn mqtt_sub_matches_mosquitto_sub_mosquitto() {
                 String::from_utf8_lossy(&theirs_out.stdout),
                 "{name}: stdout"
             );
+        }
+    }
+}
+
+/// A password in a `-L` URL is never printed, whatever is wrong with the URL. Before: "Error:
+/// -L mqtt://user:s3cr3tpw@…: invalid port number", and the bad percent-encoding quoted.
+#[test]
+fn a_password_in_a_bad_url_is_never_printed() {
+    for url in [
+        "mqtt://user:s3cr3tpw@127.0.0.1:99999/t",
+        "mqtt://user:s3cr3tpw@[::1/t",
+        "mqtt://user:s3cr3tpw%zz@127.0.0.1:1/t",
+        "mqtt://user:s3cr3tpw@127.0.0.1:1/t",
+    ] {
+        for tool in ["pub", "sub"] {
+            let extra = if tool == "pub" {
+                ["-m", "x"]
+            } else {
+                ["-W", "1"]
+            };
+            let out = Command::new(ours(tool))
+                .args(["-L", url])
+                .args(extra)
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(1), "{tool} {url}: {all}");
+            assert!(!all.contains("s3cr3tpw"), "{tool} {url}: {all}");
         }
     }
 }

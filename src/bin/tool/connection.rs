@@ -11,8 +11,8 @@ use mqtt_pubsub::{LastWill, MqttOverWsProvider, MqttOverWsProviderBuilder, MqttV
 #[derive(clap::Args, Debug)]
 pub struct Connection {
     /// Host to connect to (default: localhost).
-    #[arg(short = 'h', long, default_value = "localhost")]
-    pub host: String,
+    #[arg(short = 'h', long)]
+    pub host: Option<String>,
     /// Port (default: 1883, or 8883 with TLS).
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
@@ -147,6 +147,12 @@ impl Connection {
         out
     }
 
+    /// Whether the connection speaks MQTT 5 (`-D` and `-x` apply only then, as in
+    /// mosquitto's tools, which ignore them over 3.1.1).
+    pub fn v5(&self) -> bool {
+        self.version == MqttVersion::V5
+    }
+
     fn tls(&self) -> bool {
         self.cafile.is_some()
             || self.capath.is_some()
@@ -163,10 +169,11 @@ impl Connection {
             } else {
                 ("mqtt", 1883)
             };
-            let host = if self.host.contains(':') && !self.host.starts_with('[') {
-                format!("[{}]", self.host)
+            let host = self.host.as_deref().unwrap_or("localhost");
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
             } else {
-                self.host.clone()
+                host.to_string()
             };
             let port = self.port.unwrap_or(port);
             return Ok((format!("{scheme}://{host}:{port}"), None, None, None));
@@ -176,9 +183,13 @@ impl Connection {
         } else {
             format!("mqtt://{given}")
         };
-        let mut url = url::Url::parse(&with_scheme).map_err(|e| format!("-L {given}: {e}"))?;
-        let decode =
-            |s: &str| percent_decode(s).ok_or_else(|| format!("-L: bad percent-encoding in {s:?}"));
+        // Never echoed as given: it may carry a password.
+        let mut url = url::Url::parse(&with_scheme)
+            .map_err(|e| format!("-L {}: {e}", without_password(given)))?;
+        let decode = |s: &str| {
+            percent_decode(s)
+                .ok_or_else(|| "-L: bad percent-encoding in the user name or password".to_string())
+        };
         let user = match url.username() {
             "" => None,
             u => Some(decode(u)?),
@@ -188,11 +199,19 @@ impl Connection {
         let _ = url.set_password(None);
         let mut topic = None;
         if matches!(url.scheme(), "mqtt" | "mqtts") {
+            // As mosquitto: the path is the topic as written (not percent-decoded).
             let path = url.path().trim_start_matches('/').to_string();
             if !path.is_empty() {
-                topic = Some(decode(&path)?);
+                topic = Some(path);
             }
             url.set_path("");
+        }
+        // As mosquitto: -h and -p given as well override the URL's.
+        if let Some(h) = &self.host {
+            url.set_host(Some(h)).map_err(|e| format!("-h {h}: {e}"))?;
+        }
+        if let Some(p) = self.port {
+            let _ = url.set_port(Some(p));
         }
         Ok((url.to_string(), user, password, topic))
     }
@@ -222,6 +241,10 @@ impl Connection {
                     "{tool}: -c (a persistent session) needs a client id: give -i ID"
                 ))
             }
+            // As mosquitto: a session that outlives the connection gets an id of its own.
+            (None, None) if self.v5() && self.session_expiry.is_some_and(|x| x != 0) => {
+                b = b.client_id(format!("{tool}_{}", std::process::id()))
+            }
             (None, None) => {}
         }
         let username = self.username.clone().or(url_user);
@@ -232,7 +255,8 @@ impl Connection {
             (None, Some(_)) => return Err("a password (-P) needs a user name (-u)".into()),
             (None, None) => b,
         };
-        if let Some(x) = self.session_expiry {
+        // As mosquitto: -x means nothing to MQTT 3.1.1 and is ignored there.
+        if let Some(x) = self.session_expiry.filter(|_| self.v5()) {
             let secs = if x < 0 { u64::from(u32::MAX) } else { x as u64 };
             b = b.session_expiry(Duration::from_secs(secs));
         }
@@ -290,7 +314,7 @@ impl Connection {
         mut b: MqttOverWsProviderBuilder,
     ) -> Result<MqttOverWsProviderBuilder, String> {
         let properties = self.properties();
-        for p in properties.iter().filter(|p| p[0] == "connect") {
+        for p in properties.iter().filter(|p| p[0] == "connect" && self.v5()) {
             let value = |i: usize| p.get(i).cloned().unwrap_or_default();
             b = match p[1].as_str() {
                 "session-expiry-interval" => b.session_expiry(Duration::from_secs(number(
@@ -362,6 +386,21 @@ fn ca_directory(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
         ));
     }
     Ok(pems)
+}
+
+/// A URL as given with the password of its user information replaced (for errors).
+fn without_password(given: &str) -> String {
+    let Some((scheme, rest)) = given.split_once("://") else {
+        return given.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:<redacted>{}", &rest[at..])
+        }
+        _ => given.to_string(),
+    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -56,10 +56,11 @@ pub fn watch_states(pubsub: &mqtt_pubsub::PubSub) -> std::thread::JoinHandle<()>
     })
 }
 
-/// `-d`: the providers' final counters on stderr, one line each.
-pub fn print_stats(pubsub: &mqtt_pubsub::PubSub) {
-    for name in pubsub.provider_names() {
-        if let Some(s) = pubsub.stats(&name) {
+/// `-d`: the final counters of the providers `names` on stderr, one line each (read after
+/// `close()`, which keeps them).
+pub fn print_stats(pubsub: &mqtt_pubsub::PubSub, names: &[String]) {
+    for name in names {
+        if let Some(s) = pubsub.stats(name) {
             eprintln!(
                 "{name}: published {} sent {} acknowledged {} rejected {} resent {} received {} \
                  delivered {} dropped {} reconnects {} bytes in {} out {}",

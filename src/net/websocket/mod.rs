@@ -74,11 +74,13 @@ pub fn rejected(status: u16, body: &[u8]) -> Error {
     }
     .to_string();
     // What the server said, briefly (AWS explains a refused signature in the body).
+    // Line breaks and other control characters become spaces (lines kept apart).
     let said: String = String::from_utf8_lossy(body)
         .chars()
-        .filter(|c| !c.is_control())
+        .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
         .collect();
+    let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
     let lower = said.to_ascii_lowercase();
     if lower.contains("expired") || lower.contains("skew") || lower.contains("not yet valid") {
         hint.push_str("; the server says the signature's time is off: check the system clock");
@@ -168,5 +170,24 @@ pub fn redact_text(url: &str) -> String {
     match Url::parse(url) {
         Ok(u) => redact(&u),
         Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the server said keeps its lines apart (found by the hostile review: "HTTP/1.1Host:").
+    #[test]
+    fn a_refusal_body_keeps_its_lines_apart() {
+        let e = rejected(
+            401,
+            b"Unauthorized\r\nWWW-Authenticate: Basic\r\n\r\ncheck\tthe key",
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("Unauthorized WWW-Authenticate: Basic check the key"),
+            "{text}"
+        );
     }
 }
