@@ -109,6 +109,8 @@ fn mqtt_pub_matches_mosquitto_pub_mosquitto() {
         ("no message", vec!["-p", &port, "-t", "{T}"], b"", "mqttv311"),
         ("two messages", vec!["-p", &port, "-t", "{T}", "-m", "x", "-n"], b"", "mqttv311"),
         ("bad qos", vec!["-p", &port, "-t", "{T}", "-m", "x", "-q", "3"], b"", "mqttv311"),
+        ("unknown property", vec!["-p", &port, "-t", "{T}", "-m", "x", "-D", "publish", "bogus", "x"], b"", "mqttv311"),
+        ("property without its value", vec!["-p", &port, "-t", "{T}", "-m", "x", "-D", "publish", "user-property", "k"], b"", "mqttv311"),
         ("empty stdin", vec!["-p", &port, "-t", "{T}", "-s", "-r"], b"", "mqttv311"),
         ("session expiry on 3.1.1", vec!["-p", &port, "-x", "60", "-t", "{T}", "-m", "x", "-r"], b"", "mqttv311"),
         ("properties on 3.1.1", vec![

@@ -339,6 +339,26 @@ impl Connection {
             if p[1] == "user-property" && p.len() != 4 {
                 return Err("-D … user-property takes a key and a value".into());
             }
+            // Checked whatever the version, as mosquitto's tools do.
+            let known: &[&str] = if p[0] == "connect" {
+                &[
+                    "session-expiry-interval",
+                    "receive-maximum",
+                    "user-property",
+                ]
+            } else {
+                &[
+                    "content-type",
+                    "correlation-data",
+                    "message-expiry-interval",
+                    "payload-format-indicator",
+                    "response-topic",
+                    "user-property",
+                ]
+            };
+            if !known.contains(&p[1].as_str()) {
+                return Err(unsupported(&p[0], &p[1]));
+            }
         }
         Ok(b)
     }
