@@ -146,10 +146,7 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("--outbox keeps QoS 1 and 2 messages only; give -q 1 or -q 2".into());
     }
     let payloads = payloads(args)?;
-    let made = args.conn.make_with("mqtt-pub", |b| match &args.outbox {
-        Some(dir) => b.outbox(dir),
-        None => b,
-    })?;
+    let made = args.conn.make("mqtt-pub", args.outbox.as_deref())?;
     let topic = args
         .topic
         .clone()
@@ -157,9 +154,7 @@ fn run(args: &Args) -> Result<(), String> {
         .ok_or("Both topic and message must be supplied (-t or a topic in -L).")?;
     let pubsub = PubSub::new();
     let states = args.conn.debug.then(|| tool::watch_states(&pubsub));
-    pubsub
-        .add_provider(made.provider)
-        .map_err(|e| e.to_string())?;
+    made.provider.add_to(&pubsub).map_err(|e| e.to_string())?;
     let mut progress = tool::progress::Progress::new("mqtt-pub", Some(args.repeat));
     let mut sent = 0u64;
     let mut send = |payload: Vec<u8>| -> Result<(), String> {

@@ -106,7 +106,7 @@ fn covers(filter: &str, topic: &str) -> bool {
 }
 
 fn run(args: &Args) -> Result<End, String> {
-    let made = args.conn.make_with("mqtt-sub", |b| b)?;
+    let made = args.conn.make("mqtt-sub", None)?;
     let mut topics = args.topic.clone();
     topics.extend(made.url_topic);
     if topics.is_empty() {
@@ -118,9 +118,7 @@ fn run(args: &Args) -> Result<End, String> {
         .map(|s| Instant::now() + Duration::from_secs(s));
     let pubsub = PubSub::new();
     let _states = args.conn.debug.then(|| tool::watch_states(&pubsub));
-    pubsub
-        .add_provider(made.provider)
-        .map_err(|e| e.to_string())?;
+    made.provider.add_to(&pubsub).map_err(|e| e.to_string())?;
     let sub = pubsub
         .subscribe_with(topics, SubscribeOptions::default().qos(qos))
         .map_err(|e| e.to_string())?;

@@ -207,6 +207,83 @@ mod aws_certificate {
         assert!(err.contains("tls_config("), "{err}");
     }
 
+    /// `mqtt-pub --aws-iot` as a device (`--cert --key --cafile`) through the gateway that
+    /// requires the certificate, and `mqtt-sub --aws-iot` receiving it there; `--aws-iot`
+    /// with `-L` is refused.
+    #[test]
+    fn the_tools_speak_to_aws_iot_with_a_device_certificate() {
+        let Some((m, gw, _certs, dir)) = gateway() else {
+            return;
+        };
+        let file = |f: &str| dir.path().join(f).display().to_string();
+        let endpoint = format!("mqtts://localhost:{}", gw.port);
+        let device = [
+            "--aws-iot".to_string(),
+            endpoint.clone(),
+            "--cert".into(),
+            file("client.crt"),
+            "--key".into(),
+            file("client.key"),
+            "--cafile".into(),
+            file("ca.crt"),
+        ];
+        let sub = std::process::Command::new(crate::tools::ours("sub"))
+            .args(&device)
+            .args([
+                "-i",
+                "tool-sub",
+                "-t",
+                "devices/tool",
+                "-C",
+                "1",
+                "-v",
+                "-W",
+                "20",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The subscriber is in once the gateway has seen it connect and mosquitto has its
+        // SUBSCRIBE: publish retained so that the order does not matter.
+        let out = std::process::Command::new(crate::tools::ours("pub"))
+            .args(&device)
+            .args([
+                "-i",
+                "tool-pub",
+                "-t",
+                "devices/tool",
+                "-m",
+                "via AWS mode",
+                "-r",
+                "-q",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let got = sub.wait_with_output().unwrap();
+        assert!(got.status.success(), "{got:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            "devices/tool via AWS mode\n"
+        );
+        assert!(gw.hellos().iter().all(|h| h.completed));
+        let both = std::process::Command::new(crate::tools::ours("pub"))
+            .args([
+                "--aws-iot",
+                &endpoint,
+                "-L",
+                &m.mqtt_url(),
+                "-t",
+                "x",
+                "-m",
+                "y",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(both.status.code(), Some(1), "{both:?}");
+    }
+
     /// The `aws_iot` example as a device: `--cert --key --ca` against the gateway.
     #[test]
     fn aws_iot_example_connects_with_a_device_certificate() {

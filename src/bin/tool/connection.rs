@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mqtt_pubsub::{LastWill, MqttOverWsProvider, MqttOverWsProviderBuilder, MqttVersion, QoS};
+use mqtt_pubsub::{LastWill, MqttOverWsProvider, MqttVersion, QoS};
 
 /// Where and how to connect.
 #[derive(clap::Args, Debug)]
@@ -109,6 +109,19 @@ pub struct Connection {
     /// Connect directly, whatever the proxy environment variables say.
     #[arg(long)]
     pub no_proxy: bool,
+    /// AWS IoT Core: this endpoint (`<id>-ats.iot.<region>.amazonaws.com`, or a URL) instead
+    /// of -h/-p/-L. With --cert/--key or --p12 the device certificate authenticates (MQTT
+    /// over mutual TLS, port 8883, or -p 443); otherwise SigV4 over wss:// with
+    /// --cognito-pool, or the credentials of the environment or the AWS profile files.
+    #[arg(long, conflicts_with = "url", value_name = "ENDPOINT")]
+    pub aws_iot: Option<String>,
+    /// AWS IoT: the region (default: the one in the endpoint's name).
+    #[arg(long, requires = "aws_iot")]
+    pub aws_region: Option<String>,
+    /// AWS IoT: SigV4 credentials from this Amazon Cognito identity pool (unauthenticated
+    /// identities).
+    #[arg(long, requires = "aws_iot", conflicts_with_all = ["cert", "p12"])]
+    pub cognito_pool: Option<String>,
     /// Accepted for mosquitto's sake: Nagle's algorithm is always off here.
     #[arg(long, hide = true)]
     pub nodelay: bool,
@@ -126,10 +139,104 @@ fn parse_version(v: &str) -> Result<MqttVersion, String> {
 /// The broker URL, and the user name, password and topic a `-L` URL carried.
 type Target = (String, Option<String>, Option<String>, Option<String>);
 
+/// A provider of either kind.
+pub enum Built {
+    Broker(Box<MqttOverWsProvider>),
+    AwsIot(Box<mqtt_pubsub::AwsIotProvider>),
+}
+
+impl Built {
+    /// Registers it on `pubsub` (connecting it).
+    pub fn add_to(self, pubsub: &mqtt_pubsub::PubSub) -> mqtt_pubsub::Result<()> {
+        match self {
+            Built::Broker(p) => pubsub.add_provider(*p),
+            Built::AwsIot(p) => pubsub.add_provider(*p),
+        }
+    }
+}
+
 /// What the connection flags make: the provider, and a topic the `-L` URL carried.
 pub struct Made {
-    pub provider: MqttOverWsProvider,
+    pub provider: Built,
     pub url_topic: Option<String>,
+}
+
+/// The options both builders share, from the flags: one expansion per builder type.
+macro_rules! common {
+    ($conn:expr, $tool:expr, $b:expr, $url_user:expr, $url_password:expr, $outbox:expr) => {{
+        let conn: &Connection = $conn;
+        let mut b = $b
+            .mqtt_version(conn.version)
+            .keep_alive(Duration::from_secs(u64::from(conn.keepalive)))
+            .clean_session(!conn.disable_clean_session);
+        match (&conn.id, &conn.id_prefix) {
+            (Some(id), _) => b = b.client_id(id),
+            (None, Some(prefix)) => b = b.client_id(format!("{prefix}{}", std::process::id())),
+            (None, None) if conn.disable_clean_session => {
+                return Err(format!(
+                    "{}: -c (a persistent session) needs a client id: give -i ID",
+                    $tool
+                ))
+            }
+            // As mosquitto: a session that outlives the connection gets an id of its own.
+            (None, None) if conn.v5() && conn.session_expiry.is_some_and(|x| x != 0) => {
+                b = b.client_id(format!("{}_{}", $tool, std::process::id()))
+            }
+            (None, None) => {}
+        }
+        let username = conn.username.clone().or($url_user);
+        let password = conn.password.clone().or($url_password);
+        b = match (username, password) {
+            (Some(u), Some(p)) => b.username_password(u, p),
+            (Some(u), None) => b.username(u),
+            (None, Some(_)) => return Err("a password (-P) needs a user name (-u)".into()),
+            (None, None) => b,
+        };
+        // As mosquitto: -x means nothing to MQTT 3.1.1 and is ignored there.
+        if let Some(x) = conn.session_expiry.filter(|_| conn.v5()) {
+            let secs = if x < 0 { u64::from(u32::MAX) } else { x as u64 };
+            b = b.session_expiry(Duration::from_secs(secs));
+        }
+        if let Some(topic) = &conn.will_topic {
+            let payload = conn.will_payload.clone().unwrap_or_default();
+            let qos = QoS::try_from(conn.will_qos).map_err(|e| e.to_string())?;
+            b = b.last_will(
+                LastWill::new(topic.as_str(), payload)
+                    .qos(qos)
+                    .retain(conn.will_retain),
+            );
+        }
+        if conn.tls_use_os_certs {
+            b = b.trust_roots(mqtt_pubsub::TrustRoots::Platform);
+        }
+        for pem in conn.ca_pems()? {
+            b = b.ca_pem(pem);
+        }
+        if let (Some(cert), Some(key)) = (&conn.cert, &conn.key) {
+            b = b.client_cert_pem(read(cert)?, read(key)?);
+        }
+        if let (Some(p12), Some(var)) = (&conn.p12, &conn.p12_password_env) {
+            let password = std::env::var(var).map_err(|_| p12_variable_missing(var))?;
+            b = b.client_identity_p12(read(p12)?, password);
+        }
+        for prop in conn.connect_properties()? {
+            b = match prop {
+                ConnectProperty::SessionExpiry(d) => b.session_expiry(d),
+                ConnectProperty::ReceiveMaximum(n) => b.receive_maximum(n),
+                ConnectProperty::User(k, v) => b.connect_user_property(k, v),
+            };
+        }
+        if let Some(proxy) = &conn.http_proxy {
+            b = b.proxy(proxy);
+        }
+        if conn.no_proxy {
+            b = b.no_proxy();
+        }
+        if let Some(dir) = $outbox {
+            b = b.outbox(dir);
+        }
+        b
+    }};
 }
 
 impl Connection {
@@ -216,152 +323,133 @@ impl Connection {
         Ok((url.to_string(), user, password, topic))
     }
 
-    /// The provider these flags describe, with `more` applied to its builder last.
-    pub fn make_with(
-        &self,
-        tool: &str,
-        more: impl FnOnce(MqttOverWsProviderBuilder) -> MqttOverWsProviderBuilder,
-    ) -> Result<Made, String> {
+    /// The provider these flags describe, with a durable outbox in `outbox` if given.
+    pub fn make(&self, tool: &str, outbox: Option<&Path>) -> Result<Made, String> {
         if let Some(p) = &self.proxy {
             return Err(format!(
                 "--proxy {p}: SOCKS proxies are not supported; --http-proxy takes an HTTP \
                  proxy that tunnels with CONNECT"
             ));
         }
+        if let Some(endpoint) = &self.aws_iot {
+            let mut b = mqtt_pubsub::AwsIotProvider::builder(endpoint.as_str());
+            if let Some(r) = &self.aws_region {
+                b = b.region(r);
+            }
+            if let Some(p) = self.port {
+                b = b.port(p);
+            }
+            let identity = self.cert.is_some() || self.p12.is_some();
+            b = match (&self.cognito_pool, identity) {
+                (Some(pool), _) => b.credentials(
+                    mqtt_pubsub::aws::CognitoCredentials::unauthenticated(pool.as_str()),
+                ),
+                // The device certificate authenticates (client_cert_pem or the bundle,
+                // below, select certificate mode); else the default chain (environment,
+                // profile files).
+                (None, true) => b,
+                (None, false) => b.credentials(mqtt_pubsub::aws::DefaultCredentials::new()),
+            };
+            let b = common!(self, tool, b, None, None, outbox);
+            let provider = b.build().map_err(|e| e.to_string())?;
+            return Ok(Made {
+                provider: Built::AwsIot(Box::new(provider)),
+                url_topic: None,
+            });
+        }
         let (url, url_user, url_password, url_topic) = self.target()?;
-        let mut b = MqttOverWsProvider::builder(url.as_str())
-            .mqtt_version(self.version)
-            .keep_alive(Duration::from_secs(u64::from(self.keepalive)))
-            .clean_session(!self.disable_clean_session);
-        match (&self.id, &self.id_prefix) {
-            (Some(id), _) => b = b.client_id(id),
-            (None, Some(prefix)) => b = b.client_id(format!("{prefix}{}", std::process::id())),
-            (None, None) if self.disable_clean_session => {
-                return Err(format!(
-                    "{tool}: -c (a persistent session) needs a client id: give -i ID"
-                ))
-            }
-            // As mosquitto: a session that outlives the connection gets an id of its own.
-            (None, None) if self.v5() && self.session_expiry.is_some_and(|x| x != 0) => {
-                b = b.client_id(format!("{tool}_{}", std::process::id()))
-            }
-            (None, None) => {}
-        }
-        let username = self.username.clone().or(url_user);
-        let password = self.password.clone().or(url_password);
-        b = match (username, password) {
-            (Some(u), Some(p)) => b.username_password(u, p),
-            (Some(u), None) => b.username(u),
-            (None, Some(_)) => return Err("a password (-P) needs a user name (-u)".into()),
-            (None, None) => b,
-        };
-        // As mosquitto: -x means nothing to MQTT 3.1.1 and is ignored there.
-        if let Some(x) = self.session_expiry.filter(|_| self.v5()) {
-            let secs = if x < 0 { u64::from(u32::MAX) } else { x as u64 };
-            b = b.session_expiry(Duration::from_secs(secs));
-        }
-        if let Some(topic) = &self.will_topic {
-            let payload = self.will_payload.clone().unwrap_or_default();
-            let qos = QoS::try_from(self.will_qos).map_err(|e| e.to_string())?;
-            b = b.last_will(
-                LastWill::new(topic.as_str(), payload)
-                    .qos(qos)
-                    .retain(self.will_retain),
-            );
-        }
-        b = self.with_tls(b)?;
-        b = self.with_connect_properties(b)?;
-        if let Some(proxy) = &self.http_proxy {
-            b = b.proxy(proxy);
-        }
-        if self.no_proxy {
-            b = b.no_proxy();
-        }
-        let provider = more(b).build().map_err(|e| e.to_string())?;
+        let b = common!(
+            self,
+            tool,
+            MqttOverWsProvider::builder(url.as_str()),
+            url_user,
+            url_password,
+            outbox
+        );
+        let provider = b.build().map_err(|e| e.to_string())?;
         Ok(Made {
-            provider,
+            provider: Built::Broker(Box::new(provider)),
             url_topic,
         })
     }
 
-    fn with_tls(
-        &self,
-        mut b: MqttOverWsProviderBuilder,
-    ) -> Result<MqttOverWsProviderBuilder, String> {
-        if self.tls_use_os_certs {
-            b = b.trust_roots(mqtt_pubsub::TrustRoots::Platform);
-        }
+    /// The CA certificates of --cafile and --capath.
+    fn ca_pems(&self) -> Result<Vec<Vec<u8>>, String> {
+        let mut pems = Vec::new();
         if let Some(ca) = &self.cafile {
-            b = b.ca_pem(read(ca)?);
+            pems.push(read(ca)?);
         }
         if let Some(dir) = &self.capath {
-            for pem in ca_directory(dir)? {
-                b = b.ca_pem(pem);
-            }
+            pems.extend(ca_directory(dir)?);
         }
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            b = b.client_cert_pem(read(cert)?, read(key)?);
-        }
-        if let (Some(p12), Some(var)) = (&self.p12, &self.p12_password_env) {
-            let password = std::env::var(var).map_err(|_| p12_variable_missing(var))?;
-            b = b.client_identity_p12(read(p12)?, password);
-        }
-        Ok(b)
+        Ok(pems)
     }
 
-    fn with_connect_properties(
-        &self,
-        mut b: MqttOverWsProviderBuilder,
-    ) -> Result<MqttOverWsProviderBuilder, String> {
+    /// The `-D connect …` properties (none over MQTT 3.1.1, as mosquitto's tools), after
+    /// checking every `-D` whatever the version.
+    fn connect_properties(&self) -> Result<Vec<ConnectProperty>, String> {
         let properties = self.properties();
+        let mut out = Vec::new();
         for p in properties.iter().filter(|p| p[0] == "connect" && self.v5()) {
             let value = |i: usize| p.get(i).cloned().unwrap_or_default();
-            b = match p[1].as_str() {
-                "session-expiry-interval" => b.session_expiry(Duration::from_secs(number(
-                    &value(2),
-                    "session-expiry-interval",
-                )?)),
-                "receive-maximum" => b.receive_maximum(
+            out.push(match p[1].as_str() {
+                "session-expiry-interval" => ConnectProperty::SessionExpiry(Duration::from_secs(
+                    number(&value(2), "session-expiry-interval")?,
+                )),
+                "receive-maximum" => ConnectProperty::ReceiveMaximum(
                     u16::try_from(number(&value(2), "receive-maximum")?)
                         .map_err(|_| "receive-maximum: at most 65535".to_string())?,
                 ),
-                "user-property" if p.len() == 4 => b.connect_user_property(value(2), value(3)),
+                "user-property" if p.len() == 4 => ConnectProperty::User(value(2), value(3)),
                 other => return Err(unsupported("connect", other)),
-            };
+            });
         }
-        for p in &properties {
-            if p[0] != "connect" && p[0] != "publish" {
-                return Err(format!(
-                    "-D {}: properties are supported for connect and publish",
-                    p[0]
-                ));
-            }
-            if p[1] == "user-property" && p.len() != 4 {
-                return Err("-D … user-property takes a key and a value".into());
-            }
-            // Checked whatever the version, as mosquitto's tools do.
-            let known: &[&str] = if p[0] == "connect" {
-                &[
-                    "session-expiry-interval",
-                    "receive-maximum",
-                    "user-property",
-                ]
-            } else {
-                &[
-                    "content-type",
-                    "correlation-data",
-                    "message-expiry-interval",
-                    "payload-format-indicator",
-                    "response-topic",
-                    "user-property",
-                ]
-            };
-            if !known.contains(&p[1].as_str()) {
-                return Err(unsupported(&p[0], &p[1]));
-            }
-        }
-        Ok(b)
+        check_properties(&properties)?;
+        Ok(out)
     }
+}
+
+/// A `-D connect` property.
+enum ConnectProperty {
+    SessionExpiry(Duration),
+    ReceiveMaximum(u16),
+    User(String, String),
+}
+
+/// Every `-D`: a command this tool sends properties for, a name it knows, the values it
+/// takes (checked whatever the version, as mosquitto's tools do).
+fn check_properties(properties: &[Vec<String>]) -> Result<(), String> {
+    for p in properties {
+        if p[0] != "connect" && p[0] != "publish" {
+            return Err(format!(
+                "-D {}: properties are supported for connect and publish",
+                p[0]
+            ));
+        }
+        if p[1] == "user-property" && p.len() != 4 {
+            return Err("-D … user-property takes a key and a value".into());
+        }
+        let known: &[&str] = if p[0] == "connect" {
+            &[
+                "session-expiry-interval",
+                "receive-maximum",
+                "user-property",
+            ]
+        } else {
+            &[
+                "content-type",
+                "correlation-data",
+                "message-expiry-interval",
+                "payload-format-indicator",
+                "response-topic",
+                "user-property",
+            ]
+        };
+        if !known.contains(&p[1].as_str()) {
+            return Err(unsupported(&p[0], &p[1]));
+        }
+    }
+    Ok(())
 }
 
 /// `-D COMMAND NAME` that this tool does not send.

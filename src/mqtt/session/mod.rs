@@ -1087,6 +1087,23 @@ impl<R> Session<R> {
         self.keepalive.check()
     }
 
+    /// The order of `req` among requests: a resubscription keeps its original's, anything
+    /// else takes the next.
+    fn sequence_of(&mut self, req: &Request<R>) -> u64 {
+        match req {
+            Request::Subscribe {
+                origin: Some(seq), ..
+            }
+            | Request::Unsubscribe {
+                origin: Some(seq), ..
+            } => *seq,
+            _ => {
+                self.seq += 1;
+                self.seq
+            }
+        }
+    }
+
     /// Whether the next request is a QoS 2 publish and the QoS 2 window is full.
     fn qos2_window_full(&self) -> bool {
         let limit = self.cfg.max_inflight_qos2 as usize;
@@ -1262,18 +1279,7 @@ impl<R> Session<R> {
                 return;
             };
             let req = self.queue.pop_front().expect("front checked");
-            let seq = match req {
-                Request::Subscribe {
-                    origin: Some(seq), ..
-                }
-                | Request::Unsubscribe {
-                    origin: Some(seq), ..
-                } => seq,
-                _ => {
-                    self.seq += 1;
-                    self.seq
-                }
-            };
+            let seq = self.sequence_of(&req);
             let kind = match req {
                 Request::Publish {
                     packet,
