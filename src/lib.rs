@@ -51,7 +51,7 @@
 //! ## Cargo features
 //! - `aws-iot` (default): `AwsIotProvider` and the `aws` module (aws-sigv4, sha2).
 //! - `pkcs12`: client identities from PKCS#12 bundles (p12-keystore, pure Rust).
-//! - `cli`: the `mqtt-pub` and `mqtt-sub` tools (clap; includes `pkcs12`).
+//! - `cli`: the `mqtt-pub` and `mqtt-sub` tools (clap; includes `pkcs12` and `aws-iot`).
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
