@@ -272,6 +272,100 @@ mod ours {
         idle_measure(conns, secs, rss0, threads0, || drop((handles, warm)))
     }
 
+    /// `n` providers on one `PubSub` against one broker (a gateway bridging many devices):
+    /// the time to connect them all (added with `connect_in_background`, so that no add
+    /// waits for another's CONNACK), RSS and threads per provider counted from the bare
+    /// process, CPU and wake-ups while idle for `secs`, a QoS 0 and a QoS 1 publish to all,
+    /// and one subscription over all of them (SUBACK from each, then one message in each).
+    pub fn scale(url: &str, n: usize, secs: u64) -> Value {
+        let (rss0, threads0) = (rss_kib(), threads());
+        let ps = PubSub::new();
+        let states = ps.state_changes();
+        let t0 = Instant::now();
+        for i in 0..n {
+            ps.add_provider(
+                builder(url)
+                    .name(format!("p{i}"))
+                    .connect_in_background(true)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        let added = t0.elapsed().as_secs_f64();
+        // Polled: thousands of providers' events outrun one bounded receiver of state events
+        // (it keeps the latest 1024), so counting `Connected` events would miss some.
+        drop(states);
+        let names = ps.provider_names();
+        let mut waiting: Vec<&String> = names.iter().collect();
+        while !waiting.is_empty() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "{} of {n} providers never connected",
+                waiting.len()
+            );
+            waiting.retain(|name| ps.state(name) != Some(mqtt_pubsub::ConnectionState::Connected));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let connect_all = t0.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(500));
+        let (rss1, threads1) = (rss_kib(), threads());
+        let (cpu0, switches0) = (cpu_secs(), context_switches());
+        std::thread::sleep(Duration::from_secs(secs));
+        let idle_cpu = cpu_secs() - cpu0;
+        let wakeups = (context_switches() - switches0 - 1.0).max(0.0) / secs as f64;
+        let t = Instant::now();
+        ps.publish("scale/all", "x").unwrap();
+        let publish_q0_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        ps.publish_with(
+            "scale/all",
+            "x",
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+        let publish_q1_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let sub = ps
+            .subscribe_with(
+                "scale/fan",
+                SubscribeOptions::default().capacity(n.max(1) * 2),
+            )
+            .unwrap();
+        let subscribe_ms = t.elapsed().as_secs_f64() * 1e3;
+        let rss_before_fan = rss_kib();
+        let (cpu_fan0, t) = (cpu_secs(), Instant::now());
+        // One provider publishes; the broker sends a copy to each of the n.
+        ps.publish_with("scale/fan", "fan", PublishOptions::default().provider("p0"))
+            .unwrap();
+        for _ in 0..n {
+            sub.recv_timeout(Duration::from_secs(60))
+                .expect("a copy from every provider");
+        }
+        let fan_ms = t.elapsed().as_secs_f64() * 1e3;
+        let fan_cpu_ms = (cpu_secs() - cpu_fan0) * 1e3;
+        let fan_rss_kib = rss_kib() - rss_before_fan;
+        let t = Instant::now();
+        ps.close().unwrap();
+        let close_s = t.elapsed().as_secs_f64();
+        json!({
+            "providers": n,
+            "add_all_s": added,
+            "connect_all_s": connect_all,
+            "rss_kib_per_provider": (rss1 - rss0) / n as f64,
+            "threads_per_provider": (threads1 - threads0) / n as f64,
+            "idle_cpu_pct": idle_cpu / secs as f64 * 100.0,
+            "idle_wakeups_per_s": wakeups,
+            "publish_all_q0_ms": publish_q0_ms,
+            "publish_all_q1_ms": publish_q1_ms,
+            "subscribe_all_ms": subscribe_ms,
+            "fan_in_ms": fan_ms,
+            "fan_in_cpu_ms": fan_cpu_ms,
+            "fan_in_rss_kib": fan_rss_kib,
+            "close_all_s": close_s,
+        })
+    }
+
     pub fn decode(size: usize) -> Value {
         use mqtt_pubsub::internals::codec::{encode, Framer};
         let packet = mqtt::packet::PublishPacket::new(
@@ -1292,6 +1386,7 @@ fn child(args: &[String]) -> Value {
         ("connect", "ours") => ours::connect_time(&url, num(3)),
         ("connect", "rumqttc") => peer::connect_time(&url, num(3)),
         ("idle", "ours") => ours::idle(&url, num(3), num(4) as u64),
+        ("scale", "ours") => ours::scale(&url, num(3), num(4) as u64),
         ("idle", "rumqttc") => peer::idle(&url, num(3), num(4) as u64),
         ("decode", "ours") => ours::decode(num(3)),
         ("decode", "rumqttc") => peer::decode(num(3)),
@@ -1663,6 +1758,17 @@ fn main() {
                     ("connect (to CONNACK) mean", "µs", "mean_us", true),
                 ],
             );
+        }
+        if want("scale") && first {
+            // Ours alone (a scenario of one client, not a comparison). The limits a user meets
+            // first are file descriptors (raise `ulimit -n`, here and for the broker) and,
+            // past some thousands, the broker's own.
+            let providers = args.value("--providers").unwrap_or_else(|| "1000".into());
+            for n in providers.split(',') {
+                let v = run_child(&s(&["scale", "ours", url, n, &idle_secs.to_string()]));
+                eprintln!("  scale {n}: {v}");
+                println!("| {n} providers | {} |", v);
+            }
         }
         if want("idle") && first {
             let secs = idle_secs.to_string();
