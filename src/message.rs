@@ -160,9 +160,20 @@ impl Message {
     }
 
     /// MQTT 5: the user properties it came with, in the order they were sent (keys may
-    /// repeat). Empty for 3.1.1.
-    pub fn user_properties(&self) -> Vec<(&str, &str)> {
-        self.props().map(|p| p.user().collect()).unwrap_or_default()
+    /// repeat); none for 3.1.1. An iterator over the message's own bytes: nothing is
+    /// allocated.
+    ///
+    /// ```no_run
+    /// # fn show(msg: &mqtt_pubsub::Message) {
+    /// for (key, value) in msg.user_properties() {
+    ///     println!("{key}={value}");
+    /// }
+    /// let site = msg.user_properties().find(|(k, _)| *k == "site").map(|(_, v)| v);
+    /// # let _ = site;
+    /// # }
+    /// ```
+    pub fn user_properties(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.props().into_iter().flat_map(|p| p.user())
     }
 
     /// MQTT 5: its content type.
@@ -195,9 +206,10 @@ impl Message {
         self.props()?.bin(crate::mqtt::v5::id::CORRELATION_DATA)
     }
 
-    /// MQTT 5: the subscription identifiers of the subscriptions it matched on the server.
-    pub fn subscription_identifiers(&self) -> Vec<u32> {
-        self.publish.subscription_ids()
+    /// MQTT 5: the subscription identifiers of the subscriptions it matched on the server
+    /// (an iterator: nothing is allocated).
+    pub fn subscription_identifiers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.publish.subscription_id_iter()
     }
 }
 

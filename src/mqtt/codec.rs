@@ -163,6 +163,16 @@ impl PublishFrame {
         self.sub_ids[..self.n_sub_ids as usize].to_vec()
     }
 
+    /// v5: its subscription identifiers, in order, without allocating.
+    pub fn subscription_id_iter(&self) -> impl Iterator<Item = u32> + '_ {
+        let (few, many) = if self.n_sub_ids == u8::MAX {
+            (&[][..], self.props.as_ref().map(|p| p.subscription_ids()))
+        } else {
+            (&self.sub_ids[..self.n_sub_ids as usize], None)
+        };
+        few.iter().copied().chain(many.into_iter().flatten())
+    }
+
     /// v5: its subscription identifiers when there were at most four (no allocation); an
     /// empty slice when there were none, `None` when there were more.
     pub fn inline_subscription_ids(&self) -> Option<&[u32]> {

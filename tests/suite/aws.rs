@@ -128,7 +128,7 @@ fn a_good_signature_connects_and_pubsub_works_in_mqtt5() {
         .content_type("application/json");
     ps.publish_with("aws/v5", "{}", opts).unwrap();
     let m = sub.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(m.user_properties(), [("device", "d-1")]);
+    assert_eq!(m.user_properties().collect::<Vec<_>>(), [("device", "d-1")]);
     assert_eq!(m.content_type(), Some("application/json"));
 }
 

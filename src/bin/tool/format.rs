@@ -111,7 +111,6 @@ fn field(f: char, msg: &Message, out: &mut Vec<u8>) {
         }
         'P' => msg
             .user_properties()
-            .iter()
             .map(|(k, v)| format!("{k}:{v}"))
             .collect::<Vec<_>>()
             .join(" "),
@@ -131,7 +130,6 @@ fn field(f: char, msg: &Message, out: &mut Vec<u8>) {
         'R' => msg.response_topic().unwrap_or_default().to_string(),
         'S' => msg
             .subscription_identifiers()
-            .iter()
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(","),
