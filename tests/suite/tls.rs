@@ -230,21 +230,7 @@ fn a_wrong_client_identity_says_what_is_wrong() {
 fn a_pkcs12_bundle_is_a_client_identity_mosquitto() {
     let Some(m) = Mosquitto::start() else { return };
     let dir = m.certs_dir();
-    openssl(
-        dir,
-        &[
-            "pkcs12",
-            "-export",
-            "-in",
-            "client.crt",
-            "-inkey",
-            "client.key",
-            "-out",
-            "client.p12",
-            "-passout",
-            "pass:s3cret-p12-pass",
-        ],
-    );
+    crate::support::pkcs12(dir, "client.p12", "s3cret-p12-pass", &[]);
     let bundle = std::fs::read(dir.join("client.p12")).unwrap();
     for url in [
         format!("wss://localhost:{}/mqtt", m.mtls_port),
@@ -305,21 +291,7 @@ fn an_untrusted_server_certificate_says_how_to_trust_it_mosquitto() {
 fn the_pub_tool_takes_a_pkcs12_bundle_and_the_system_roots_mosquitto() {
     let Some(m) = Mosquitto::start() else { return };
     let dir = m.certs_dir();
-    openssl(
-        dir,
-        &[
-            "pkcs12",
-            "-export",
-            "-in",
-            "client.crt",
-            "-inkey",
-            "client.key",
-            "-out",
-            "cli.p12",
-            "-passout",
-            "pass:cli-p12-secret",
-        ],
-    );
+    crate::support::pkcs12(dir, "cli.p12", "cli-p12-secret", &[]);
     let url = format!("mqtts://localhost:{}", m.mqtts_mtls_port);
     let ps = PubSub::new();
     let (cert, key) = m.client_cert.clone();
@@ -521,22 +493,7 @@ fn a_pkcs12_bundle_without_a_mac_names_a_wrong_password() {
     let dir = crate::support::TempDir::new("p12-nomac");
     let d = dir.path();
     crate::support::make_certs(d);
-    openssl(
-        d,
-        &[
-            "pkcs12",
-            "-export",
-            "-nomac",
-            "-in",
-            "client.crt",
-            "-inkey",
-            "client.key",
-            "-out",
-            "nomac.p12",
-            "-passout",
-            "pass:right-pass",
-        ],
-    );
+    crate::support::pkcs12(d, "nomac.p12", "right-pass", &["-nomac"]);
     let bundle = std::fs::read(d.join("nomac.p12")).unwrap();
     MqttOverWsProvider::builder("mqtts://localhost:8883")
         .client_identity_p12(bundle.clone(), "right-pass")

@@ -47,17 +47,48 @@ fn run(program: &PathBuf, args: &[&str], topic: &str, stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// What a subscriber sees on `topic` as retained (mosquitto_sub's `-F` fields), or nothing.
+/// What a subscriber sees on `topic` as retained (payload, QoS, retain flag, length and the
+/// MQTT 5 properties), or nothing. Event-based, not a wait that a slow machine could cut
+/// short: after the SUBSCRIBE to `topic` a second one to a retained sentinel follows on the
+/// same connection, so the sentinel arrives after whatever `topic` holds, and one I/O thread
+/// delivers them in that order.
 fn retained(m: &Mosquitto, topic: &str, version: &str) -> String {
-    let port = m.tcp_port.to_string();
-    let out = Command::new(theirs("sub"))
-        .args([
-            "-p", &port, "-t", topic, "-C", "1", "-W", "1", "-V", version,
-        ])
-        .args(["-F", "%p|%q|%r|%l|%C|%P|%R|%D|%F"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    const SENTINEL: &str = "side/sentinel";
+    let connect = || {
+        let ps = PubSub::new();
+        let mut b = mqtt_pubsub::MqttOverWsProvider::builder(m.mqtt_url());
+        if version == "mqttv5" {
+            b = b.mqtt_version(mqtt_pubsub::MqttVersion::V5);
+        }
+        ps.add_provider(b.build().unwrap()).unwrap();
+        ps
+    };
+    let ps = connect();
+    let keep = mqtt_pubsub::PublishOptions::default()
+        .retain(true)
+        .qos(QoS::AtLeastOnce);
+    ps.publish_with(SENTINEL, "end", keep).unwrap();
+    let q2 = SubscribeOptions::default().qos(QoS::ExactlyOnce);
+    let held = ps.subscribe_with(topic, q2.clone()).unwrap();
+    let end = ps.subscribe_with(SENTINEL, q2).unwrap();
+    end.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the sentinel");
+    let Ok(msg) = held.try_recv() else {
+        return String::new();
+    };
+    assert!(held.try_recv().is_err(), "one retained message per topic");
+    format!(
+        "{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        String::from_utf8_lossy(msg.payload()),
+        msg.qos() as u8,
+        msg.retain(),
+        msg.payload().len(),
+        msg.content_type(),
+        msg.user_properties().collect::<Vec<_>>(),
+        msg.response_topic(),
+        msg.correlation_data(),
+        msg.payload_format_utf8()
+    )
 }
 
 /// mosquitto_pub and mqtt-pub with the same arguments: the same exit code, and the same
@@ -130,11 +161,17 @@ fn mqtt_pub_matches_mosquitto_pub_mosquitto() {
             theirs_out.status.code(),
             "{name}: exit code; ours {ours_out:?} theirs {theirs_out:?}"
         );
+        let kept = retained(&m, &topic("theirs"), version);
         assert_eq!(
             retained(&m, &topic("ours"), version),
-            retained(&m, &topic("theirs"), version),
+            kept,
             "{name}: what the broker kept"
         );
+        // The comparison is not of two nothings: a retained publish that succeeded left a
+        // message (but `-n`, which clears).
+        if theirs_out.status.success() && args.contains(&"-r") && !args.contains(&"-n") {
+            assert!(!kept.is_empty(), "{name}: nothing was retained");
+        }
         // (mosquitto_pub prints its usage on stdout after an error; ours on stderr.)
         if theirs_out.status.success() {
             assert_eq!(ours_out.stdout, theirs_out.stdout, "{name}: stdout");
@@ -172,13 +209,31 @@ fn mqtt_pub_lines_match_mosquitto_pub_mosquitto() {
             let args = ["-p", &port, "-t", "{T}", "-l", "-q", qos];
             let out = run(&program, &args, &topic, b"first\n\nsecond\r\nthird");
             assert!(out.status.success(), "{who} -q {qos}: {out:?}");
+            // Ended by a marker this process publishes on the topic once the tool has
+            // exited, not by a quiet spell a slow machine could stretch.
+            ps.publish_with(
+                topic.as_str(),
+                "END-MARKER",
+                mqtt_pubsub::PublishOptions::default().qos(QoS::AtLeastOnce),
+            )
+            .unwrap();
             let mut got = Vec::new();
-            while let Ok(msg) = sub.recv_timeout(std::time::Duration::from_secs(2)) {
+            loop {
+                let msg = sub
+                    .recv_timeout(std::time::Duration::from_secs(20))
+                    .expect("the end marker");
+                if msg.payload() == b"END-MARKER" {
+                    break got;
+                }
                 got.push(msg.payload().to_vec());
             }
-            got
         };
         let theirs_seen = seen("theirs");
+        assert_eq!(
+            theirs_seen.len(),
+            4,
+            "mosquitto_pub -l -q {qos}: {theirs_seen:?}"
+        );
         assert_eq!(seen("ours"), theirs_seen, "-q {qos}");
     }
     drop(ps);

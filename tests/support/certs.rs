@@ -63,6 +63,27 @@ pub fn issue(dir: &Path, name: &str, subject: &str, ext: Option<&str>, days: u32
     openssl(dir, &args);
 }
 
+/// Bundles the test client's certificate and key (`client.crt`, `client.key` in `dir`) into
+/// the PKCS#12 file `out` with `password`, as `openssl pkcs12 -export` does (OpenSSL 3's
+/// defaults: AES-256, PBKDF2, a SHA-256 MAC), with `extra` options (e.g. `-nomac`).
+pub fn pkcs12(dir: &Path, out: &str, password: &str, extra: &[&str]) {
+    let pass = format!("pass:{password}");
+    let mut args = vec![
+        "pkcs12",
+        "-export",
+        "-in",
+        "client.crt",
+        "-inkey",
+        "client.key",
+        "-out",
+        out,
+        "-passout",
+        &pass,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
 pub fn make_certs(dir: &Path) -> Certs {
     let run = |args: &[&str]| openssl(dir, args);
     run(&[

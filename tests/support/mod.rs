@@ -20,7 +20,7 @@ pub mod tls_gateway;
 pub mod v5_server;
 
 pub use aedes::Aedes;
-pub use certs::{issue, make_certs, openssl, Certs};
+pub use certs::{issue, make_certs, openssl, pkcs12, Certs};
 pub use mosquitto::Mosquitto;
 pub use moto::Moto;
 pub use nats::{Nats, NatsCluster};

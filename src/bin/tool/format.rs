@@ -138,34 +138,32 @@ fn field(f: char, msg: &Message, out: &mut Vec<u8>) {
     out.extend_from_slice(text.as_bytes());
 }
 
-/// Now in ISO 8601, UTC, to the second (`2026-12-06T14:51:57+0000`, as mosquitto prints).
+/// Now in ISO 8601, UTC, to the second (`2026-12-06T14:51:57+0000`, as mosquitto prints),
+/// from the crate's `X-Amz-Date` formatter (`20261206T145157Z`; the `cli` feature includes
+/// `aws-iot`).
 fn iso_time() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let d = mqtt_pubsub::aws::format_amz_date(SystemTime::now());
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{}-{}-{}T{}:{}:{}+0000",
+        &d[0..4],
+        &d[4..6],
+        &d[6..8],
+        &d[9..11],
+        &d[11..13],
+        &d[13..15]
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_iso_time_is_mosquittos_shape() {
+        let t = iso_time();
+        assert_eq!(t.len(), 24, "{t}");
+        assert_eq!((&t[4..5], &t[10..11], &t[19..]), ("-", "T", "+0000"), "{t}");
+    }
 
     #[test]
     fn formats_parse_fields_and_escapes() {
