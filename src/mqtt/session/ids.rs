@@ -13,6 +13,8 @@ pub(super) struct Ids<R> {
     slots: Vec<Option<Box<Inflight<R>>>>,
     inflight: usize,
     publishes: usize,
+    /// QoS 2 publishes in flight (their own window over MQTT 3.1.1).
+    qos2: usize,
     /// Most publishes in flight at once (the rest of the ids serve SUBSCRIBE/UNSUBSCRIBE).
     window: usize,
     /// Most publishes sent now (the server's receive maximum, at most `window`).
@@ -27,6 +29,7 @@ impl<R> Ids<R> {
             slots: (0..=(window + control) as usize).map(|_| None).collect(),
             inflight: 0,
             publishes: 0,
+            qos2: 0,
             window: window as usize,
             limit: window as usize,
             next: 1,
@@ -41,6 +44,11 @@ impl<R> Ids<R> {
     /// Publishes in flight.
     pub fn publishes(&self) -> usize {
         self.publishes
+    }
+
+    /// QoS 2 publishes in flight.
+    pub fn qos2(&self) -> usize {
+        self.qos2
     }
 
     /// The largest identifier of the table.
@@ -78,6 +86,9 @@ impl<R> Ids<R> {
         if entry.is_publish() {
             self.publishes += 1;
         }
+        if entry.is_qos2_publish() {
+            self.qos2 += 1;
+        }
         self.inflight += 1;
         self.slots[id as usize] = Some(Box::new(entry));
     }
@@ -89,6 +100,9 @@ impl<R> Ids<R> {
             self.inflight -= 1;
             if e.is_publish() {
                 self.publishes -= 1;
+            }
+            if e.is_qos2_publish() {
+                self.qos2 -= 1;
             }
         }
         entry
@@ -116,6 +130,7 @@ impl<R> Ids<R> {
     pub fn drain(&mut self) -> Vec<Inflight<R>> {
         self.inflight = 0;
         self.publishes = 0;
+        self.qos2 = 0;
         self.slots
             .iter_mut()
             .filter_map(|s| s.take().map(|b| *b))
@@ -129,6 +144,13 @@ impl<R> Ids<R> {
         let used = self.slots.iter().filter(|s| s.is_some()).count();
         if used != self.inflight {
             return Err(format!("inflight {} but {used} slots used", self.inflight));
+        }
+        let qos2 = self.iter().filter(|(_, e)| e.is_qos2_publish()).count();
+        if qos2 != self.qos2 {
+            return Err(format!(
+                "{} QoS 2 publishes in flight but {qos2} in slots",
+                self.qos2
+            ));
         }
         let publishes = self.iter().filter(|(_, e)| e.is_publish()).count();
         if publishes != self.publishes {

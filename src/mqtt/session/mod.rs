@@ -222,6 +222,10 @@ impl<R> Inflight<R> {
     fn is_publish(&self) -> bool {
         matches!(self.kind, Pending::Publish { .. })
     }
+
+    fn is_qos2_publish(&self) -> bool {
+        matches!(&self.kind, Pending::Publish { packet, .. } if packet.qos == QoS::ExactlyOnce)
+    }
 }
 
 /// Where the session stands with its connection.
@@ -1111,16 +1115,7 @@ impl<R> Session<R> {
             self.queue.front(),
             Some(Request::Publish { packet, .. }) if packet.qos == QoS::ExactlyOnce
         );
-        limit > 0
-            && next_is_qos2
-            && self
-                .ids
-                .iter()
-                .filter(|(_, e)| {
-                    matches!(&e.kind, Pending::Publish { packet, .. } if packet.qos == QoS::ExactlyOnce)
-                })
-                .count()
-                >= limit
+        limit > 0 && next_is_qos2 && self.ids.qos2() >= limit
     }
 
     fn unsubscribes_in_flight(&self) -> bool {
@@ -1427,6 +1422,35 @@ pub(super) mod tests {
             panic!()
         };
         assert_eq!(p.topic_name(), "t/2");
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_qos2_window_holds_qos2_publishes_and_what_queues_behind_them() {
+        let mut cfg = SessionConfig::new("c");
+        cfg.max_inflight_qos2 = 2;
+        let (mut s, now) = connected(cfg);
+        for i in 0..3 {
+            s.publish(format!("t/{i}"), vec![], QoS::ExactlyOnce, false, Some(i))
+                .unwrap();
+        }
+        s.publish("t/q1".into(), vec![], QoS::AtLeastOnce, false, Some(9))
+            .unwrap();
+        // Two QoS 2 out; the third waits, and the QoS 1 behind it keeps its place.
+        assert_eq!((s.inflight(), s.queued()), (2, 2));
+        assert_eq!(sent(&mut s).len(), 2);
+        s.check_invariants().unwrap();
+        // The first completes (PUBREC, then PUBCOMP): the third goes, then the QoS 1.
+        s.handle(PubrecPacket::new(1).into(), now).unwrap();
+        s.handle(PubcompPacket::new(1).into(), now).unwrap();
+        let next: Vec<String> = sent(&mut s)
+            .iter()
+            .filter_map(|p| match p {
+                VariablePacket::PublishPacket(p) => Some(p.topic_name().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(next, ["t/2", "t/q1"]);
         s.check_invariants().unwrap();
     }
 
