@@ -50,10 +50,10 @@ fn main() -> Result<(), mqtt_pubsub::Error> {
         }
     }
 
-    sub.unsubscribe();
+    sub.unsubscribe()?;
     println!(
         "unsubscribed; the subscription has ended: {}",
-        sub.recv().is_none()
+        sub.recv().is_err()
     );
     pubsub.close()?;
     println!("closed");

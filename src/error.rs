@@ -180,7 +180,7 @@ pub enum Error {
         /// For a connect: the URL of the attempt (without credentials or query).
         target: Option<String>,
         /// The time limit that ran out, where one call has one (a connect's
-        /// `connect_timeout`).
+        /// `connect_timeout`, an unsubscribe's operation timeout).
         limit: Option<std::time::Duration>,
     },
     /// The broker refused a subscription (SUBACK return code 0x80 and above).

@@ -77,11 +77,11 @@ pub mod topic;
 /// The channel crate of [`Subscription::receiver`], re-exported so that `select!` and the
 /// receiver's type come from the same version.
 pub use crossbeam_channel;
-pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+pub use crossbeam_channel::{RecvError, RecvTimeoutError, TryRecvError};
 pub use error::{ConnackCode, Error, Operation, Result};
 pub use message::{Message, Payload, Topics};
-pub use mqtt::v5::{MqttVersion, ReasonCode};
-pub use mqtt::QoS;
+pub use mqtt::reason::ReasonCode;
+pub use mqtt::{MqttVersion, QoS};
 pub use net::tls::TrustRoots;
 pub use options::{
     DisconnectOptions, LastWill, OfflineQoS0, PublishOptions, ReconnectPolicy, RetainHandling,
@@ -103,7 +103,7 @@ pub use subscription::{Iter, Subscription, TryIter};
 #[cfg(feature = "__internals")]
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::mqtt::{codec, router, session, v5};
+    pub use crate::mqtt::{codec, packet, router, session};
     /// The WebSocket frame decoder (server to client).
     pub use crate::net::websocket::reader as websocket_reader;
     pub use crate::outbox::log as outbox_log;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::mqtt::codec::PublishFrame;
+use crate::mqtt::packet::PublishFrame;
 use crate::mqtt::QoS;
 
 /// A message received on a subscription.
@@ -155,7 +155,7 @@ impl Message {
         &self.provider
     }
 
-    fn props(&self) -> Option<&crate::mqtt::v5::Properties> {
+    fn props(&self) -> Option<&crate::mqtt::packet::Properties> {
         self.publish.properties()
     }
 
@@ -178,13 +178,13 @@ impl Message {
 
     /// MQTT 5: its content type.
     pub fn content_type(&self) -> Option<&str> {
-        self.props()?.str(crate::mqtt::v5::id::CONTENT_TYPE)
+        self.props()?.str(crate::mqtt::packet::id::CONTENT_TYPE)
     }
 
     /// MQTT 5: its payload format indicator (`Some(true)`: the sender says it is UTF-8).
     pub fn payload_format_utf8(&self) -> Option<bool> {
         self.props()?
-            .byte(crate::mqtt::v5::id::PAYLOAD_FORMAT_INDICATOR)
+            .byte(crate::mqtt::packet::id::PAYLOAD_FORMAT_INDICATOR)
             .map(|b| b == 1)
     }
 
@@ -192,18 +192,18 @@ impl Message {
     /// it held the message).
     pub fn message_expiry(&self) -> Option<Duration> {
         self.props()?
-            .int(crate::mqtt::v5::id::MESSAGE_EXPIRY_INTERVAL)
+            .int(crate::mqtt::packet::id::MESSAGE_EXPIRY_INTERVAL)
             .map(|s| Duration::from_secs(u64::from(s)))
     }
 
     /// MQTT 5: the topic the sender wants a response on.
     pub fn response_topic(&self) -> Option<&str> {
-        self.props()?.str(crate::mqtt::v5::id::RESPONSE_TOPIC)
+        self.props()?.str(crate::mqtt::packet::id::RESPONSE_TOPIC)
     }
 
     /// MQTT 5: the correlation data the sender wants copied into the response.
     pub fn correlation_data(&self) -> Option<&[u8]> {
-        self.props()?.bin(crate::mqtt::v5::id::CORRELATION_DATA)
+        self.props()?.bin(crate::mqtt::packet::id::CORRELATION_DATA)
     }
 
     /// MQTT 5: the subscription identifiers of the subscriptions it matched on the server

@@ -25,7 +25,7 @@ pub struct LastWill {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     /// MQTT 5 will properties (`build()` refuses them on a 3.1.1 provider).
-    pub(crate) props: crate::mqtt::v5::Properties,
+    pub(crate) props: crate::mqtt::packet::Properties,
 }
 
 impl LastWill {
@@ -36,12 +36,12 @@ impl LastWill {
             payload: payload.into().0,
             qos: QoS::AtMostOnce,
             retain: false,
-            props: crate::mqtt::v5::Properties::new(),
+            props: crate::mqtt::packet::Properties::new(),
         }
     }
 
-    fn property(mut self, id: u8, value: crate::mqtt::v5::Value) -> Self {
-        if id != crate::mqtt::v5::id::USER_PROPERTY {
+    fn property(mut self, id: u8, value: crate::mqtt::packet::Value) -> Self {
+        if id != crate::mqtt::packet::id::USER_PROPERTY {
             self.props.0.retain(|p| p.id != id);
         }
         self.props.push(id, value);
@@ -53,8 +53,8 @@ impl LastWill {
     pub fn delay(self, delay: Duration) -> Self {
         let secs = delay.as_secs().min(u64::from(u32::MAX)) as u32;
         self.property(
-            crate::mqtt::v5::id::WILL_DELAY_INTERVAL,
-            crate::mqtt::v5::Value::U32(secs),
+            crate::mqtt::packet::id::WILL_DELAY_INTERVAL,
+            crate::mqtt::packet::Value::U32(secs),
         )
     }
 
@@ -62,24 +62,24 @@ impl LastWill {
     pub fn message_expiry(self, expiry: Duration) -> Self {
         let secs = expiry.as_secs().min(u64::from(u32::MAX)) as u32;
         self.property(
-            crate::mqtt::v5::id::MESSAGE_EXPIRY_INTERVAL,
-            crate::mqtt::v5::Value::U32(secs),
+            crate::mqtt::packet::id::MESSAGE_EXPIRY_INTERVAL,
+            crate::mqtt::packet::Value::U32(secs),
         )
     }
 
     /// MQTT 5: the will message's content type.
     pub fn content_type(self, content_type: impl Into<String>) -> Self {
         self.property(
-            crate::mqtt::v5::id::CONTENT_TYPE,
-            crate::mqtt::v5::Value::Str(content_type.into()),
+            crate::mqtt::packet::id::CONTENT_TYPE,
+            crate::mqtt::packet::Value::Str(content_type.into()),
         )
     }
 
     /// MQTT 5: a user property of the will message (may be repeated; order is kept).
     pub fn user_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.property(
-            crate::mqtt::v5::id::USER_PROPERTY,
-            crate::mqtt::v5::Value::Pair(key.into(), value.into()),
+            crate::mqtt::packet::id::USER_PROPERTY,
+            crate::mqtt::packet::Value::Pair(key.into(), value.into()),
         )
     }
 
@@ -175,7 +175,7 @@ pub struct PublishOptions {
     pub(crate) retain: bool,
     pub(crate) timeout: Option<Duration>,
     /// MQTT 5 properties (a provider speaking 3.1.1 refuses a publish that has any).
-    pub(crate) props: crate::mqtt::v5::Properties,
+    pub(crate) props: crate::mqtt::packet::Properties,
 }
 
 impl PublishOptions {
@@ -203,8 +203,8 @@ impl PublishOptions {
         self
     }
 
-    fn property(mut self, id: u8, value: crate::mqtt::v5::Value) -> Self {
-        use crate::mqtt::v5::id::USER_PROPERTY;
+    fn property(mut self, id: u8, value: crate::mqtt::packet::Value) -> Self {
+        use crate::mqtt::packet::id::USER_PROPERTY;
         if id != USER_PROPERTY {
             self.props.0.retain(|p| p.id != id);
         }
@@ -214,41 +214,41 @@ impl PublishOptions {
 
     /// MQTT 5: a user property (may be repeated, also with the same key; order is kept).
     pub fn user_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let v = crate::mqtt::v5::Value::Pair(key.into(), value.into());
-        self.property(crate::mqtt::v5::id::USER_PROPERTY, v)
+        let v = crate::mqtt::packet::Value::Pair(key.into(), value.into());
+        self.property(crate::mqtt::packet::id::USER_PROPERTY, v)
     }
 
     /// MQTT 5: the content type (a MIME type such as `application/json`, by convention).
     pub fn content_type(self, content_type: impl Into<String>) -> Self {
-        let v = crate::mqtt::v5::Value::Str(content_type.into());
-        self.property(crate::mqtt::v5::id::CONTENT_TYPE, v)
+        let v = crate::mqtt::packet::Value::Str(content_type.into());
+        self.property(crate::mqtt::packet::id::CONTENT_TYPE, v)
     }
 
     /// MQTT 5: the payload format indicator: `true` says the payload is UTF-8 text (the
     /// server may check it and refuse a payload that is not: reason code 0x99).
     pub fn payload_format_utf8(self, utf8: bool) -> Self {
-        let v = crate::mqtt::v5::Value::Byte(u8::from(utf8));
-        self.property(crate::mqtt::v5::id::PAYLOAD_FORMAT_INDICATOR, v)
+        let v = crate::mqtt::packet::Value::Byte(u8::from(utf8));
+        self.property(crate::mqtt::packet::id::PAYLOAD_FORMAT_INDICATOR, v)
     }
 
     /// MQTT 5: the message expiry interval (whole seconds): the server drops the message
     /// (retained or queued for a subscriber) once it is older.
     pub fn message_expiry(self, expiry: Duration) -> Self {
         let secs = expiry.as_secs().min(u64::from(u32::MAX)) as u32;
-        let v = crate::mqtt::v5::Value::U32(secs);
-        self.property(crate::mqtt::v5::id::MESSAGE_EXPIRY_INTERVAL, v)
+        let v = crate::mqtt::packet::Value::U32(secs);
+        self.property(crate::mqtt::packet::id::MESSAGE_EXPIRY_INTERVAL, v)
     }
 
     /// MQTT 5: the topic a responder should publish its response to (request/response).
     pub fn response_topic(self, topic: impl Into<String>) -> Self {
-        let v = crate::mqtt::v5::Value::Str(topic.into());
-        self.property(crate::mqtt::v5::id::RESPONSE_TOPIC, v)
+        let v = crate::mqtt::packet::Value::Str(topic.into());
+        self.property(crate::mqtt::packet::id::RESPONSE_TOPIC, v)
     }
 
     /// MQTT 5: correlation data, which a responder copies into its response.
     pub fn correlation_data(self, data: impl Into<Vec<u8>>) -> Self {
-        let v = crate::mqtt::v5::Value::Bin(data.into());
-        self.property(crate::mqtt::v5::id::CORRELATION_DATA, v)
+        let v = crate::mqtt::packet::Value::Bin(data.into());
+        self.property(crate::mqtt::packet::id::CORRELATION_DATA, v)
     }
 }
 
@@ -283,7 +283,7 @@ pub enum RetainHandling {
 #[must_use = "a builder does nothing until it is used"]
 pub struct DisconnectOptions {
     pub(crate) session_expiry: Option<Duration>,
-    pub(crate) props: crate::mqtt::v5::Properties,
+    pub(crate) props: crate::mqtt::packet::Properties,
 }
 
 impl DisconnectOptions {
@@ -298,8 +298,8 @@ impl DisconnectOptions {
     /// A reason string for the server (its logs).
     pub fn reason_string(mut self, reason: impl Into<String>) -> Self {
         self.props.push(
-            crate::mqtt::v5::id::REASON_STRING,
-            crate::mqtt::v5::Value::Str(reason.into()),
+            crate::mqtt::packet::id::REASON_STRING,
+            crate::mqtt::packet::Value::Str(reason.into()),
         );
         self
     }
@@ -307,8 +307,8 @@ impl DisconnectOptions {
     /// A user property.
     pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.props.push(
-            crate::mqtt::v5::id::USER_PROPERTY,
-            crate::mqtt::v5::Value::Pair(key.into(), value.into()),
+            crate::mqtt::packet::id::USER_PROPERTY,
+            crate::mqtt::packet::Value::Pair(key.into(), value.into()),
         );
         self
     }
@@ -318,8 +318,8 @@ impl DisconnectOptions {
         let mut props = self.props.clone();
         if let Some(d) = self.session_expiry {
             props.push(
-                crate::mqtt::v5::id::SESSION_EXPIRY_INTERVAL,
-                crate::mqtt::v5::Value::U32(d.as_secs().min(u64::from(u32::MAX)) as u32),
+                crate::mqtt::packet::id::SESSION_EXPIRY_INTERVAL,
+                crate::mqtt::packet::Value::U32(d.as_secs().min(u64::from(u32::MAX)) as u32),
             );
         }
         let mut out = Vec::new();
@@ -683,9 +683,9 @@ impl Default for ConnectionOptions {
 
 impl ConnectionOptions {
     /// The MQTT 5 CONNECT properties these options make.
-    pub fn v5_connect(&self) -> crate::mqtt::v5::ConnectProperties {
+    pub fn v5_connect(&self) -> crate::mqtt::packet::ConnectProperties {
         let secs = |d: Duration| d.as_secs().min(u64::from(u32::MAX)) as u32;
-        crate::mqtt::v5::ConnectProperties {
+        crate::mqtt::packet::ConnectProperties {
             // A persistent session (clean_session(false)) outlives the connection as in
             // 3.1.1 unless told otherwise; a clean one ends with it.
             session_expiry: match (self.session_expiry, self.clean_session) {

@@ -385,7 +385,7 @@ impl PubSub {
         }
         let payload = payload.into().0;
         let targets = self.targets(options.provider.as_deref())?;
-        if let Some(t) = options.props.str(crate::mqtt::v5::id::RESPONSE_TOPIC) {
+        if let Some(t) = options.props.str(crate::mqtt::packet::id::RESPONSE_TOPIC) {
             validate_topic_name(t)?;
         }
         let props = {

@@ -4,10 +4,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError, TryRecvError};
 
 use crate::connection::inbox::Inbox;
 use crate::connection::{deadline_after, Connection};
+use crate::error::{Error, Operation};
 use crate::message::Message;
 
 /// Messages of one subscribe call, from every provider it was made on.
@@ -84,9 +85,19 @@ impl Subscription {
         self.inbox.wait(deadline)
     }
 
-    /// Blocks for the next message; `None` once the subscription has ended.
-    pub fn recv(&self) -> Option<Message> {
-        self.wait(None).ok()
+    /// Blocks for the next message; `Err(RecvError)` once the subscription has ended
+    /// (unsubscribed, or its providers closed), as crossbeam's `Receiver::recv` does.
+    ///
+    /// ```no_run
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// let sub = pubsub.subscribe("sensors/#")?;
+    /// while let Ok(msg) = sub.recv() {
+    ///     println!("{}: {:?}", msg.topic(), msg.payload());
+    /// }
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
+    pub fn recv(&self) -> Result<Message, RecvError> {
+        self.wait(None).map_err(|_| RecvError)
     }
 
     /// The next message if one is buffered, without blocking.
@@ -112,7 +123,10 @@ impl Subscription {
     /// The underlying channel, for `crossbeam_channel::select!` (re-exported as
     /// [`crate::crossbeam_channel`], so that the versions match). Receiving through it
     /// directly uses crossbeam's own blocking (a short spin, then park), not the doorbell
-    /// that `recv` sleeps on; both see the same messages.
+    /// that `recv` sleeps on; both see the same messages. After
+    /// [`unsubscribe`](Subscription::unsubscribe) the channel disconnects when every I/O
+    /// thread has taken the unsubscribe (at once, unless one is inside a connect attempt);
+    /// `recv` and the iterators end at once.
     pub fn receiver(&self) -> &Receiver<Message> {
         self.inbox.receiver()
     }
@@ -146,10 +160,26 @@ impl Subscription {
     /// the background), and on a persistent session (`clean_session(false)`) leaves the
     /// broker's subscription in place, so that the broker keeps storing messages for the
     /// next run.
-    pub fn unsubscribe(&self) {
+    ///
+    /// Returns [`Error::Timeout`] (operation [`Operation::Unsubscribe`]) when an I/O thread
+    /// did not confirm in time; delivery has stopped all the same, and the thread still
+    /// removes the route when it takes the command.
+    ///
+    /// ```no_run
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// let sub = pubsub.subscribe("sensors/#")?;
+    /// // ...
+    /// sub.unsubscribe()?;
+    /// assert!(sub.recv().is_err());
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
+    pub fn unsubscribe(&self) -> Result<(), Error> {
         if !self.active.swap(false, Ordering::SeqCst) {
-            return;
+            return Ok(());
         }
+        // Receiving ends now, also for a thread blocked in `recv` and whatever an I/O
+        // thread still delivers before it takes the command.
+        self.inbox.close();
         let deadline = deadline_after(self.timeout);
         let mut waits = Vec::new();
         for c in self.targets.iter().filter_map(Weak::upgrade) {
@@ -157,13 +187,21 @@ impl Subscription {
                 waits.push(rx);
             }
         }
+        let mut late = false;
         for rx in waits {
             // Disconnected means the I/O thread is gone, which removed the route too.
-            if rx.recv_deadline(deadline).is_err() {
-                log::debug!("unsubscribe: no confirmation from an I/O thread before the deadline");
-            }
+            late |= matches!(rx.recv_deadline(deadline), Err(RecvTimeoutError::Timeout));
         }
-        while self.inbox.try_recv().is_ok() {}
+        if late {
+            return Err(Error::Timeout {
+                operation: Operation::Unsubscribe,
+                detail: "delivery has stopped; the I/O thread removes the route when it takes the command",
+                unfinished: None,
+                target: None,
+                limit: Some(self.timeout),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -367,7 +367,8 @@ mod ours {
     }
 
     pub fn decode(size: usize) -> Value {
-        use mqtt_pubsub::internals::codec::{encode, Framer};
+        use mqtt_pubsub::internals::codec::Framer;
+        use mqtt_pubsub::internals::packet::encode;
         let packet = mqtt::packet::PublishPacket::new(
             mqtt::TopicName::new("bench/decode").unwrap(),
             mqtt::packet::QoSWithPacketIdentifier::Level0,
@@ -775,8 +776,8 @@ mod peer5 {
 /// our encoder: the topic every time, or once and then a topic alias (what a server with a
 /// Topic Alias Maximum lets us do).
 fn alias_saving() -> Value {
-    use mqtt_pubsub::internals::codec::Outgoing;
-    use mqtt_pubsub::internals::v5::{encode_publish, Alias};
+    use mqtt_pubsub::internals::packet::Outgoing;
+    use mqtt_pubsub::internals::packet::{encode_publish, Alias};
     let o = Outgoing {
         topic: "$aws/things/sensor-0001-north-wing/shadow/update/delta".into(),
         payload: vec![b'x'; 64],

@@ -7,7 +7,8 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "chunking.rs"]
 mod chunking;
-use mqtt_pubsub::internals::codec::{Framer, Inbound};
+use mqtt_pubsub::internals::codec::Framer;
+use mqtt_pubsub::internals::packet::Inbound;
 use mqtt_pubsub::MqttVersion;
 
 const MAX: usize = 4096;

@@ -14,9 +14,10 @@ use libfuzzer_sys::fuzz_target;
 use mqtt::packet::suback::SubscribeReturnCode;
 use mqtt::packet::*;
 use mqtt::TopicName;
-use mqtt_pubsub::internals::codec::{decode_packet_as, Inbound};
+use mqtt_pubsub::internals::codec::decode_packet_as;
+use mqtt_pubsub::internals::packet::Inbound;
 use mqtt_pubsub::internals::session::{Event, Session, SessionConfig};
-use mqtt_pubsub::internals::v5::{id, Ack, Control, Properties, ReasonCode, Value};
+use mqtt_pubsub::internals::packet::{id, Ack, Control, Properties, ReasonCode, Value};
 use mqtt_pubsub::{MqttVersion, QoS};
 
 #[derive(Arbitrary, Debug)]
@@ -174,7 +175,7 @@ fuzz_target!(|input: (u8, u16, bool, Vec<Op>)| {
                     // packets: check the PUBLISHes parse and the acknowledgements' ids.
                     let mut rest = &out[..];
                     while !rest.is_empty() {
-                        let (h, len) = mqtt_pubsub::internals::codec::parse_fixed_header(rest)
+                        let (h, len) = mqtt_pubsub::internals::packet::parse_fixed_header(rest)
                             .expect("valid header")
                             .expect("whole packets");
                         let packet = &rest[..h + len];
@@ -192,7 +193,7 @@ fuzz_target!(|input: (u8, u16, bool, Vec<Op>)| {
                     .feed(&out, |p| {
                         // Never an acknowledgement of packet id 0 (an inbound QoS 1/2 PUBLISH
                         // with id 0 is a protocol error, not acknowledged).
-                        if let mqtt_pubsub::internals::codec::Inbound::Other(p) = &p {
+                        if let mqtt_pubsub::internals::packet::Inbound::Other(p) = &p {
                             use mqtt::packet::VariablePacket as V;
                             let id = match p {
                                 V::PubackPacket(a) => Some(a.packet_identifier()),

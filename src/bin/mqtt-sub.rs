@@ -130,7 +130,7 @@ fn run(args: &Args) -> Result<End, String> {
     let mut printed = 0u64;
     loop {
         let msg = match deadline {
-            None => sub.recv().ok_or("the connection was closed")?,
+            None => sub.recv().map_err(|_| "the connection was closed")?,
             Some(d) => match sub.recv_timeout(d.saturating_duration_since(Instant::now())) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {

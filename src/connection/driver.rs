@@ -18,7 +18,8 @@ use super::inbox::{Rings, Sink};
 use super::{backoff, deadline_after, Command, Reply};
 use crate::error::{Error, Operation, Result};
 use crate::message::Message;
-use crate::mqtt::codec::{Framer, Inbound, Will};
+use crate::mqtt::codec::Framer;
+use crate::mqtt::packet::{Inbound, Will};
 use crate::mqtt::router::{Changes, Router};
 use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
 use crate::mqtt::QoS;
@@ -913,7 +914,7 @@ impl Driver {
                 props,
                 reply,
             } => {
-                let packet = crate::mqtt::codec::Outgoing {
+                let packet = crate::mqtt::packet::Outgoing {
                     topic,
                     payload,
                     qos,
@@ -1239,7 +1240,7 @@ impl Driver {
     /// Routes one message to its subscriptions (or the unclaimed hold). `deferred`: its
     /// acknowledgement waits until every copy given to a subscription that acknowledges
     /// after processing is dropped (at once when there is none).
-    fn deliver(&mut self, p: crate::mqtt::codec::PublishFrame, deferred: bool) {
+    fn deliver(&mut self, p: crate::mqtt::packet::PublishFrame, deferred: bool) {
         let by_id = self.session.filters_for(&p);
         let packet_id = p.packet_id();
         let mut msg = Message::new(p, self.name.clone());
@@ -1332,7 +1333,7 @@ impl Driver {
     /// A message over `max_packet_size` was skipped (and acknowledged): every subscription
     /// it was for counts it as dropped, a persistent session's unclaimed hold too when none
     /// was, and a state event names it.
-    fn report_oversized(&mut self, o: &crate::mqtt::codec::Oversized) {
+    fn report_oversized(&mut self, o: &crate::mqtt::packet::Oversized) {
         self.tally.add(crate::stats::Counter::DroppedOversized, 1);
         self.oversized += 1;
         let mut routed = false;

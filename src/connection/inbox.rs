@@ -178,6 +178,9 @@ pub(crate) struct Inbox {
     rx: Receiver<Message>,
     bell: Arc<Doorbell>,
     dropped: Arc<AtomicU64>,
+    /// Ended by the application (unsubscribe): receiving ends at once, whatever the I/O
+    /// threads still hold or send before they take the unsubscribe.
+    closed: AtomicBool,
 }
 
 /// A bounded inbox (`capacity` messages, `max_bytes` bytes) and the factory of its sinks.
@@ -197,7 +200,12 @@ pub(crate) fn inbox(capacity: usize, max_bytes: usize) -> (SinkFactory, Inbox) {
             bell: bell.clone(),
             flow: None,
         },
-        Inbox { rx, bell, dropped },
+        Inbox {
+            rx,
+            bell,
+            dropped,
+            closed: AtomicBool::new(false),
+        },
     )
 }
 
@@ -206,7 +214,7 @@ impl Inbox {
     pub fn wait(&self, deadline: Option<Instant>) -> Result<Message, RecvTimeoutError> {
         let bell = &*self.bell;
         loop {
-            match self.rx.try_recv() {
+            match self.try_recv() {
                 Ok(m) => return Ok(m),
                 Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
                 Err(TryRecvError::Empty) => {}
@@ -215,7 +223,7 @@ impl Inbox {
             fence(Ordering::SeqCst);
             let guard = bell.lock.lock().unwrap_or_else(|e| e.into_inner());
             // Checked again under the lock `ring` takes before notifying: no wake-up is missed.
-            let outcome = match self.rx.try_recv() {
+            let outcome = match self.try_recv() {
                 Ok(m) => Some(Ok(m)),
                 Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
                 Err(TryRecvError::Empty) => match deadline {
@@ -245,9 +253,19 @@ impl Inbox {
         }
     }
 
-    /// The next message if one is buffered.
+    /// The next message if one is buffered; `Disconnected` once closed.
     pub fn try_recv(&self) -> Result<Message, TryRecvError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(TryRecvError::Disconnected);
+        }
         self.rx.try_recv()
+    }
+
+    /// Ends receiving now, waking a receiver that waits; buffered messages are discarded.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.bell.ring();
+        while self.rx.try_recv().is_ok() {}
     }
 
     /// The channel (bypasses the doorbell: crossbeam's own blocking applies).
@@ -257,6 +275,9 @@ impl Inbox {
 
     /// Messages buffered now.
     pub fn len(&self) -> usize {
+        if self.closed.load(Ordering::SeqCst) {
+            return 0;
+        }
         self.rx.len()
     }
 
@@ -295,7 +316,7 @@ impl Rings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::codec::PublishFrame;
+    use crate::mqtt::packet::PublishFrame;
     use std::time::Duration;
 
     fn message(i: u32) -> Message {

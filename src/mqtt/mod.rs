@@ -4,10 +4,12 @@
 //! can be read, tested and fuzzed alone.
 
 pub mod codec;
+pub mod packet;
 mod qos;
 pub mod reason;
 pub mod router;
 pub mod session;
-pub mod v5;
+mod version;
 
 pub use qos::QoS;
+pub use version::MqttVersion;

@@ -5,7 +5,7 @@
 //! - `src/mqtt/` (the sans-IO protocol core) names nothing outside itself but the error type
 //!   and the topic rules.
 //!
-//! A path is charged to the file of the longest module prefix it names: `crate::mqtt::v5::X`
+//! A path is charged to the file of the longest module prefix it names: `crate::mqtt::packet::X`
 //! is `src/mqtt/v5/mod.rs` even when `X` is re-exported there from another file, so a
 //! re-export can close a loop too — name the defining file to avoid one.
 

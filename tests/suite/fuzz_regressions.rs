@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use mqtt_pubsub::internals::codec::{decode_packet_as, Framer, Inbound};
+use mqtt_pubsub::internals::codec::{decode_packet_as, Framer};
+use mqtt_pubsub::internals::packet::Inbound;
 use mqtt_pubsub::MqttVersion;
 
 #[path = "../../fuzz/fuzz_targets/chunking.rs"]

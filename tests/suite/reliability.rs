@@ -720,7 +720,7 @@ fn close_fails_waiting_publishes_and_ends_subscriptions() {
     // close that waits for the receipt's own timeout (20 s).
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(matches!(receipt.wait(), Err(Error::Closed)));
-    assert!(sub.recv().is_none(), "the subscription ends");
+    assert!(sub.recv().is_err(), "the subscription ends");
     wait_state(&states, ConnectionState::Disconnected);
     assert!(matches!(ps.publish("a", "b"), Err(Error::Closed)));
 }
@@ -1535,5 +1535,55 @@ fn messages_inside_an_endless_frame_arrive_as_they_come() {
             .unwrap_or_else(|_| panic!("message {i} did not arrive"));
         assert_eq!(m.payload(), &[b'0' + i]);
     }
+    let _ = ps.close();
+}
+
+/// `Subscription::unsubscribe` says when an I/O thread did not take the unsubscribe in
+/// time — here it is inside a connect attempt that a black-holed proxy keeps waiting for
+/// its WebSocket upgrade — and delivery has stopped all the same.
+#[test]
+fn unsubscribe_reports_a_timeout_while_the_io_thread_is_inside_a_connect_mosquitto() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let proxy = Proxy::start(broker.ws_port);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        fast_reconnect(proxy.url("/mqtt"))
+            .connect_timeout(Duration::from_secs(30))
+            .operation_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps.subscribe("u/#").unwrap();
+    proxy.blackhole(true);
+    // A receiver blocked in `recv` on another thread is woken by the unsubscribe.
+    let sub = std::sync::Arc::new(sub);
+    let blocked = {
+        let sub = sub.clone();
+        std::thread::spawn(move || sub.recv().is_err())
+    };
+    proxy.cut_all();
+    wait_state(&states, ConnectionState::ConnectionDisrupted);
+    wait_state(&states, ConnectionState::Connecting);
+    match sub.unsubscribe() {
+        Err(Error::Timeout {
+            operation: Operation::Unsubscribe,
+            limit,
+            ..
+        }) => assert_eq!(limit, Some(Duration::from_secs(3))),
+        other => panic!("expected an unsubscribe timeout, got {other:?}"),
+    }
+    // The promise: when unsubscribe returns, delivery has ended — although the I/O thread
+    // takes the command only after its 30 s connect attempt.
+    assert!(sub.recv().is_err(), "delivery has stopped");
+    assert!(sub.try_recv().is_err());
+    assert!(sub.is_empty());
+    assert!(blocked.join().unwrap(), "a blocked recv ends");
+    // A second call has nothing left to wait for.
+    assert!(sub.unsubscribe().is_ok());
+    // Offline, close says DISCONNECT was not sent; it returns all the same.
     let _ = ps.close();
 }

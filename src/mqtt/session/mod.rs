@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use mqtt::packet::*;
 
 use crate::error::{Error, Result};
-use crate::mqtt::codec::{encode_connect, Connect, Inbound, Outgoing, PublishFrame, Will};
-use crate::mqtt::v5::{self, Control, MqttVersion, ReasonCode};
+use crate::mqtt::packet::{self, AckKind, Control, MqttVersion, ReasonCode};
+use crate::mqtt::packet::{encode_connect, Connect, Inbound, Outgoing, PublishFrame, Will};
 use crate::mqtt::QoS;
 
 /// Packet identifiers kept beyond the publish window for SUBSCRIBE and UNSUBSCRIBE, so that
@@ -58,7 +58,7 @@ pub struct SessionConfig {
     /// The protocol version.
     pub version: MqttVersion,
     /// MQTT 5 CONNECT properties.
-    pub v5: v5::ConnectProperties,
+    pub v5: packet::ConnectProperties,
 }
 
 impl SessionConfig {
@@ -78,7 +78,7 @@ impl SessionConfig {
             max_queued: 1000,
             max_filters_per_subscribe: 64,
             version: MqttVersion::V3_1_1,
-            v5: v5::ConnectProperties::default(),
+            v5: packet::ConnectProperties::default(),
         }
     }
 }
@@ -164,7 +164,7 @@ pub enum Event<R> {
     /// A message over `max_packet_size` was skipped (and acknowledged at its QoS — with
     /// deferred acknowledgements, `true`: it waits for [`Session::ack`] like the messages
     /// before it, in arrival order).
-    Oversized(crate::mqtt::codec::Oversized, bool),
+    Oversized(crate::mqtt::packet::Oversized, bool),
     /// A QoS 1/2 message whose acknowledgement (PUBACK, PUBREC) waits for
     /// [`Session::ack`] (see [`Session::set_deferred_acks`]).
     Deferred(PublishFrame),
@@ -432,10 +432,7 @@ impl<R> Session<R> {
             password: c.password.as_deref(),
             will: c.will.as_ref(),
         };
-        match c.version {
-            MqttVersion::V3_1_1 => encode_connect(&connect),
-            MqttVersion::V5 => v5::encode_connect(&connect, &c.v5),
-        }
+        encode_connect(&connect, &c.v5, c.version)
     }
 
     /// The protocol version.
@@ -681,17 +678,7 @@ impl<R> Session<R> {
     /// Writes DISCONNECT; nothing is sent after it.
     pub fn disconnect(&mut self, props: &[u8]) {
         if self.is_connected() {
-            if props.is_empty() || self.cfg.version != MqttVersion::V5 {
-                self.out.extend_from_slice(&[0xe0, 0]);
-            } else {
-                // Reason code 0 (normal disconnection), then the properties.
-                let remaining = 1 + crate::mqtt::v5::varint_len(props.len()) + props.len();
-                self.out.push(0xe0);
-                crate::mqtt::v5::put_varint(remaining, &mut self.out);
-                self.out.push(0);
-                crate::mqtt::v5::put_varint(props.len(), &mut self.out);
-                self.out.extend_from_slice(props);
-            }
+            packet::encode_disconnect(props, self.cfg.version, &mut self.out);
             self.phase = Phase::Closing;
             self.keepalive.stop();
         }
@@ -767,7 +754,7 @@ impl<R> Session<R> {
                 if self.inbound_qos2.remove(&a.id) {
                     self.record(Journal::InboundReleased { pid: a.id });
                 }
-                wire::ack(0x70, a.id, &mut self.out);
+                packet::encode_ack(AckKind::Pubcomp, a.id, &mut self.out);
             }
             Control::Puback(a) => {
                 let id = a.id;
@@ -795,7 +782,7 @@ impl<R> Session<R> {
                     code,
                     reason: props.reason().map(crate::error::printable),
                     server_reference: props
-                        .str(v5::id::SERVER_REFERENCE)
+                        .str(packet::id::SERVER_REFERENCE)
                         .map(crate::error::printable),
                 })
             }
@@ -811,7 +798,7 @@ impl<R> Session<R> {
 
     /// PUBREC: a QoS 2 publish of ours reached the server (answered with PUBREL, recorded
     /// once), or was refused (the exchange ends).
-    fn on_pubrec(&mut self, a: v5::Ack) {
+    fn on_pubrec(&mut self, a: packet::Ack) {
         let id = a.id;
         if a.code.is_failure()
             && self.slot_is(id, |k| matches!(k, Pending::Publish { packet, released: false, .. } if packet.qos == QoS::ExactlyOnce))
@@ -842,14 +829,14 @@ impl<R> Session<R> {
             if first {
                 self.record(Journal::Released { ticket });
             }
-            wire::ack(0x62, id, &mut self.out);
+            packet::encode_ack(AckKind::Pubrel, id, &mut self.out);
         } else {
             log::warn!("ignoring PUBREC for unknown packet id {id}");
         }
     }
 
     /// SUBACK: the request's filters granted or refused; the waiting call hears which.
-    fn on_suback(&mut self, id: u16, codes: Vec<u8>, props: v5::Properties) -> Result<()> {
+    fn on_suback(&mut self, id: u16, codes: Vec<u8>, props: packet::Properties) -> Result<()> {
         if !self.slot_is(id, |k| matches!(k, Pending::Subscribe { .. })) {
             log::warn!("ignoring SUBACK for unknown packet id {id}");
             return Ok(());
@@ -902,7 +889,7 @@ impl<R> Session<R> {
     }
 
     /// UNSUBACK: refusals (MQTT 5) are reported; the waiting call goes on.
-    fn on_unsuback(&mut self, id: u16, codes: Vec<u8>, props: v5::Properties) {
+    fn on_unsuback(&mut self, id: u16, codes: Vec<u8>, props: packet::Properties) {
         if self.slot_is(id, |k| matches!(k, Pending::Unsubscribe { .. })) {
             if let Some(Inflight {
                 kind: Pending::Unsubscribe { filters, waiter },
@@ -946,7 +933,7 @@ impl<R> Session<R> {
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.events.push_back(Event::Message(p));
-                wire::ack(0x40, id, &mut self.out);
+                packet::encode_ack(AckKind::Puback, id, &mut self.out);
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Deliver once; a duplicate before PUBREL is only acknowledged [MQTT-4.3.3]
@@ -963,7 +950,7 @@ impl<R> Session<R> {
                 } else if self.deferred_qos2.contains(&id) {
                     return Ok(());
                 }
-                wire::ack(0x50, id, &mut self.out);
+                packet::encode_ack(AckKind::Pubrec, id, &mut self.out);
             }
             _ => self.events.push_back(Event::Message(p)),
         }
@@ -984,10 +971,10 @@ impl<R> Session<R> {
             return;
         }
         match qos {
-            QoS::AtLeastOnce => wire::ack(0x40, id, &mut self.out),
+            QoS::AtLeastOnce => packet::encode_ack(AckKind::Puback, id, &mut self.out),
             QoS::ExactlyOnce => {
                 if self.deferred_qos2.remove(&id) {
-                    wire::ack(0x50, id, &mut self.out);
+                    packet::encode_ack(AckKind::Pubrec, id, &mut self.out);
                 }
             }
             QoS::AtMostOnce => {}
@@ -1007,13 +994,13 @@ impl<R> Session<R> {
     /// again on every connection and nothing after it), and reported as an event. QoS 2
     /// keeps its identifier until PUBREL, as a delivered one does, so a resent copy is not
     /// reported twice.
-    fn inbound_oversized(&mut self, o: crate::mqtt::codec::Oversized) -> Result<()> {
+    fn inbound_oversized(&mut self, o: crate::mqtt::packet::Oversized) -> Result<()> {
         if let (true, Some(id)) = (self.defer_acks, o.packet_id) {
             if o.qos == QoS::ExactlyOnce {
                 if !self.inbound_qos2.insert(id) {
                     // A resend of one already reported: answered as its first copy is.
                     if !self.deferred_qos2.contains(&id) {
-                        wire::ack(0x50, id, &mut self.out);
+                        packet::encode_ack(AckKind::Pubrec, id, &mut self.out);
                     }
                     return Ok(());
                 }
@@ -1024,13 +1011,13 @@ impl<R> Session<R> {
             return Ok(());
         }
         match (o.qos, o.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => wire::ack(0x40, id, &mut self.out),
+            (QoS::AtLeastOnce, Some(id)) => packet::encode_ack(AckKind::Puback, id, &mut self.out),
             (QoS::ExactlyOnce, Some(id)) => {
                 let first = self.inbound_qos2.insert(id);
                 if first {
                     self.record(Journal::InboundReceived { pid: id });
                 }
-                wire::ack(0x50, id, &mut self.out);
+                packet::encode_ack(AckKind::Pubrec, id, &mut self.out);
                 if !first {
                     return Ok(());
                 }
@@ -1048,7 +1035,7 @@ impl<R> Session<R> {
             return Ok(());
         }
         if self.keepalive.poll(now)? == keepalive::Tick::Ping {
-            self.out.extend_from_slice(&[0xc0, 0]);
+            packet::encode_pingreq(&mut self.out);
         }
         Ok(())
     }
@@ -1341,7 +1328,7 @@ pub(super) mod tests {
             .feed(bytes, |p| {
                 out.push(match p {
                     Inbound::Other(v) => v,
-                    Inbound::Publish(f) => crate::mqtt::codec::decode_frame(f.as_bytes()).unwrap(),
+                    Inbound::Publish(f) => crate::mqtt::packet::decode_frame(f.as_bytes()).unwrap(),
                     other => unreachable!("a 3.1.1 framer of 1 MiB made {other:?}"),
                 });
                 Ok(())

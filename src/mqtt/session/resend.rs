@@ -5,11 +5,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, ServerLimits};
+use super::wire::ServerLimits;
 use super::{Event, Journal, Pending, Phase, Request, Session};
 use crate::error::{Error, Result};
-use crate::mqtt::codec::parse_connack;
-use crate::mqtt::v5::{Control, MqttVersion};
+use crate::mqtt::packet::parse_connack;
+use crate::mqtt::packet::{Control, MqttVersion};
 use crate::mqtt::QoS;
 
 /// A connection lost this soon after the oldest unacknowledged packet was (re)sent counts as
@@ -204,7 +204,11 @@ impl<R> Session<R> {
                     self.wire.publish(packet, id, true, &mut self.out);
                     self.counts.resent += 1;
                 }
-                Pending::Publish { released: true, .. } => wire::ack(0x62, id, &mut self.out),
+                Pending::Publish { released: true, .. } => crate::mqtt::packet::encode_ack(
+                    crate::mqtt::packet::AckKind::Pubrel,
+                    id,
+                    &mut self.out,
+                ),
                 // Taken out above; the ones just sent are newer than `resent_before`.
                 Pending::Subscribe { .. } | Pending::Unsubscribe { .. } => {}
             }
@@ -315,7 +319,7 @@ mod tests {
     use super::super::SessionConfig;
     use super::*;
     use crate::error::ConnackCode;
-    use crate::mqtt::codec::encode;
+    use crate::mqtt::packet::encode;
 
     /// A session that has sent CONNECT on a new connection.
     fn connecting(clean: bool) -> Session<u32> {

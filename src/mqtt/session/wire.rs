@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::mqtt::codec::Outgoing;
-use crate::mqtt::v5::{self, id, Alias, MqttVersion, Properties};
+use crate::mqtt::packet::Outgoing;
+use crate::mqtt::packet::{self, id, Alias, MqttVersion, Properties};
 use crate::mqtt::QoS;
 
 /// What the server allows on this connection (3.1.1: everything, as far as we can know).
@@ -131,9 +131,9 @@ fn encoded_size(p: &Outgoing) -> usize {
 /// bytes (`None`: MQTT 3.1.1, which has none) and a payload of `payload` bytes.
 pub fn publish_size(topic: usize, qos: QoS, props: Option<usize>, payload: usize) -> usize {
     let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
-    let props = props.map_or(0, |n| v5::varint_len(n) + n);
+    let props = props.map_or(0, |n| packet::varint_len(n) + n);
     let remaining = 2 + topic + id_len + props + payload;
-    1 + v5::varint_len(remaining) + remaining
+    1 + packet::varint_len(remaining) + remaining
 }
 
 /// How packets are written on the current connection.
@@ -225,7 +225,7 @@ impl Wire {
                 } else {
                     Alias::None
                 };
-                v5::encode_publish(packet, id, dup, alias, out)
+                packet::encode_publish(packet, id, dup, alias, out)
             }
         }
     }
@@ -247,7 +247,7 @@ impl Wire {
 
     /// Resolves an incoming v5 topic alias: a new mapping is kept, an empty topic gets the
     /// alias's topic; an alias out of range or never defined is a protocol error.
-    pub fn resolve(&mut self, p: &mut crate::mqtt::codec::PublishFrame) -> Result<()> {
+    pub fn resolve(&mut self, p: &mut crate::mqtt::packet::PublishFrame) -> Result<()> {
         let alias = p.topic_alias();
         if alias == 0 {
             return Ok(());
@@ -289,7 +289,7 @@ impl Wire {
                             .map(|f| (f, q.to_mqtt()))
                     })
                     .collect();
-                crate::mqtt::codec::encode(&mqtt::packet::SubscribePacket::new(id, list), out);
+                crate::mqtt::packet::encode(&mqtt::packet::SubscribePacket::new(id, list), out);
             }
             MqttVersion::V5 => {
                 let list: Vec<(&str, u8)> = filters
@@ -301,7 +301,7 @@ impl Wire {
                 } else {
                     0
                 };
-                v5::encode_subscribe(id, &list, sub_id, out);
+                packet::encode_subscribe(id, &list, sub_id, out);
             }
         }
     }
@@ -353,21 +353,14 @@ impl Wire {
                     .iter()
                     .filter_map(|f| mqtt::TopicFilter::new(f.clone()).ok())
                     .collect();
-                crate::mqtt::codec::encode(&mqtt::packet::UnsubscribePacket::new(id, list), out);
+                crate::mqtt::packet::encode(&mqtt::packet::UnsubscribePacket::new(id, list), out);
             }
             MqttVersion::V5 => {
                 let list: Vec<&str> = filters.iter().map(String::as_str).collect();
-                v5::encode_unsubscribe(id, &list, out);
+                packet::encode_unsubscribe(id, &list, out);
             }
         }
     }
-}
-
-/// Appends a PUBACK (0x40), PUBREC (0x50), PUBREL (0x62) or PUBCOMP (0x70) of `id` with
-/// success: the same two-byte body in both versions.
-pub fn ack(first: u8, id: u16, out: &mut Vec<u8>) {
-    let [a, b] = id.to_be_bytes();
-    out.extend_from_slice(&[first, 2, a, b]);
 }
 
 #[cfg(test)]
@@ -375,9 +368,10 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::mqtt::codec::{Framer, Inbound};
+    use crate::mqtt::codec::Framer;
+    use crate::mqtt::packet::Inbound;
+    use crate::mqtt::packet::{Ack, Control, ReasonCode, Value};
     use crate::mqtt::session::{Event, Session, SessionConfig};
-    use crate::mqtt::v5::{Ack, Control, ReasonCode, Value};
 
     fn v5_session(connack: Properties) -> (Session<u32>, Instant) {
         let mut cfg = SessionConfig::new("c");
@@ -576,7 +570,7 @@ mod tests {
                 Alias::Set(alias)
             };
             let mut b = Vec::new();
-            v5::encode_publish(&o, 0, false, a, &mut b);
+            packet::encode_publish(&o, 0, false, a, &mut b);
             crate::mqtt::codec::decode_packet_as(&b, MqttVersion::V5).unwrap()
         };
         s.handle_inbound(publish("in/topic", 2), now).unwrap();
@@ -609,7 +603,7 @@ mod tests {
             Some(4),
         );
         let out = std::mem::take(s.output());
-        let (h, len) = crate::mqtt::codec::parse_fixed_header(&out)
+        let (h, len) = crate::mqtt::packet::parse_fixed_header(&out)
             .unwrap()
             .unwrap();
         // Packet id, a subscription identifier (0x0b 1), the one filter.

@@ -1,7 +1,8 @@
 //! CONNECT (§3.1), encoded.
 
+use super::v311::encode;
 use super::{id, put_bin, put_header, Properties, Value};
-use crate::mqtt::codec::Connect;
+use crate::mqtt::{MqttVersion, QoS};
 
 /// The v5 settings of a CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,7 +50,7 @@ impl ConnectProperties {
 }
 
 /// Encodes a v5 CONNECT; `clean_session` is sent as Clean Start.
-pub fn encode_connect(c: &Connect<'_>, v5: &ConnectProperties) -> Vec<u8> {
+fn encode_v5(c: &Connect<'_>, v5: &ConnectProperties) -> Vec<u8> {
     let props = v5.properties();
     let mut body = 10 + props.wire_len() + 2 + c.client_id.len();
     let mut flags = 0u8;
@@ -88,5 +89,64 @@ pub fn encode_connect(c: &Connect<'_>, v5: &ConnectProperties) -> Vec<u8> {
     if let Some(p) = c.password {
         put_bin(p.as_bytes(), &mut out);
     }
+    out
+}
+
+/// The last will, as CONNECT carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Topic name (valid: checked when the provider was built).
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 will properties (never sent in 3.1.1).
+    pub props: Properties,
+}
+
+/// The fields of a CONNECT packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Connect<'a> {
+    /// Client identifier.
+    pub client_id: &'a str,
+    /// Keep-alive (whole seconds are sent, at most 65535).
+    pub keep_alive: std::time::Duration,
+    /// Clean session flag.
+    pub clean_session: bool,
+    /// User name.
+    pub username: Option<&'a str>,
+    /// Password.
+    pub password: Option<&'a str>,
+    /// Last will.
+    pub will: Option<&'a Will>,
+}
+
+/// Encodes a CONNECT packet of `version` (`props` are sent in MQTT 5 only).
+pub fn encode_connect(c: &Connect<'_>, props: &ConnectProperties, version: MqttVersion) -> Vec<u8> {
+    match version {
+        MqttVersion::V3_1_1 => encode_v311(c),
+        MqttVersion::V5 => encode_v5(c, props),
+    }
+}
+
+/// MQTT 3.1.1's CONNECT, through mqtt-protocol.
+fn encode_v311(c: &Connect<'_>) -> Vec<u8> {
+    let mut p = mqtt::packet::ConnectPacket::new(c.client_id.to_string());
+    p.set_keep_alive(c.keep_alive.as_secs().min(u16::MAX as u64) as u16);
+    p.set_clean_session(c.clean_session);
+    p.set_user_name(c.username.map(String::from));
+    p.set_password(c.password.map(String::from));
+    if let Some(w) = c.will {
+        if let Ok(topic) = mqtt::TopicName::new(w.topic.clone()) {
+            p.set_will(Some((topic, w.payload.clone())));
+            p.set_will_qos(w.qos as u8);
+            p.set_will_retain(w.retain);
+        }
+    }
+    let mut out = Vec::new();
+    encode(&p, &mut out);
     out
 }

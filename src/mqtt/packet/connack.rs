@@ -32,3 +32,28 @@ pub(super) fn encode(session_present: bool, code: u8, props: &Properties, out: &
     out.push(code);
     props.encode(out);
 }
+
+/// Reads a CONNACK: `Ok(session_present)` when accepted, the refusal or the protocol error
+/// otherwise.
+pub fn parse_connack(packet: &Control) -> Result<bool, Error> {
+    match packet {
+        Control::Connack {
+            session_present,
+            code: 0,
+            ..
+        } => Ok(*session_present),
+        Control::Connack { code, props, .. } => {
+            if let Some(r) = props.reason() {
+                log::warn!(
+                    "CONNACK refused with reason code {code:#04x}: {}",
+                    crate::error::printable(r)
+                );
+            }
+            Err(Error::ConnectionRefused(crate::error::ConnackCode(*code)))
+        }
+        other => Err(Error::Protocol(format!(
+            "expected CONNACK, got {}",
+            other.name()
+        ))),
+    }
+}

@@ -4,7 +4,7 @@
 //! allocating, exact frames, zero-copy PUBLISH payloads): `mqttbytes`/rumqttc's v5 module
 //! copies every payload, `mqtt-protocol` has no v5. So v5 is decoded here, one file per packet
 //! kind, into [`Control`] (every packet but PUBLISH, which stays a slice of its frame:
-//! [`super::codec::PublishFrame`]). Every decoder consumes its frame exactly, refuses a
+//! [`PublishFrame`]). Every decoder consumes its frame exactly, refuses a
 //! property that does not belong to its packet, a repeated property that must not repeat,
 //! and a value out of range, and never allocates more than the frame holds.
 
@@ -13,62 +13,59 @@ mod auth;
 mod connack;
 mod connect;
 mod disconnect;
+mod header;
+mod ping;
 mod properties;
 mod publish;
 mod subscribe;
 mod unsubscribe;
+mod v311;
 
 pub use crate::mqtt::reason::ReasonCode;
-pub use connect::{encode_connect, ConnectProperties};
+pub use ack::{encode_ack, AckKind};
+pub use connack::parse_connack;
+pub use connect::{encode_connect, Connect, ConnectProperties, Will};
+pub use disconnect::encode_disconnect;
+pub use header::parse_fixed_header;
+pub use ping::encode_pingreq;
 #[cfg_attr(not(feature = "__internals"), allow(unused_imports))]
 pub use properties::{id, Properties, Property, Value};
-pub use publish::{encode_publish, parse_publish, Alias, PublishProps, INLINE_IDS};
+pub(crate) use publish::Skip;
+pub use publish::{
+    encode_publish, parse_publish, Alias, Outgoing, Oversized, PublishFrame, PublishProps,
+    INLINE_IDS,
+};
 pub use subscribe::encode_subscribe;
 pub use unsubscribe::encode_unsubscribe;
+pub use v311::{ack_packet_id, decode_frame, encode, packet_name};
 
 use crate::error::Error;
+pub use crate::mqtt::version::MqttVersion;
 
-/// Which MQTT version a connection speaks.
-///
-/// Shown and parsed as `3.1.1` and `5` (parsing also takes `311`, `4`, `5.0`):
-///
-/// ```
-/// use mqtt_pubsub::MqttVersion;
-/// let v: MqttVersion = "5".parse().unwrap();
-/// assert_eq!(v, MqttVersion::V5);
-/// assert_eq!(MqttVersion::V3_1_1.to_string(), "3.1.1");
-/// assert!("6".parse::<MqttVersion>().is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum MqttVersion {
-    /// MQTT 3.1.1 (protocol level 4): the default.
-    #[default]
-    V3_1_1,
-    /// MQTT 5.0 (protocol level 5).
-    V5,
+/// A packet from the broker: a PUBLISH kept as its bytes, or any other decoded packet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inbound {
+    /// An application message.
+    Publish(PublishFrame),
+    /// Every other packet type (MQTT 3.1.1).
+    Other(mqtt::packet::VariablePacket),
+    /// Every other packet type (MQTT 5).
+    Control(Control),
+    /// A PUBLISH over the size limit, skipped as it streamed by: only what it needs to be
+    /// acknowledged and reported was kept.
+    Oversized(Oversized),
 }
 
-impl std::fmt::Display for MqttVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            MqttVersion::V3_1_1 => "3.1.1",
-            MqttVersion::V5 => "5",
-        })
-    }
-}
-
-impl std::str::FromStr for MqttVersion {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<MqttVersion, Error> {
-        match s.trim() {
-            "3.1.1" | "311" | "4" => Ok(MqttVersion::V3_1_1),
-            "5" | "5.0" => Ok(MqttVersion::V5),
-            other => Err(Error::InvalidConfig(format!(
-                "MQTT version {:?}: it is 3.1.1 or 5",
-                crate::error::printable_max(other, 20)
-            ))),
+impl Inbound {
+    /// Appends the packet's encoding to `out`.
+    // Used by the fuzz targets, the benchmark and the tests only.
+    #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Inbound::Publish(p) => out.extend_from_slice(p.as_bytes()),
+            Inbound::Other(p) => encode(p, out),
+            Inbound::Control(p) => p.encode(out),
+            Inbound::Oversized(_) => {}
         }
     }
 }
@@ -383,7 +380,7 @@ pub fn put_header(first: u8, body: usize, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::codec::{decode_packet_as, Inbound, Outgoing};
+    use crate::mqtt::codec::decode_packet_as;
     use crate::mqtt::QoS;
 
     fn props() -> Properties {

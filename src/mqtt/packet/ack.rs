@@ -40,3 +40,34 @@ pub(super) fn encode(first: u8, a: &Ack, out: &mut Vec<u8>) {
     out.push(a.code.0);
     a.props.encode(out);
 }
+
+/// Which acknowledgement of a packet identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    /// PUBACK: a QoS 1 PUBLISH arrived.
+    Puback,
+    /// PUBREC: a QoS 2 PUBLISH arrived (first step).
+    Pubrec,
+    /// PUBREL: the sender releases a QoS 2 identifier (second step).
+    Pubrel,
+    /// PUBCOMP: the QoS 2 exchange is complete (third step).
+    Pubcomp,
+}
+
+impl AckKind {
+    /// The fixed header's first byte (PUBREL's flags are 0b0010 [MQTT-3.6.1-1]).
+    pub const fn first_byte(self) -> u8 {
+        match self {
+            AckKind::Puback => 0x40,
+            AckKind::Pubrec => 0x50,
+            AckKind::Pubrel => 0x62,
+            AckKind::Pubcomp => 0x70,
+        }
+    }
+}
+
+/// Appends a success acknowledgement of `id`: the same two-byte body in both versions.
+pub fn encode_ack(kind: AckKind, id: u16, out: &mut Vec<u8>) {
+    let [a, b] = id.to_be_bytes();
+    out.extend_from_slice(&[kind.first_byte(), 2, a, b]);
+}
