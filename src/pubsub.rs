@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::connection::inbox::inbox;
+use crate::connection::spec::Limits;
 use crate::connection::{deadline_after, wait_reply, Connection};
 use crate::error::{Error, Operation, Result};
 use crate::message::{Message, Payload, Topics};
 use crate::mqtt::QoS;
 use crate::options::{OfflineQoS0, PublishOptions, SubscribeOptions};
-use crate::provider::{Limits, Provider};
+use crate::provider::Provider;
 use crate::state::{ConnectionState, StateEvent, StateHub};
 use crate::subscription::Subscription;
 use crate::topic::{validate_topic_filter, validate_topic_name};

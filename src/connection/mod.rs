@@ -6,6 +6,7 @@ mod driver;
 pub(crate) mod inbox;
 mod poller;
 mod queue;
+pub(crate) mod spec;
 pub(crate) mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +21,8 @@ pub(crate) use wake::Wake;
 pub(crate) use crate::deadline::deadline_after;
 use crate::error::{Error, Operation, Result};
 use crate::mqtt::QoS;
-use crate::provider::{Limits, ProviderSpec};
 use crate::state::{ConnectionState, SharedState, StateHub};
+use spec::{Limits, ProviderSpec};
 
 /// The reply to a blocking request.
 pub(crate) type Reply = Sender<Result<()>>;
@@ -29,12 +30,7 @@ pub(crate) type Reply = Sender<Result<()>>;
 /// A request to the I/O thread (made by [`Connection`]'s methods only).
 enum Command {
     Publish {
-        topic: String,
-        payload: Vec<u8>,
-        qos: QoS,
-        retain: bool,
-        /// MQTT 5 properties, encoded (empty: none).
-        props: Vec<u8>,
+        packet: crate::mqtt::packet::Outgoing,
         reply: Option<Reply>,
     },
     Subscribe {
@@ -248,11 +244,13 @@ impl Connection {
             (Some(tx), Some(rx))
         };
         let cmd = Command::Publish {
-            topic,
-            payload,
-            qos,
-            retain,
-            props,
+            packet: crate::mqtt::packet::Outgoing {
+                topic,
+                payload,
+                qos,
+                retain,
+                props,
+            },
             reply,
         };
         self.send(cmd, deadline, Operation::Publish)?;

@@ -31,12 +31,14 @@ pub use ping::encode_pingreq;
 #[cfg_attr(not(feature = "__internals"), allow(unused_imports))]
 pub use properties::{id, Properties, Property, Value};
 pub(crate) use publish::Skip;
+#[cfg_attr(not(feature = "__internals"), allow(unused_imports))]
 pub use publish::{
     encode_publish, parse_publish, Alias, Outgoing, Oversized, PublishFrame, PublishProps,
     INLINE_IDS,
 };
 pub use subscribe::encode_subscribe;
 pub use unsubscribe::encode_unsubscribe;
+#[cfg_attr(not(feature = "__internals"), allow(unused_imports))]
 pub use v311::{ack_packet_id, decode_frame, encode, packet_name};
 
 use crate::error::Error;

@@ -93,7 +93,24 @@ impl<R> Session<R> {
             self.inbound_qos2.clear();
             self.deferred_qos2.clear();
         }
-        // Unanswered SUBSCRIBE/UNSUBSCRIBE become requests again, at the front.
+        let again = self.unanswered_requests(session_present, still_wanted);
+        self.queue_again(again, resubscribe);
+        let resent_before = self.seq;
+        self.drain_queue_while(|r| {
+            matches!(r, Request::Subscribe { .. } | Request::Unsubscribe { .. })
+        });
+        self.resend_unacknowledged(now, resent_before);
+        self.drain_queue();
+    }
+
+    /// The SUBSCRIBE/UNSUBSCRIBE requests the lost connection left unanswered, as requests
+    /// again (their filters `still_wanted`, resp. unwanted), oldest first; waiters left with
+    /// nothing to ask are answered.
+    fn unanswered_requests(
+        &mut self,
+        session_present: bool,
+        still_wanted: &dyn Fn(&str) -> bool,
+    ) -> Vec<(u64, Request<R>)> {
         let mut again: Vec<(u64, Request<R>)> = Vec::new();
         let mut done_waiters = Vec::new();
         let control: Vec<u16> = self
@@ -151,6 +168,12 @@ impl<R> Session<R> {
             self.chunk_done(w);
         }
         again.sort_by_key(|(seq, _)| *seq);
+        again
+    }
+
+    /// Puts `again` and then `resubscribe` (less what a request will subscribe anyway) at the
+    /// front of the queue: resubscriptions first, then the unanswered requests.
+    fn queue_again(&mut self, again: Vec<(u64, Request<R>)>, resubscribe: Vec<(String, QoS)>) {
         // A filter that a request (re-queued above, or waiting in the queue) will subscribe is
         // not resubscribed besides.
         let resending: std::collections::HashSet<&str> = again
@@ -179,10 +202,11 @@ impl<R> Session<R> {
                 origin: None,
             });
         }
-        let resent_before = self.seq;
-        self.drain_queue_while(|r| {
-            matches!(r, Request::Subscribe { .. } | Request::Unsubscribe { .. })
-        });
+    }
+
+    /// Resends, in the order first sent and with DUP set, every publish (or PUBREL) sent
+    /// before ticket `resent_before`.
+    fn resend_unacknowledged(&mut self, now: Instant, resent_before: u64) {
         let mut ids: Vec<(u64, u16)> = self
             .ids
             .iter()
@@ -213,7 +237,6 @@ impl<R> Session<R> {
                 Pending::Subscribe { .. } | Pending::Unsubscribe { .. } => {}
             }
         }
-        self.drain_queue();
     }
 
     /// The connection was lost (not closed by us) at `now`. If it died right after the
