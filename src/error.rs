@@ -4,6 +4,18 @@ use std::fmt;
 use std::io;
 
 /// Which blocking operation ran out of time.
+///
+/// ```no_run
+/// use mqtt_pubsub::{Error, Operation};
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// match pubsub.flush(std::time::Duration::from_secs(5)) {
+///     Err(Error::Timeout { operation: Operation::Flush, unfinished, .. }) => {
+///         eprintln!("still unfinished: {unfinished:?}");
+///     }
+///     other => other?,
+/// }
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Operation {
@@ -39,6 +51,14 @@ impl fmt::Display for Operation {
 
 /// The return code of a refused CONNACK (MQTT 3.1.1 §3.2.2.3: 1–5; MQTT 5 §3.2.2.2: the
 /// reason codes from 0x80 on).
+///
+/// ```
+/// use mqtt_pubsub::{ConnackCode, Error};
+/// let e = Error::ConnectionRefused(ConnackCode(5));
+/// if let Error::ConnectionRefused(code) = &e {
+///     assert_eq!(code.meaning(), "not authorized");
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnackCode(pub u8);
 
@@ -703,6 +723,12 @@ pub(crate) fn printable(s: &str) -> String {
 }
 
 /// `Result` with this crate's [`Error`].
+///
+/// ```no_run
+/// fn send(pubsub: &mqtt_pubsub::PubSub) -> mqtt_pubsub::Result<()> {
+///     pubsub.publish("a/b", "x")
+/// }
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -300,6 +300,15 @@ impl From<&serde_json::Value> for Payload {
 }
 
 /// One topic or many: `"a/b"`, `String`, `["a", "b"]`, `vec![..]`, `&[..]`.
+///
+/// ```no_run
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// pubsub.publish("a/b", "one topic")?;
+/// pubsub.publish(["a/b", "c/d"], "two topics")?;
+/// let topics = vec![String::from("e/f")];
+/// pubsub.publish(topics, "an owned list")?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 pub trait Topics {
     /// The topics as owned strings.
     fn into_topics(self) -> Vec<String>;

@@ -101,6 +101,18 @@ impl LastWill {
 /// The delay before attempt `n` (from 0) is a random duration between zero and
 /// `min(max_delay, initial_delay × 2ⁿ)`. The default is 1 s doubling to a 60 s cap, retrying
 /// forever.
+///
+/// ```
+/// use std::time::Duration;
+/// use mqtt_pubsub::{MqttOverWsProvider, ReconnectPolicy};
+/// let provider = MqttOverWsProvider::builder("ws://localhost:9001/mqtt")
+///     .reconnect(ReconnectPolicy::exponential(
+///         Duration::from_millis(100),
+///         Duration::from_secs(10),
+///     ))
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectPolicy {
     pub(crate) enabled: bool,
@@ -143,6 +155,15 @@ impl ReconnectPolicy {
 }
 
 /// What a QoS 0 publish does while its provider is not connected.
+///
+/// ```
+/// use mqtt_pubsub::{MqttOverWsProvider, OfflineQoS0};
+/// // Telemetry: fail a QoS 0 publish while offline rather than send it late.
+/// let provider = MqttOverWsProvider::builder("ws://localhost:9001/mqtt")
+///     .offline_qos0(OfflineQoS0::FailFast)
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OfflineQoS0 {
@@ -254,6 +275,17 @@ impl PublishOptions {
 
 /// MQTT 5 retain handling of a subscription: whether the server sends retained messages when
 /// it is made.
+///
+/// ```no_run
+/// use mqtt_pubsub::{RetainHandling, SubscribeOptions};
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// // MQTT 5: no retained messages on a resubscription the broker already had.
+/// let sub = pubsub.subscribe_with(
+///     "config/#",
+///     SubscribeOptions::default().retain_handling(RetainHandling::SendIfNew),
+/// )?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RetainHandling {
     /// Send the retained messages on every SUBSCRIBE (the default, and 3.1.1's behaviour).

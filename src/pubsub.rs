@@ -85,6 +85,19 @@ fn close_all(list: &[Arc<Connection>]) -> bool {
 }
 
 /// Waits for QoS 1/2 publishes started by [`PubSub::publish_nowait`].
+///
+/// ```no_run
+/// use mqtt_pubsub::{PublishOptions, QoS};
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// let opts = PublishOptions::default().qos(QoS::AtLeastOnce);
+/// let receipts: Vec<_> = (0..100)
+///     .map(|i| pubsub.publish_nowait("log", format!("line {i}"), opts.clone()))
+///     .collect::<Result<_, _>>()?;
+/// for r in receipts {
+///     r.wait()?; // PUBACK arrived
+/// }
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[must_use = "a receipt does nothing unless waited on"]
 #[derive(Debug)]
 pub struct PublishReceipt {
@@ -136,6 +149,14 @@ impl PubSub {
     /// Registers a provider and connects it. Returns after CONNACK, or with the error that
     /// prevented it (refused, bad credentials, TLS, HTTP status of the upgrade, timeout).
     /// A name already taken is [`Error::DuplicateProvider`].
+    ///
+    /// ```no_run
+    /// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
+    /// let pubsub = PubSub::new();
+    /// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:9001/mqtt").name("a").build()?)?;
+    /// pubsub.add_provider(MqttOverWsProvider::builder("mqtt://localhost:1883").name("b").build()?)?;
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
     pub fn add_provider(&self, provider: impl Provider) -> Result<()> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
@@ -245,6 +266,14 @@ impl PubSub {
 
     /// A new receiver of every provider's state changes from now on (bounded: a receiver
     /// that falls 1024 events behind misses the newer ones, with a warning logged).
+    ///
+    /// ```no_run
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// let events = pubsub.state_changes();
+    /// while let Ok(e) = events.recv() {
+    ///     println!("{}: {:?} {}", e.provider, e.state, e.reason.unwrap_or_default());
+    /// }
+    /// ```
     pub fn state_changes(&self) -> Receiver<StateEvent> {
         self.inner.hub.subscribe()
     }
@@ -266,12 +295,29 @@ impl PubSub {
     }
 
     /// Subscribes on every provider at QoS 0. See [`PubSub::subscribe_with`].
+    ///
+    /// ```no_run
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// let sub = pubsub.subscribe(["sensors/+/temp", "alerts/#"])?; // SUBACK arrived
+    /// let msg = sub.recv_timeout(std::time::Duration::from_secs(5));
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
     pub fn subscribe(&self, topics: impl Topics) -> Result<Subscription> {
         self.subscribe_with(topics, SubscribeOptions::default())
     }
 
     /// Subscribes to one or many filters (`+` and `#` wildcards allowed). Returns after every
     /// SUBACK; fails naming the filter if a broker refused one (and then subscribes nothing).
+    ///
+    /// ```no_run
+    /// use mqtt_pubsub::{QoS, SubscribeOptions};
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// let sub = pubsub.subscribe_with(
+    ///     "orders/#",
+    ///     SubscribeOptions::default().qos(QoS::AtLeastOnce).provider("cloud").capacity(10_000),
+    /// )?;
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
     pub fn subscribe_with(
         &self,
         topics: impl Topics,
@@ -335,6 +381,13 @@ impl PubSub {
     }
 
     /// Publishes to one or many topics on every provider at QoS 0.
+    ///
+    /// ```no_run
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// pubsub.publish("sensors/kitchen/temp", "21.5")?; // QoS 0, every provider
+    /// pubsub.publish("events", serde_json::json!({"door": "open"}))?;
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
     pub fn publish(&self, topics: impl Topics, payload: impl Into<Payload>) -> Result<()> {
         self.publish_with(topics, payload, PublishOptions::default())
     }
@@ -342,6 +395,18 @@ impl PubSub {
     /// Publishes and blocks until done: QoS 0 once handed to the connection (blocking while
     /// its bounded queue is full), QoS 1 after PUBACK, QoS 2 after PUBCOMP, each bounded by
     /// the timeout. A timeout on QoS 1/2 means the message may still be delivered.
+    ///
+    /// ```no_run
+    /// use mqtt_pubsub::{PublishOptions, QoS};
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// // Returns once the broker acknowledged it (PUBACK), or with an error.
+    /// pubsub.publish_with(
+    ///     "status/device-7",
+    ///     "online",
+    ///     PublishOptions::default().qos(QoS::AtLeastOnce).retain(true),
+    /// )?;
+    /// # Ok::<(), mqtt_pubsub::Error>(())
+    /// ```
     pub fn publish_with(
         &self,
         topics: impl Topics,
@@ -639,6 +704,14 @@ impl PubSub {
     ///
     /// Everything is closed either way; the result says whether everything accepted got out:
     /// [`Error::Timeout`] with [`Operation::Close`] when some publish was still unfinished.
+    ///
+    /// ```no_run
+    /// # let pubsub = mqtt_pubsub::PubSub::new();
+    /// // Sends what was accepted (up to each provider's close timeout), then DISCONNECT.
+    /// if let Err(e) = pubsub.close() {
+    ///     eprintln!("closed, but: {e}");
+    /// }
+    /// ```
     pub fn close(&self) -> Result<()> {
         self.close_with(crate::DisconnectOptions::default())
     }

@@ -6,6 +6,15 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 
 /// The state of one provider's connection.
+///
+/// ```no_run
+/// use mqtt_pubsub::ConnectionState;
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// if pubsub.state("default") == Some(ConnectionState::Connected) {
+///     pubsub.publish("status", "up")?;
+/// }
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[repr(u8)]
@@ -132,6 +141,19 @@ impl SharedState {
 }
 
 /// A change of a provider's connection state.
+///
+/// ```no_run
+/// use mqtt_pubsub::{ConnectionState, PubSub};
+/// let pubsub = PubSub::new();
+/// let events = pubsub.state_changes();
+/// std::thread::spawn(move || {
+///     for e in events {
+///         if e.state == ConnectionState::ConnectionDisrupted {
+///             eprintln!("{} lost: {}", e.provider, e.reason.unwrap_or_default());
+///         }
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StateEvent {
@@ -155,6 +177,19 @@ pub struct StateEvent {
 
 /// What a server said in its CONNACK, as a `Connected` [`StateEvent`] carries it. A
 /// persistent-session application learns here whether its session survived.
+///
+/// ```no_run
+/// use mqtt_pubsub::{ConnectionState, PubSub};
+/// # let pubsub = PubSub::new();
+/// let events = pubsub.state_changes();
+/// for e in events {
+///     if let (ConnectionState::Connected, Some(c)) = (e.state, &e.connack) {
+///         if !c.session_present {
+///             println!("{}: the broker kept no session; resubscribed", e.provider);
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Connack {

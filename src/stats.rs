@@ -9,6 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// One provider's counters and gauges, as [`PubSub::stats`](crate::PubSub::stats) returns
 /// them. Counters count from the provider's start (across reconnects); gauges say what is
 /// held now.
+///
+/// ```no_run
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// let s = pubsub.stats("default").expect("a provider of that name");
+/// println!("sent {} acked {} in flight {}", s.sent, s.acknowledged, s.in_flight);
+/// if s.dropped_full > 0 {
+///     eprintln!("a subscription is too small for its bursts");
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProviderStats {

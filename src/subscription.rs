@@ -219,6 +219,19 @@ impl Drop for Subscription {
 }
 
 /// The messages buffered when [`Subscription::try_iter`] was called; never blocks.
+///
+/// ```no_run
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// let sub = pubsub.subscribe("game/#")?;
+/// loop {
+///     for msg in sub.try_iter() {
+///         println!("{}", msg.topic());
+///     }
+///     // ... the rest of the frame
+/// #   break;
+/// }
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 pub struct TryIter<'a> {
     inbox: &'a Inbox,
     left: usize,
@@ -250,6 +263,15 @@ impl Iterator for Subscription {
 
 /// Blocking iteration over a borrowed [`Subscription`] (`for msg in &sub`); ends when the
 /// subscription does.
+///
+/// ```no_run
+/// # let pubsub = mqtt_pubsub::PubSub::new();
+/// let sub = pubsub.subscribe("sensors/#")?;
+/// for msg in &sub {
+///     println!("{}: {} bytes", msg.topic(), msg.payload().len());
+/// }
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Iter<'a> {
     sub: &'a Subscription,

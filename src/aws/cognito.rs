@@ -27,6 +27,17 @@ const MAX_EXPIRATION_SECS: f64 = 253_402_300_799.0;
 /// five minutes before `Expiration`. The endpoint is
 /// `https://cognito-identity.<region>.amazonaws.com/`, or [`CognitoCredentials::endpoint`],
 /// or `AWS_ENDPOINT_URL_COGNITO_IDENTITY`, or `AWS_ENDPOINT_URL`.
+///
+/// ```
+/// use mqtt_pubsub::aws::CognitoCredentials;
+/// use mqtt_pubsub::AwsIotProvider;
+/// let provider = AwsIotProvider::builder("abc123-ats.iot.us-east-1.amazonaws.com")
+///     .credentials(CognitoCredentials::unauthenticated(
+///         "us-east-1:11111111-2222-3333-4444-555555555555",
+///     ))
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 pub struct CognitoCredentials {
     pool_id: String,
     region: String,
@@ -140,11 +151,11 @@ impl CognitoCredentials {
         let parsed_url = url::Url::parse(&url).map_err(|e| {
             Error::Credentials(format!(
                 "Cognito endpoint {}: {e}",
-                crate::net::websocket::redact_text(&url)
+                crate::net::request::redact_text(&url)
             ))
         })?;
         // Shown in errors without a user, password or query (a token may be in either).
-        let shown = crate::net::websocket::redact(&parsed_url);
+        let shown = crate::net::request::redact(&parsed_url);
         let target = format!("AWSCognitoIdentityService.{action}");
         let tls = crate::net::tls::TlsSettings::default().client_config(&[])?;
         let proxy = match &self.proxy {

@@ -9,6 +9,15 @@ use crate::error::{Error, Result};
 
 /// An access key, its secret, and an optional session token. `Debug` never shows the secret
 /// or the token.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use mqtt_pubsub::aws::Credentials;
+/// let c = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI", Some("token".into()))
+///     .with_expiration(SystemTime::now() + Duration::from_secs(3600));
+/// assert!(!c.is_expired(SystemTime::now()));
+/// assert!(!format!("{c:?}").contains("wJalrXUtnFEMI")); // Debug redacts the secret
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     access_key_id: String,
@@ -85,6 +94,21 @@ impl fmt::Debug for Credentials {
 }
 
 /// A source of credentials, asked again on every connect and reconnect.
+///
+/// ```
+/// use mqtt_pubsub::aws::{Credentials, CredentialsProvider};
+/// /// Keys from the application's own vault.
+/// struct Vault;
+/// impl CredentialsProvider for Vault {
+///     fn credentials(&self) -> mqtt_pubsub::Result<Credentials> {
+///         Ok(Credentials::new("AKIDEXAMPLE", "secret", None))
+///     }
+/// }
+/// let provider = mqtt_pubsub::AwsIotProvider::builder("abc123-ats.iot.us-east-1.amazonaws.com")
+///     .credentials(Vault)
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 pub trait CredentialsProvider: Send + Sync + 'static {
     /// Current credentials, or why there are none.
     fn credentials(&self) -> Result<Credentials>;
@@ -114,6 +138,13 @@ impl CredentialsProvider for Credentials {
 }
 
 /// Fixed keys.
+///
+/// ```
+/// use mqtt_pubsub::aws::{CredentialsProvider, StaticCredentials};
+/// let keys = StaticCredentials::new("AKIDEXAMPLE", "secret").session_token("token");
+/// assert_eq!(keys.credentials()?.session_token(), Some("token"));
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct StaticCredentials(Credentials);
 
@@ -141,6 +172,13 @@ impl CredentialsProvider for StaticCredentials {
 
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN`, read on
 /// every call.
+///
+/// ```no_run
+/// use mqtt_pubsub::aws::{CredentialsProvider, EnvironmentCredentials};
+/// // AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN.
+/// let keys = EnvironmentCredentials::new().credentials()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct EnvironmentCredentials;
 
@@ -175,6 +213,13 @@ impl CredentialsProvider for EnvironmentCredentials {
 /// A profile of the shared files: `~/.aws/credentials` (or `AWS_SHARED_CREDENTIALS_FILE`)
 /// and `~/.aws/config` (or `AWS_CONFIG_FILE`), profile `AWS_PROFILE` or `default`. The
 /// credentials file wins over the config file. Files are read on every call.
+///
+/// ```no_run
+/// use mqtt_pubsub::aws::{CredentialsProvider, ProfileCredentials};
+/// // `[iot]` in ~/.aws/credentials (and ~/.aws/config).
+/// let keys = ProfileCredentials::new().profile("iot").credentials()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ProfileCredentials {
     profile: Option<String>,
@@ -304,6 +349,16 @@ impl CredentialsProvider for ProfileCredentials {
 }
 
 /// The environment, then the profile files — what AWS SDKs try first.
+///
+/// ```no_run
+/// use mqtt_pubsub::aws::DefaultCredentials;
+/// use mqtt_pubsub::AwsIotProvider;
+/// // The environment first, then the profile files (what AwsIotProvider uses by default).
+/// let provider = AwsIotProvider::builder("abc123-ats.iot.us-east-1.amazonaws.com")
+///     .credentials(DefaultCredentials::new())
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct DefaultCredentials {
     profile: ProfileCredentials,

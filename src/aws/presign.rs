@@ -19,6 +19,14 @@ use super::time::format_amz_date;
 pub const SERVICE: &str = "iotdevicegateway";
 
 /// What to presign.
+///
+/// ```
+/// use mqtt_pubsub::aws::{presign_url, Credentials, PresignParams};
+/// let params = PresignParams::new("abc123-ats.iot.us-east-1.amazonaws.com", "us-east-1");
+/// let url = presign_url(&params, &Credentials::new("AKIDEXAMPLE", "secret", None));
+/// assert!(url.starts_with("wss://abc123-ats.iot.us-east-1.amazonaws.com/mqtt?"));
+/// assert!(url.contains("X-Amz-Signature="));
+/// ```
 #[derive(Debug, Clone)]
 pub struct PresignParams<'a> {
     /// The endpoint host, e.g. `abc123-ats.iot.us-east-1.amazonaws.com`.

@@ -3,7 +3,7 @@
 //! ([`ProviderSpec`]). Providers (`crate::provider`) implement and fill them in.
 
 use crate::error::Result;
-use crate::net::websocket::OpenRequest;
+use crate::net::request::OpenRequest;
 use crate::options::ConnectionOptions;
 
 /// Opens a connection: gives a fresh request per attempt (AWS IoT re-signs each time).

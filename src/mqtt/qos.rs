@@ -3,6 +3,12 @@
 use mqtt::QualityOfService;
 
 /// MQTT quality of service.
+///
+/// ```
+/// use mqtt_pubsub::QoS;
+/// assert_eq!(QoS::try_from(1u8).unwrap(), QoS::AtLeastOnce);
+/// assert!(QoS::try_from(3u8).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum QoS {
     /// At most once: fire and forget.

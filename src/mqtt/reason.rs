@@ -3,6 +3,13 @@
 use std::fmt;
 
 /// An MQTT 5 reason code: below 0x80 success, from 0x80 on a failure.
+///
+/// ```
+/// use mqtt_pubsub::ReasonCode;
+/// let code = ReasonCode(0x87);
+/// assert!(code.is_failure());
+/// assert_eq!(code.meaning(), "not authorized");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ReasonCode(pub u8);
 

@@ -10,8 +10,10 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use super::request::OpenRequest;
+use super::stream::{self, Ready, Stream};
+use super::websocket;
 use super::websocket::reader::{self, Decoder, Frame};
-use super::websocket::{self, OpenRequest, Ready, Stream};
 use crate::error::{Error, Result};
 
 /// How much one read asks for at least; the buffer holds one such read, or one data frame of
@@ -109,9 +111,9 @@ impl Link {
         &mut self.stream
     }
 
-    /// Everything pending is out (see [`websocket::flushed`]); `WouldBlock` means not yet.
+    /// Everything pending is out (see [`stream::flushed`]); `WouldBlock` means not yet.
     pub fn flushed(&mut self) -> io::Result<Ready> {
-        websocket::flushed(&mut self.stream)
+        stream::flushed(&mut self.stream)
     }
 
     /// The next MQTT bytes from the server. A ping is answered (the pong goes out with the

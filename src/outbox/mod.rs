@@ -33,6 +33,18 @@ const COMPACT_OVER: u64 = 4 * 1024 * 1024;
 pub static SYNCS: AtomicU64 = AtomicU64::new(0);
 
 /// When the outbox forces its writes to stable storage.
+///
+/// ```
+/// use std::time::Duration;
+/// use mqtt_pubsub::{MqttOverWsProvider, OutboxSync};
+/// // A device on flash: fsync at most once a second.
+/// let provider = MqttOverWsProvider::builder("ws://localhost:9001/mqtt")
+///     .client_id("device-7")
+///     .outbox("/var/lib/device/outbox")
+///     .outbox_sync(OutboxSync::Every(Duration::from_secs(1)))
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OutboxSync {

@@ -9,7 +9,7 @@ use super::{sealed, Limits, Opener, Provider, ProviderSpec};
 use crate::aws::{presign_url, CredentialsProvider, DefaultCredentials, PresignParams};
 use crate::error::{Error, Result};
 use crate::net::proxy::ProxySetting;
-use crate::net::websocket::{parse_url, OpenRequest};
+use crate::net::request::{parse_url, OpenRequest};
 use crate::options::{connection_builder_methods, ConnectionOptions};
 
 /// Connects with an AWS IoT custom authorizer instead of SigV4: the authorizer's name, the
@@ -395,6 +395,17 @@ impl sealed::Sealed for AwsIotProvider {
 }
 
 /// Builds an [`AwsIotProvider`].
+///
+/// ```
+/// use mqtt_pubsub::aws::StaticCredentials;
+/// use mqtt_pubsub::AwsIotProvider;
+/// let provider = AwsIotProvider::builder("abc123-ats.iot.us-east-1.amazonaws.com")
+///     .region("us-east-1")
+///     .credentials(StaticCredentials::new("AKIDEXAMPLE", "secret"))
+///     .client_id("thing-1")
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[must_use = "a builder does nothing until it is used"]
 pub struct AwsIotProviderBuilder {
     name: String,
@@ -416,7 +427,7 @@ impl std::fmt::Debug for AwsIotProviderBuilder {
             .field(
                 "endpoint",
                 &if self.endpoint.contains("://") {
-                    crate::net::websocket::redact_text(&self.endpoint)
+                    crate::net::request::redact_text(&self.endpoint)
                 } else {
                     self.endpoint.clone()
                 },

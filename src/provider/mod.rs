@@ -19,6 +19,14 @@ pub(crate) mod sealed {
 
 /// A way to reach a broker, registered on a [`PubSub`](crate::PubSub) under its name:
 /// [`MqttOverWsProvider`] or `AwsIotProvider`.
+///
+/// ```no_run
+/// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
+/// let pubsub = PubSub::new();
+/// pubsub.add_provider(MqttOverWsProvider::builder("ws://localhost:9001/mqtt").name("local").build()?)?;
+/// pubsub.publish_with("a/b", "x", mqtt_pubsub::PublishOptions::default().provider("local"))?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 pub trait Provider: sealed::Sealed + Send {
     /// The name it is registered under.
     fn name(&self) -> &str;

@@ -8,7 +8,7 @@ use url::Url;
 use super::{sealed, Limits, Opener, Provider, ProviderSpec};
 use crate::error::{Error, Result};
 use crate::net::proxy::ProxySetting;
-use crate::net::websocket::{parse_url, OpenRequest};
+use crate::net::request::{parse_url, OpenRequest};
 use crate::options::{connection_builder_methods, ConnectionOptions};
 
 /// Any MQTT 3.1.1 broker reachable over `ws://` or `wss://` (mosquitto, NATS, aedes, EMQX,
@@ -46,7 +46,7 @@ impl std::fmt::Debug for MqttOverWsProvider {
                 &self
                     .urls
                     .iter()
-                    .map(crate::net::websocket::redact)
+                    .map(crate::net::request::redact)
                     .collect::<Vec<_>>(),
             )
             .field("options", &self.options)
@@ -115,11 +115,7 @@ impl sealed::Sealed for MqttOverWsProvider {
             }
         }
         // The outbox is bound to the set of brokers, not to the order of the failover list.
-        let mut shown: Vec<String> = self
-            .urls
-            .iter()
-            .map(crate::net::websocket::redact)
-            .collect();
+        let mut shown: Vec<String> = self.urls.iter().map(crate::net::request::redact).collect();
         shown.sort();
         shown.dedup();
         let binding_url = shown.join(" ");
@@ -154,6 +150,19 @@ impl sealed::Sealed for MqttOverWsProvider {
 }
 
 /// Builds a [`MqttOverWsProvider`]; every setting has a documented default.
+///
+/// ```
+/// use std::time::Duration;
+/// use mqtt_pubsub::{MqttOverWsProvider, MqttVersion};
+/// let provider = MqttOverWsProvider::builder("wss://broker.example.com/mqtt")
+///     .name("cloud")
+///     .client_id("sensor-17")
+///     .username_password("user", "secret")
+///     .keep_alive(Duration::from_secs(30))
+///     .mqtt_version(MqttVersion::V5)
+///     .build()?;
+/// # Ok::<(), mqtt_pubsub::Error>(())
+/// ```
 #[must_use = "a builder does nothing until it is used"]
 pub struct MqttOverWsProviderBuilder {
     name: String,
@@ -172,7 +181,7 @@ impl std::fmt::Debug for MqttOverWsProviderBuilder {
                 &self
                     .urls
                     .iter()
-                    .map(|u| crate::net::websocket::redact_text(u))
+                    .map(|u| crate::net::request::redact_text(u))
                     .collect::<Vec<_>>(),
             )
             .field("options", &self.options)

@@ -104,7 +104,7 @@ impl Driver {
             self.opener.open_request(url, deadline)
         })?;
         // Every error from here on names the URL (without credentials or query).
-        let target = crate::net::websocket::redact(&req.url);
+        let target = crate::net::request::redact(&req.url);
         let limit = self.options.connect_timeout;
         self.connect_to(&req, deadline)
             .map_err(|e| e.at(&target, limit))
@@ -113,7 +113,7 @@ impl Driver {
     /// The attempt on `req` once its request is made: transport, CONNECT, CONNACK, resume.
     pub(super) fn connect_to(
         &mut self,
-        req: &crate::net::websocket::OpenRequest,
+        req: &crate::net::request::OpenRequest,
         deadline: Instant,
     ) -> Result<Ws> {
         let mut ws =
@@ -147,7 +147,7 @@ impl Driver {
             .and_then(|()| stream.tcp().set_write_timeout(None))
             .and_then(|()| stream.tcp().set_nonblocking(true))
             .map_err(|e| crate::net::error::map_io("socket setup", e))?;
-        let shown = websocket::redact(&req.url);
+        let shown = request::redact(&req.url);
         log::debug!(
             "provider {}: connected to {shown} (session present: {session_present})",
             self.name,

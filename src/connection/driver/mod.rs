@@ -26,7 +26,7 @@ use crate::mqtt::router::{Changes, Router};
 use crate::mqtt::session::{Event as SessionEvent, Session, SessionConfig};
 use crate::mqtt::QoS;
 use crate::net::link::{self, Incoming, Link};
-use crate::net::websocket;
+use crate::net::request;
 use crate::options::ConnectionOptions;
 use crate::outbox::Outbox;
 use crate::state::{ConnectionState, SharedState, StateEvent, StateHub};

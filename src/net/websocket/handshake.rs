@@ -6,10 +6,11 @@ use std::io::{Read, Write};
 
 use url::Url;
 
-use super::frame::Stream;
-use super::{redact, rejected};
+use super::rejected;
 use crate::error::{Error, Result};
 use crate::net::error::map_io;
+use crate::net::request::redact;
+use crate::net::stream::Stream;
 
 /// Largest HTTP head accepted in answer to the upgrade.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;

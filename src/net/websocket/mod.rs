@@ -4,62 +4,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::ClientConfig;
-use url::Url;
-
 use crate::error::{Error, Result};
+use crate::net::request::{scrub, OpenRequest};
 
-mod frame;
 mod handshake;
 pub mod reader;
 
-pub use frame::{flushed, Ready, Stream};
-
-/// Everything needed to open one connection. Providers make a fresh one per attempt (AWS IoT
-/// signs a new URL each time).
-#[derive(Clone)]
-pub struct OpenRequest {
-    /// `ws://` or `wss://` URL (its query may hold a signature: never log it whole).
-    pub url: Url,
-    /// Extra headers on the upgrade request.
-    pub headers: Vec<(String, String)>,
-    /// TLS settings for `wss://`.
-    pub tls: Arc<ClientConfig>,
-    /// The HTTP proxy to tunnel through.
-    pub proxy: Option<super::proxy::Proxy>,
-}
-
-/// The URL without its query and credentials, safe to log.
-pub fn redact(url: &Url) -> String {
-    let host = url.host_str().unwrap_or("?");
-    match url.port() {
-        Some(p) => format!("{}://{}:{}{}", url.scheme(), host, p, url.path()),
-        None => format!("{}://{}{}", url.scheme(), host, url.path()),
-    }
-}
-
-/// Parses and checks a broker URL: `ws://` or `wss://` with a host.
-pub fn parse_url(url: &str) -> Result<Url> {
-    if !url.contains("://") {
-        return Err(Error::InvalidUrl(format!(
-            "{:?} has no scheme: write mqtt://{0} (or ws://, wss://, mqtts://)",
-            crate::error::printable_max(url, 200)
-        )));
-    }
-    let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
-    match parsed.scheme() {
-        "ws" | "wss" | "mqtt" | "mqtts" => {}
-        other => {
-            return Err(Error::InvalidUrl(format!(
-                "scheme {other:?} is not supported: use ws://, wss://, mqtt:// or mqtts://"
-            )))
-        }
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(Error::InvalidUrl("the URL has no host".into()));
-    }
-    Ok(parsed)
-}
+use crate::net::stream::Stream;
 
 /// The error for an upgrade answered with `status` instead of 101, with what the body says.
 pub fn rejected(status: u16, body: &[u8]) -> Error {
@@ -118,38 +69,6 @@ pub fn open(
     handshake::upgrade(stream, url, &req.headers).map_err(|e| scrub_error(e, req))
 }
 
-/// The secrets a request carries: query values (signatures, tokens), header values, and the
-/// URL's password; each as sent and percent-decoded.
-fn secrets(req: &OpenRequest) -> Vec<String> {
-    let mut s: Vec<String> = Vec::new();
-    for (k, v) in req.url.query_pairs() {
-        s.push(v.into_owned());
-        s.push(k.into_owned());
-    }
-    if let Some(q) = req.url.query() {
-        s.extend(
-            q.split('&')
-                .filter_map(|p| p.split_once('='))
-                .map(|(_, v)| v.to_string()),
-        );
-    }
-    s.extend(req.headers.iter().map(|(_, v)| v.clone()));
-    s.extend(req.url.password().map(String::from));
-    // Short values (`1`, `true`) are not secrets and would blank out ordinary words.
-    s.retain(|v| v.len() >= 8);
-    s
-}
-
-/// `text` with every secret of `req` replaced, and control characters escaped: what a
-/// server echoes (a 403 body quoting the request line) must not put our token in a log.
-pub fn scrub(text: &str, req: &OpenRequest) -> String {
-    let mut out = crate::error::printable_max(text, 500);
-    for secret in secrets(req) {
-        out = out.replace(&secret, "<redacted>");
-    }
-    out
-}
-
 fn scrub_error(e: Error, req: &OpenRequest) -> Error {
     match e {
         Error::HandshakeRejected {
@@ -162,14 +81,6 @@ fn scrub_error(e: Error, req: &OpenRequest) -> Error {
             target,
         },
         other => other,
-    }
-}
-
-/// A URL given as text, safe to print: [`redact`] if it parses, else nothing of it.
-pub fn redact_text(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(u) => redact(&u),
-        Err(_) => "<unparsable URL>".into(),
     }
 }
 

@@ -1,4 +1,6 @@
-//! The byte stream under a connection, and the client frames written on it.
+//! The byte stream under every connection (TCP or TLS), and what is written on it: the
+//! session's output as one WebSocket client frame (`ws://`, `wss://`) or as it is (`mqtt://`,
+//! `mqtts://`).
 //!
 //! Outgoing MQTT data is written by [`Stream::send_binary`], which takes the session's output
 //! buffer by swapping it, masks it in place and writes header and payload with one vectored
