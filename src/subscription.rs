@@ -192,6 +192,9 @@ impl Subscription {
             // Disconnected means the I/O thread is gone, which removed the route too.
             late |= matches!(rx.recv_deadline(deadline), Err(RecvTimeoutError::Timeout));
         }
+        // What a thread delivered between `close` and taking the command (it checked the
+        // flag just before): the channel is empty from here on, `receiver()` included.
+        self.inbox.discard();
         if late {
             return Err(Error::Timeout {
                 operation: Operation::Unsubscribe,

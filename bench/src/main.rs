@@ -257,6 +257,7 @@ mod ours {
         // A first connection, not counted, faults in the code and the process-wide state
         // (TLS roots, the allocator's arenas) that a second one shares: only what each
         // connection adds is measured, as for rumqttc.
+        let bare = rss_kib();
         let warm = PubSub::new();
         warm.add_provider(builder(url).build().unwrap()).unwrap();
         let (rss0, threads0) = (rss_kib(), threads());
@@ -269,7 +270,7 @@ mod ours {
                 ps
             })
             .collect();
-        idle_measure(conns, secs, rss0, threads0, || drop((handles, warm)))
+        idle_measure(conns, secs, (bare, rss0), threads0, || drop((handles, warm)))
     }
 
     /// `n` providers on one `PubSub` against one broker (a gateway bridging many devices):
@@ -850,13 +851,14 @@ mod peer {
 
     pub fn idle(url: &str, conns: usize, secs: u64) -> Value {
         // The uncounted first connection, as for ours.
+        let bare = rss_kib();
         let warm = start(url, 100, |_| true);
         let (rss0, threads0) = (rss_kib(), threads());
         let mut handles = Vec::new();
         for _ in 0..conns {
             handles.push(start(url, 100, |_| true));
         }
-        idle_measure(conns, secs, rss0, threads0, || drop((handles, warm)))
+        idle_measure(conns, secs, (bare, rss0), threads0, || drop((handles, warm)))
     }
 
     pub fn decode(size: usize) -> Value {
@@ -1334,7 +1336,14 @@ fn summarize_latency(mut samples: Vec<f64>) -> Value {
     json!({"p50_us": percentile(&samples, 0.5), "p99_us": percentile(&samples, 0.99), "max_us": samples.last().copied().unwrap_or(0.0), "mean_us": mean})
 }
 
-fn idle_measure(conns: usize, secs: u64, rss0: f64, threads0: f64, close: impl FnOnce()) -> Value {
+/// `rss`: the process's RSS before any connection and after the uncounted first one.
+fn idle_measure(
+    conns: usize,
+    secs: u64,
+    (bare, rss0): (f64, f64),
+    threads0: f64,
+    close: impl FnOnce(),
+) -> Value {
     // Let connection set-up settle, then measure only the idle window.
     std::thread::sleep(Duration::from_millis(500));
     let (rss1, threads1, cpu0) = (rss_kib(), threads(), cpu_secs());
@@ -1348,6 +1357,8 @@ fn idle_measure(conns: usize, secs: u64, rss0: f64, threads0: f64, close: impl F
         "wakeups": switches.max(0.0),
         "cpu_seconds": cpu,
         "rss_kib_per_conn": (rss1 - rss0) / conns as f64,
+        // Every connection counted, the first included: what a user's process pays.
+        "rss_kib_per_conn_all": (rss1 - bare) / (conns + 1) as f64,
         "threads": threads1 - threads0,
     })
 }
@@ -1783,6 +1794,12 @@ fn main() {
                     (&cpu, "s", "cpu_seconds", true),
                     ("idle wake-ups (all threads)", "", "wakeups", true),
                     ("idle RSS per connection", "KiB", "rss_kib_per_conn", true),
+                    (
+                        "idle RSS per connection, every one counted",
+                        "KiB",
+                        "rss_kib_per_conn_all",
+                        true,
+                    ),
                     ("idle threads added", "", "threads", true),
                 ],
             );

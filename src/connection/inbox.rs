@@ -30,6 +30,9 @@ pub(crate) struct Doorbell {
     ready: Condvar,
     /// Already in the I/O thread's list of bells to ring.
     scheduled: AtomicBool,
+    /// The subscription ended (unsubscribe): sinks deliver nothing more, receivers take
+    /// nothing more, whatever the I/O threads still hold before they take the unsubscribe.
+    closed: AtomicBool,
 }
 
 impl Doorbell {
@@ -97,6 +100,11 @@ impl Sink {
     /// ring, see [`Doorbell`]).
     pub fn deliver(&self, mut msg: Message) -> bool {
         let Some(tx) = &self.tx else { return false };
+        if self.bell.closed.load(Ordering::SeqCst) {
+            // Unsubscribed: not delivered (an acknowledging message would hold up every
+            // later acknowledgement of the provider until the subscription is dropped).
+            return false;
+        }
         if let Some(flow) = &self.flow {
             // Never dropped: the provider stops reading while the subscription is full, so
             // at most one read's worth of messages goes past its bound.
@@ -178,9 +186,6 @@ pub(crate) struct Inbox {
     rx: Receiver<Message>,
     bell: Arc<Doorbell>,
     dropped: Arc<AtomicU64>,
-    /// Ended by the application (unsubscribe): receiving ends at once, whatever the I/O
-    /// threads still hold or send before they take the unsubscribe.
-    closed: AtomicBool,
 }
 
 /// A bounded inbox (`capacity` messages, `max_bytes` bytes) and the factory of its sinks.
@@ -200,12 +205,7 @@ pub(crate) fn inbox(capacity: usize, max_bytes: usize) -> (SinkFactory, Inbox) {
             bell: bell.clone(),
             flow: None,
         },
-        Inbox {
-            rx,
-            bell,
-            dropped,
-            closed: AtomicBool::new(false),
-        },
+        Inbox { rx, bell, dropped },
     )
 }
 
@@ -255,16 +255,29 @@ impl Inbox {
 
     /// The next message if one is buffered; `Disconnected` once closed.
     pub fn try_recv(&self) -> Result<Message, TryRecvError> {
-        if self.closed.load(Ordering::SeqCst) {
+        let closed = || self.bell.closed.load(Ordering::SeqCst);
+        if closed() {
             return Err(TryRecvError::Disconnected);
         }
-        self.rx.try_recv()
+        let got = self.rx.try_recv();
+        // A receiver that raced `close` (it checked before, took after) gives it up.
+        if got.is_ok() && closed() {
+            return Err(TryRecvError::Disconnected);
+        }
+        got
     }
 
     /// Ends receiving now, waking a receiver that waits; buffered messages are discarded.
+    /// Sinks deliver nothing from now on; [`Inbox::discard`] drops what one was delivering
+    /// meanwhile.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.bell.closed.store(true, Ordering::SeqCst);
         self.bell.ring();
+        self.discard();
+    }
+
+    /// Drops every buffered message (and with it what an acknowledging one holds up).
+    pub fn discard(&self) {
         while self.rx.try_recv().is_ok() {}
     }
 
@@ -275,7 +288,7 @@ impl Inbox {
 
     /// Messages buffered now.
     pub fn len(&self) -> usize {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.bell.closed.load(Ordering::SeqCst) {
             return 0;
         }
         self.rx.len()

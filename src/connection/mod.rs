@@ -74,9 +74,8 @@ pub(crate) struct Connection {
     closing: Arc<AtomicBool>,
     /// Set by the I/O thread when it ended with publishes unfinished (`close()` reports it).
     unfinished: Arc<AtomicBool>,
-    /// While a flush waits: publishes queued or in flight, and commands not yet taken, as
-    /// the I/O thread last counted them (what a flush timeout reports).
-    pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// What a flush timeout reports.
+    pending: Arc<Pending>,
     state: Arc<SharedState>,
     /// The I/O thread's counters, as of its last turn.
     stats: Arc<crate::stats::Cell>,
@@ -121,7 +120,7 @@ impl Connection {
         let (cmd_tx, cmd_rx) = queue::queue(spec.options.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
         let unfinished = Arc::new(AtomicBool::new(false));
-        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pending = Arc::new(Pending::default());
         let state = Arc::new(SharedState::new(ConnectionState::Connecting));
         let name: Arc<str> = spec.name.clone().into();
         let limits = spec.limits.clone();
@@ -253,7 +252,11 @@ impl Connection {
             },
             reply,
         };
-        self.send(cmd, deadline, Operation::Publish)?;
+        self.pending.untaken.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.send(cmd, deadline, Operation::Publish) {
+            self.pending.untaken.fetch_sub(1, Ordering::Relaxed);
+            return Err(e);
+        }
         Ok(rx)
     }
 
@@ -308,9 +311,10 @@ impl Connection {
         Ok(rx)
     }
 
-    /// What is unfinished, as the I/O thread last counted it while a flush waited.
+    /// Publishes unfinished: those the I/O thread held at its last turn (queued or awaiting
+    /// acknowledgement) and those not taken by it yet.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.pending.held.load(Ordering::Relaxed) + self.pending.untaken.load(Ordering::Relaxed)
     }
 
     /// Queues a command, blocking until `deadline` while the queue is full.
@@ -394,6 +398,15 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// What a flush timeout reports as unfinished, counted where each part is known.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Publishes the I/O thread holds unfinished, stored once per loop turn.
+    pub held: std::sync::atomic::AtomicUsize,
+    /// Publish commands sent by callers and not yet taken by the I/O thread.
+    pub untaken: std::sync::atomic::AtomicUsize,
 }
 
 /// Waits on a reply channel until `deadline`.

@@ -70,7 +70,7 @@ pub fn open(req: &OpenRequest, deadline: Instant, abort: Option<Arc<AtomicBool>>
             let port = req.url.port().unwrap_or(if tls { 8883 } else { 1883 });
             let tcp = super::proxy::connect(req.proxy.as_ref(), host, port, deadline, abort)?;
             let stream = if tls {
-                let t = super::tls::handshake(req.tls.clone(), host, tcp)?;
+                let t = super::tls::handshake(req.tls.config()?, host, tcp)?;
                 Stream::raw_tls(t)
             } else {
                 Stream::raw_plain(tcp)
@@ -220,6 +220,16 @@ impl Link {
         let result = self.stream.read(&mut self.buf[start..]);
         self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
         result
+    }
+
+    /// Gives the read buffer back when it holds nothing (called before the I/O thread
+    /// sleeps): an idle connection keeps no [`READ_BUFFER`] of its own, and the next read
+    /// takes a fresh one (one allocation per sleep, against a system call per wake-up).
+    pub fn release_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+            self.backing = 0;
+        }
     }
 
     /// Best effort, never blocking: our WebSocket close frame (status 1000), or nothing.

@@ -85,7 +85,8 @@ impl Proxy {
             .to_string();
         let port = url.port().unwrap_or(80);
         let decode = |s: &str| {
-            percent_decode(s).ok_or_else(|| bad("the user or password is badly percent-encoded"))
+            super::request::percent_decode(s)
+                .ok_or_else(|| bad("the user or password is badly percent-encoded"))
         };
         let (authorization, shown) = if url.username().is_empty() {
             (None, format!("http://{host}:{port}"))
@@ -241,23 +242,6 @@ pub fn connect(
             })
         }
     }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 use crate::error::base64;

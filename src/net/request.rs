@@ -1,9 +1,6 @@
 //! What one connection attempt opens ([`OpenRequest`]), the broker URLs it may name, and
 //! how a URL or a server's echo of the request is made safe to print.
 
-use std::sync::Arc;
-
-use rustls::ClientConfig;
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -16,8 +13,8 @@ pub struct OpenRequest {
     pub url: Url,
     /// Extra headers on the upgrade request.
     pub headers: Vec<(String, String)>,
-    /// TLS settings for `wss://`.
-    pub tls: Arc<ClientConfig>,
+    /// TLS settings for `wss://` and `mqtts://`.
+    pub tls: crate::net::tls::Tls,
     /// The HTTP proxy to tunnel through.
     pub proxy: Option<super::proxy::Proxy>,
 }
@@ -38,9 +35,19 @@ pub const SCHEMES: [&str; 4] = ["ws", "wss", "mqtt", "mqtts"];
 /// Parses and checks a broker URL: one of [`SCHEMES`], with a host.
 pub fn parse_url(url: &str) -> Result<Url> {
     if !url.contains("://") {
+        let shown = crate::error::printable_max(&without_credentials(url), 200);
+        // `mqtt:host:1883`, `ws:/host`: a scheme of ours without the `//`.
+        if let Some((scheme, rest)) = url.split_once(':') {
+            if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+                let rest = without_credentials(rest.trim_start_matches('/'));
+                return Err(Error::InvalidUrl(format!(
+                    "{shown:?} lacks the `//` after `{scheme}:`: write {scheme}://{}",
+                    crate::error::printable_max(&rest, 200)
+                )));
+            }
+        }
         return Err(Error::InvalidUrl(format!(
-            "{:?} has no scheme: write mqtt://{0} (or ws://, wss://, mqtts://)",
-            crate::error::printable_max(url, 200)
+            "{shown:?} has no scheme: write mqtt://{shown} (or ws://, wss://, mqtts://)"
         )));
     }
     let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
@@ -54,6 +61,80 @@ pub fn parse_url(url: &str) -> Result<Url> {
         return Err(Error::InvalidUrl("the URL has no host".into()));
     }
     Ok(parsed)
+}
+
+/// RFC 3986 percent-decoding of a URL's user name or password; `None` when it is malformed
+/// or not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The MQTT user name and password a broker URL carries (`mqtt://user:password@host`),
+/// percent-decoded, taken out of every URL of `urls`: fallback URLs must carry the same ones
+/// or none.
+pub fn take_credentials(urls: &mut [Url]) -> Result<Option<(String, Option<String>)>> {
+    let mut found: Option<(String, Option<String>)> = None;
+    for url in urls.iter_mut() {
+        if url.username().is_empty() && url.password().is_none() {
+            continue;
+        }
+        let bad = || Error::InvalidUrl("the user name or password is badly percent-encoded".into());
+        let user = percent_decode(url.username()).ok_or_else(bad)?;
+        let password = url
+            .password()
+            .map(|p| percent_decode(p).ok_or_else(bad))
+            .transpose()?;
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        match &found {
+            Some(f) if *f != (user.clone(), password.clone()) => {
+                return Err(Error::InvalidUrl(
+                    "the broker URLs carry different user names or passwords: give them once, \
+                     with username_password"
+                        .into(),
+                ))
+            }
+            _ => found = Some((user, password)),
+        }
+    }
+    Ok(found)
+}
+
+/// `url` with what stands before an `@` in its authority (user name and password) replaced:
+/// a URL that does not parse is shown in errors, and must not show its password.
+fn without_credentials(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let Some(at) = url[..end].rfind('@') else {
+        return url.to_string();
+    };
+    // What is kept before the credentials: a scheme followed by slashes (`ws:/`, `mqtt://`).
+    let keep = match url.split_once(':') {
+        Some((scheme, rest))
+            if rest.starts_with('/')
+                && scheme.len() < at
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) =>
+        {
+            scheme.len() + 1 + (rest.len() - rest.trim_start_matches('/').len())
+        }
+        _ => 0,
+    };
+    let keep = keep.min(at);
+    format!("{}<credentials>@{}", &url[..keep], &url[at + 1..])
 }
 
 /// The secrets a request carries: query values (signatures, tokens), header values, and the
@@ -93,5 +174,27 @@ pub fn redact_text(url: &str) -> String {
     match Url::parse(url) {
         Ok(u) => redact(&u),
         Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_that_does_not_parse_never_shows_its_password() {
+        for (url, hint) in [
+            ("user:s3cretpassw0rd@broker:1883", "has no scheme"),
+            ("mqtt:user:s3cretpassw0rd@broker:1883", "lacks the `//`"),
+            ("ws:/u:s3cretpassw0rd@h/mqtt", "lacks the `//`"),
+        ] {
+            let e = parse_url(url).unwrap_err().to_string();
+            assert!(!e.contains("s3cretpassw0rd"), "{e}");
+            assert!(e.contains("<credentials>@"), "{e}");
+            assert!(e.contains(hint), "{e}");
+        }
+        let e = parse_url("mqtt:127.0.0.1:1883").unwrap_err().to_string();
+        assert!(e.contains("write mqtt://127.0.0.1:1883"), "{e}");
+        assert!(!e.contains("no scheme"), "{e}");
     }
 }

@@ -53,7 +53,50 @@ pub struct TlsSettings {
     pub config: Option<Arc<ClientConfig>>,
 }
 
+/// The TLS configuration a connection attempt uses.
+#[derive(Clone, Debug)]
+pub enum Tls {
+    /// The process-wide default (webpki roots, no client identity, no ALPN), built on the
+    /// first TLS handshake: a process whose providers all use `ws://` or `mqtt://` never
+    /// builds it (nor faults in the TLS code and the root store for it).
+    Default,
+    /// A configuration of its own.
+    Own(Arc<ClientConfig>),
+}
+
+/// The process-wide default configuration ([`Tls::Default`]).
+static DEFAULT: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+
+impl Tls {
+    /// The configuration to hand the handshake.
+    pub fn config(&self) -> Result<Arc<ClientConfig>> {
+        match self {
+            Tls::Own(c) => Ok(c.clone()),
+            Tls::Default => TlsSettings::default().client_config(&[]),
+        }
+    }
+}
+
 impl TlsSettings {
+    /// Whether these are the default settings (webpki roots, nothing added).
+    fn is_default(&self) -> bool {
+        self.config.is_none()
+            && self.roots == TrustRoots::Webpki
+            && self.extra_ca_pems.is_empty()
+            && self.client_cert.is_none()
+            && self.client_der.is_none()
+    }
+
+    /// What a connection without ALPN uses: [`Tls::Default`] for the default settings (built
+    /// when first needed), else the configuration built now (so that bad TLS material fails
+    /// `build()`).
+    pub fn for_connection(&self) -> Result<Tls> {
+        if self.is_default() {
+            return Ok(Tls::Default);
+        }
+        self.client_config(&[]).map(Tls::Own)
+    }
+
     /// The configuration, offering the ALPN protocols `alpn` (none: no ALPN extension).
     ///
     /// The default settings share one configuration (and its session cache) across every
@@ -73,12 +116,7 @@ impl TlsSettings {
             config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             return Ok(Arc::new(config));
         }
-        static DEFAULT: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
-        let plain = self.roots == TrustRoots::Webpki
-            && self.extra_ca_pems.is_empty()
-            && self.client_cert.is_none()
-            && self.client_der.is_none();
-        if plain {
+        if self.is_default() {
             if let Some(shared) = DEFAULT.get() {
                 return Ok(shared.clone());
             }

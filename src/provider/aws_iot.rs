@@ -325,7 +325,7 @@ impl Opener for AwsOpener {
             proxy: self.proxy.for_url(&url)?,
             url,
             headers,
-            tls: self.tls.clone(),
+            tls: crate::net::tls::Tls::Own(self.tls.clone()),
         })
     }
 

@@ -1,8 +1,5 @@
 //! A provider for any MQTT broker over WebSocket or the raw stream.
 
-use std::sync::Arc;
-
-use rustls::ClientConfig;
 use url::Url;
 
 use super::{sealed, Limits, Opener, Provider, ProviderSpec};
@@ -33,7 +30,7 @@ pub struct MqttOverWsProvider {
     urls: Vec<Url>,
     shuffle: bool,
     options: ConnectionOptions,
-    tls: Arc<ClientConfig>,
+    tls: crate::net::tls::Tls,
     proxy: ProxySetting,
 }
 
@@ -223,16 +220,29 @@ impl MqttOverWsProviderBuilder {
                 self.urls.len()
             )));
         }
-        let urls = self
+        let mut urls = self
             .urls
             .iter()
             .map(|u| parse_url(u))
             .collect::<Result<Vec<_>>>()?;
-        let tls = self
-            .options
-            .tls_settings(self.options.client_cert.clone(), "client_cert_pem")?
-            .client_config(&[])?;
-        let proxy = self.options.proxy_setting()?;
+        // `mqtt://user:password@host`: the MQTT credentials, as mosquitto_pub -L takes them.
+        let mut options = self.options;
+        if let Some((user, password)) = crate::net::request::take_credentials(&mut urls)? {
+            if options.username.is_some() {
+                return Err(Error::InvalidConfig(
+                    "a user name in the URL and from username_password/username: give one".into(),
+                ));
+            }
+            options.username = Some(user);
+            options.password = password;
+            // Checked (and the password registered for redaction) as if given by the
+            // builder's methods.
+            options.validate()?;
+        }
+        let tls = options
+            .tls_settings(options.client_cert.clone(), "client_cert_pem")?
+            .for_connection()?;
+        let proxy = options.proxy_setting()?;
         for url in &urls {
             proxy.for_url(url)?;
         }
@@ -240,7 +250,7 @@ impl MqttOverWsProviderBuilder {
             name: self.name,
             urls,
             shuffle: self.shuffle,
-            options: self.options,
+            options,
             tls,
             proxy,
         })

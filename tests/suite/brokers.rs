@@ -551,6 +551,42 @@ fn mosquitto_refuses_a_bad_password_with_its_connack_code() {
     .unwrap();
 }
 
+/// Credentials in the broker URL are the MQTT user name and password (as `mosquitto_pub -L`
+/// takes them); they were ignored without a word, and the connection went anonymous (the
+/// hostile review). Percent-encoded characters are decoded; both forms at once are refused.
+#[test]
+fn credentials_in_the_url_log_in_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let with = |user_info: &str| {
+        m.auth_url()
+            .replacen("ws://", &format!("ws://{user_info}@"), 1)
+    };
+    let ok = PubSub::new();
+    ok.add_provider(
+        MqttOverWsProvider::builder(with("alice:alice%70w"))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let err = PubSub::new()
+        .add_provider(
+            MqttOverWsProvider::builder(with("alice:wrong"))
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ConnectionRefused(ConnackCode(4 | 5))),
+        "{err}"
+    );
+    assert!(!format!("{err} {err:?}").contains("wrong"), "{err:?}");
+    let both = MqttOverWsProvider::builder(with("alice:alicepw"))
+        .username_password("alice", "alicepw")
+        .build()
+        .unwrap_err();
+    assert!(matches!(both, Error::InvalidConfig(_)), "{both}");
+}
+
 #[test]
 fn mosquitto_denied_topic_is_granted_but_delivers_nothing() {
     let Some(m) = Mosquitto::start() else { return };

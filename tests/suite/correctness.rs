@@ -287,6 +287,53 @@ fn flush_waits_for_qos1_acknowledgements() {
     assert!(receipts.iter().all(|r| r.is_done()));
 }
 
+/// The hostile review's finding: with a flush queued behind publishes the session could not
+/// take yet (a server that never acknowledges fills the in-flight window), its timeout said
+/// "0 publishes unfinished" with 1,500 unfinished — the count was stored only once the flush
+/// command itself had been taken. The count is exact now, and does not count the flush.
+#[test]
+fn a_flush_timeout_names_every_unfinished_publish_also_behind_a_full_window() {
+    let server = crate::support::fake_server::FakeServer::start(vec![
+        crate::support::fake_server::Misbehaviour::NoPuback,
+    ]);
+    let ps = PubSub::new();
+    ps.add_provider(
+        provider(&server.url())
+            .max_inflight(20)
+            .close_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let opts = PublishOptions::default()
+        .qos(QoS::AtLeastOnce)
+        .timeout(WAIT);
+    let _receipts: Vec<_> = (0..1_500)
+        .map(|i| {
+            ps.publish_nowait("x", format!("{i}"), opts.clone())
+                .unwrap()
+        })
+        .collect();
+    let err = ps.flush(Duration::from_millis(500)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                operation: mqtt_pubsub::Operation::Flush,
+                unfinished: Some(1_500),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A second flush, queued behind the first: the same count.
+    let err = ps.flush(Duration::from_millis(500)).unwrap_err();
+    assert!(
+        err.to_string().contains("with 1500 publishes unfinished"),
+        "{err}"
+    );
+}
+
 // ---- Persistent sessions ----
 
 #[test]

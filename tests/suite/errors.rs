@@ -130,3 +130,24 @@ fn connect_errors_name_what_failed() {
         .to_string();
     assert!(err.contains("write mqtt://127.0.0.1:1883"), "{err}");
 }
+
+/// The hostile review's finding: a broker URL without `//` was quoted whole in the error,
+/// password included. Now the credentials are left out, and a scheme of ours without its
+/// `//` is said so (it was "has no scheme").
+#[test]
+fn a_bad_url_never_shows_its_password() {
+    for url in [
+        "user:s3cretpassw0rd@broker:1883",
+        "mqtt:user:s3cretpassw0rd@broker:1883",
+        "ws:/user:s3cretpassw0rd@broker/mqtt",
+    ] {
+        let e = MqttOverWsProvider::builder(url).build().unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("s3cretpassw0rd"), "{text}");
+    }
+    let e = MqttOverWsProvider::builder("mqtt:127.0.0.1:1883")
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("write mqtt://127.0.0.1:1883"), "{e}");
+}

@@ -1587,3 +1587,81 @@ fn unsubscribe_reports_a_timeout_while_the_io_thread_is_inside_a_connect_mosquit
     // Offline, close says DISCONNECT was not sent; it returns all the same.
     let _ = ps.close();
 }
+
+/// The hostile review's finding: an I/O thread delivering while `unsubscribe` ran left
+/// messages in the channel after it returned — `receiver()` still handed them out, and with
+/// `ack_after_processing` each held an acknowledgement that every later one of the provider
+/// waited behind, so another subscription on it went silent once the broker's window was
+/// owed. Now `unsubscribe` leaves the channel empty and the other subscription keeps
+/// receiving while the unsubscribed one is still alive.
+#[test]
+fn unsubscribing_under_a_flood_leaves_nothing_behind_that_holds_up_the_provider_mosquitto() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let url = broker.mqtt_url();
+    let ps = PubSub::new();
+    ps.add_provider(MqttOverWsProvider::builder(&url).build().unwrap())
+        .unwrap();
+    let q1 = SubscribeOptions::default().qos(QoS::AtLeastOnce);
+    let other = ps.subscribe_with("other/#", q1.clone()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            std::thread::spawn(move || {
+                let ps = PubSub::new();
+                ps.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+                    .unwrap();
+                let o = PublishOptions::default().qos(QoS::AtLeastOnce);
+                while !stop.load(Ordering::Relaxed) {
+                    let receipts: Vec<_> = (0..100)
+                        .map(|i| ps.publish_nowait("flood/x", format!("{i}"), o.clone()))
+                        .collect();
+                    for r in receipts.into_iter().flatten() {
+                        let _ = r.wait();
+                    }
+                }
+                let _ = ps.close();
+            })
+        })
+        .collect();
+    // Each round ends with the unsubscribed subscription kept alive, as a caller that
+    // unsubscribes and drops it later does.
+    let mut kept = Vec::new();
+    for _ in 0..25 {
+        let a = ps
+            .subscribe_with("flood/#", q1.clone().ack_after_processing(true))
+            .unwrap();
+        for _ in 0..100 {
+            a.recv_timeout(WAIT).expect("the flood arrives");
+        }
+        a.unsubscribe().expect("unsubscribe is confirmed");
+        assert_eq!(a.receiver().len(), 0, "nothing is left after unsubscribe");
+        assert!(a.receiver().try_recv().is_err());
+        kept.push(a);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    // Past mosquitto's in-flight window of 20: every one arrives.
+    for i in 0..30 {
+        ps.publish_with(
+            "other/y",
+            format!("{i}"),
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    }
+    for i in 0..30 {
+        let m = other
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("message {i} of the other subscription: {e}"));
+        assert_eq!(m.text().unwrap(), i.to_string());
+    }
+    drop(kept);
+    ps.close().unwrap();
+}

@@ -96,7 +96,7 @@ pub(crate) struct Driver {
     /// Small output held back ([`Driver::coalescing`]).
     coalescer: Coalescer,
     /// What a flush timeout reports (see `Connection::pending`).
-    pending: Arc<std::sync::atomic::AtomicUsize>,
+    pending: Arc<super::Pending>,
     /// Acknowledgements waiting for the application, in arrival order (MQTT's order): a
     /// dead reference is a message every copy of which was dropped.
     acks: VecDeque<(u16, QoS, std::sync::Weak<crate::message::AckToken>)>,
@@ -121,7 +121,7 @@ impl Driver {
         wake: Arc<super::Wake>,
         closing: Arc<AtomicBool>,
         unfinished: Arc<AtomicBool>,
-        pending: Arc<std::sync::atomic::AtomicUsize>,
+        pending: Arc<super::Pending>,
         state: Arc<SharedState>,
         hub: StateHub,
         stats: Arc<crate::stats::Cell>,
@@ -210,6 +210,9 @@ impl Driver {
             (self.session.queued() + self.cmd_rx.len()) as u64,
         );
         t.set(K::Unclaimed, self.unclaimed.messages.len() as u64);
+        self.pending
+            .held
+            .store(self.session.unfinished_publishes(), Ordering::Relaxed);
         if let Some(o) = &self.outbox {
             t.set(K::OutboxRecords, o.records());
             t.set(K::OutboxBytes, o.live_bytes());

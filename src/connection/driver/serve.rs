@@ -165,6 +165,7 @@ impl Driver {
         // Commands queued since they were last taken, or a close asked meanwhile, are seen
         // here, after the sleep is announced (callers then skip the wake-up).
         self.publish_stats();
+        ws.release_idle();
         let (cmd_rx, session, closing) = (&self.cmd_rx, &self.session, &self.closing);
         let not_closing_yet = !self.closing_state.started();
         let work = || {
@@ -208,17 +209,15 @@ impl Driver {
         }
         // One commit (one fsync) for the whole batch: group commit.
         self.commit_outbox();
-        if !self.flushes.is_empty() {
-            // Counted only while someone may ask (a flush that times out names it).
-            let n = self.session.unfinished_publishes() + self.cmd_rx.len();
-            self.pending.store(n, Ordering::Relaxed);
-        }
         result
     }
 
     pub(super) fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Publish { packet, reply } => self.publish(packet, reply),
+            Command::Publish { packet, reply } => {
+                self.pending.untaken.fetch_sub(1, Ordering::Relaxed);
+                self.publish(packet, reply)
+            }
             Command::Subscribe {
                 id,
                 filters,

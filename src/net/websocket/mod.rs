@@ -62,7 +62,7 @@ pub fn open(
     let port = url.port().unwrap_or(if tls { 443 } else { 80 });
     let tcp = super::proxy::connect(req.proxy.as_ref(), host, port, deadline, abort)?;
     let stream = if tls {
-        Stream::tls(crate::net::tls::handshake(req.tls.clone(), host, tcp)?)
+        Stream::tls(crate::net::tls::handshake(req.tls.config()?, host, tcp)?)
     } else {
         Stream::plain(tcp)
     };
