@@ -228,9 +228,13 @@ impl MqttOverWsProviderBuilder {
         // `mqtt://user:password@host`: the MQTT credentials, as mosquitto_pub -L takes them.
         let mut options = self.options;
         if let Some((user, password)) = crate::net::request::take_credentials(&mut urls)? {
-            if options.username.is_some() {
+            let same =
+                options.username.as_deref() == Some(user.as_str()) && options.password == password;
+            if options.username.is_some() && !same {
                 return Err(Error::InvalidConfig(
-                    "a user name in the URL and from username_password/username: give one".into(),
+                    "a user name and password in the URL and other ones from \
+                     username_password/username: give one"
+                        .into(),
                 ));
             }
             options.username = Some(user);

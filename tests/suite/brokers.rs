@@ -553,7 +553,7 @@ fn mosquitto_refuses_a_bad_password_with_its_connack_code() {
 
 /// Credentials in the broker URL are the MQTT user name and password (as `mosquitto_pub -L`
 /// takes them); they were ignored without a word, and the connection went anonymous (the
-/// hostile review). Percent-encoded characters are decoded; both forms at once are refused.
+/// hostile review). Percent-encoded characters are decoded; other credentials from the builder as well are refused.
 #[test]
 fn credentials_in_the_url_log_in_mosquitto() {
     let Some(m) = Mosquitto::start() else { return };
@@ -580,11 +580,17 @@ fn credentials_in_the_url_log_in_mosquitto() {
         "{err}"
     );
     assert!(!format!("{err} {err:?}").contains("wrong"), "{err:?}");
-    let both = MqttOverWsProvider::builder(with("alice:alicepw"))
+    // The same ones twice are one; different ones are refused.
+    MqttOverWsProvider::builder(with("alice:alicepw"))
         .username_password("alice", "alicepw")
+        .build()
+        .unwrap();
+    let both = MqttOverWsProvider::builder(with("alice:alicepw"))
+        .username_password("alice", "other")
         .build()
         .unwrap_err();
     assert!(matches!(both, Error::InvalidConfig(_)), "{both}");
+    assert!(!both.to_string().contains("alicepw"), "{both}");
 }
 
 #[test]
