@@ -1803,6 +1803,29 @@ fn main() {
                     ("idle threads added", "", "threads", true),
                 ],
             );
+            // As a user's program pays it: a binary of its own (no rumqttc or tokio code
+            // beside ours), every connection counted. Paho C would be measured the same way
+            // where its library is built (cmake); this benchmark does not build it.
+            let own = std::env::current_exe().map(|e| e.with_file_name("idle-ours"));
+            match own {
+                Ok(bin) if bin.exists() => {
+                    let mut all = Vec::new();
+                    for _ in 0..runs.min(3) {
+                        let out = std::process::Command::new(&bin)
+                            .args([url, "100", &secs])
+                            .output()
+                            .expect("idle-ours runs");
+                        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                        all.push(v["per_conn_all_kib"].as_f64().unwrap_or(f64::NAN));
+                    }
+                    println!(
+                        "  idle RSS per connection, every one counted, a binary of ours alone (idle-ours): {all:.2?} KiB"
+                    );
+                }
+                _ => println!(
+                    "  idle-ours not built (cargo build --release --bins): the own-binary idle row is skipped"
+                ),
+            }
         }
         // The user harness is written from the README, which trusts system roots: no wss://.
         if want("user") && !url.starts_with("wss://") {

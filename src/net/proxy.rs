@@ -85,7 +85,7 @@ impl Proxy {
             .to_string();
         let port = url.port().unwrap_or(80);
         let decode = |s: &str| {
-            super::request::percent_decode(s)
+            crate::error::percent_decode(s)
                 .ok_or_else(|| bad("the user or password is badly percent-encoded"))
         };
         let (authorization, shown) = if url.username().is_empty() {

@@ -63,25 +63,6 @@ pub fn parse_url(url: &str) -> Result<Url> {
     Ok(parsed)
 }
 
-/// RFC 3986 percent-decoding of a URL's user name or password; `None` when it is malformed
-/// or not UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// The MQTT user name and password a broker URL carries (`mqtt://user:password@host`),
 /// percent-decoded, taken out of every URL of `urls`: fallback URLs must carry the same ones
 /// or none.
@@ -92,10 +73,10 @@ pub fn take_credentials(urls: &mut [Url]) -> Result<Option<(String, Option<Strin
             continue;
         }
         let bad = || Error::InvalidUrl("the user name or password is badly percent-encoded".into());
-        let user = percent_decode(url.username()).ok_or_else(bad)?;
+        let user = crate::error::percent_decode(url.username()).ok_or_else(bad)?;
         let password = url
             .password()
-            .map(|p| percent_decode(p).ok_or_else(bad))
+            .map(|p| crate::error::percent_decode(p).ok_or_else(bad))
             .transpose()?;
         let _ = url.set_username("");
         let _ = url.set_password(None);

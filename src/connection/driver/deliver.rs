@@ -299,15 +299,7 @@ impl Driver {
             o.qos as u8,
             self.options.max_packet_size
         );
-        log::warn!("provider {}: {reason}", self.name);
-        self.hub.emit(StateEvent {
-            provider: self.name.to_string(),
-            state: self.state.get(),
-            reason: Some(reason),
-            url: None,
-            response_information: None,
-            connack: None,
-        });
+        self.report(reason);
     }
 }
 

@@ -437,7 +437,11 @@ impl Driver {
 
     fn report_refusal(&mut self, err: &Error) {
         self.refused += 1;
-        let reason = format!("{err} ({} refused so far)", self.refused);
+        self.report(format!("{err} ({} refused so far)", self.refused));
+    }
+
+    /// Logs `reason` and tells the state listeners, without a change of state.
+    fn report(&self, reason: String) {
         log::warn!("provider {}: {reason}", self.name);
         self.hub.emit(StateEvent {
             provider: self.name.to_string(),
