@@ -19,12 +19,19 @@ pub struct OpenRequest {
     pub proxy: Option<super::proxy::Proxy>,
 }
 
-/// The URL without its query and credentials, safe to log.
+/// The URL without its query and credentials, safe to log. A path holding an `@` is left
+/// out too: `mqtt://alice:12/pw@host` (a password with an unencoded `/`) parses as host
+/// `alice`, port 12 and a path that is the rest of the password.
 pub fn redact(url: &Url) -> String {
     let host = url.host_str().unwrap_or("?");
+    let path = if url.path().contains('@') {
+        "/<redacted>"
+    } else {
+        url.path()
+    };
     match url.port() {
-        Some(p) => format!("{}://{}:{}{}", url.scheme(), host, p, url.path()),
-        None => format!("{}://{}{}", url.scheme(), host, url.path()),
+        Some(p) => format!("{}://{}:{}{}", url.scheme(), host, p, path),
+        None => format!("{}://{}{}", url.scheme(), host, path),
     }
 }
 
@@ -59,6 +66,12 @@ pub fn parse_url(url: &str) -> Result<Url> {
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(Error::InvalidUrl("the URL has no host".into()));
+    }
+    if parsed.path().contains('@') {
+        // Most likely a password with an unencoded `/` (`mqtt://alice:12/pw@host`).
+        return Err(Error::InvalidUrl(
+            "the URL's path holds an `@`: a `/` in a password must be written %2F".into(),
+        ));
     }
     Ok(parsed)
 }
@@ -97,8 +110,9 @@ pub fn take_credentials(urls: &mut [Url]) -> Result<Option<(String, Option<Strin
 /// `url` with what stands before an `@` in its authority (user name and password) replaced:
 /// a URL that does not parse is shown in errors, and must not show its password.
 fn without_credentials(url: &str) -> String {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
-    let Some(at) = url[..end].rfind('@') else {
+    // The last `@` anywhere: a password may hold `#`, `?` or `/` unencoded, and hiding a
+    // path's `@` too is the safe mistake.
+    let Some(at) = url.rfind('@') else {
         return url.to_string();
     };
     // What is kept before the credentials: a scheme followed by slashes (`ws:/`, `mqtt://`).
@@ -150,10 +164,13 @@ pub fn scrub(text: &str, req: &OpenRequest) -> String {
     out
 }
 
-/// A URL given as text, safe to print: [`redact`] if it parses, else nothing of it.
+/// A URL given as text, safe to print: [`redact`] if it parses as a URL with a host, else
+/// nothing of it (`user:password@host` without a scheme parses as a URL whose "path" holds
+/// the password).
 pub fn redact_text(url: &str) -> String {
     match Url::parse(url) {
-        Ok(u) => redact(&u),
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => redact(&u),
+        Ok(_) => "<URL without a host>".into(),
         Err(_) => "<unparsable URL>".into(),
     }
 }
@@ -168,12 +185,35 @@ mod tests {
             ("user:s3cretpassw0rd@broker:1883", "has no scheme"),
             ("mqtt:user:s3cretpassw0rd@broker:1883", "lacks the `//`"),
             ("ws:/u:s3cretpassw0rd@h/mqtt", "lacks the `//`"),
+            ("mqtt:alice:pa#s3cretpassw0rd@broker:1883", "lacks the `//`"),
+            ("mqtt:alice:pa?s3cretpassw0rd@broker:1883", "lacks the `//`"),
+            ("alice:pa#s3cretpassw0rd@broker:1883", "has no scheme"),
         ] {
             let e = parse_url(url).unwrap_err().to_string();
             assert!(!e.contains("s3cretpassw0rd"), "{e}");
             assert!(e.contains("<credentials>@"), "{e}");
             assert!(e.contains(hint), "{e}");
         }
+        // A `/` in a password, unencoded: host `alice`, port 12, a path with the rest.
+        let e = parse_url("mqtt://alice:12/s3cretpassw0rd@broker")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cretpassw0rd"), "{e}");
+        for url in [
+            "alice:s3cretpassw0rd@broker:1883",
+            "mqtt:/alice:s3cretpassw0rd@broker",
+            "mqtt:alice:pa#s3cretpassw0rd@broker:1883",
+            "mqtt://alice:12/s3cretpassw0rd@broker",
+        ] {
+            let shown = redact_text(url);
+            assert!(!shown.contains("s3cretpassw0rd"), "{url}: {shown}");
+        }
+        assert!(crate::error::percent_decode("%+1x").is_none());
+        assert!(crate::error::percent_decode("%-1x").is_none());
+        assert_eq!(
+            crate::error::percent_decode("a%40b").as_deref(),
+            Some("a@b")
+        );
         let e = parse_url("mqtt:127.0.0.1:1883").unwrap_err().to_string();
         assert!(e.contains("write mqtt://127.0.0.1:1883"), "{e}");
         assert!(!e.contains("no scheme"), "{e}");

@@ -136,12 +136,22 @@ fn connect_errors_name_what_failed() {
 /// `//` is said so (it was "has no scheme").
 #[test]
 fn a_bad_url_never_shows_its_password() {
+    // The second review's: a `#` or `?` in the password, one with an unencoded `/` (which
+    // parses as a port and a path), and the builder's Debug of each.
     for url in [
         "user:s3cretpassw0rd@broker:1883",
         "mqtt:user:s3cretpassw0rd@broker:1883",
         "ws:/user:s3cretpassw0rd@broker/mqtt",
+        "mqtt:/user:s3cretpassw0rd@broker",
+        "mqtt:user:pa#s3cretpassw0rd@broker:1883",
+        "mqtt:user:pa?s3cretpassw0rd@broker:1883",
+        "user:pa#s3cretpassw0rd@broker:1883",
+        "mqtt://user:12/s3cretpassw0rd@broker",
     ] {
-        let e = MqttOverWsProvider::builder(url).build().unwrap_err();
+        let builder = MqttOverWsProvider::builder(url);
+        let debug = format!("{builder:?}");
+        assert!(!debug.contains("s3cretpassw0rd"), "{debug}");
+        let e = builder.build().unwrap_err();
         let text = format!("{e} {e:?}");
         assert!(!text.contains("s3cretpassw0rd"), "{text}");
     }
