@@ -190,6 +190,75 @@ enum Request<R> {
     },
 }
 
+/// Requests waiting for a packet identifier or for the connection, in order, and how many
+/// of them are publishes (what a flush timeout reports every turn, without a scan).
+#[derive(Debug)]
+struct Requests<R> {
+    list: VecDeque<Request<R>>,
+    publishes: usize,
+}
+
+impl<R> Requests<R> {
+    fn new() -> Self {
+        Requests {
+            list: VecDeque::new(),
+            publishes: 0,
+        }
+    }
+
+    fn counted(&mut self, req: &Request<R>, added: bool) {
+        if matches!(req, Request::Publish { .. }) {
+            if added {
+                self.publishes += 1;
+            } else {
+                self.publishes -= 1;
+            }
+        }
+    }
+
+    fn push_back(&mut self, req: Request<R>) {
+        self.counted(&req, true);
+        self.list.push_back(req);
+    }
+
+    fn push_front(&mut self, req: Request<R>) {
+        self.counted(&req, true);
+        self.list.push_front(req);
+    }
+
+    fn pop_front(&mut self) -> Option<Request<R>> {
+        let req = self.list.pop_front()?;
+        self.counted(&req, false);
+        Some(req)
+    }
+
+    fn drain(&mut self) -> std::collections::vec_deque::Drain<'_, Request<R>> {
+        self.publishes = 0;
+        self.list.drain(..)
+    }
+
+    fn front(&self) -> Option<&Request<R>> {
+        self.list.front()
+    }
+
+    fn iter(&self) -> std::collections::vec_deque::Iter<'_, Request<R>> {
+        self.list.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Publishes among the requests.
+    fn publishes(&self) -> usize {
+        self.publishes
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Inflight<R> {
     /// Order of first transmission, to resend in the same order after a reconnect.
@@ -287,7 +356,7 @@ pub struct Session<R> {
     events: VecDeque<Event<R>>,
     ids: ids::Ids<R>,
     seq: u64,
-    queue: VecDeque<Request<R>>,
+    queue: Requests<R>,
     waiters: Vec<SubWaiter<R>>,
     next_waiter: u64,
     inbound_qos2: HashSet<u16>,
@@ -331,7 +400,7 @@ impl<R> Session<R> {
             out: Vec::new(),
             events: VecDeque::new(),
             seq: 0,
-            queue: VecDeque::new(),
+            queue: Requests::new(),
             waiters: Vec::new(),
             next_waiter: 0,
             inbound_qos2: HashSet::new(),
@@ -520,12 +589,7 @@ impl<R> Session<R> {
 
     /// Publishes not finished: queued, or awaiting their acknowledgement.
     pub fn unfinished_publishes(&self) -> usize {
-        let queued = self
-            .queue
-            .iter()
-            .filter(|r| matches!(r, Request::Publish { .. }))
-            .count();
-        queued + self.ids.publishes()
+        self.queue.publishes() + self.ids.publishes()
     }
 
     /// Unacknowledged requests.
@@ -1059,7 +1123,7 @@ impl<R> Session<R> {
                 _ => None,
             })
             .collect();
-        for req in self.queue.drain(..) {
+        for req in self.queue.drain() {
             if let Request::Publish { reply: Some(r), .. } = req {
                 replies.push(r);
             }
@@ -1075,6 +1139,17 @@ impl<R> Session<R> {
     #[cfg_attr(not(feature = "__internals"), allow(dead_code))]
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         self.ids.check()?;
+        let publishes = self
+            .queue
+            .iter()
+            .filter(|r| matches!(r, Request::Publish { .. }))
+            .count();
+        if publishes != self.queue.publishes() {
+            return Err(format!(
+                "{publishes} publishes queued, {} counted",
+                self.queue.publishes()
+            ));
+        }
         self.keepalive.check()
     }
 
