@@ -101,12 +101,9 @@ impl Opener for StaticUrls {
 
 impl sealed::Sealed for MqttOverWsProvider {
     fn into_spec(self) -> ProviderSpec {
-        // A URL's password and query values (a signed URL's token) are redacted wherever a
-        // server echoes them.
+        // A URL's query values (a signed URL's token) are redacted wherever a server echoes
+        // them; its credentials were taken out by `build()` and registered there.
         for u in &self.urls {
-            if let Some(p) = u.password() {
-                crate::error::register_basic(u.username(), p);
-            }
             for (_, v) in u.query_pairs().filter(|(_, v)| v.len() >= 8) {
                 crate::error::register_secret(&v);
             }
