@@ -314,7 +314,10 @@ impl Connection {
     /// Publishes unfinished: those the I/O thread held at its last turn (queued or awaiting
     /// acknowledgement) and those not taken by it yet.
     pub fn pending(&self) -> usize {
-        self.pending.held.load(Ordering::Relaxed) + self.pending.untaken.load(Ordering::Relaxed)
+        // Untaken first, acquiring the I/O thread's release: a publish no longer counted
+        // there is counted in `held` (see `Driver::command`).
+        let untaken = self.pending.untaken.load(Ordering::Acquire);
+        self.pending.held.load(Ordering::Relaxed) + untaken
     }
 
     /// Queues a command, blocking until `deadline` while the queue is full.

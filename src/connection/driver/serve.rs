@@ -215,7 +215,11 @@ impl Driver {
     pub(super) fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Publish { packet, reply } => {
-                self.pending.untaken.fetch_sub(1, Ordering::Relaxed);
+                // Counted as held before it stops counting as untaken (the next turn's
+                // stats store the exact figure): a flush timeout read in between never
+                // undercounts.
+                self.pending.held.fetch_add(1, Ordering::Relaxed);
+                self.pending.untaken.fetch_sub(1, Ordering::Release);
                 self.publish(packet, reply)
             }
             Command::Subscribe {
