@@ -270,7 +270,9 @@ mod ours {
                 ps
             })
             .collect();
-        idle_measure(conns, secs, (bare, rss0), threads0, || drop((handles, warm)))
+        idle_measure(conns, secs, (bare, rss0), threads0, || {
+            drop((handles, warm))
+        })
     }
 
     /// `n` providers on one `PubSub` against one broker (a gateway bridging many devices):
@@ -861,7 +863,9 @@ mod peer {
         for _ in 0..conns {
             handles.push(start(url, 100, |_| true));
         }
-        idle_measure(conns, secs, (bare, rss0), threads0, || drop((handles, warm)))
+        idle_measure(conns, secs, (bare, rss0), threads0, || {
+            drop((handles, warm))
+        })
     }
 
     pub fn decode(size: usize) -> Value {
@@ -1340,6 +1344,46 @@ fn summarize_latency(mut samples: Vec<f64>) -> Value {
 }
 
 /// `rss`: the process's RSS before any connection and after the uncounted first one.
+/// One run of an own-binary idle measurement (`idle-ours` or `idle-paho`): KiB per
+/// connection, every one counted.
+fn own_idle(bin: &std::path::Path, url: &str, secs: &str, keep_alive: &str) -> f64 {
+    let out = std::process::Command::new(bin)
+        .args([url, "100", secs, keep_alive])
+        .output()
+        .unwrap_or_else(|e| panic!("{} runs: {e}", bin.display()));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["per_conn_all_kib"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Paho C's idle binary (`bench/paho`, the paho-mqtt crate with its bundled C library),
+/// built on first use where cmake is present; `None` (and a message) otherwise.
+fn idle_paho() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("paho");
+    let bin = dir.join("target/release/idle-paho");
+    if bin.exists() {
+        return Some(bin);
+    }
+    let cmake = std::process::Command::new("cmake")
+        .arg("--version")
+        .output();
+    if !cmake.is_ok_and(|o| o.status.success()) {
+        eprintln!("  Paho C: no cmake here, so its idle row is skipped (apt-get install cmake)");
+        return None;
+    }
+    eprintln!("  building Paho C's idle binary (cargo build --release in bench/paho)");
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .status();
+    match built {
+        Ok(s) if s.success() && bin.exists() => Some(bin),
+        other => {
+            eprintln!("  Paho C's idle binary did not build ({other:?}): its row is skipped");
+            None
+        }
+    }
+}
+
 fn idle_measure(
     conns: usize,
     secs: u64,
@@ -1807,23 +1851,27 @@ fn main() {
                 ],
             );
             // As a user's program pays it: a binary of its own (no rumqttc or tokio code
-            // beside ours), every connection counted. Paho C would be measured the same way
-            // where its library is built (cmake); this benchmark does not build it.
+            // beside ours), every connection counted, beside Paho C measured the same way
+            // (`paho/`, built here where cmake is present). Twice: with the default
+            // keep-alive (no ping in the window) and with a 1 s keep-alive (a ping round trip
+            // every second, as a long-idle connection makes one a minute).
             let own = std::env::current_exe().map(|e| e.with_file_name("idle-ours"));
+            let paho = idle_paho();
             match own {
                 Ok(bin) if bin.exists() => {
-                    let mut all = Vec::new();
-                    for _ in 0..runs.min(3) {
-                        let out = std::process::Command::new(&bin)
-                            .args([url, "100", &secs])
-                            .output()
-                            .expect("idle-ours runs");
-                        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-                        all.push(v["per_conn_all_kib"].as_f64().unwrap_or(f64::NAN));
+                    for keep_alive in ["60", "1"] {
+                        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                        for _ in 0..runs.min(3) {
+                            ours.push(own_idle(&bin, url, &secs, keep_alive));
+                            if let Some(p) = &paho {
+                                theirs.push(own_idle(p, url, &secs, keep_alive));
+                            }
+                        }
+                        println!(
+                            "  idle RSS per connection, every one counted, keep-alive {keep_alive} s: ours (idle-ours) {ours:.2?} KiB, Paho C (idle-paho) {}",
+                            if paho.is_some() { format!("{theirs:.2?} KiB") } else { "not built (no cmake)".into() }
+                        );
                     }
-                    println!(
-                        "  idle RSS per connection, every one counted, a binary of ours alone (idle-ours): {all:.2?} KiB"
-                    );
                 }
                 _ => println!(
                     "  idle-ours not built (cargo build --release --bins): the own-binary idle row is skipped"

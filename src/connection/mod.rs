@@ -162,13 +162,16 @@ impl Connection {
             }
         };
         let (panic_state, panic_hub, panic_name) = (state.clone(), hub.clone(), name.clone());
+        // Boxed for the move onto the thread: the closure (which std's thread start copies
+        // twice, see `Driver::run`) holds pointers only.
+        let first = first.map(Box::new);
         let thread = std::thread::Builder::new()
             .name(format!("mqtt-pubsub:{name}"))
             .spawn(move || {
                 // A panic must not leave the state lying: whoever waits is told, the state
                 // says Disconnected with the reason, and callers get `Closed` (the driver's
                 // reply handles are dropped by the unwinding).
-                let run = std::panic::AssertUnwindSafe(move || driver.run(first));
+                let run = std::panic::AssertUnwindSafe(move || driver.run(first.map(|b| *b)));
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     let reason = format!("the I/O thread panicked: {}", panic_message(&*panic));
                     ended(&panic_state, &panic_hub, &panic_name, reason);

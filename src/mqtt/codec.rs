@@ -21,6 +21,12 @@ use crate::mqtt::packet::{self, parse_fixed_header, Inbound, MqttVersion, Publis
 
 /// Decodes one complete packet held in `frame`, whose fixed header is `header` bytes long.
 fn decode_inbound(frame: Bytes, header: usize, version: MqttVersion) -> Result<Inbound, Error> {
+    if frame[..] == [0xd0, 0] {
+        // PINGRESP, an idle connection's only packet, is the same two bytes in both
+        // versions: it skips the general decoders (whose frames would deepen an idle I/O
+        // thread's touched stack by a page, see `Session::handle_inbound`).
+        return Ok(Inbound::Control(packet::Control::Pingresp));
+    }
     match (frame[0] >> 4, version) {
         // Properties that would take more memory than allowed: skipped like a packet over
         // the limit (acknowledged, counted, reported).
@@ -280,6 +286,19 @@ mod tests {
             })?;
         }
         Ok(got)
+    }
+
+    #[test]
+    fn pingresp_is_one_control_packet_in_both_versions() {
+        for v in [MqttVersion::V3_1_1, MqttVersion::V5] {
+            assert_eq!(
+                decode_packet_as(&[0xd0, 0], v).unwrap(),
+                Inbound::Control(packet::Control::Pingresp)
+            );
+            // Its type with flags set, or with a body, still meets the general decoders.
+            assert!(decode_packet_as(&[0xd1, 0], v).is_err(), "{v:?}");
+            assert!(decode_packet_as(&[0xd0, 1, 0], v).is_err(), "{v:?}");
+        }
     }
 
     #[test]

@@ -212,6 +212,10 @@ impl Driver {
         result
     }
 
+    // Not inlined into `take_commands`: its frame (a kilobyte) would then be written on
+    // every loop turn, also by an idle provider's, and deepen its thread's touched stack by
+    // a page (see `Driver::run`).
+    #[inline(never)]
     pub(super) fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Publish { packet, reply } => {
