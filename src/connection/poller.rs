@@ -149,7 +149,10 @@ mod linux {
         /// Waits until the socket is ready as asked, [`Poller::notify`], or `timeout`
         /// (`None`: no deadline). `Ok(true)` when the socket was reported readable.
         pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-            let precise = needs_timer(timeout);
+            // Without a descriptor for the timer (the process is out of them) the wait keeps
+            // to epoll's own timeout, up to a millisecond late: failing it would drop a
+            // healthy connection that then cannot get a socket to come back either.
+            let precise = needs_timer(timeout) && self.timer().is_ok();
             let epoll_timeout = match timeout {
                 _ if precise => {
                     let t = timeout.unwrap_or_default();

@@ -1665,3 +1665,59 @@ fn unsubscribing_under_a_flood_leaves_nothing_behind_that_holds_up_the_provider_
     drop(kept);
     ps.close().unwrap();
 }
+
+/// A process out of file descriptors keeps its healthy connections: QoS 1 publishes sent
+/// back to back (the output held back for a sub-millisecond while one is in flight, a wait
+/// that asks for a timer descriptor the first time) are all acknowledged, and the provider
+/// never reports a disruption. Before: the timer could not be made, the wait failed, the
+/// connection was dropped and could not come back (no descriptor for a socket either), and
+/// the publishes timed out — seen with 6,000 providers in one process.
+#[test]
+fn a_process_out_of_descriptors_keeps_its_connections_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    for url in [m.mqtt_url(), m.ws_url()] {
+        crate::support::run_child(
+            "reliability::child_publishes_with_no_descriptor_left",
+            &[("CHILD_URL", url)],
+        );
+    }
+}
+
+#[test]
+#[ignore = "child process of a_process_out_of_descriptors_keeps_its_connections_mosquitto"]
+fn child_publishes_with_no_descriptor_left() {
+    let url = crate::support::child_env("CHILD_URL");
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(MqttOverWsProvider::builder(url.as_str()).build().unwrap())
+        .unwrap();
+    // Every descriptor the process may still open, taken.
+    let mut held = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) if e.raw_os_error() == Some(24) => break, // EMFILE
+            Err(e) => panic!("opening /dev/null: {e}"),
+        }
+        assert!(held.len() < 1_000_000, "no open-file limit reached");
+    }
+    let opts = PublishOptions::default()
+        .qos(QoS::AtLeastOnce)
+        .timeout(Duration::from_secs(10));
+    let receipts: Vec<_> = (0..20)
+        .map(|i| {
+            ps.publish_nowait("fds/out", format!("{i}"), opts.clone())
+                .unwrap()
+        })
+        .collect();
+    for (i, r) in receipts.into_iter().enumerate() {
+        r.wait()
+            .unwrap_or_else(|e| panic!("publish {i} with no descriptor left: {e}"));
+    }
+    drop(held);
+    let disrupted: Vec<_> = states
+        .try_iter()
+        .filter(|e| e.state != ConnectionState::Connected && e.state != ConnectionState::Connecting)
+        .collect();
+    assert!(disrupted.is_empty(), "{disrupted:?}");
+}
