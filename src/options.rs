@@ -849,9 +849,15 @@ macro_rules! connection_builder_methods {
         }
 
         /// Keep-alive interval (default 60 s). A dead link is noticed within 1.5 × this.
-        /// Zero disables keep-alive; over 65535 s (MQTT's limit) `build()` fails.
+        /// Zero disables keep-alive; over 65535 s (MQTT's limit) `build()` fails. MQTT
+        /// sends it in whole seconds: a fraction is rounded up (1.5 s is 2 s, 0.5 s is 1 s),
+        /// and the client pings on the interval it announced.
         pub fn keep_alive(mut self, interval: std::time::Duration) -> Self {
-            self.options.keep_alive = interval;
+            self.options.keep_alive = if interval.subsec_nanos() == 0 {
+                interval
+            } else {
+                std::time::Duration::from_secs(interval.as_secs().saturating_add(1))
+            };
             self
         }
 

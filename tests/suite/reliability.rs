@@ -10,8 +10,9 @@ use crate::support::proxy::Proxy;
 use crate::support::{Mosquitto, Nats, Process, Rumqttd};
 use crossbeam_channel::Receiver;
 use mqtt_pubsub::{
-    ConnackCode, ConnectionState, Error, MqttOverWsProvider, MqttOverWsProviderBuilder, Operation,
-    PubSub, PublishOptions, QoS, ReconnectPolicy, StateEvent, SubscribeOptions,
+    ConnackCode, ConnectionState, Error, MqttOverWsProvider, MqttOverWsProviderBuilder,
+    MqttVersion, Operation, PubSub, PublishOptions, QoS, ReconnectPolicy, StateEvent,
+    SubscribeOptions,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -1720,4 +1721,46 @@ fn child_publishes_with_no_descriptor_left() {
         .filter(|e| e.state != ConnectionState::Connected && e.state != ConnectionState::Connecting)
         .collect();
     assert!(disrupted.is_empty(), "{disrupted:?}");
+}
+
+/// A keep-alive with a fraction of a second: the broker is told the interval the client
+/// pings on, so the link stays up over several intervals. Before: CONNECT said 1 s (the
+/// fraction dropped) while the client pinged after 1.5 s of quiet, and mosquitto closed the
+/// connection ("exceeded timeout") within a few seconds; 0.5 s was sent as 0, which turns
+/// the broker's timeout (and a half-open link's last will) off.
+#[test]
+fn a_keep_alive_with_a_fraction_of_a_second_keeps_the_link_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    for version in [MqttVersion::V3_1_1, MqttVersion::V5] {
+        let ps = PubSub::new();
+        let states = ps.state_changes();
+        ps.add_provider(
+            MqttOverWsProvider::builder(m.mqtt_url())
+                .mqtt_version(version)
+                .keep_alive(Duration::from_millis(1500))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let connected = states
+            .iter()
+            .find(|e| e.state == ConnectionState::Connected)
+            .unwrap();
+        let connack = connected.connack.expect("Connected carries the CONNACK");
+        assert_eq!(connack.keep_alive, Duration::from_secs(2), "{version:?}");
+        // Four announced intervals: any state event but Connected is the link dropping.
+        let until = Instant::now() + Duration::from_secs(8);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if let Ok(e) = states.recv_timeout(left) {
+                assert!(
+                    matches!(
+                        e.state,
+                        ConnectionState::Connected | ConnectionState::Connecting
+                    ),
+                    "{version:?}: {e:?}"
+                );
+            }
+        }
+        ps.close().unwrap();
+    }
 }
