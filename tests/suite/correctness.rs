@@ -1017,3 +1017,26 @@ fn mqtt_pub_speaks_mqtts_with_a_cafile() {
         "{out:?}"
     );
 }
+
+/// An MQTT server whose first packet is not CONNACK is told apart from another protocol:
+/// the error names the packet and gives no hint about the path or port, which are right.
+/// Before: "not an MQTT CONNACK: a packet of type 13. Is \"/mqtt\" the server's
+/// MQTT-over-WebSocket path?" (found by the hostile review).
+#[test]
+fn a_packet_before_connack_is_named_without_a_path_hint() {
+    use crate::support::fake_server::{ws_frame, FakeServer, Misbehaviour};
+    let server = FakeServer::start(vec![Misbehaviour::RawConnack(ws_frame(0x82, &[0xd0, 0]))]);
+    let err = PubSub::new()
+        .add_provider(
+            provider(&server.url())
+                .reconnect(mqtt_pubsub::ReconnectPolicy::disabled())
+                .build()
+                .unwrap(),
+        )
+        .expect_err("PINGRESP is not CONNACK");
+    let text = err.to_string();
+    assert!(
+        text.contains("first packet is PINGRESP, not CONNACK") && !text.contains("path?"),
+        "{text}"
+    );
+}

@@ -185,6 +185,12 @@ impl Driver {
                 first && !self.session.is_connected() && bytes.first().is_some_and(|b| b >> 4 != 2);
             first = false;
             let head: Vec<u8> = bytes.iter().take(8).copied().collect();
+            if let Some(name) = not_connack.then(|| mqtt_before_connack(&head)).flatten() {
+                // MQTT all right, out of order: no hint about the port or the path.
+                return Err(Error::Protocol(format!(
+                    "the server's first packet is {name}, not CONNACK [MQTT-3.2.0-1]"
+                )));
+            }
             if not_connack {
                 let what = if head.starts_with(b"HTTP/") {
                     "an HTTP answer".to_string()
@@ -212,6 +218,26 @@ impl Driver {
 
 /// The first bytes after the upgrade were not a CONNACK: most likely the URL's path is not
 /// where the server speaks MQTT (NATS answers its own protocol at `/`).
+/// The name of the packet `head` starts, when it is one a server sends, with its fixed
+/// flags and a short remaining length (an acknowledgement, PINGRESP, DISCONNECT, AUTH): an
+/// MQTT server that answered out of order, not another protocol.
+fn mqtt_before_connack(head: &[u8]) -> Option<&'static str> {
+    let name = match head.first()? {
+        0x40 => "PUBACK",
+        0x50 => "PUBREC",
+        0x62 => "PUBREL",
+        0x70 => "PUBCOMP",
+        0x90 => "SUBACK",
+        0xb0 => "UNSUBACK",
+        0xd0 => "PINGRESP",
+        0xe0 => "DISCONNECT",
+        0xf0 => "AUTH",
+        _ => return None,
+    };
+    // Below 0x20: a short packet, and not the printable second byte of a text protocol.
+    (*head.get(1)? < 0x20).then_some(name)
+}
+
 pub(super) fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
     let nats = if head.starts_with(b"INFO ") {
         " (they look like the NATS protocol)"
