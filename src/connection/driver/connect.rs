@@ -162,6 +162,9 @@ impl Driver {
     /// as a list of them). `Ok(session_present)`.
     pub(super) fn await_connack(&mut self, ws: &mut Ws, url: &url::Url) -> Result<bool> {
         let mut first = true;
+        // MQTT bytes read, and the first of them (CONNACK's fixed header): what follows
+        // CONNACK in the same reads is the connection's traffic, counted in `bytes_in`.
+        let (mut read, mut prefix) = (0usize, Vec::with_capacity(5));
         loop {
             let chunk = match ws.read("waiting for CONNACK") {
                 Ok(Incoming::Data(chunk)) => chunk,
@@ -178,6 +181,8 @@ impl Driver {
                 Err(e) => return Err(closed_if_aborted(e)),
             };
             let bytes = &chunk.bytes;
+            read += bytes.len();
+            prefix.extend(bytes.iter().take(5 - prefix.len()));
             // A server's first packet is CONNACK [MQTT-3.2.0-1]: first bytes of another type
             // are not MQTT at all, most likely, and are said so at once (an HTTP answer of a
             // few bytes would otherwise wait for the rest of a "packet" until the deadline).
@@ -210,6 +215,12 @@ impl Driver {
             }
             self.dispatch_events();
             if self.session.is_connected() {
+                if let Ok(Some((header, remaining))) =
+                    crate::mqtt::packet::parse_fixed_header(&prefix)
+                {
+                    let after = read.saturating_sub(header + remaining);
+                    self.tally.add(crate::stats::Counter::BytesIn, after as u64);
+                }
                 return Ok(self.session.session_present());
             }
         }
