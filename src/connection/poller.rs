@@ -152,10 +152,13 @@ mod linux {
             // Without a descriptor for the timer (the process is out of them) the wait keeps
             // to epoll's own timeout, up to a millisecond late: failing it would drop a
             // healthy connection that then cannot get a socket to come back either.
-            let precise = needs_timer(timeout) && self.timer().is_ok();
-            let epoll_timeout = match timeout {
-                _ if precise => {
-                    let t = timeout.unwrap_or_default();
+            let timer = if needs_timer(timeout) {
+                self.timer().ok()
+            } else {
+                None
+            };
+            let epoll_timeout = match (timeout, timer) {
+                (Some(t), Some(timer)) => {
                     let spec = Itimerspec {
                         it_interval: Timespec {
                             tv_sec: 0,
@@ -166,16 +169,16 @@ mod linux {
                             tv_nsec: t.subsec_nanos().into(),
                         },
                     };
-                    timerfd_settime(self.timer()?, TimerfdTimerFlags::empty(), &spec)?;
+                    timerfd_settime(timer, TimerfdTimerFlags::empty(), &spec)?;
                     None
                 }
                 // Beyond ~24 days (`Duration::MAX` included) the wait just ends early and
                 // the caller waits again.
-                Some(t) => Some(Timespec {
+                (Some(t), None) => Some(Timespec {
                     tv_sec: t.as_secs().min(2_000_000) as _,
                     tv_nsec: t.subsec_nanos().into(),
                 }),
-                None => None,
+                (None, _) => None,
             };
             let mut buf = [MaybeUninit::<epoll::Event>::uninit(); 4];
             let (events, _) = match epoll::wait(&self.epoll, &mut buf, epoll_timeout.as_ref()) {

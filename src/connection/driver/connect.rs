@@ -227,8 +227,6 @@ impl Driver {
     }
 }
 
-/// The first bytes after the upgrade were not a CONNACK: most likely the URL's path is not
-/// where the server speaks MQTT (NATS answers its own protocol at `/`).
 /// The name of the packet `head` starts, when it is one a server sends, with its fixed
 /// flags and a short remaining length (an acknowledgement, PINGRESP, DISCONNECT, AUTH): an
 /// MQTT server that answered out of order, not another protocol.
@@ -249,6 +247,8 @@ fn mqtt_before_connack(head: &[u8]) -> Option<&'static str> {
     (*head.get(1)? < 0x20).then_some(name)
 }
 
+/// The first bytes after the upgrade were not a CONNACK: most likely the URL's path is not
+/// where the server speaks MQTT (NATS answers its own protocol at `/`).
 pub(super) fn not_mqtt(url: &url::Url, head: &[u8], err: Error) -> Error {
     let nats = if head.starts_with(b"INFO ") {
         " (they look like the NATS protocol)"
