@@ -1,12 +1,15 @@
 //! The I/O thread's wait: for its socket, for a caller's wake-up, or for a deadline.
 //!
-//! On Linux this is epoll, used directly: one `epoll_pwait` per wait, the eventfd read only
-//! when a caller did wake the thread, and a timerfd armed only for the rare deadline that
-//! needs sub-millisecond precision (the output-coalescing hold of 200 µs; epoll's own
-//! timeout is in milliseconds, rounded up). `polling` spends four more system calls on every
-//! wait (it re-arms a timerfd and its notifier and drains the notifier each time); on a
-//! pipelined QoS 1 stream the thread waits about once per two messages, so that was two
-//! system calls per message. Elsewhere, `polling`.
+//! On Linux this is `ppoll` over two descriptors, the socket and an eventfd: one system call
+//! per wait, no registration calls when the interest changes (it is a field of the next
+//! wait), the eventfd read only when a caller did wake the thread, and the deadline kept to
+//! the microsecond by the call itself (the output-coalescing hold is 200 µs). An idle
+//! provider holds two descriptors: its socket and the eventfd. (An epoll instance and a
+//! timerfd for sub-millisecond deadlines made it three, and four once a hold had needed the
+//! timer; setting the timer and reading it were two more system calls per hold.) `polling`
+//! spends four more system calls on every wait (it re-arms a timerfd and its notifier and
+//! drains the notifier each time); on a pipelined QoS 1 stream the thread waits about once
+//! per two messages, so that was two system calls per message. Elsewhere, `polling`.
 
 use std::io;
 use std::net::TcpStream;
@@ -28,111 +31,60 @@ pub(crate) use portable::Poller;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::mem::MaybeUninit;
-    use std::os::fd::OwnedFd;
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+    use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
-    use rustix::event::epoll;
-    use rustix::event::{eventfd, EventfdFlags};
-    use rustix::time::{
-        timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
-        TimerfdTimerFlags, Timespec,
-    };
+    use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+    use rustix::time::Timespec;
 
     use super::*;
 
-    const SOCKET: u64 = 1;
-    const NOTIFY: u64 = 2;
-    const TIMER: u64 = 3;
+    const READABLE: u8 = 1;
+    const WRITABLE: u8 = 2;
 
-    /// Deadlines shorter than this are kept to the microsecond (a timerfd); longer ones are
-    /// rounded up to epoll's millisecond.
-    const PRECISE_BELOW: Duration = Duration::from_millis(10);
-
-    /// Whether a wait of `timeout` needs the timerfd: a deadline under [`PRECISE_BELOW`] that
-    /// epoll's whole milliseconds would round up (a sub-millisecond hold would otherwise last
-    /// a full millisecond or more).
-    pub(super) fn needs_timer(timeout: Option<Duration>) -> bool {
-        matches!(timeout, Some(t) if !t.is_zero() && t < PRECISE_BELOW && t.subsec_nanos() % 1_000_000 != 0)
-    }
-
-    /// epoll with an eventfd (wake-ups) and, once a precise deadline is first needed, a
-    /// timerfd registered: an idle provider holds three descriptors (with its socket), not
-    /// four, and a process fits a third more providers under its open-file limit.
+    /// An eventfd for wake-ups, and the socket the I/O thread registered with what it is
+    /// watched for (both read by that thread's own waits).
     pub(crate) struct Poller {
-        epoll: OwnedFd,
         notify: OwnedFd,
-        /// Made by the first wait that needs it (only the I/O thread waits).
-        timer: std::sync::OnceLock<OwnedFd>,
+        /// The registered socket's descriptor, or -1.
+        socket: AtomicI32,
+        /// [`READABLE`] and [`WRITABLE`].
+        interest: AtomicU8,
     }
 
     impl Poller {
         pub fn new() -> io::Result<Poller> {
-            let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
             let notify = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-            epoll::add(
-                &epoll,
-                &notify,
-                epoll::EventData::new_u64(NOTIFY),
-                epoll::EventFlags::IN,
-            )?;
             Ok(Poller {
-                epoll,
                 notify,
-                timer: std::sync::OnceLock::new(),
+                socket: AtomicI32::new(-1),
+                interest: AtomicU8::new(0),
             })
         }
 
-        /// The timerfd, made and registered on first use.
-        fn timer(&self) -> io::Result<&OwnedFd> {
-            if let Some(t) = self.timer.get() {
-                return Ok(t);
-            }
-            let timer = timerfd_create(
-                TimerfdClockId::Monotonic,
-                TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
-            )?;
-            epoll::add(
-                &self.epoll,
-                &timer,
-                epoll::EventData::new_u64(TIMER),
-                epoll::EventFlags::IN,
-            )?;
-            Ok(self.timer.get_or_init(|| timer))
+        fn bits(interest: Interest) -> u8 {
+            (if interest.readable { READABLE } else { 0 })
+                | (if interest.writable { WRITABLE } else { 0 })
         }
 
-        fn flags(interest: Interest) -> epoll::EventFlags {
-            let mut f = epoll::EventFlags::empty();
-            if interest.readable {
-                f |= epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
-            }
-            if interest.writable {
-                f |= epoll::EventFlags::OUT;
-            }
-            f
-        }
-
+        /// Waits for `socket` as asked until [`Poller::delete`], which the caller calls
+        /// before closing it.
         pub fn add(&self, socket: &TcpStream, interest: Interest) -> io::Result<()> {
-            let data = epoll::EventData::new_u64(SOCKET);
-            Ok(epoll::add(
-                &self.epoll,
-                socket,
-                data,
-                Self::flags(interest),
-            )?)
+            self.interest.store(Self::bits(interest), Ordering::Relaxed);
+            self.socket.store(socket.as_raw_fd(), Ordering::Relaxed);
+            Ok(())
         }
 
         pub fn modify(&self, socket: &TcpStream, interest: Interest) -> io::Result<()> {
-            let data = epoll::EventData::new_u64(SOCKET);
-            Ok(epoll::modify(
-                &self.epoll,
-                socket,
-                data,
-                Self::flags(interest),
-            )?)
+            debug_assert_eq!(self.socket.load(Ordering::Relaxed), socket.as_raw_fd());
+            self.interest.store(Self::bits(interest), Ordering::Relaxed);
+            Ok(())
         }
 
         pub fn delete(&self, socket: &TcpStream) -> io::Result<()> {
-            Ok(epoll::delete(&self.epoll, socket)?)
+            debug_assert_eq!(self.socket.load(Ordering::Relaxed), socket.as_raw_fd());
+            self.socket.store(-1, Ordering::Relaxed);
+            Ok(())
         }
 
         /// Wakes the current or next [`Poller::wait`]. (Callers only call it while the
@@ -148,67 +100,52 @@ mod linux {
 
         /// Waits until the socket is ready as asked, [`Poller::notify`], or `timeout`
         /// (`None`: no deadline). `Ok(true)` when the socket was reported readable.
+        #[allow(unsafe_code)]
         pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-            // Without a descriptor for the timer (the process is out of them) the wait keeps
-            // to epoll's own timeout, up to a millisecond late: failing it would drop a
-            // healthy connection that then cannot get a socket to come back either.
-            let timer = if needs_timer(timeout) {
-                self.timer().ok()
+            // Beyond ~24 days (`Duration::MAX` included) the wait just ends early and the
+            // caller waits again.
+            let timeout = timeout.map(|t| Timespec {
+                tv_sec: t.as_secs().min(2_000_000) as _,
+                tv_nsec: t.subsec_nanos().into(),
+            });
+            let raw: RawFd = self.socket.load(Ordering::Relaxed);
+            let bits = self.interest.load(Ordering::Relaxed);
+            let mut flags = PollFlags::empty();
+            if bits & READABLE != 0 {
+                flags |= PollFlags::IN | PollFlags::RDHUP;
+            }
+            if bits & WRITABLE != 0 {
+                flags |= PollFlags::OUT;
+            }
+            let mut fds = [
+                PollFd::new(&self.notify, PollFlags::IN),
+                PollFd::new(&self.notify, PollFlags::empty()),
+            ];
+            let n = if raw >= 0 {
+                // SAFETY: `raw` is the socket registered by `add`; the driver deletes it
+                // before dropping it, and only the I/O thread both registers and waits.
+                fds[1] = PollFd::from_borrowed_fd(unsafe { BorrowedFd::borrow_raw(raw) }, flags);
+                2
             } else {
-                None
+                1
             };
-            let epoll_timeout = match (timeout, timer) {
-                (Some(t), Some(timer)) => {
-                    let spec = Itimerspec {
-                        it_interval: Timespec {
-                            tv_sec: 0,
-                            tv_nsec: 0,
-                        },
-                        it_value: Timespec {
-                            tv_sec: 0,
-                            tv_nsec: t.subsec_nanos().into(),
-                        },
-                    };
-                    timerfd_settime(timer, TimerfdTimerFlags::empty(), &spec)?;
-                    None
-                }
-                // Beyond ~24 days (`Duration::MAX` included) the wait just ends early and
-                // the caller waits again.
-                (Some(t), None) => Some(Timespec {
-                    tv_sec: t.as_secs().min(2_000_000) as _,
-                    tv_nsec: t.subsec_nanos().into(),
-                }),
-                (None, _) => None,
-            };
-            let mut buf = [MaybeUninit::<epoll::Event>::uninit(); 4];
-            let (events, _) = match epoll::wait(&self.epoll, &mut buf, epoll_timeout.as_ref()) {
-                Ok(got) => got,
+            match poll(&mut fds[..n], timeout.as_ref()) {
+                Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => return Ok(true),
                 Err(e) => return Err(e.into()),
-            };
-            let mut readable = false;
-            let mut drain = [0u8; 8];
-            for e in events.iter() {
-                match e.data.u64() {
-                    NOTIFY => {
-                        let _ = rustix::io::read(&self.notify, &mut drain);
-                    }
-                    TIMER => {
-                        if let Some(timer) = self.timer.get() {
-                            let _ = rustix::io::read(timer, &mut drain);
-                        }
-                    }
-                    _ => {
-                        let flags = e.flags;
-                        readable |= flags.intersects(
-                            epoll::EventFlags::IN
-                                | epoll::EventFlags::RDHUP
-                                | epoll::EventFlags::HUP
-                                | epoll::EventFlags::ERR,
-                        );
-                    }
-                }
             }
+            if !fds[0].revents().is_empty() {
+                let mut drain = [0u8; 8];
+                let _ = rustix::io::read(&self.notify, &mut drain);
+            }
+            let readable = n == 2
+                && fds[1].revents().intersects(
+                    PollFlags::IN
+                        | PollFlags::RDHUP
+                        | PollFlags::HUP
+                        | PollFlags::ERR
+                        | PollFlags::NVAL,
+                );
             Ok(readable)
         }
     }
@@ -306,33 +243,19 @@ mod tests {
         waits!(Poller);
     }
 
-    /// A sub-millisecond deadline is not rounded up to epoll's millisecond: it goes to the
-    /// timerfd. (Decided without a clock: how long a wait takes is the benchmark's business;
-    /// a loaded machine may make any wait long, never early.)
+    /// A sub-millisecond deadline is not rounded up to a millisecond: a 200 µs wait with
+    /// nothing else to wake it returns, and not early. (How long past the deadline is the
+    /// benchmark's business; a loaded machine may make any wait long, never early.)
     #[cfg(target_os = "linux")]
     #[test]
-    fn sub_millisecond_deadlines_use_the_timer() {
-        use super::linux::needs_timer;
-        for us in [1, 200, 999, 1500, 9_999] {
-            assert!(needs_timer(Some(Duration::from_micros(us))), "{us} µs");
-        }
-        // Whole milliseconds, long deadlines, no deadline and zero need no timer.
-        for t in [
-            Some(Duration::from_millis(1)),
-            Some(Duration::from_millis(5)),
-            Some(Duration::from_millis(10)),
-            Some(Duration::from_secs(60)),
-            Some(Duration::ZERO),
-            None,
-        ] {
-            assert!(!needs_timer(t), "{t:?}");
-        }
-        // And the timer really ends the wait: a 200 µs wait with nothing else to wake it
-        // returns (the long deadline epoll would otherwise use is none at all).
+    fn sub_millisecond_deadlines_end_the_wait() {
         let p = Poller::new().unwrap();
-        let t = Instant::now();
-        assert!(!p.wait(Some(Duration::from_micros(200))).unwrap());
-        assert!(t.elapsed() >= Duration::from_micros(200));
+        for us in [1, 200, 999, 1500] {
+            let d = Duration::from_micros(us);
+            let t = Instant::now();
+            assert!(!p.wait(Some(d)).unwrap());
+            assert!(t.elapsed() >= d, "{us} µs");
+        }
     }
 
     /// The same of `polling`'s, used on other systems.
