@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::support::proxy::Proxy;
 use crate::support::{Aedes, Mosquitto, Nats, Rumqttd};
 use mqtt_pubsub::{
-    ConnackCode, Error, LastWill, Message, MqttOverWsProvider, PubSub, PublishOptions, QoS,
-    ReconnectPolicy, SubscribeOptions, TryRecvError,
+    ConnackCode, ConnectionState, Error, LastWill, Message, MqttOverWsProvider, PubSub,
+    PublishOptions, QoS, ReconnectPolicy, SubscribeOptions, TryRecvError,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -860,4 +860,88 @@ fn nothing_listening_is_an_io_error() {
         ),
         "{err}"
     );
+}
+
+/// Hundreds of providers on one `PubSub` (the registry keeps them by name as well as in
+/// order): names come back in the order added, each is found by name for a publish to it
+/// alone, one removed from the middle is gone from every call while its final counts stay
+/// readable by name, and its name can be taken again.
+#[test]
+fn hundreds_of_providers_are_kept_in_order_and_by_name_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    const N: usize = 200;
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    for i in 0..N {
+        ps.add_provider(
+            MqttOverWsProvider::builder(m.mqtt_url())
+                .name(format!("dev-{i}"))
+                .connect_in_background(true)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("dev-{i}")).collect();
+    assert_eq!(ps.provider_names(), expected);
+    let mut up = std::collections::HashSet::new();
+    while up.len() < N {
+        let e = states.recv_timeout(WAIT).expect("every provider connects");
+        if e.state == ConnectionState::Connected {
+            up.insert(e.provider.clone());
+        }
+    }
+    assert!(matches!(
+        ps.add_provider(MqttOverWsProvider::builder(m.mqtt_url()).name("dev-7").build().unwrap()),
+        Err(Error::DuplicateProvider(n)) if n == "dev-7"
+    ));
+    // A publish to one provider by name goes out on that provider alone.
+    let sub = ps
+        .subscribe_with("reg/#", SubscribeOptions::default().provider("dev-0"))
+        .unwrap();
+    ps.publish_with(
+        "reg/one",
+        "x",
+        PublishOptions::default().provider("dev-123"),
+    )
+    .unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().topic(), "reg/one");
+    assert_eq!(ps.stats("dev-123").unwrap().published, 1);
+    assert_eq!(ps.stats("dev-124").unwrap().published, 0);
+    // Removed from the middle: gone from the names, the state and a publish by name; its
+    // final counts stay.
+    ps.remove_provider("dev-123").unwrap();
+    let names = ps.provider_names();
+    assert_eq!(names.len(), N - 1);
+    assert!(!names.iter().any(|n| n == "dev-123"));
+    assert_eq!(names[122], "dev-122");
+    assert_eq!(names[123], "dev-124");
+    assert_eq!(ps.state("dev-123"), None);
+    assert!(matches!(
+        ps.publish_with("reg/one", "x", PublishOptions::default().provider("dev-123")),
+        Err(Error::UnknownProvider(n)) if n == "dev-123"
+    ));
+    assert_eq!(ps.stats("dev-123").unwrap().published, 1);
+    // The name is free again, and its new provider's counts replace the retired ones.
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.mqtt_url())
+            .name("dev-123")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ps.provider_names().last().unwrap(), "dev-123");
+    assert_eq!(ps.state("dev-123"), Some(ConnectionState::Connected));
+    assert_eq!(ps.stats("dev-123").unwrap().published, 0);
+    // Publish to all reaches each of them once.
+    ps.publish("reg/all", "y").unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().topic(), "reg/all");
+    ps.flush(WAIT).unwrap();
+    let published: u64 = ps
+        .provider_names()
+        .iter()
+        .map(|n| ps.stats(n).unwrap().published)
+        .sum();
+    assert_eq!(published, N as u64);
+    ps.close().unwrap();
 }
