@@ -108,6 +108,34 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 0.5)
 }
 
+/// What `getrusage` says of the whole process, with no file descriptor (for a process that
+/// gave them all to its providers): (user + system seconds, voluntary + involuntary context
+/// switches, peak RSS in KiB).
+#[allow(unsafe_code)]
+fn rusage() -> (f64, f64, f64) {
+    // SAFETY: `getrusage` fills the struct it is given; all-zero is a valid `rusage`.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        secs(u.ru_utime) + secs(u.ru_stime),
+        (u.ru_nvcsw + u.ru_nivcsw) as f64,
+        u.ru_maxrss as f64,
+    )
+}
+
+/// The soft limit on open files.
+#[allow(unsafe_code)]
+fn open_file_limit() -> usize {
+    // SAFETY: `getrlimit` fills the struct it is given.
+    let mut l: libc::rlimit = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+    l.rlim_cur as usize
+}
+
+/// Where a child that closed its standard output writes its result (set by `run_child`).
+const RESULT_FILE: &str = "BENCH_RESULT_FILE";
+
 // ---------------------------------------------------------------- our client
 
 mod ours {
@@ -280,8 +308,66 @@ mod ours {
     /// waits for another's CONNACK), RSS and threads per provider counted from the bare
     /// process, CPU and wake-ups while idle for `secs`, a QoS 0 and a QoS 1 publish to all,
     /// and one subscription over all of them (SUBACK from each, then one message in each).
+    ///
+    /// Each provider holds two descriptors (its socket and its I/O thread's eventfd). When
+    /// `n` of them need every descriptor the process may open (10,000 under a limit of
+    /// 20,000), the child closes its standard streams first, measures with `getrusage`
+    /// alone (the peak RSS, no thread count: reading `/proc` takes a descriptor) and writes
+    /// its result to [`RESULT_FILE`] once the providers are closed.
     pub fn scale(url: &str, n: usize, secs: u64) -> Value {
         let (rss0, threads0) = (rss_kib(), threads());
+        let tight = 2 * n + 8 > open_file_limit();
+        // Descriptors this child inherited besides the standard streams (a shell's or a CI
+        // runner's, left open across exec): closed with them in tight mode.
+        let mut inherited = Vec::new();
+        if tight {
+            let fds: Vec<(i32, String)> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| {
+                    let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+                    let to = std::fs::read_link(e.path()).ok()?;
+                    Some((fd, to.display().to_string()))
+                })
+                .collect();
+            // (The read_dir's own handle is closed by now.)
+            for (fd, to) in fds {
+                // SAFETY: F_GETFD only asks whether `fd` is open.
+                #[allow(unsafe_code)]
+                let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
+                if fd > 2 && open {
+                    inherited.push(format!("{fd} -> {to}"));
+                }
+            }
+            assert!(
+                2 * n <= open_file_limit(),
+                "{n} providers need {} descriptors, over the limit of {}",
+                2 * n,
+                open_file_limit()
+            );
+            // A panic's message goes to a file next to the result (if a descriptor is free
+            // then), not to standard error: descriptor 2 is a provider's by then.
+            std::panic::set_hook(Box::new(|info| {
+                if let Some(path) = std::env::var_os(RESULT_FILE) {
+                    let mut path = std::path::PathBuf::from(path);
+                    path.set_extension("panic");
+                    let _ = std::fs::write(path, info.to_string());
+                }
+            }));
+            // SAFETY: nothing in this process uses the standard streams or the inherited
+            // descriptors from here on (the result goes to a file, written after the
+            // providers have given their descriptors back).
+            #[allow(unsafe_code)]
+            unsafe {
+                for fd in 0..3 {
+                    libc::close(fd);
+                }
+                for fd in &inherited {
+                    let fd: i32 = fd.split(' ').next().unwrap().parse().unwrap();
+                    libc::close(fd);
+                }
+            }
+        }
         let ps = PubSub::new();
         let states = ps.state_changes();
         let t0 = Instant::now();
@@ -312,11 +398,17 @@ mod ours {
         }
         let connect_all = t0.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(500));
-        let (rss1, threads1) = (rss_kib(), threads());
-        let (cpu0, switches0) = (cpu_secs(), context_switches());
+        let (rss1, threads1) = if tight {
+            (rusage().2, f64::NAN)
+        } else {
+            (rss_kib(), threads())
+        };
+        let (cpu0, switches0, _) = rusage();
         std::thread::sleep(Duration::from_secs(secs));
-        let idle_cpu = cpu_secs() - cpu0;
-        let wakeups = (context_switches() - switches0 - 1.0).max(0.0) / secs as f64;
+        let (cpu1, switches1, _) = rusage();
+        let idle_cpu = cpu1 - cpu0;
+        // The sleeping thread's own wake-up is not the providers'.
+        let wakeups = (switches1 - switches0 - 1.0).max(0.0) / secs as f64;
         let t = Instant::now();
         ps.publish("scale/all", "x").unwrap();
         let publish_q0_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -328,7 +420,7 @@ mod ours {
         )
         .unwrap();
         let publish_q1_ms = t.elapsed().as_secs_f64() * 1e3;
-        let (t, cpu_sub0) = (Instant::now(), cpu_secs());
+        let (t, cpu_sub0) = (Instant::now(), rusage().0);
         let sub = ps
             .subscribe_with(
                 "scale/fan",
@@ -337,9 +429,9 @@ mod ours {
             .unwrap();
         let subscribe_ms = t.elapsed().as_secs_f64() * 1e3;
         // Our CPU in it: the rest of the wall time is the broker's (SUBACKs in its turns).
-        let subscribe_cpu_ms = (cpu_secs() - cpu_sub0) * 1e3;
-        let rss_before_fan = rss_kib();
-        let (cpu_fan0, t) = (cpu_secs(), Instant::now());
+        let subscribe_cpu_ms = (rusage().0 - cpu_sub0) * 1e3;
+        let rss_before_fan = if tight { rusage().2 } else { rss_kib() };
+        let (cpu_fan0, t) = (rusage().0, Instant::now());
         // One provider publishes; the broker sends a copy to each of the n.
         ps.publish_with("scale/fan", "fan", PublishOptions::default().provider("p0"))
             .unwrap();
@@ -348,12 +440,12 @@ mod ours {
                 .expect("a copy from every provider");
         }
         let fan_ms = t.elapsed().as_secs_f64() * 1e3;
-        let fan_cpu_ms = (cpu_secs() - cpu_fan0) * 1e3;
-        let fan_rss_kib = rss_kib() - rss_before_fan;
+        let fan_cpu_ms = (rusage().0 - cpu_fan0) * 1e3;
+        let fan_rss_kib = if tight { rusage().2 } else { rss_kib() } - rss_before_fan;
         let t = Instant::now();
         ps.close().unwrap();
         let close_s = t.elapsed().as_secs_f64();
-        json!({
+        let result = json!({
             "providers": n,
             "add_all_s": added,
             "connect_all_s": connect_all,
@@ -369,7 +461,15 @@ mod ours {
             "fan_in_cpu_ms": fan_cpu_ms,
             "fan_in_rss_kib": fan_rss_kib,
             "close_all_s": close_s,
-        })
+            "rss": if tight { "peak (getrusage)" } else { "current (/proc)" },
+            "closed_inherited": inherited,
+        });
+        if tight {
+            if let Some(path) = std::env::var_os(RESULT_FILE) {
+                let _ = std::fs::write(path, result.to_string());
+            }
+        }
+        result
     }
 
     pub fn decode(size: usize) -> Value {
@@ -1472,21 +1572,32 @@ fn child(args: &[String]) -> Value {
 
 fn run_child(args: &[String]) -> Value {
     let exe = std::env::current_exe().unwrap();
+    // A child may close its standard output (see `ours::scale`) and write its result here.
+    let result_file =
+        std::env::temp_dir().join(format!("mqtt-pubsub-bench-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&result_file);
+    let _ = std::fs::remove_file(result_file.with_extension("panic"));
     let out = Command::new(exe)
         .arg("--child")
         .args(args)
+        .env(RESULT_FILE, &result_file)
         .output()
         .expect("child");
+    let written = std::fs::read_to_string(&result_file).ok();
+    let _ = std::fs::remove_file(&result_file);
     let text = String::from_utf8_lossy(&out.stdout);
-    match text
-        .lines()
-        .last()
+    match written
+        .as_deref()
+        .or_else(|| text.lines().last())
         .and_then(|l| serde_json::from_str(l).ok())
     {
         Some(v) => v,
         None => {
+            let panic_file = result_file.with_extension("panic");
+            let panicked = std::fs::read_to_string(&panic_file).unwrap_or_default();
+            let _ = std::fs::remove_file(&panic_file);
             eprintln!(
-                "child {args:?} failed: {}",
+                "child {args:?} failed: {}{panicked}",
                 String::from_utf8_lossy(&out.stderr)
             );
             json!({})
@@ -1836,9 +1947,10 @@ fn main() {
             );
         }
         if want("scale") && first {
-            // Ours alone (a scenario of one client, not a comparison). The limits a user meets
-            // first are file descriptors (raise `ulimit -n`, here and for the broker) and,
-            // past some thousands, the broker's own.
+            // Ours alone (a scenario of one client, not a comparison). The limit a user meets
+            // first is open files, two per provider (raise `ulimit -n`, here and for the
+            // broker); a child whose providers need all of them closes its standard streams
+            // (see `ours::scale`).
             let providers = args.value("--providers").unwrap_or_else(|| "1000".into());
             for n in providers.split(',') {
                 let v = run_child(&s(&["scale", "ours", url, n, &idle_secs.to_string()]));
