@@ -32,7 +32,7 @@ pub(crate) use portable::Poller;
 #[cfg(target_os = "linux")]
 mod linux {
     use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
     use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
     use rustix::time::Timespec;
@@ -50,6 +50,8 @@ mod linux {
         socket: AtomicI32,
         /// [`READABLE`] and [`WRITABLE`].
         interest: AtomicU8,
+        /// The last wait saw the peer close, reset or an error on the socket.
+        hung_up: AtomicBool,
     }
 
     impl Poller {
@@ -59,6 +61,7 @@ mod linux {
                 notify,
                 socket: AtomicI32::new(-1),
                 interest: AtomicU8::new(0),
+                hung_up: AtomicBool::new(false),
             })
         }
 
@@ -98,8 +101,15 @@ mod linux {
             }
         }
 
+        /// Whether the last [`Poller::wait`] saw the peer close the connection, reset it or
+        /// an error on it (reported whatever the interest).
+        pub fn hung_up(&self) -> bool {
+            self.hung_up.load(Ordering::Relaxed)
+        }
+
         /// Waits until the socket is ready as asked, [`Poller::notify`], or `timeout`
-        /// (`None`: no deadline). `Ok(true)` when the socket was reported readable.
+        /// (`None`: no deadline). `Ok(true)` when the socket was reported readable (or hung
+        /// up).
         #[allow(unsafe_code)]
         pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
             // Beyond ~24 days (`Duration::MAX` included) the wait just ends early and the
@@ -110,9 +120,13 @@ mod linux {
             });
             let raw: RawFd = self.socket.load(Ordering::Relaxed);
             let bits = self.interest.load(Ordering::Relaxed);
-            let mut flags = PollFlags::empty();
+            // The peer's close is asked for whatever the interest: a connection that is not
+            // read (paused for the application, or for its own output) must still learn that
+            // it is gone (a reset and an error are reported unasked, and would otherwise end
+            // every wait at once while nothing reads).
+            let mut flags = PollFlags::RDHUP;
             if bits & READABLE != 0 {
-                flags |= PollFlags::IN | PollFlags::RDHUP;
+                flags |= PollFlags::IN;
             }
             if bits & WRITABLE != 0 {
                 flags |= PollFlags::OUT;
@@ -138,15 +152,15 @@ mod linux {
                 let mut drain = [0u8; 8];
                 let _ = rustix::io::read(&self.notify, &mut drain);
             }
-            let readable = n == 2
-                && fds[1].revents().intersects(
-                    PollFlags::IN
-                        | PollFlags::RDHUP
-                        | PollFlags::HUP
-                        | PollFlags::ERR
-                        | PollFlags::NVAL,
-                );
-            Ok(readable)
+            let revents = if n == 2 {
+                fds[1].revents()
+            } else {
+                PollFlags::empty()
+            };
+            let hung_up = revents
+                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL);
+            self.hung_up.store(hung_up, Ordering::Relaxed);
+            Ok(hung_up || revents.contains(PollFlags::IN))
         }
     }
 }
@@ -208,6 +222,13 @@ mod portable {
             self.poller.notify()
         }
 
+        /// Not known here: a connection that is not read learns of its peer's close by its
+        /// next write or its keep-alive.
+        #[cfg_attr(all(test, target_os = "linux"), allow(dead_code))]
+        pub fn hung_up(&self) -> bool {
+            false
+        }
+
         pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
             let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
             events.clear();
@@ -255,6 +276,32 @@ mod tests {
             let t = Instant::now();
             assert!(!p.wait(Some(d)).unwrap());
             assert!(t.elapsed() >= d, "{us} µs");
+        }
+    }
+
+    /// A peer's close and a reset are reported while the socket is watched for nothing (a
+    /// connection paused for its application): the wait returns and says so, instead of
+    /// the close going unseen (a FIN) or ending every wait at once unreported (a reset).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_peer_close_or_reset_is_reported_without_interest() {
+        let none = Interest {
+            readable: false,
+            writable: false,
+        };
+        for reset in [false, true] {
+            let p = Poller::new().unwrap();
+            let (a, b) = pair();
+            p.add(&a, none).unwrap();
+            assert!(!p.wait(Some(Duration::from_millis(5))).unwrap());
+            assert!(!p.hung_up());
+            if reset {
+                rustix::net::sockopt::set_socket_linger(&b, Some(Duration::ZERO)).unwrap();
+            }
+            drop(b);
+            assert!(p.wait(Some(Duration::from_secs(5))).unwrap(), "reset {reset}");
+            assert!(p.hung_up(), "reset {reset}");
+            p.delete(&a).unwrap();
         }
     }
 

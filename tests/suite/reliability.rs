@@ -1764,3 +1764,121 @@ fn a_keep_alive_with_a_fraction_of_a_second_keeps_the_link_mosquitto() {
         ps.close().unwrap();
     }
 }
+
+/// A server that closes the connection while reading is paused for the application (a full
+/// subscription that acknowledges after processing) is seen at once: the provider reports
+/// the disruption, instead of keeping a half-closed socket until its keep-alive (60 s here)
+/// runs out. Before: no state change within the wait (and a reset, which the poller reports
+/// unasked, made the paused I/O thread spin on it).
+#[test]
+fn a_server_closing_while_reading_is_paused_is_seen_at_once_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let proxy = Proxy::start(m.ws_port);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    ps.add_provider(
+        MqttOverWsProvider::builder(proxy.url("/mqtt"))
+            .name("paused")
+            .keep_alive(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps
+        .subscribe_with(
+            "paused/t",
+            SubscribeOptions::default()
+                .qos(QoS::AtLeastOnce)
+                .capacity(2)
+                .ack_after_processing(true),
+        )
+        .unwrap();
+    let publisher = PubSub::new();
+    publisher
+        .add_provider(MqttOverWsProvider::builder(m.mqtt_url()).build().unwrap())
+        .unwrap();
+    for i in 0..10 {
+        publisher
+            .publish_with(
+                "paused/t",
+                i.to_string(),
+                PublishOptions::default().qos(QoS::AtLeastOnce),
+            )
+            .unwrap();
+    }
+    // Full: the provider stops reading (no event says so; the count is polled).
+    let until = Instant::now() + WAIT;
+    while sub.len() < 2 {
+        assert!(Instant::now() < until, "the subscription never filled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while states.try_recv().is_ok() {}
+    proxy.cut_all();
+    let e = states
+        .recv_timeout(WAIT)
+        .expect("the server's close seen well before the keep-alive");
+    assert_eq!(e.provider, "paused");
+    assert_ne!(e.state, ConnectionState::Connected, "{e:?}");
+    drop(sub);
+    ps.close().unwrap();
+}
+
+/// A subscription that acknowledges after processing, one message at a time, the application
+/// dropping each at once: 20,000 QoS 1 messages arrive with no stall. Before: a drop that
+/// came just before the I/O thread announced its sleep woke nothing and nothing re-checked
+/// it, so the acknowledgement (and with it the broker's flow) waited for the keep-alive —
+/// twice in 20,000 messages with a 5 s keep-alive (a minute each with the default).
+#[test]
+fn acknowledging_after_processing_never_stalls_on_a_drop_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.ws_url())
+            .keep_alive(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sub = ps
+        .subscribe_with(
+            "ackflow/t",
+            SubscribeOptions::default()
+                .qos(QoS::AtLeastOnce)
+                .capacity(1)
+                .ack_after_processing(true),
+        )
+        .unwrap();
+    const N: usize = 20_000;
+    let url = m.mqtt_url();
+    let producer = std::thread::spawn(move || {
+        let p = PubSub::new();
+        p.add_provider(MqttOverWsProvider::builder(url).build().unwrap())
+            .unwrap();
+        let opts = PublishOptions::default()
+            .qos(QoS::AtLeastOnce)
+            .timeout(Duration::from_secs(120));
+        let mut receipts = std::collections::VecDeque::new();
+        for i in 0..N {
+            receipts.push_back(
+                p.publish_nowait("ackflow/t", i.to_string(), opts.clone())
+                    .unwrap(),
+            );
+            if receipts.len() > 200 {
+                receipts.pop_front().unwrap().wait().unwrap();
+            }
+        }
+        for r in receipts {
+            r.wait().unwrap();
+        }
+        p.close().unwrap();
+    });
+    // A stall lasts the keep-alive (60 s); a loaded machine delays a message by far less.
+    for i in 0..N {
+        let m = sub
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("message {i} of {N}: {e}"));
+        drop(m);
+    }
+    producer.join().unwrap();
+    ps.close().unwrap();
+}

@@ -89,9 +89,9 @@ impl Driver {
         if self.state.get() != ConnectionState::Disconnected {
             self.set_state(ConnectionState::Disconnected, None);
         }
-        if self.session.oldest_unfinished().is_some() || !self.cmd_rx.is_empty() {
-            self.unfinished.store(true, Ordering::SeqCst);
-        }
+        // Unfinished: a publish accepted and not done, or still queued (a subscribe, an
+        // unsubscribe or a flush queued behind the close is not a publish the close lost).
+        let mut unfinished = self.session.oldest_unfinished().is_some();
         self.session.on_disconnected();
         self.commit_outbox();
         if let Some(outbox) = self.outbox.as_mut() {
@@ -110,6 +110,9 @@ impl Driver {
         }
         // Commands still queued will never be served.
         while let Ok(cmd) = self.cmd_rx.try_recv() {
+            if matches!(cmd, Command::Publish { .. }) {
+                unfinished = true;
+            }
             match cmd {
                 Command::Publish { reply: Some(r), .. }
                 | Command::Subscribe { reply: r, .. }
@@ -121,6 +124,9 @@ impl Driver {
                 }
                 _ => {}
             }
+        }
+        if unfinished {
+            self.unfinished.store(true, Ordering::SeqCst);
         }
         // Dropping the sinks ends the subscriptions' iterators once drained.
         drop(self.router.drain());
