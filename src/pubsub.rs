@@ -1,6 +1,6 @@
 //! [`PubSub`]: named providers, subscribe and publish fanned out over them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -50,6 +50,10 @@ struct Registry {
     /// changed in place unless such a call holds it, then copied once.
     all: Arc<Vec<Arc<Connection>>>,
     by_name: HashMap<Arc<str>, Arc<Connection>>,
+    /// Names being added (connecting): taken, so that a second add of the same name is
+    /// refused before it connects (with the same client id it would take the first one's
+    /// session over at the broker).
+    adding: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -156,9 +160,29 @@ impl PubSub {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.inner
+            .providers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `c`, a target of a call to every provider, was removed (or the `PubSub`
+    /// closed) since: its refusal is then the removal's, not the call's failure.
+    fn removed(&self, c: &Arc<Connection>) -> bool {
+        !self.inner.closed.load(Ordering::SeqCst)
+            && !self
+                .read()
+                .by_name
+                .get(&*c.name)
+                .is_some_and(|r| Arc::ptr_eq(r, c))
+    }
+
     /// Registers a provider and connects it. Returns after CONNACK, or with the error that
     /// prevented it (refused, bad credentials, TLS, HTTP status of the upgrade, timeout).
-    /// A name already taken is [`Error::DuplicateProvider`].
+    /// A name already taken, or being added by another thread, is
+    /// [`Error::DuplicateProvider`] (refused before connecting). A [`PubSub::close`] that
+    /// begins while it connects makes it [`Error::Closed`], with the new provider closed.
     ///
     /// ```no_run
     /// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
@@ -172,9 +196,6 @@ impl PubSub {
             return Err(Error::Closed);
         }
         let spec = provider.into_spec();
-        if self.read().by_name.contains_key(&*spec.name) {
-            return Err(Error::DuplicateProvider(spec.name));
-        }
         if let (Some(max), Some(id)) = (spec.limits.max_client_id, spec.options.client_id.as_ref())
         {
             if id.len() > max {
@@ -184,17 +205,22 @@ impl PubSub {
                 )));
             }
         }
-        let conn = Connection::open(spec, self.inner.hub.clone())?;
-        let mut list = self
-            .inner
-            .providers
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if list.by_name.contains_key(&conn.name) {
-            let name = conn.name.to_string();
+        let name = spec.name.clone();
+        {
+            let mut list = self.write();
+            if list.by_name.contains_key(&*name) || !list.adding.insert(name.clone()) {
+                return Err(Error::DuplicateProvider(name));
+            }
+        }
+        let opened = Connection::open(spec, self.inner.hub.clone());
+        let mut list = self.write();
+        list.adding.remove(&name);
+        let conn = opened?;
+        // A close that began while this one connected has taken the list already.
+        if self.inner.closed.load(Ordering::SeqCst) {
             drop(list);
             conn.close();
-            return Err(Error::DuplicateProvider(name));
+            return Err(Error::Closed);
         }
         let conn = Arc::new(conn);
         list.by_name.insert(conn.name.clone(), conn.clone());
@@ -206,20 +232,18 @@ impl PubSub {
     /// removes it. Its subscriptions' iterators end.
     pub fn remove_provider(&self, name: &str) -> Result<()> {
         let conn = {
-            let mut list = self
-                .inner
-                .providers
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut list = self.write();
             let conn = list
                 .by_name
                 .remove(name)
                 .ok_or_else(|| Error::UnknownProvider(name.to_string()))?;
             Arc::make_mut(&mut list.all).retain(|c| !Arc::ptr_eq(c, &conn));
+            // Its counters (still counting until its thread ends) are readable by name from
+            // the moment it leaves the list.
+            self.inner.retire(std::slice::from_ref(&conn));
             conn
         };
         conn.close();
-        self.inner.retire(std::slice::from_ref(&conn));
         if conn.ended_unfinished() {
             return Err(Error::timeout(
                 Operation::Close,
@@ -365,19 +389,27 @@ impl PubSub {
         // Built first so that an error below unsubscribes what was already set up (on drop).
         let sub = Subscription::new(id, inbox, &targets, filters.clone(), timeout);
         let with_qos: Vec<(String, QoS)> = filters.into_iter().map(|f| (f, options.qos)).collect();
+        let all = matches!(targets, Targets::All(_));
         let mut waits = Vec::with_capacity(targets.len());
         for c in targets.iter() {
-            waits.push(c.subscribe(
+            match c.subscribe(
                 id,
                 with_qos.clone(),
                 options.v5_bits,
                 sinks.sink(),
                 deadline,
-            )?);
+            ) {
+                Ok(rx) => waits.push((c, rx)),
+                Err(Error::Closed) if all && self.removed(c) => {}
+                Err(e) => return Err(e),
+            }
         }
         drop(sinks);
-        for rx in &waits {
-            wait_reply(rx, deadline, Operation::Subscribe, "no SUBACK in time")?;
+        for (c, rx) in &waits {
+            match wait_reply(rx, deadline, Operation::Subscribe, "no SUBACK in time") {
+                Err(Error::Closed) if all && self.removed(c) => {}
+                r => r?,
+            }
         }
         Ok(sub)
     }
@@ -503,6 +535,7 @@ impl PubSub {
         }
         let deadline = deadline_after(options.timeout.unwrap_or(targets[0].operation_timeout));
         let total = targets.len() * topics.len();
+        let all = matches!(targets, Targets::All(_));
         let mut payload = Some(payload);
         let mut waits = Vec::new();
         let mut n = 0;
@@ -521,14 +554,17 @@ impl PubSub {
                 } else {
                     t.clone()
                 };
-                let ack = c.publish(
+                let ack = match c.publish(
                     topic,
                     bytes,
                     options.qos,
                     options.retain,
                     props.clone(),
                     deadline,
-                )?;
+                ) {
+                    Err(Error::Closed) if all && self.removed(c) => continue,
+                    r => r?,
+                };
                 waits.extend(ack);
             }
         }
@@ -675,10 +711,16 @@ impl PubSub {
         let deadline = deadline_after(timeout);
         let mut waits = Vec::with_capacity(targets.len());
         for c in targets.iter() {
-            waits.push(c.flush()?);
+            match c.flush() {
+                Ok(rx) => waits.push((c, rx)),
+                // Removed meanwhile: its close drained what it had.
+                Err(Error::Closed) if self.removed(c) => {}
+                Err(e) => return Err(e),
+            }
         }
-        for rx in &waits {
+        for (c, rx) in &waits {
             match wait_reply(rx, deadline, Operation::Flush, "none was dropped") {
+                Err(Error::Closed) if self.removed(c) => {}
                 Err(Error::Timeout {
                     operation, detail, ..
                 }) => {
@@ -749,15 +791,13 @@ impl PubSub {
             }
         }
         self.inner.closed.store(true, Ordering::SeqCst);
-        let list = std::mem::take(
-            &mut *self
-                .inner
-                .providers
-                .write()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let list = {
+            let mut registry = self.write();
+            let list = std::mem::take(&mut *registry);
+            self.inner.retire(&list.all);
+            list
+        };
         let all_done = close_all(&list.all);
-        self.inner.retire(&list.all);
         if all_done {
             Ok(())
         } else {

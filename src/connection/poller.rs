@@ -299,7 +299,10 @@ mod tests {
                 rustix::net::sockopt::set_socket_linger(&b, Some(Duration::ZERO)).unwrap();
             }
             drop(b);
-            assert!(p.wait(Some(Duration::from_secs(5))).unwrap(), "reset {reset}");
+            assert!(
+                p.wait(Some(Duration::from_secs(5))).unwrap(),
+                "reset {reset}"
+            );
             assert!(p.hung_up(), "reset {reset}");
             p.delete(&a).unwrap();
         }

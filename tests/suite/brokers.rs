@@ -945,3 +945,196 @@ fn hundreds_of_providers_are_kept_in_order_and_by_name_mosquitto() {
     assert_eq!(published, N as u64);
     ps.close().unwrap();
 }
+
+/// `close()` racing with `add_provider`: whichever comes first, no provider is left alive
+/// on the closed `PubSub` (a thread and a connection nobody can use). Before: the add,
+/// which checked for a close only before connecting, inserted its provider after the close
+/// had taken the list, and `provider_names()` then showed it connected.
+#[test]
+fn a_close_racing_with_an_add_leaves_no_provider_alive_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    for round in 0..20u64 {
+        let ps = PubSub::new();
+        let (p2, url) = (ps.clone(), m.ws_url());
+        let adder = std::thread::spawn(move || {
+            p2.add_provider(
+                MqttOverWsProvider::builder(url)
+                    .name("late")
+                    .build()
+                    .unwrap(),
+            )
+        });
+        // Varying the interleaving, not waiting for anything.
+        std::thread::sleep(Duration::from_micros(300 + 100 * round));
+        let closed = ps.close();
+        let added = adder.join().unwrap();
+        assert!(
+            ps.provider_names().is_empty() && ps.state("late").is_none(),
+            "round {round}: close {closed:?}, add {added:?}, then {:?} is {:?}",
+            ps.provider_names(),
+            ps.state("late")
+        );
+        assert!(
+            matches!(added, Ok(()) | Err(Error::Closed)),
+            "round {round}: {added:?}"
+        );
+    }
+}
+
+/// Two threads adding a provider of the same name at once: one is refused before it
+/// connects, so the other is never disturbed (same client id: the loser would take its
+/// session over at the broker). Before: the loser connected, kicked the winner off
+/// (state events for the name: a second Connected, Disconnected) and was then refused.
+#[test]
+fn two_adds_of_one_name_at_once_connect_once_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    for round in 0..10 {
+        let ps = PubSub::new();
+        let states = ps.state_changes();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let adds: Vec<_> = (0..2)
+            .map(|_| {
+                let (ps, barrier, url) = (ps.clone(), barrier.clone(), m.ws_url());
+                std::thread::spawn(move || {
+                    let p = MqttOverWsProvider::builder(url)
+                        .name("x")
+                        .client_id(format!("same-name-{round}"))
+                        .build()
+                        .unwrap();
+                    barrier.wait();
+                    ps.add_provider(p)
+                })
+            })
+            .collect();
+        let results: Vec<_> = adds.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(Error::DuplicateProvider(n)) if n == "x")),
+            "{results:?}"
+        );
+        // Every event of both adds has been sent by now (each add returns after them).
+        let seen: Vec<ConnectionState> = states.try_iter().map(|e| e.state).collect();
+        assert_eq!(
+            seen.iter()
+                .filter(|s| **s == ConnectionState::Connected)
+                .count(),
+            1,
+            "round {round}: {seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .all(|s| matches!(s, ConnectionState::Connecting | ConnectionState::Connected)),
+            "round {round}: {seen:?}"
+        );
+        ps.close().unwrap();
+    }
+}
+
+/// While a provider is being removed (its close draining), `stats` by its name gives its own
+/// counts, never those of an earlier provider of the same name it replaced. Before: the
+/// provider left the list before its counters were retired, and in between `stats` found
+/// the replaced one's.
+#[test]
+fn stats_during_a_remove_are_the_removed_providers_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let ps = PubSub::new();
+    ps.add_provider(
+        MqttOverWsProvider::builder(m.ws_url())
+            .name("x")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        ps.publish("stats/r", "1").unwrap();
+    }
+    ps.flush(WAIT).unwrap();
+    ps.remove_provider("x").unwrap();
+    assert_eq!(ps.stats("x").unwrap().published, 5);
+    // Its replacement publishes once to a server that never acknowledges: its close drains
+    // for the close timeout.
+    let fake = crate::support::fake_server::FakeServer::start(vec![
+        crate::support::fake_server::Misbehaviour::NoPuback,
+    ]);
+    ps.add_provider(
+        MqttOverWsProvider::builder(fake.url())
+            .name("x")
+            .close_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let _receipt = ps
+        .publish_nowait(
+            "stats/r",
+            "1",
+            PublishOptions::default().qos(QoS::AtLeastOnce),
+        )
+        .unwrap();
+    ps.flush(Duration::from_millis(1)).ok();
+    let remover = {
+        let ps = ps.clone();
+        std::thread::spawn(move || ps.remove_provider("x"))
+    };
+    // Out of the list (no event says so; polled), its close still draining.
+    let until = Instant::now() + WAIT;
+    while ps.state("x").is_some() {
+        assert!(Instant::now() < until, "never removed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        ps.stats("x").map(|s| s.published),
+        Some(1),
+        "stats during the remove"
+    );
+    let _ = remover.join().unwrap();
+    assert_eq!(ps.stats("x").map(|s| s.published), Some(1), "after");
+}
+
+/// Subscribing to all providers while one of them is removed succeeds, with or without it,
+/// and the removal reports no unfinished publish when there was none. Before: a subscribe
+/// that reached the provider being closed failed with `Closed` (the `PubSub` was open), and
+/// the remove returned a close Timeout when the subscribe's commands were still queued.
+#[test]
+fn subscribing_to_all_while_one_is_removed_succeeds_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let mut errors = Vec::new();
+    for round in 0..30u64 {
+        let ps = PubSub::new();
+        for name in ["a", "b"] {
+            ps.add_provider(
+                MqttOverWsProvider::builder(m.ws_url())
+                    .name(name)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        let subscriber = {
+            let ps = ps.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| ps.subscribe("race/#").map(drop))
+                    .collect::<Vec<_>>()
+            })
+        };
+        // Varying the interleaving, not waiting for anything.
+        std::thread::sleep(Duration::from_micros(500 + 300 * round));
+        if let Err(e) = ps.remove_provider("b") {
+            errors.push(format!("round {round}: remove: {e:?}"));
+        }
+        for r in subscriber.join().unwrap() {
+            if let Err(e) = r {
+                errors.push(format!("round {round}: subscribe: {e:?}"));
+            }
+        }
+        ps.close().unwrap();
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+}
