@@ -55,6 +55,14 @@ pub enum Misbehaviour {
         count: usize,
         per_frame: usize,
     },
+    /// Behave; after the first SUBACK, send `count` copies of `packet`, one to a WebSocket
+    /// frame, then end the connection: with a reset (`reset`), or by closing its sending
+    /// side (a FIN) and reading until the client goes.
+    BurstAfterSubackThenEnd {
+        packet: Vec<u8>,
+        count: usize,
+        reset: bool,
+    },
     /// Instead of the CONNACK frame, these raw bytes on the socket (WebSocket frames made by
     /// hand: fragments, pings, what tungstenite would not send), then behave.
     RawConnack(Vec<u8>),
@@ -319,12 +327,19 @@ fn serve(
             }
             _ => None,
         },
+        end_after_burst: match &step {
+            Some(Misbehaviour::BurstAfterSubackThenEnd { reset, .. }) => Some(*reset),
+            _ => None,
+        },
         burst: match step {
             Some(Misbehaviour::BurstAfterSuback {
                 packet,
                 count,
                 per_frame,
             }) => Some((packet, count, per_frame)),
+            Some(Misbehaviour::BurstAfterSubackThenEnd { packet, count, .. }) => {
+                Some((packet, count, 1))
+            }
             _ => None,
         },
     };
@@ -380,6 +395,8 @@ struct Behaviour {
     subscribes: Arc<AtomicUsize>,
     burst: Option<(Vec<u8>, usize, usize)>,
     long_frame: Option<(Vec<Vec<u8>>, u64)>,
+    /// After the burst: end with a reset (`true`) or a FIN (`false`).
+    end_after_burst: Option<bool>,
 }
 
 /// Just enough of a broker: one client, exact-match subscriptions, QoS 0/1. With `ping`,
@@ -392,6 +409,7 @@ fn behave(mut ws: tungstenite::WebSocket<TcpStream>, options: Behaviour) {
         subscribes,
         mut burst,
         mut long_frame,
+        end_after_burst,
     } = options;
     let mut subscribed: Vec<String> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
@@ -500,6 +518,25 @@ fn behave(mut ws: tungstenite::WebSocket<TcpStream>, options: Behaviour) {
                     if ws.send(Message::Binary(frame.into())).is_err() {
                         return;
                     }
+                }
+                match end_after_burst {
+                    Some(true) => {
+                        // Late enough that a client has read the burst (a reset discards
+                        // what it has not read), then closed with nothing lingering: a reset.
+                        std::thread::sleep(Duration::from_millis(200));
+                        let _ = rustix::net::sockopt::set_socket_linger(
+                            ws.get_ref(),
+                            Some(Duration::ZERO),
+                        );
+                        return;
+                    }
+                    Some(false) => {
+                        let _ = ws.get_ref().shutdown(std::net::Shutdown::Write);
+                        let mut sink = [0u8; 4096];
+                        while ws.get_mut().read(&mut sink).is_ok_and(|n| n > 0) {}
+                        return;
+                    }
+                    None => {}
                 }
             }
         }

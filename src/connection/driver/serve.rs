@@ -168,7 +168,6 @@ impl Driver {
         // acknowledgement is next, or making room in a subscription that paused reading.
         self.publish_stats();
         ws.release_idle();
-        let reading_now = reading(write_blocked, self.session.output().len(), self.paused);
         let (cmd_rx, session, closing) = (&self.cmd_rx, &self.session, &self.closing);
         let (acks, flows, paused) = (&self.acks, &self.flows, self.paused);
         let not_closing_yet = !self.closing_state.started();
@@ -184,14 +183,6 @@ impl Driver {
         match self.wake.sleep(timeout, work) {
             // Woken by a caller or a timer alone: a socket that was drained still is.
             Ok(Some(false)) => {}
-            // The peer closed or reset a connection that is not being read: nothing would
-            // read the end, and the wait would return at once again.
-            Ok(Some(true)) if !reading_now && self.wake.poller.hung_up() => {
-                return Err(Exit::Lost(match ws.tcp().take_error() {
-                    Ok(Some(e)) => crate::net::error::map_io("reading", e),
-                    _ => Error::ConnectionLost("the server closed the connection".into()),
-                }));
-            }
             Ok(_) => ws.stream_mut().set_readable(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => ws.stream_mut().set_readable(),
             Err(e) => return Err(polling_lost(e)),
