@@ -62,6 +62,10 @@ struct Inner {
     hub: StateHub,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// The close flags of the adds connecting now: a close sets them (each add then gives
+    /// up within its connect step) and waits until this is empty.
+    connecting: std::sync::Mutex<Vec<Arc<AtomicBool>>>,
+    connecting_ended: std::sync::Condvar,
     /// The counters of providers removed or closed, by name (the latest of each name), so
     /// that their final counts can still be read.
     retired: std::sync::Mutex<HashMap<Arc<str>, Arc<crate::stats::Cell>>>,
@@ -212,20 +216,49 @@ impl PubSub {
                 return Err(Error::DuplicateProvider(name));
             }
         }
-        let opened = Connection::open(spec, self.inner.hub.clone());
-        let mut list = self.write();
-        list.adding.remove(&name);
-        let conn = opened?;
-        // A close that began while this one connected has taken the list already.
-        if self.inner.closed.load(Ordering::SeqCst) {
-            drop(list);
-            conn.close();
-            return Err(Error::Closed);
+        let result = self.connect_and_insert(spec);
+        self.write().adding.remove(&name);
+        result
+    }
+
+    /// `add_provider`'s connection, made so that a close that begins meanwhile abandons it
+    /// and waits for it (see [`PubSub::close_with`]).
+    fn connect_and_insert(&self, spec: crate::connection::spec::ProviderSpec) -> Result<()> {
+        let closing = Arc::new(AtomicBool::new(false));
+        self.lock_connecting().push(closing.clone());
+        let result = if self.inner.closed.load(Ordering::SeqCst) {
+            // The close began before this add was listed: it does not know to wait for it.
+            Err(Error::Closed)
+        } else {
+            Connection::open(spec, self.inner.hub.clone(), closing.clone()).and_then(|conn| {
+                let mut list = self.write();
+                // A close that began while this one connected has taken the list already.
+                if self.inner.closed.load(Ordering::SeqCst) {
+                    drop(list);
+                    conn.close();
+                    return Err(Error::Closed);
+                }
+                let conn = Arc::new(conn);
+                list.by_name.insert(conn.name.clone(), conn.clone());
+                Arc::make_mut(&mut list.all).push(conn);
+                Ok(())
+            })
+        };
+        let mut connecting = self.lock_connecting();
+        connecting.retain(|c| !Arc::ptr_eq(c, &closing));
+        self.inner.connecting_ended.notify_all();
+        match result {
+            // Abandoned for a close.
+            Err(_) if self.inner.closed.load(Ordering::SeqCst) => Err(Error::Closed),
+            r => r,
         }
-        let conn = Arc::new(conn);
-        list.by_name.insert(conn.name.clone(), conn.clone());
-        Arc::make_mut(&mut list.all).push(conn);
-        Ok(())
+    }
+
+    fn lock_connecting(&self) -> std::sync::MutexGuard<'_, Vec<Arc<AtomicBool>>> {
+        self.inner
+            .connecting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes a provider gracefully (as [`PubSub::close`] does, with the same result) and
@@ -505,6 +538,8 @@ impl PubSub {
             if options.qos == QoS::AtMostOnce
                 && c.offline_qos0 == OfflineQoS0::FailFast
                 && c.state() != ConnectionState::Connected
+                // A provider removed since the list was taken is skipped below, not refused.
+                && !(matches!(targets, Targets::All(_)) && self.removed(c))
             {
                 return Err(Error::ConnectionLost(format!(
                     "provider {} is {} and drops QoS 0 publishes while offline",
@@ -797,6 +832,20 @@ impl PubSub {
             self.inner.retire(&list.all);
             list
         };
+        // Adds connecting now give up, and are waited for: none connects after this returns.
+        {
+            let mut connecting = self.lock_connecting();
+            for c in connecting.iter() {
+                c.store(true, Ordering::SeqCst);
+            }
+            while !connecting.is_empty() {
+                connecting = self
+                    .inner
+                    .connecting_ended
+                    .wait(connecting)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
         let all_done = close_all(&list.all);
         if all_done {
             Ok(())

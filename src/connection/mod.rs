@@ -110,15 +110,15 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 impl Connection {
     /// Makes the first connection on this thread (until CONNACK, or the error that prevented
-    /// it), then starts the I/O thread with it.
-    pub fn open(spec: ProviderSpec, hub: StateHub) -> Result<Connection> {
+    /// it), then starts the I/O thread with it. `closing` is the connection's close flag:
+    /// set by another thread while this one connects, it abandons the attempt (`Closed`).
+    pub fn open(spec: ProviderSpec, hub: StateHub, closing: Arc<AtomicBool>) -> Result<Connection> {
         let wake = Arc::new(Wake::new(Poller::new().map_err(|e| Error::Io {
             context: "creating the poller",
             source: e,
             target: None,
         })?));
         let (cmd_tx, cmd_rx) = queue::queue(spec.options.queue_capacity);
-        let closing = Arc::new(AtomicBool::new(false));
         let unfinished = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(Pending::default());
         let state = Arc::new(SharedState::new(ConnectionState::Connecting));

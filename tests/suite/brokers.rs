@@ -1138,3 +1138,86 @@ fn subscribing_to_all_while_one_is_removed_succeeds_mosquitto() {
     }
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// A QoS 0 publish to all providers, each set to fail fast while offline, that meets one of
+/// them being removed goes out on the others. Before: the removed provider's Disconnected
+/// state failed the whole call (`ConnectionLost`) and the provider that stayed published
+/// nothing. The publish's many topics keep it checking the eight providers before the last
+/// while that one is removed; the removal starts after a range of delays, since nothing
+/// signals where the publish is.
+#[test]
+fn a_fail_fast_publish_to_all_meeting_a_removal_goes_to_the_others_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    const TOPICS: usize = 10_000;
+    const STAYING: usize = 8;
+    for delay_ms in [10, 20, 40, 80] {
+        let ps = PubSub::new();
+        let names = (0..STAYING)
+            .map(|i| format!("a{i}"))
+            .chain(["b".to_string()]);
+        for name in names {
+            ps.add_provider(
+                MqttOverWsProvider::builder(m.mqtt_url())
+                    .name(name)
+                    .offline_qos0(mqtt_pubsub::OfflineQoS0::FailFast)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+        let topics: Vec<String> = (0..TOPICS).map(|i| format!("ff/{i}")).collect();
+        let publisher = {
+            let ps = ps.clone();
+            std::thread::spawn(move || ps.publish(topics, "x"))
+        };
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        ps.remove_provider("b").unwrap();
+        let published = publisher.join().unwrap();
+        assert!(
+            published.is_ok(),
+            "removed after {delay_ms} ms: {published:?}"
+        );
+        ps.flush(WAIT).unwrap();
+        for i in 0..STAYING {
+            assert_eq!(ps.stats(&format!("a{i}")).unwrap().published, TOPICS as u64);
+        }
+        ps.close().unwrap();
+    }
+}
+
+/// A close that begins while `add_provider` is still connecting makes the add give up at
+/// once (`Closed`) and returns only after it has: no provider connects after `close()`
+/// returned. Before: the close returned at once and the add went on connecting for its
+/// whole connect timeout (here 30 s, against a server that never sends CONNACK).
+#[test]
+fn a_close_overtaking_a_connecting_add_waits_for_it_to_give_up() {
+    let server = crate::support::fake_server::FakeServer::start(vec![
+        crate::support::fake_server::Misbehaviour::NoConnack,
+    ]);
+    let ps = PubSub::new();
+    let states = ps.state_changes();
+    let adder = {
+        let (ps, url) = (ps.clone(), server.url());
+        std::thread::spawn(move || {
+            ps.add_provider(
+                MqttOverWsProvider::builder(url)
+                    .name("late")
+                    .connect_timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap(),
+            )
+        })
+    };
+    let e = states
+        .recv_timeout(WAIT)
+        .expect("the add starts connecting");
+    assert_eq!(e.state, ConnectionState::Connecting);
+    let t = Instant::now();
+    ps.close().unwrap();
+    // Gave up well before its 30 s connect timeout (a loaded machine takes longer than
+    // the 0.1 s an abandoned attempt needs, but not this long).
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let added = adder.join().unwrap();
+    assert!(matches!(added, Err(Error::Closed)), "{added:?}");
+    assert!(ps.provider_names().is_empty());
+}
