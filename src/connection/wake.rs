@@ -85,6 +85,9 @@ impl Flow {
     /// A message was dropped: a provider that stopped reading may go on.
     pub fn released(&self) {
         self.held.fetch_sub(1, Ordering::AcqRel);
+        // Pairs with the I/O thread's fence before it re-checks `full` (`Wake::sleep`):
+        // either it sees this release, or this sees it paused and wakes it.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.paused.load(Ordering::Acquire) > 0 {
             for w in self.wakes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 w.notify();
