@@ -113,45 +113,57 @@ impl NatsCluster {
                     None,
                 )?);
             }
-            Some((nodes, ports.iter().map(|p| p[2]).collect::<Vec<u16>>()))
+            let mqtt_ports: Vec<u16> = ports.iter().map(|p| p[2]).collect();
+            // A cluster that does not form (a route or MQTT port taken meanwhile by another
+            // test: the ports were free when chosen) is started again on fresh ports.
+            for (i, port) in mqtt_ports.iter().enumerate() {
+                if !wait_mqtt(*port) {
+                    let log = dir.path().join(format!("node{i}.log"));
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                    eprintln!(
+                        "NATS cluster node {i} (MQTT on {port}) not ready after 60 s; its log \
+                         ends: {tail:?}"
+                    );
+                    return None;
+                }
+            }
+            Some((nodes, mqtt_ports))
         });
-        let cluster = NatsCluster {
+        Some(NatsCluster {
             nodes,
             mqtt_ports,
             _dir: dir,
-        };
-        for port in &cluster.mqtt_ports {
-            cluster.wait_mqtt(*port);
-        }
-        Some(cluster)
+        })
     }
+}
 
-    /// Waits (at most 60 s) until the node on `port` accepts an MQTT session.
-    fn wait_mqtt(&self, port: u16) {
-        let start = std::time::Instant::now();
-        loop {
-            let ps = mqtt_pubsub::PubSub::new();
-            let ok = ps
-                .add_provider(
-                    mqtt_pubsub::MqttOverWsProvider::builder(format!("mqtt://127.0.0.1:{port}"))
-                        .connect_timeout(std::time::Duration::from_secs(5))
-                        .no_proxy()
-                        .build()
-                        .unwrap(),
-                )
-                .is_ok();
-            let _ = ps.close();
-            if ok {
-                return;
-            }
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(60),
-                "the NATS cluster node with MQTT on {port} is not ready after 60 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(250));
+/// Waits (at most 60 s) until the node on `port` accepts an MQTT session.
+fn wait_mqtt(port: u16) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        let ps = mqtt_pubsub::PubSub::new();
+        let ok = ps
+            .add_provider(
+                mqtt_pubsub::MqttOverWsProvider::builder(format!("mqtt://127.0.0.1:{port}"))
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .no_proxy()
+                    .build()
+                    .unwrap(),
+            )
+            .is_ok();
+        let _ = ps.close();
+        if ok {
+            return true;
         }
+        if start.elapsed() >= std::time::Duration::from_secs(60) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
+}
 
+impl NatsCluster {
     /// `mqtt://` URLs of the nodes, in node order.
     pub fn mqtt_urls(&self) -> Vec<String> {
         self.mqtt_ports
