@@ -906,6 +906,8 @@ fn hundreds_of_providers_are_kept_in_order_and_by_name_mosquitto() {
     )
     .unwrap();
     assert_eq!(sub.recv_timeout(WAIT).unwrap().topic(), "reg/one");
+    // Counters are as of each I/O thread's last turn; exact after a flush.
+    ps.flush(WAIT).unwrap();
     assert_eq!(ps.stats("dev-123").unwrap().published, 1);
     assert_eq!(ps.stats("dev-124").unwrap().published, 0);
     // Removed from the middle: gone from the names, the state and a publish by name; its
@@ -1077,7 +1079,12 @@ fn stats_during_a_remove_are_the_removed_providers_mosquitto() {
             PublishOptions::default().qos(QoS::AtLeastOnce),
         )
         .unwrap();
-    ps.flush(Duration::from_millis(1)).ok();
+    // Counted once its I/O thread has taken it (no event says so; polled).
+    let until = Instant::now() + WAIT;
+    while ps.stats("x").unwrap().published < 1 {
+        assert!(Instant::now() < until, "the publish never taken");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let remover = {
         let ps = ps.clone();
         std::thread::spawn(move || ps.remove_provider("x"))
