@@ -1,6 +1,6 @@
 //! [`PubSub`]: named providers, subscribe and publish fanned out over them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -50,10 +50,6 @@ struct Registry {
     /// changed in place unless such a call holds it, then copied once.
     all: Arc<Vec<Arc<Connection>>>,
     by_name: HashMap<Arc<str>, Arc<Connection>>,
-    /// Names being added (connecting): taken, so that a second add of the same name is
-    /// refused before it connects (with the same client id it would take the first one's
-    /// session over at the broker).
-    adding: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -62,9 +58,11 @@ struct Inner {
     hub: StateHub,
     next_id: AtomicU64,
     closed: AtomicBool,
-    /// The close flags of the adds connecting now: a close sets them (each add then gives
-    /// up within its connect step) and waits until this is empty.
-    connecting: std::sync::Mutex<Vec<Arc<AtomicBool>>>,
+    /// The adds connecting now, by name, with their connection's close flag. The name is
+    /// taken: a second add of it is refused before it connects (with the same client id it
+    /// would take the first one's session over at the broker). A close sets the flags (each
+    /// add then gives up within its connect step) and waits until this is empty.
+    connecting: std::sync::Mutex<HashMap<String, Arc<AtomicBool>>>,
     connecting_ended: std::sync::Condvar,
     /// The counters of providers removed or closed, by name (the latest of each name), so
     /// that their final counts can still be read.
@@ -186,7 +184,8 @@ impl PubSub {
     /// prevented it (refused, bad credentials, TLS, HTTP status of the upgrade, timeout).
     /// A name already taken, or being added by another thread, is
     /// [`Error::DuplicateProvider`] (refused before connecting). A [`PubSub::close`] that
-    /// begins while it connects makes it [`Error::Closed`], with the new provider closed.
+    /// begins while it connects makes it give up and return [`Error::Closed`]; the close
+    /// returns only after it has.
     ///
     /// ```no_run
     /// use mqtt_pubsub::{MqttOverWsProvider, PubSub};
@@ -210,42 +209,32 @@ impl PubSub {
             }
         }
         let name = spec.name.clone();
+        let closing = Arc::new(AtomicBool::new(false));
         {
-            let mut list = self.write();
-            if list.by_name.contains_key(&*name) || !list.adding.insert(name.clone()) {
+            let mut connecting = self.lock_connecting();
+            if connecting.contains_key(&name) || self.read().by_name.contains_key(&*name) {
                 return Err(Error::DuplicateProvider(name));
             }
+            // A close that began before this add is listed does not know to wait for it.
+            if self.inner.closed.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            connecting.insert(name.clone(), closing.clone());
         }
-        let result = self.connect_and_insert(spec);
-        self.write().adding.remove(&name);
-        result
-    }
-
-    /// `add_provider`'s connection, made so that a close that begins meanwhile abandons it
-    /// and waits for it (see [`PubSub::close_with`]).
-    fn connect_and_insert(&self, spec: crate::connection::spec::ProviderSpec) -> Result<()> {
-        let closing = Arc::new(AtomicBool::new(false));
-        self.lock_connecting().push(closing.clone());
-        let result = if self.inner.closed.load(Ordering::SeqCst) {
-            // The close began before this add was listed: it does not know to wait for it.
-            Err(Error::Closed)
-        } else {
-            Connection::open(spec, self.inner.hub.clone(), closing.clone()).and_then(|conn| {
-                let mut list = self.write();
-                // A close that began while this one connected has taken the list already.
-                if self.inner.closed.load(Ordering::SeqCst) {
-                    drop(list);
-                    conn.close();
-                    return Err(Error::Closed);
-                }
-                let conn = Arc::new(conn);
-                list.by_name.insert(conn.name.clone(), conn.clone());
-                Arc::make_mut(&mut list.all).push(conn);
-                Ok(())
-            })
-        };
-        let mut connecting = self.lock_connecting();
-        connecting.retain(|c| !Arc::ptr_eq(c, &closing));
+        let result = Connection::open(spec, self.inner.hub.clone(), closing).and_then(|conn| {
+            let mut list = self.write();
+            // A close that began while this one connected has taken the list already.
+            if self.inner.closed.load(Ordering::SeqCst) {
+                drop(list);
+                conn.close();
+                return Err(Error::Closed);
+            }
+            let conn = Arc::new(conn);
+            list.by_name.insert(conn.name.clone(), conn.clone());
+            Arc::make_mut(&mut list.all).push(conn);
+            Ok(())
+        });
+        self.lock_connecting().remove(&name);
         self.inner.connecting_ended.notify_all();
         match result {
             // Abandoned for a close.
@@ -254,7 +243,7 @@ impl PubSub {
         }
     }
 
-    fn lock_connecting(&self) -> std::sync::MutexGuard<'_, Vec<Arc<AtomicBool>>> {
+    fn lock_connecting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AtomicBool>>> {
         self.inner
             .connecting
             .lock()
@@ -835,8 +824,8 @@ impl PubSub {
         // Adds connecting now give up, and are waited for: none connects after this returns.
         {
             let mut connecting = self.lock_connecting();
-            for c in connecting.iter() {
-                c.store(true, Ordering::SeqCst);
+            for closing in connecting.values() {
+                closing.store(true, Ordering::SeqCst);
             }
             while !connecting.is_empty() {
                 connecting = self

@@ -319,7 +319,7 @@ mod ours {
         let tight = 2 * n + 8 > open_file_limit();
         // Descriptors this child inherited besides the standard streams (a shell's or a CI
         // runner's, left open across exec): closed with them in tight mode.
-        let mut inherited = Vec::new();
+        let mut inherited: Vec<(i32, String)> = Vec::new();
         if tight {
             let fds: Vec<(i32, String)> = std::fs::read_dir("/proc/self/fd")
                 .unwrap()
@@ -336,7 +336,7 @@ mod ours {
                 #[allow(unsafe_code)]
                 let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
                 if fd > 2 && open {
-                    inherited.push(format!("{fd} -> {to}"));
+                    inherited.push((fd, to));
                 }
             }
             assert!(
@@ -362,9 +362,8 @@ mod ours {
                 for fd in 0..3 {
                     libc::close(fd);
                 }
-                for fd in &inherited {
-                    let fd: i32 = fd.split(' ').next().unwrap().parse().unwrap();
-                    libc::close(fd);
+                for (fd, _) in &inherited {
+                    libc::close(*fd);
                 }
             }
         }
@@ -462,7 +461,10 @@ mod ours {
             "fan_in_rss_kib": fan_rss_kib,
             "close_all_s": close_s,
             "rss": if tight { "peak (getrusage)" } else { "current (/proc)" },
-            "closed_inherited": inherited,
+            "closed_inherited": inherited
+                .iter()
+                .map(|(fd, to)| format!("{fd} -> {to}"))
+                .collect::<Vec<_>>(),
         });
         if tight {
             if let Some(path) = std::env::var_os(RESULT_FILE) {
